@@ -1,0 +1,311 @@
+#!/usr/bin/env bash
+# Install (when missing), configure and start the servers the tests use:
+#
+#   PostgreSQL 15   127.0.0.1:5432  user postgres, no password, database test
+#   MariaDB         127.0.0.1:3306  user root, empty password, database test
+#   Redis           127.0.0.1:6379  no auth, nothing kept on disk
+#   Redis Cluster   127.0.0.1:7000-7002, three masters, state in
+#                   /tmp/qtask-redis-cluster
+#
+# and the tools the other test steps need (valgrind, go).
+#
+# Idempotent: a server that is already up is left alone. Safe to run again and
+# again, and from several shells at once (runs are serialised by a lock).
+# Meant for a throw-away test machine (Debian 12, root, no systemd): it makes
+# loopback logins password-less on PostgreSQL and MariaDB.
+#
+#   QTASK_NO_INSTALL=1         install nothing; start what is installed, report
+#                              what is missing or does not come up, exit 0
+#                              (exit 1 anyway when CI=true)
+#   QTASK_SERVICES_TIMEOUT=60  seconds to wait for each server
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# The URLs come from env.sh alone (unset first: report the fixed local ones).
+unset QTASK_TEST_PG_URL QTASK_TEST_MYSQL_URL QTASK_TEST_REDIS_URL QTASK_TEST_REDIS_CLUSTER_URLS
+# shellcheck source=env.sh
+. "$here/env.sh"
+
+NO_INSTALL=${QTASK_NO_INSTALL:-0}
+[ "$NO_INSTALL" = 1 ] || NO_INSTALL=0
+TIMEOUT=${QTASK_SERVICES_TIMEOUT:-60}
+LOG_DIR=/tmp/qtask-services
+CLUSTER_DIR=/tmp/qtask-redis-cluster
+CLUSTER_PORTS=(7000 7001 7002)
+PG_VER=15
+PG_CLUSTER=main
+
+SUDO=
+if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then SUDO=sudo; fi
+
+mkdir -p "$LOG_DIR" "$CLUSTER_DIR"
+chmod 1777 "$LOG_DIR" 2>/dev/null || true
+
+# One run at a time. Fd 9 holds the lock; every server is started with 9>&-
+# so that no daemon inherits it (it would hold the lock for its lifetime).
+exec 9>"$LOG_DIR/lock"
+if ! flock -w 600 9; then
+    echo "services: another scripts/services.sh has held $LOG_DIR/lock for 10 minutes" >&2
+    exit 1
+fi
+
+failures=()
+
+say() { printf '%-14s %s\n' "$1" "$2"; }
+
+now_ms() { date +%s%3N; }
+since() { local ms=$(($(now_ms) - $1)); printf '%d.%ds' $((ms / 1000)) $((ms % 1000 / 100)); }
+
+# wait_until SECONDS cmd... : true once cmd succeeds, false after SECONDS.
+wait_until() {
+    local limit=$(($(now_ms) + $1 * 1000))
+    shift
+    until "$@" >/dev/null 2>&1; do
+        [ "$(now_ms)" -lt "$limit" ] || return 1
+        sleep 0.2
+    done
+}
+
+# fail NAME MESSAGE : report a server that is not usable.
+fail() {
+    say "$1" "FAILED: $2" >&2
+    failures+=("$1")
+}
+
+# ---------------------------------------------------------------- install
+
+have_pg() { command -v pg_ctlcluster >/dev/null 2>&1 && [ -x "/usr/lib/postgresql/$PG_VER/bin/postgres" ]; }
+have_mariadb() { [ -x /usr/sbin/mariadbd ] && command -v mariadb >/dev/null 2>&1; }
+have_redis() { command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; }
+have_go() { command -v go >/dev/null 2>&1; }
+have_valgrind() { command -v valgrind >/dev/null 2>&1; }
+
+want=()
+have_pg || want+=(postgresql)
+have_mariadb || want+=(mariadb-server)
+have_redis || want+=(redis-server)
+have_go || want+=(golang-go)
+have_valgrind || want+=(valgrind)
+
+if [ ${#want[@]} -gt 0 ]; then
+    if [ "$NO_INSTALL" = 1 ]; then
+        say install "skipped (QTASK_NO_INSTALL=1); missing: ${want[*]}"
+    else
+        t0=$(now_ms)
+        apt_log=$LOG_DIR/apt.log
+        export DEBIAN_FRONTEND=noninteractive
+        if $SUDO apt-get -o DPkg::Lock::Timeout=300 update >"$apt_log" 2>&1 &&
+            $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 \
+                install -y "${want[@]}" >>"$apt_log" 2>&1; then
+            say install "${want[*]} ($(since "$t0"))"
+        else
+            tail -n 30 "$apt_log" >&2
+            echo "services: apt-get install ${want[*]} failed; full log in $apt_log" >&2
+            exit 1
+        fi
+    fi
+fi
+
+# ---------------------------------------------------------------- PostgreSQL
+
+pg_ready() { pg_isready -q -h 127.0.0.1 -p 5432; }
+pg_sql() { psql "postgres://postgres@127.0.0.1:5432/$1" -v ON_ERROR_STOP=1 -qtAc "$2"; }
+
+start_pg() {
+    local name=postgresql url=$QTASK_TEST_PG_URL t0 how hba
+    if ! have_pg; then fail $name "not installed"; return; fi
+    t0=$(now_ms)
+
+    # A fresh install has its cluster; create it if it was dropped.
+    if ! pg_lsclusters -h 2>/dev/null | awk -v v=$PG_VER -v c=$PG_CLUSTER '$1 == v && $2 == c { f = 1 } END { exit !f }'; then
+        $SUDO pg_createcluster --port 5432 $PG_VER $PG_CLUSTER >>"$LOG_DIR/postgresql.log" 2>&1 ||
+            { fail $name "pg_createcluster $PG_VER $PG_CLUSTER failed (see $LOG_DIR/postgresql.log)"; return; }
+    fi
+
+    # Loopback TCP logins without a password (scram-sha-256/md5 -> trust).
+    hba=/etc/postgresql/$PG_VER/$PG_CLUSTER/pg_hba.conf
+    local loopback='^(host[[:space:]]+all[[:space:]]+all[[:space:]]+(127\.0\.0\.1/32|::1/128)[[:space:]]+)(scram-sha-256|md5|password)'
+    local hba_changed=0
+    if $SUDO grep -Eq "$loopback" "$hba"; then
+        $SUDO sed -E -i "s#${loopback}#\\1trust#" "$hba"
+        hba_changed=1
+    fi
+
+    if pg_ready; then
+        how="already running"
+        if [ $hba_changed = 1 ]; then
+            $SUDO pg_ctlcluster --skip-systemctl-redirect $PG_VER $PG_CLUSTER reload
+            how="already running, pg_hba reloaded"
+        fi
+    else
+        $SUDO mkdir -p /var/run/postgresql
+        $SUDO chown postgres:postgres /var/run/postgresql
+        # "start" fails when the cluster is running but not (yet) answering;
+        # the wait below decides.
+        $SUDO pg_ctlcluster --skip-systemctl-redirect $PG_VER $PG_CLUSTER start \
+            >>"$LOG_DIR/postgresql.log" 2>&1 9>&- || true
+        if ! wait_until "$TIMEOUT" pg_ready; then
+            fail $name "no answer on 127.0.0.1:5432 after ${TIMEOUT}s (see /var/log/postgresql/postgresql-$PG_VER-$PG_CLUSTER.log)"
+            return
+        fi
+        how="started in $(since "$t0")"
+    fi
+
+    if [ "$(pg_sql postgres "select count(*) from pg_database where datname = 'test'" 2>/dev/null)" = 0 ]; then
+        pg_sql postgres "create database test" || true # a concurrent creator is fine
+    fi
+    if ! pg_sql test "select 1" >/dev/null 2>&1; then
+        fail $name "up, but cannot log in as $url"
+        return
+    fi
+    say $name "ok  $how  $url"
+}
+
+# ---------------------------------------------------------------- MariaDB
+
+# ping succeeds as soon as the server answers, even when the login is refused.
+mariadb_alive() { mariadb-admin --connect-timeout=2 -h 127.0.0.1 -P 3306 -u root --silent ping; }
+mariadb_login() { mariadb --connect-timeout=2 -h 127.0.0.1 -P 3306 -u root "$@"; }
+
+start_mariadb() {
+    local name=mariadb url=$QTASK_TEST_MYSQL_URL t0 how
+    if ! have_mariadb; then fail $name "not installed"; return; fi
+    t0=$(now_ms)
+    if mariadb_alive >/dev/null 2>&1; then
+        how="already running"
+    else
+        if [ ! -d /var/lib/mysql/mysql ]; then
+            $SUDO mariadb-install-db --user=mysql --datadir=/var/lib/mysql \
+                >>"$LOG_DIR/mariadb-install.log" 2>&1 9>&- ||
+                { fail $name "mariadb-install-db failed (see $LOG_DIR/mariadb-install.log)"; return; }
+        fi
+        $SUDO mkdir -p /run/mysqld /var/log/mysql
+        $SUDO chown mysql:mysql /run/mysqld /var/log/mysql
+        $SUDO start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd \
+            -- --user=mysql --log-error=/var/log/mysql/error.log 9>&-
+        if ! wait_until "$TIMEOUT" mariadb_alive; then
+            fail $name "no answer on 127.0.0.1:3306 after ${TIMEOUT}s (see /var/log/mysql/error.log)"
+            return
+        fi
+        how="started in $(since "$t0")"
+    fi
+
+    # Root logs in by unix socket only after install; allow the empty
+    # password over TCP (done through the socket, as OS root).
+    if ! mariadb_login -e "select 1" >/dev/null 2>&1; then
+        $SUDO mariadb -u root -e "ALTER USER root@localhost IDENTIFIED VIA mysql_native_password USING PASSWORD('')" ||
+            { fail $name "could not allow root's empty password over TCP"; return; }
+    fi
+    if ! mariadb_login -e "CREATE DATABASE IF NOT EXISTS test" || ! mariadb_login test -e "select 1" >/dev/null; then
+        fail $name "up, but cannot log in as $url"
+        return
+    fi
+    say $name "ok  $how  $url"
+}
+
+# ---------------------------------------------------------------- Redis
+
+redis_ping() { [ "$(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" = PONG ]; }
+
+start_redis() {
+    local name=redis url=$QTASK_TEST_REDIS_URL t0 how
+    if ! have_redis; then fail $name "not installed"; return; fi
+    t0=$(now_ms)
+    if redis_ping 6379; then
+        how="already running"
+    else
+        redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+            --dir /tmp --logfile "$LOG_DIR/redis-6379.log" >/dev/null 9>&- || true
+        if ! wait_until "$TIMEOUT" redis_ping 6379; then
+            fail $name "no answer on 127.0.0.1:6379 after ${TIMEOUT}s (see $LOG_DIR/redis-6379.log)"
+            return
+        fi
+        how="started in $(since "$t0")"
+    fi
+    say $name "ok  $how  $url"
+}
+
+# ---------------------------------------------------------------- Redis Cluster
+
+cluster_ok() {
+    local p
+    for p in "${CLUSTER_PORTS[@]}"; do
+        redis-cli -h 127.0.0.1 -p "$p" cluster info 2>/dev/null | grep -q '^cluster_state:ok' || return 1
+    done
+}
+cluster_all_up() {
+    local p
+    for p in "${CLUSTER_PORTS[@]}"; do redis_ping "$p" || return 1; done
+}
+cluster_all_down() {
+    local p
+    for p in "${CLUSTER_PORTS[@]}"; do ! redis_ping "$p" || return 1; done
+}
+
+start_cluster() {
+    local name=redis-cluster url=$QTASK_TEST_REDIS_CLUSTER_URLS t0 p nodes=()
+    if ! have_redis; then fail $name "not installed"; return; fi
+    t0=$(now_ms)
+    # Up and healthy: leave it alone. All nodes up but not ok yet: it may be
+    # settling (give it a few seconds) or half-made.
+    if cluster_all_up && wait_until 5 cluster_ok; then
+        say $name "ok  already running  $url"
+        return
+    fi
+
+    # Anything else (dead, half-alive, never joined) is rebuilt from nothing:
+    # it holds test data only.
+    for p in "${CLUSTER_PORTS[@]}"; do
+        if redis_ping "$p"; then redis-cli -h 127.0.0.1 -p "$p" shutdown nosave >/dev/null 2>&1 || true; fi
+    done
+    if ! wait_until 10 cluster_all_down; then
+        fail $name "old nodes on ${CLUSTER_PORTS[*]} do not stop"
+        return
+    fi
+    rm -rf "${CLUSTER_DIR:?}"/*
+
+    for p in "${CLUSTER_PORTS[@]}"; do
+        mkdir -p "$CLUSTER_DIR/$p"
+        redis-server --port "$p" --bind 127.0.0.1 --cluster-enabled yes \
+            --cluster-config-file "$CLUSTER_DIR/$p/nodes.conf" --save "" --appendonly no \
+            --dir "$CLUSTER_DIR/$p" --logfile "$CLUSTER_DIR/$p/redis.log" --daemonize yes \
+            >/dev/null 9>&- || true
+        nodes+=("127.0.0.1:$p")
+    done
+    if ! wait_until "$TIMEOUT" cluster_all_up; then
+        fail $name "nodes do not answer on ${CLUSTER_PORTS[*]} (see $CLUSTER_DIR/*/redis.log)"
+        return
+    fi
+    if ! redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes \
+        >"$LOG_DIR/redis-cluster-create.log" 2>&1; then
+        fail $name "redis-cli --cluster create failed (see $LOG_DIR/redis-cluster-create.log)"
+        return
+    fi
+    if ! wait_until "$TIMEOUT" cluster_ok; then
+        fail $name "cluster_state is not ok after ${TIMEOUT}s"
+        return
+    fi
+    say $name "ok  created in $(since "$t0")  $url"
+}
+
+# ---------------------------------------------------------------- run
+
+start_pg
+start_mariadb
+start_redis
+start_cluster
+have_go || fail go "not installed (needed by the Go tests)"
+have_valgrind || fail valgrind "not installed (needed by the C tests)"
+
+echo "# export QTASK_TEST_PG_URL=$QTASK_TEST_PG_URL QTASK_TEST_MYSQL_URL=$QTASK_TEST_MYSQL_URL" \
+    "QTASK_TEST_REDIS_URL=$QTASK_TEST_REDIS_URL QTASK_TEST_REDIS_CLUSTER_URLS=$QTASK_TEST_REDIS_CLUSTER_URLS" \
+    " (or: source scripts/env.sh)"
+
+if [ ${#failures[@]} -gt 0 ]; then
+    if [ "$NO_INSTALL" = 1 ] && [ "${CI:-}" != true ]; then
+        echo "services: not available: ${failures[*]} (QTASK_NO_INSTALL=1: tests needing them are skipped)" >&2
+        exit 0
+    fi
+    echo "services: FAILED: ${failures[*]}" >&2
+    exit 1
+fi
