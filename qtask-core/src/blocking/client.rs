@@ -1,0 +1,124 @@
+//! The blocking client: the async [`crate::Client`]'s methods, waited on.
+
+use std::time::Duration;
+
+use super::wait;
+use crate::config::Config;
+use crate::error::Result;
+use crate::maintenance::SweepReport;
+use crate::task::{Created, Message, NewTask, Stats, Status, Task};
+
+/// A blocking handle to a task table and its queue. `Send + Sync`: share it between
+/// threads (by reference or in an `Arc`). Dropping it stops its sweeper.
+#[derive(Debug)]
+pub struct Client {
+    inner: crate::Client,
+}
+
+/// Blocking form of [`crate::client::Invoke`].
+#[derive(Debug)]
+#[must_use = "call invoke() after the transaction commits, or the task waits for its timeout"]
+pub struct Invoke {
+    inner: crate::client::Invoke,
+}
+
+impl Invoke {
+    /// Pushes the message; false means the queue was down and the sweeper will push it.
+    pub fn invoke(self) -> Result<bool> {
+        wait(self.inner.invoke())
+    }
+}
+
+macro_rules! blocking {
+    ($self:ident, |$c:ident| $body:expr) => {{
+        let $c = $self.inner.clone();
+        wait(async move { $body.await })
+    }};
+}
+
+impl Client {
+    /// Connects and, unless `config.sweeper` is false, starts the sweeper on the shared runtime.
+    pub fn open(config: Config) -> Result<Client> {
+        let inner = wait(crate::Client::open(config))?;
+        Ok(Client { inner })
+    }
+
+    /// The async client behind this one, for async code in the same program.
+    pub fn as_async(&self) -> &crate::Client {
+        &self.inner
+    }
+
+    pub fn config(&self) -> &Config {
+        self.inner.config()
+    }
+
+    pub fn install(&self) -> Result<()> {
+        blocking!(self, |c| c.install())
+    }
+
+    pub fn create(&self, task: NewTask) -> Result<Created> {
+        blocking!(self, |c| c.create(task))
+    }
+
+    pub fn create_deferred(&self, task: NewTask) -> Result<(Created, Invoke)> {
+        let (created, inner) = blocking!(self, |c| c.create_deferred(task))?;
+        Ok((created, Invoke { inner }))
+    }
+
+    pub fn delay(&self, task: NewTask, delay: Duration) -> Result<Created> {
+        blocking!(self, |c| c.delay(task, delay))
+    }
+
+    pub fn create_many(&self, tasks: Vec<NewTask>) -> Result<Vec<Created>> {
+        blocking!(self, |c| c.create_many(tasks))
+    }
+
+    pub fn pop(&self, queue: &str, wait_for: Duration) -> Result<Option<Message>> {
+        let queue = queue.to_owned();
+        blocking!(self, |c| c.pop(&queue, wait_for))
+    }
+
+    pub fn processing(&self, task_id: i64) -> Result<bool> {
+        blocking!(self, |c| c.processing(task_id))
+    }
+
+    pub fn finish(&self, task_id: i64) -> Result<()> {
+        blocking!(self, |c| c.finish(task_id))
+    }
+
+    pub fn fail(&self, task_id: i64, error: &str) -> Result<Status> {
+        let error = error.to_owned();
+        blocking!(self, |c| c.fail(task_id, &error))
+    }
+
+    pub fn cancel(&self, task_id: i64) -> Result<()> {
+        blocking!(self, |c| c.cancel(task_id))
+    }
+
+    pub fn get(&self, task_id: i64) -> Result<Task> {
+        blocking!(self, |c| c.get(task_id))
+    }
+
+    pub fn stats(&self) -> Result<Stats> {
+        blocking!(self, |c| c.stats())
+    }
+
+    pub fn sweep_once(&self) -> Result<SweepReport> {
+        blocking!(self, |c| c.sweep_once())
+    }
+
+    /// Stops the sweeper and closes the pool; later calls fail with `Error::Closed`.
+    pub fn close(&self) {
+        let c = self.inner.clone();
+        let _ = wait(async move {
+            c.close().await;
+            Ok(())
+        });
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

@@ -1,0 +1,13 @@
+//! A blocking client for programs without an async runtime, and the base of the C
+//! and Python bindings.
+//!
+//! Every call runs on one process-wide tokio runtime (threads named `qtask-runtime`)
+//! and the caller's thread waits for it, so it is safe from any thread, and even
+//! from inside another tokio runtime (where it blocks that worker thread: async
+//! code should use [`crate::Client`], or call this from `spawn_blocking`).
+
+mod client;
+mod runtime;
+
+pub use client::{Client, Invoke};
+pub use runtime::{runtime, wait};

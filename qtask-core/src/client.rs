@@ -1,0 +1,386 @@
+//! The async client: every operation of the seed and more, on one namespace.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::AnyConnection;
+use tokio::sync::Mutex;
+
+use crate::clock::duration_ms;
+use crate::config::Config;
+use crate::error::{invalid, Error, Result};
+use crate::maintenance::{self, Context, Maintainer, Metrics, SweepReport};
+use crate::queue::{self, Queue};
+use crate::store::Store;
+use crate::task::{check_key, Created, Message, NewTask, Stats, Status, Task, ValidTask};
+
+/// A connection to one namespace of a task table and its queue. Cheap to clone;
+/// clones share the pool and the sweeper. Call [`Client::close`] to stop the sweeper.
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: Config,
+    store: Store,
+    queue: Arc<dyn Queue>,
+    metrics: Arc<Metrics>,
+    maintainer: Mutex<Option<Maintainer>>,
+    closed: AtomicBool,
+}
+
+/// Dispatches a task created in a caller's transaction, after that transaction commits
+/// (the seed's `invoke`). If it is never called, the sweeper dispatches the task once
+/// its timeout has passed.
+#[derive(Debug)]
+#[must_use = "call invoke() after the transaction commits, or the task waits for its timeout"]
+pub struct Invoke {
+    client: Client,
+    message: Option<Message>,
+}
+
+impl Invoke {
+    /// Pushes the message. Returns whether it is on the queue now; on false the
+    /// row is safe and the sweeper pushes it once the queue is reachable.
+    pub async fn invoke(self) -> Result<bool> {
+        match self.message {
+            None => Ok(true),
+            Some(message) => self.client.push_or_unclaim(&[message]).await,
+        }
+    }
+
+    pub fn task_id(&self) -> Option<i64> {
+        self.message.as_ref().map(|m| m.task_id)
+    }
+}
+
+impl Client {
+    /// Connects to the database and queue the config names and, unless
+    /// `config.sweeper` is false, starts the sweeper on the current tokio runtime.
+    /// Does not create tables: call [`Client::install`] once.
+    pub async fn open(config: Config) -> Result<Client> {
+        config.validate()?;
+        let store = Store::connect(&config).await?;
+        let queue = queue::connect(&config, &store).await?;
+        let client = Client {
+            inner: Arc::new(Inner {
+                store,
+                queue,
+                metrics: Arc::default(),
+                maintainer: Mutex::new(None),
+                closed: AtomicBool::new(false),
+                config,
+            }),
+        };
+        if client.inner.config.sweeper {
+            let maintainer = Maintainer::start(client.context(), client.inner.config.sweep_interval);
+            *client.inner.maintainer.lock().await = Some(maintainer);
+        }
+        Ok(client)
+    }
+
+    /// Opens with [`Config::from_env`]: `QTASK_DB_URL`, `QTASK_QUEUE_URL`, else SQLite `qtask.db`.
+    pub async fn open_default() -> Result<Client> {
+        Client::open(Config::from_env()).await
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The task table's store; its pool serves callers' own transactions for [`Client::create_in`].
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Creates or migrates qtask's tables. Idempotent; never drops data.
+    pub async fn install(&self) -> Result<()> {
+        self.check_open()?;
+        self.inner.store.install().await
+    }
+
+    /// Writes the task and dispatches it now (the seed's `Create` followed by `invoke`).
+    pub async fn create(&self, task: NewTask) -> Result<Created> {
+        let (created, invoke) = self.create_deferred(task).await?;
+        let dispatched = if created.existing {
+            false
+        } else {
+            invoke.invoke().await?
+        };
+        Ok(Created {
+            dispatched,
+            ..created
+        })
+    }
+
+    /// Writes the task and returns an [`Invoke`] that dispatches it.
+    pub async fn create_deferred(&self, task: NewTask) -> Result<(Created, Invoke)> {
+        self.check_open()?;
+        let mut conn = self.inner.store.pool().acquire().await?;
+        self.create_in(&mut conn, task).await
+    }
+
+    /// Writes the task on the caller's connection, typically inside the caller's own
+    /// transaction (`client.store().pool().begin()`); call the returned [`Invoke`]
+    /// after it commits. Until then no worker can see the task.
+    pub async fn create_in(&self, conn: &mut AnyConnection, task: NewTask) -> Result<(Created, Invoke)> {
+        self.check_open()?;
+        let valid = ValidTask::check(&task, Duration::ZERO, self.inner.config.max_payload_bytes)?;
+        let pushes = !self.inner.queue.reads_table();
+        let inserted = self.inner.store.insert(conn, &valid, pushes).await?;
+        let message = if pushes && !inserted.existing {
+            let input = task.input.as_object().cloned().unwrap_or_default();
+            Some(Message {
+                task_id: inserted.id,
+                attempt: 1,
+                queue: task.queue,
+                input,
+            })
+        } else {
+            None
+        };
+        let created = Created {
+            id: inserted.id,
+            existing: inserted.existing,
+            dispatched: false,
+        };
+        Ok((
+            created,
+            Invoke {
+                client: self.clone(),
+                message,
+            },
+        ))
+    }
+
+    /// Writes the task only; the sweeper dispatches it `delay` from now (the seed's `Delay`).
+    pub async fn delay(&self, task: NewTask, delay: Duration) -> Result<Created> {
+        self.check_open()?;
+        let valid = ValidTask::check(&task, delay, self.inner.config.max_payload_bytes)?;
+        let mut conn = self.inner.store.pool().acquire().await?;
+        let inserted = self.inner.store.insert(&mut conn, &valid, false).await?;
+        Ok(Created {
+            id: inserted.id,
+            existing: inserted.existing,
+            dispatched: false,
+        })
+    }
+
+    /// Creates many tasks in one transaction, then dispatches them together. All are
+    /// checked first: one bad task and nothing is written.
+    pub async fn create_many(&self, tasks: Vec<NewTask>) -> Result<Vec<Created>> {
+        self.check_open()?;
+        let max = self.inner.config.max_payload_bytes;
+        let valid = tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                ValidTask::check(t, Duration::ZERO, max).map_err(|e| invalid(format!("task {i}: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let pushes = !self.inner.queue.reads_table();
+        let mut tx = self.inner.store.pool().begin().await?;
+        let mut inserted = Vec::with_capacity(valid.len());
+        for task in &valid {
+            inserted.push(self.inner.store.insert(&mut tx, task, pushes).await?);
+        }
+        tx.commit().await?;
+        let messages: Vec<Message> = tasks
+            .into_iter()
+            .zip(&inserted)
+            .filter(|(_, ins)| pushes && !ins.existing)
+            .map(|(task, ins)| Message {
+                task_id: ins.id,
+                attempt: 1,
+                queue: task.queue,
+                input: task.input.as_object().cloned().unwrap_or_default(),
+            })
+            .collect();
+        let dispatched = if pushes {
+            self.push_or_unclaim(&messages).await?
+        } else {
+            true
+        };
+        Ok(inserted
+            .into_iter()
+            .map(|ins| Created {
+                id: ins.id,
+                existing: ins.existing,
+                dispatched: dispatched && !ins.existing,
+            })
+            .collect())
+    }
+
+    /// Waits up to `wait` for a message of `queue`. A worker then calls
+    /// [`Client::processing`], runs it, and calls [`Client::finish`] or [`Client::fail`].
+    pub async fn pop(&self, queue: &str, wait: Duration) -> Result<Option<Message>> {
+        self.check_open()?;
+        check_key("queue", queue)?;
+        let message = self.inner.queue.pop(queue, wait).await?;
+        if let (Some(message), true) = (&message, self.inner.queue.reads_table()) {
+            self.inner.metrics.count_dispatch(message.attempt);
+        }
+        Ok(message)
+    }
+
+    /// Marks the task running and extends its lease by its timeout. Returns false when
+    /// the caller must skip it: finished, failed, cancelled, past its deadline or gone.
+    /// Call it again during a long job to keep the lease.
+    pub async fn processing(&self, task_id: i64) -> Result<bool> {
+        Ok(self.processing_lease(task_id).await?.is_some())
+    }
+
+    /// [`Client::processing`], returning the lease it granted.
+    pub async fn processing_lease(&self, task_id: i64) -> Result<Option<Duration>> {
+        self.check_open()?;
+        self.inner.store.processing(task_id).await
+    }
+
+    /// Marks the task finished: never dispatched again; its row is deleted after its
+    /// delete deadline. Finishing twice is fine; finishing a cancelled task is an error.
+    pub async fn finish(&self, task_id: i64) -> Result<()> {
+        self.check_open()?;
+        self.inner.store.finish(task_id).await
+    }
+
+    /// Records a failed attempt: retried after a backoff that doubles per dispatch, or
+    /// failed for good when its attempts or deadline are spent. Returns the new status.
+    pub async fn fail(&self, task_id: i64, error: &str) -> Result<Status> {
+        self.check_open()?;
+        let error = truncate(error, 16 * 1024);
+        let config = &self.inner.config;
+        let (base, max) = (
+            duration_ms(config.retry_backoff),
+            duration_ms(config.retry_backoff_max),
+        );
+        self.inner
+            .store
+            .fail(task_id, error, |count| backoff_ms(base, max, count))
+            .await
+    }
+
+    /// Stops a live task; cancelling twice is fine, cancelling a finished task is an error.
+    pub async fn cancel(&self, task_id: i64) -> Result<()> {
+        self.check_open()?;
+        self.inner.store.cancel(task_id).await
+    }
+
+    pub async fn get(&self, task_id: i64) -> Result<Task> {
+        self.check_open()?;
+        self.inner.store.get(task_id).await
+    }
+
+    /// Task counts of this namespace and this client's sweeper counters.
+    pub async fn stats(&self) -> Result<Stats> {
+        self.check_open()?;
+        let mut stats = self.inner.store.stats().await?;
+        let m = &self.inner.metrics;
+        stats.dispatched = m.dispatched.load(Ordering::Relaxed);
+        stats.redispatched = m.redispatched.load(Ordering::Relaxed);
+        stats.gave_up = m.gave_up.load(Ordering::Relaxed);
+        stats.deleted = m.deleted.load(Ordering::Relaxed);
+        Ok(stats)
+    }
+
+    /// Runs one sweep now, whether or not the background sweeper runs.
+    pub async fn sweep_once(&self) -> Result<SweepReport> {
+        self.check_open()?;
+        maintenance::sweep_once(&self.context()).await
+    }
+
+    /// Stops the sweeper and closes the pool. Later calls fail with [`Error::Closed`].
+    /// Closing twice is fine.
+    pub async fn close(&self) {
+        if self.inner.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if let Some(mut maintainer) = self.inner.maintainer.lock().await.take() {
+            maintainer.stop().await;
+        }
+        self.inner.store.close().await;
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::SeqCst)
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    fn context(&self) -> Context {
+        Context {
+            store: self.inner.store.clone(),
+            queue: self.inner.queue.clone(),
+            metrics: self.inner.metrics.clone(),
+            batch_size: self.inner.config.batch_size,
+        }
+    }
+
+    /// Pushes claimed messages; if the queue is down, takes the claims back so the
+    /// sweeper pushes them later, and reports false. The rows are committed either way.
+    async fn push_or_unclaim(&self, messages: &[Message]) -> Result<bool> {
+        if messages.is_empty() {
+            return Ok(true);
+        }
+        match self.inner.queue.push(messages).await {
+            Ok(()) => {
+                for message in messages {
+                    self.inner.metrics.count_dispatch(message.attempt);
+                }
+                Ok(true)
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, count = messages.len(),
+                    "qtask: queue unreachable; tasks are saved and the sweeper will dispatch them");
+                let ids: Vec<i64> = messages.iter().map(|m| m.task_id).collect();
+                self.inner.store.unclaim(&ids).await?;
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// Retry delay after the `count`-th dispatch failed: base · 2^(count-1), capped, plus up
+/// to 10 % jitter so retries of a burst spread out.
+pub(crate) fn backoff_ms(base: i64, max: i64, count: i64) -> i64 {
+    let exponent = count.clamp(1, 40) - 1;
+    let delay = base.saturating_mul(1i64 << exponent).min(max);
+    delay + (delay as f64 * 0.1 * fastrand::f64()) as i64
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        for (count, low) in [(1, 1000), (2, 2000), (3, 4000), (10, 60_000), (99, 60_000)] {
+            let b = backoff_ms(1000, 60_000, count);
+            assert!(b >= low && b <= low + low / 10, "count {count}: {b}");
+        }
+    }
+
+    #[test]
+    fn truncate_keeps_utf8_whole() {
+        assert_eq!(truncate("任务", 4), "任");
+        assert_eq!(truncate("ab", 4), "ab");
+    }
+}

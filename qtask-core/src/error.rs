@@ -1,0 +1,59 @@
+//! One error type for the whole engine; the bindings map it once each.
+
+use std::time::Duration;
+
+/// Everything qtask can fail with. Bindings map each variant to a C code or a
+/// Python exception; the message is for people.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The caller passed something qtask refuses (bad JSON, empty name, zero timeout…).
+    /// Nothing was written.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// No task with this id (it may have been cleaned up already).
+    #[error("task {0} not found")]
+    NotFound(i64),
+
+    /// The task exists but its state forbids the operation (finishing a cancelled task…).
+    #[error("invalid state: {0}")]
+    InvalidState(String),
+
+    /// The database refused or could not be reached.
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+
+    /// The queue (Redis) refused or could not be reached.
+    #[error("queue error: {0}")]
+    Queue(String),
+
+    /// An operation did not complete in time.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+
+    /// The client was closed before or during the call.
+    #[error("client is closed")]
+    Closed,
+
+    /// A bug or an environment qtask cannot work in (used after fork, a panic inside…).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<sqlx::Error> for Error {
+    fn from(err: sqlx::Error) -> Self {
+        Error::Database(err)
+    }
+}
+
+impl From<redis::RedisError> for Error {
+    fn from(err: redis::RedisError) -> Self {
+        Error::Queue(err.to_string())
+    }
+}
+
+pub(crate) fn invalid(msg: impl Into<String>) -> Error {
+    Error::InvalidArgument(msg.into())
+}

@@ -1,0 +1,49 @@
+//! qtask: a durable task dispatcher.
+//!
+//! A task's row in a relational database (SQLite, PostgreSQL, MySQL/MariaDB) is the
+//! source of truth; a queue (the database itself, or Redis) carries it to a worker;
+//! a sweeper started with every [`Client`] re-dispatches whatever is due or overdue.
+//!
+//! ```no_run
+//! # async fn demo() -> qtask_core::Result<()> {
+//! use std::time::Duration;
+//! use qtask_core::{Client, Config, NewTask};
+//!
+//! let client = Client::open(Config::from_env()).await?;
+//! client.install().await?;
+//! let task = NewTask::new("订单绑定任务", serde_json::json!({"order_no": "8973097380045"}), "ORDER:BIND")
+//!     .timeout(Duration::from_secs(3600));
+//! let created = client.create(task).await?;
+//! if let Some(message) = client.pop("ORDER:BIND", Duration::from_secs(1)).await? {
+//!     if client.processing(message.task_id).await? {
+//!         // … the work …
+//!         client.finish(message.task_id).await?;
+//!     }
+//! }
+//! # let _ = created; Ok(()) }
+//! ```
+
+pub mod blocking;
+mod client;
+mod clock;
+mod config;
+mod error;
+mod maintenance;
+pub mod queue;
+pub mod store;
+mod task;
+mod worker;
+
+pub use client::{Client, Invoke};
+pub use clock::Clock;
+pub use config::{Config, DB_QUEUE, DEFAULT_DB_URL};
+pub use error::{Error, Result};
+pub use maintenance::SweepReport;
+pub use task::{
+    seconds, Created, Message, NewTask, Stats, Status, Task, TaskOptions, DEFAULT_DEADLINE,
+    DEFAULT_MAX_COUNT, DEFAULT_TIMEOUT, RESERVED_KEYS,
+};
+pub use worker::{Worker, WorkerReport};
+
+/// The driver behind `Store::pool`, re-exported so callers' transactions match qtask's.
+pub use sqlx;

@@ -1,0 +1,42 @@
+//! Transports: how a dispatched task reaches a worker. The table stays the truth;
+//! a queue may lose messages (Redis FLUSHALL) and the sweeper re-sends them.
+
+mod db;
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use db::DbQueue;
+
+use crate::config::{Config, DB_QUEUE};
+use crate::error::{invalid, Result};
+use crate::store::Store;
+use crate::task::Message;
+
+#[async_trait]
+pub trait Queue: Send + Sync + Debug {
+    /// True when workers read due tasks straight from the table (the `db` queue):
+    /// nothing is pushed, a pop is the claim.
+    fn reads_table(&self) -> bool;
+
+    /// Puts claimed tasks on their queues. All or nothing as far as the caller knows:
+    /// on error the caller takes the claims back.
+    async fn push(&self, messages: &[Message]) -> Result<()>;
+
+    /// Waits up to `wait` for one message of `queue`.
+    async fn pop(&self, queue: &str, wait: Duration) -> Result<Option<Message>>;
+}
+
+/// Opens the queue a config names.
+pub async fn connect(config: &Config, store: &Store) -> Result<Arc<dyn Queue>> {
+    if config.queue == DB_QUEUE {
+        return Ok(Arc::new(DbQueue::new(store.clone())));
+    }
+    Err(invalid(format!(
+        "queue {:?} is not supported by this build",
+        config.queue
+    )))
+}

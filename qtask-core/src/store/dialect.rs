@@ -1,0 +1,128 @@
+//! The three SQL dialects: where their text differs, and nothing else.
+
+use crate::error::{invalid, Result};
+
+/// Which database a URL names. Queries are written once with `?` placeholders
+/// and `{t}` / `{now}` markers; the dialect fills in its own text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+impl Dialect {
+    pub fn from_url(url: &str) -> Result<Self> {
+        let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or("");
+        match scheme {
+            "sqlite" => Ok(Dialect::Sqlite),
+            "postgres" | "postgresql" => Ok(Dialect::Postgres),
+            "mysql" | "mariadb" => Ok(Dialect::MySql),
+            _ => Err(invalid(format!(
+                "database URL must start with sqlite:, postgres: or mysql:, got {:?}",
+                redact(url)
+            ))),
+        }
+    }
+
+    /// The database's clock in Unix milliseconds, one value per statement.
+    pub fn now_ms(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+            Dialect::Postgres => "CAST(EXTRACT(EPOCH FROM statement_timestamp()) * 1000 AS BIGINT)",
+            Dialect::MySql => "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)",
+        }
+    }
+
+    /// Whether UPDATE … RETURNING exists (MariaDB has it only for INSERT and DELETE).
+    pub fn update_returning(self) -> bool {
+        !matches!(self, Dialect::MySql)
+    }
+
+    /// Row locks that let concurrent claimers pass each other (SQLite locks the whole file).
+    pub fn skip_locked(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres | Dialect::MySql => "FOR UPDATE SKIP LOCKED",
+        }
+    }
+
+    /// `a || b`, which MySQL spells CONCAT.
+    pub fn concat(self, a: &str, b: &str) -> String {
+        match self {
+            Dialect::MySql => format!("CONCAT({a}, {b})"),
+            _ => format!("({a} || {b})"),
+        }
+    }
+
+    /// The larger of two values (SQLite's scalar MAX).
+    pub fn greatest(self, a: &str, b: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("MAX({a}, {b})"),
+            _ => format!("GREATEST({a}, {b})"),
+        }
+    }
+
+    /// Insert that does nothing when a live task already holds the (queue, order_no) key.
+    pub fn insert_unless_live(self) -> (&'static str, &'static str) {
+        match self {
+            Dialect::MySql => ("INSERT IGNORE INTO", ""),
+            _ => ("INSERT INTO", "ON CONFLICT DO NOTHING RETURNING id"),
+        }
+    }
+
+    /// Rewrites `?` placeholders into `$1, $2…` for PostgreSQL. Queries contain no
+    /// `?` inside string literals.
+    pub fn placeholders(self, sql: String) -> String {
+        if self != Dialect::Postgres {
+            return sql;
+        }
+        let mut out = String::with_capacity(sql.len() + 16);
+        let mut n = 0;
+        for c in sql.chars() {
+            if c == '?' {
+                n += 1;
+                out.push('$');
+                out.push_str(&n.to_string());
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+}
+
+/// A URL with its password hidden, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(start), Some(at)) if at > start => {
+            let creds = &url[start + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..start + 3], user, &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_placeholders_are_numbered() {
+        let sql = Dialect::Postgres.placeholders("a = ? AND b = ?".into());
+        assert_eq!(sql, "a = $1 AND b = $2");
+        assert_eq!(Dialect::MySql.placeholders("a = ?".into()), "a = ?");
+    }
+
+    #[test]
+    fn urls_pick_dialects_and_hide_passwords() {
+        assert_eq!(Dialect::from_url("sqlite://x.db").unwrap(), Dialect::Sqlite);
+        assert_eq!(Dialect::from_url("postgresql://h/db").unwrap(), Dialect::Postgres);
+        assert_eq!(Dialect::from_url("mariadb://h/db").unwrap(), Dialect::MySql);
+        assert!(Dialect::from_url("oracle://h/db").is_err());
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+    }
+}

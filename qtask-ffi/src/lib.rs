@@ -1,0 +1,1 @@
+//! C ABI over qtask-core (being written).

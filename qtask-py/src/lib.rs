@@ -1,0 +1,1 @@
+//! pyo3 module over qtask-core (being written).
