@@ -1,7 +1,13 @@
 //! Transports: how a dispatched task reaches a worker. The table stays the truth;
 //! a queue may lose messages (Redis FLUSHALL) and the sweeper re-sends them.
+//!
+//! - `db`: the task table itself ([`DbQueue`]);
+//! - `redis://host:6379/0`, `rediss://…`: one Redis ([`RedisQueue`]);
+//! - `redis+cluster://host1:7000,host2:7001` (or `redis://host1:7000,redis://host2:7001`):
+//!   a Redis Cluster, reached from any of the listed nodes.
 
 mod db;
+mod redis;
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -9,6 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use self::redis::{list_key, RedisQueue};
 pub use db::DbQueue;
 
 use crate::config::{Config, DB_QUEUE};
@@ -34,6 +41,12 @@ pub trait Queue: Send + Sync + Debug {
 pub async fn connect(config: &Config, store: &Store) -> Result<Arc<dyn Queue>> {
     if config.queue == DB_QUEUE {
         return Ok(Arc::new(DbQueue::new(store.clone())));
+    }
+    if config.queue.starts_with("redis://")
+        || config.queue.starts_with("rediss://")
+        || config.queue.starts_with("redis+cluster://")
+    {
+        return Ok(Arc::new(RedisQueue::connect(config).await?));
     }
     Err(invalid(format!(
         "queue {:?} is not supported by this build",

@@ -1,0 +1,471 @@
+//! The Redis queue: one list per namespace and queue, `{prefix}:{namespace}:{<queue>}`.
+//! The braces are a hash tag, so in a Redis Cluster every key of one queue lives in
+//! one slot. A push is LPUSH, a pop is (B)RPOP: first in, first out.
+//!
+//! Redis only carries messages: the task table is the truth. A message lost with
+//! Redis (FLUSHALL, a restart without persistence, a killed connection) is pushed
+//! again by the sweeper once the task's lease runs out.
+//!
+//! Connections are opened lazily and replaced after a connection error, so a client
+//! opened while Redis is down works as soon as Redis is back. Pushes share one
+//! multiplexed connection; every concurrent blocking pop has a connection of its own
+//! (a blocked connection would hold up every command queued behind it), taken from
+//! a small pool of idle ones.
+
+use std::fmt;
+use std::sync::Mutex as SyncMutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::MultiplexedConnection;
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncConnectionConfig, ErrorKind, RedisError};
+use tokio::sync::Mutex;
+use tokio::time::{timeout, Instant};
+
+use super::Queue;
+use crate::config::Config;
+use crate::error::{invalid, Error, Result};
+use crate::store::redact;
+use crate::task::Message;
+
+/// Longest wait for a TCP connection (and the handshake) to one Redis node.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait for the reply to a push or a non-blocking pop.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A blocking pop whose reply is this much later than its own timeout is given up.
+const BLOCKING_GRACE: Duration = Duration::from_secs(5);
+/// Idle blocking-pop connections kept for reuse; more are closed.
+const MAX_IDLE: usize = 32;
+/// After a failed connect, calls fail at once for this long (doubling up to the max),
+/// so that creates do not each wait for a Redis that is down.
+const FIRST_COOLDOWN: Duration = Duration::from_millis(100);
+const MAX_COOLDOWN: Duration = Duration::from_secs(2);
+
+/// The Redis list key of one queue of one namespace.
+pub fn list_key(redis_prefix: &str, namespace: &str, queue: &str) -> String {
+    format!("{redis_prefix}:{namespace}:{{{queue}}}")
+}
+
+/// The queue behind `redis://`, `rediss://` and `redis+cluster://` URLs.
+pub struct RedisQueue {
+    target: Target,
+    /// Shown in errors and logs, without a password.
+    url: String,
+    redis_prefix: String,
+    namespace: String,
+    shared: Mutex<Shared>,
+    idle: SyncMutex<Vec<Conn>>,
+}
+
+enum Target {
+    Single(redis::Client),
+    Cluster {
+        /// Bounded response times, for pushes.
+        commands: Box<ClusterClient>,
+        /// No response timeout, for blocking pops (bounded by `BLOCKING_GRACE` instead).
+        blocking: Box<ClusterClient>,
+    },
+}
+
+#[derive(Clone)]
+enum Conn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+/// The push connection and what is known about reaching Redis.
+#[derive(Default)]
+struct Shared {
+    conn: Option<Conn>,
+    /// Bumped whenever `conn` is replaced, so a late error drops only its own connection.
+    generation: u64,
+    down_until: Option<Instant>,
+    cooldown: Duration,
+}
+
+impl fmt::Debug for RedisQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisQueue")
+            .field("url", &self.url)
+            .field("cluster", &matches!(self.target, Target::Cluster { .. }))
+            .field("redis_prefix", &self.redis_prefix)
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisQueue {
+    /// Parses the URL and tries one connection. Redis being down is not an error here:
+    /// it is logged, and every later call tries again.
+    pub async fn connect(config: &Config) -> Result<Self> {
+        let url = redact(&config.queue);
+        let target = Target::parse(&config.queue).map_err(|e| invalid(format!("queue URL {url:?}: {e}")))?;
+        let queue = RedisQueue {
+            target,
+            url,
+            redis_prefix: config.redis_prefix.clone(),
+            namespace: config.namespace.clone(),
+            shared: Mutex::default(),
+            idle: SyncMutex::default(),
+        };
+        if let Err(err) = queue.shared_conn().await {
+            tracing::warn!(error = %err, url = %queue.url,
+                "qtask: Redis unreachable at open; tasks are saved and dispatched once it is back");
+        }
+        Ok(queue)
+    }
+
+    fn key(&self, queue: &str) -> String {
+        list_key(&self.redis_prefix, &self.namespace, queue)
+    }
+
+    fn error(&self, err: RedisError) -> Error {
+        Error::Queue(format!("redis {}: {err}", self.url))
+    }
+
+    /// Opens a new connection: for commands (bounded replies) or for blocking pops.
+    async fn open(&self, blocking: bool) -> Result<Conn> {
+        let connecting = async {
+            match &self.target {
+                Target::Single(client) => {
+                    let response = if blocking { None } else { Some(RESPONSE_TIMEOUT) };
+                    let config = AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                        .set_response_timeout(response);
+                    client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await
+                        .map(Conn::Single)
+                }
+                Target::Cluster {
+                    commands,
+                    blocking: b,
+                } => {
+                    let client = if blocking { b } else { commands };
+                    client.get_async_connection().await.map(Conn::Cluster)
+                }
+            }
+        };
+        // A cluster connects to every node; bound the whole, not each node.
+        match timeout(CONNECT_TIMEOUT * 3, connecting).await {
+            Ok(result) => result.map_err(|e| self.error(e)),
+            Err(_) => Err(Error::Queue(format!(
+                "redis {}: no connection within {:?}",
+                self.url,
+                CONNECT_TIMEOUT * 3
+            ))),
+        }
+    }
+
+    /// The shared connection for pushes, opened on first use and after a failure.
+    async fn shared_conn(&self) -> Result<(Conn, u64)> {
+        let mut shared = self.shared.lock().await;
+        if let Some(conn) = &shared.conn {
+            return Ok((conn.clone(), shared.generation));
+        }
+        if let Some(until) = shared.down_until {
+            if Instant::now() < until {
+                return Err(Error::Queue(format!(
+                    "redis {} is unreachable; retrying shortly",
+                    self.url
+                )));
+            }
+        }
+        match self.open(false).await {
+            Ok(conn) => {
+                shared.conn = Some(conn.clone());
+                shared.generation += 1;
+                shared.down_until = None;
+                shared.cooldown = Duration::ZERO;
+                if shared.generation > 1 {
+                    tracing::info!(url = %self.url, "qtask: reconnected to Redis");
+                }
+                Ok((conn, shared.generation))
+            }
+            Err(err) => {
+                shared.cooldown = (shared.cooldown * 2).clamp(FIRST_COOLDOWN, MAX_COOLDOWN);
+                shared.down_until = Some(Instant::now() + shared.cooldown);
+                Err(err)
+            }
+        }
+    }
+
+    /// Forgets the shared connection after an error that may have broken it.
+    async fn shared_failed(&self, generation: u64, err: &RedisError) {
+        if breaks_connection(err) {
+            let mut shared = self.shared.lock().await;
+            if shared.generation == generation {
+                shared.conn = None;
+            }
+        }
+    }
+
+    fn take_idle(&self) -> Option<Conn> {
+        self.idle.lock().ok()?.pop()
+    }
+
+    fn put_idle(&self, conn: Conn) {
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < MAX_IDLE {
+                idle.push(conn);
+            }
+        }
+    }
+
+    /// A non-blocking RPOP on the shared connection.
+    async fn pop_now(&self, key: &str) -> Result<Option<String>> {
+        let (conn, generation) = self.shared_conn().await?;
+        let mut cmd = redis::cmd("RPOP");
+        cmd.arg(key);
+        let result: Result<Option<String>, RedisError> = match conn {
+            Conn::Single(mut c) => cmd.query_async(&mut c).await,
+            Conn::Cluster(mut c) => cmd.query_async(&mut c).await,
+        };
+        match result {
+            Ok(text) => Ok(text),
+            Err(err) => {
+                self.shared_failed(generation, &err).await;
+                Err(self.error(err))
+            }
+        }
+    }
+
+    /// A BRPOP of at most `wait` (at least 1 ms) on a connection of its own.
+    async fn pop_blocking(&self, key: &str, wait: Duration) -> Result<Option<String>> {
+        let conn = match self.take_idle() {
+            Some(conn) => conn,
+            None => self.open(true).await?,
+        };
+        // Redis 6+ takes fractional seconds; 0 would mean "forever".
+        let secs = wait.as_millis().max(1) as f64 / 1000.0;
+        let mut cmd = redis::cmd("BRPOP");
+        cmd.arg(key).arg(secs);
+        let reply = async {
+            let mut conn = conn;
+            let result: Result<Option<(String, String)>, RedisError> = match &mut conn {
+                Conn::Single(c) => cmd.query_async(c).await,
+                Conn::Cluster(c) => cmd.query_async(c).await,
+            };
+            (conn, result)
+        };
+        match timeout(wait + BLOCKING_GRACE, reply).await {
+            Ok((conn, Ok(popped))) => {
+                self.put_idle(conn);
+                Ok(popped.map(|(_, text)| text))
+            }
+            Ok((conn, Err(err))) => {
+                if !breaks_connection(&err) {
+                    self.put_idle(conn);
+                }
+                Err(self.error(err))
+            }
+            // The connection went with the future; a message it may have taken is
+            // re-sent by the sweeper after the task's timeout.
+            Err(_) => Err(Error::Queue(format!(
+                "redis {}: no reply to a blocking pop within {:?}",
+                self.url,
+                wait + BLOCKING_GRACE
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl Queue for RedisQueue {
+    fn reads_table(&self) -> bool {
+        false
+    }
+
+    async fn push(&self, messages: &[Message]) -> Result<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        // One LPUSH per queue, in the order given.
+        let mut groups: Vec<(&str, Vec<String>)> = Vec::new();
+        for message in messages {
+            let text = message.to_json().to_string();
+            match groups.iter_mut().find(|(q, _)| *q == message.queue) {
+                Some((_, texts)) => texts.push(text),
+                None => groups.push((&message.queue, vec![text])),
+            }
+        }
+        let (conn, generation) = self.shared_conn().await?;
+        let result: Result<(), RedisError> = match conn {
+            Conn::Single(mut c) => {
+                // MULTI/EXEC: Redis takes all of the messages or none.
+                let mut pipe = redis::pipe();
+                pipe.atomic();
+                for (queue, texts) in &groups {
+                    pipe.lpush(self.key(queue), texts).ignore();
+                }
+                pipe.query_async(&mut c).await
+            }
+            Conn::Cluster(mut c) => {
+                // Queues may live on different nodes: one command each (a cluster
+                // pipeline must stay in one slot).
+                let mut result = Ok(());
+                for (queue, texts) in &groups {
+                    let mut cmd = redis::cmd("LPUSH");
+                    cmd.arg(self.key(queue)).arg(texts);
+                    if let Err(err) = cmd.query_async::<()>(&mut c).await {
+                        result = Err(err);
+                        break;
+                    }
+                }
+                result
+            }
+        };
+        if let Err(err) = result {
+            self.shared_failed(generation, &err).await;
+            return Err(self.error(err));
+        }
+        Ok(())
+    }
+
+    async fn pop(&self, queue: &str, wait: Duration) -> Result<Option<Message>> {
+        let key = self.key(queue);
+        let until = Instant::now() + wait;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let text = if left < Duration::from_millis(1) {
+                self.pop_now(&key).await?
+            } else {
+                self.pop_blocking(&key, left).await?
+            };
+            let Some(text) = text else {
+                return Ok(None);
+            };
+            match Message::from_json(queue, &text) {
+                Ok(message) => return Ok(Some(message)),
+                // Not ours to understand (written by hand, or by something else
+                // sharing the prefix): drop it and keep waiting.
+                Err(err) => {
+                    tracing::warn!(error = %err, key = %key, "qtask: dropped an unreadable message");
+                    if Instant::now() >= until {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether an error may have left the connection unusable (anything but a plain
+/// error reply from the server).
+fn breaks_connection(err: &RedisError) -> bool {
+    !matches!(err.kind(), ErrorKind::Server(_)) || err.is_cluster_error()
+}
+
+impl Target {
+    fn parse(url: &str) -> std::result::Result<Target, String> {
+        let nodes: Vec<String> = if let Some(rest) = url.strip_prefix("redis+cluster://") {
+            cluster_nodes(rest)?
+        } else if url.contains(',') {
+            // A list of node URLs: `redis://h1:7000,redis://h2:7001`.
+            url.split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(|u| {
+                    if u.contains("://") {
+                        u.to_string()
+                    } else {
+                        format!("redis://{u}")
+                    }
+                })
+                .collect()
+        } else {
+            let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+            return Ok(Target::Single(client));
+        };
+        if nodes.is_empty() {
+            return Err("a cluster needs at least one node".into());
+        }
+        let builder = || {
+            ClusterClient::builder(nodes.iter().map(String::as_str))
+                .connection_timeout(CONNECT_TIMEOUT)
+                .retries(3)
+                .min_retry_wait(50)
+                .max_retry_wait(1000)
+        };
+        let commands = builder()
+            .response_timeout(RESPONSE_TIMEOUT)
+            .overall_response_timeout(Some(RESPONSE_TIMEOUT * 2))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let blocking = builder()
+            .overall_response_timeout(None)
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Target::Cluster {
+            commands: Box::new(commands),
+            blocking: Box::new(blocking),
+        })
+    }
+}
+
+/// `[user:password@]host1:port1,host2:port2[/]` to one `redis://` URL per node.
+fn cluster_nodes(rest: &str) -> std::result::Result<Vec<String>, String> {
+    let (rest, query) = match rest.split_once('?') {
+        Some((rest, query)) => (rest, Some(query)),
+        None => (rest, None),
+    };
+    let (auth, hosts) = match rest.rfind('@') {
+        Some(at) => (&rest[..=at], &rest[at + 1..]),
+        None => ("", rest),
+    };
+    let (hosts, path) = match hosts.split_once('/') {
+        Some((hosts, path)) => (hosts, path),
+        None => (hosts, ""),
+    };
+    if !matches!(path, "" | "0") {
+        return Err("a cluster has only database 0".into());
+    }
+    let mut nodes = Vec::new();
+    for host in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+        let mut node = format!("redis://{auth}{host}");
+        if let Some(query) = query {
+            node.push('?');
+            node.push_str(query);
+        }
+        nodes.push(node);
+    }
+    Ok(nodes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_the_queue_hash_tag() {
+        assert_eq!(
+            list_key("qtask", "default", "ORDER:BIND"),
+            "qtask:default:{ORDER:BIND}"
+        );
+    }
+
+    #[test]
+    fn cluster_urls() {
+        assert_eq!(
+            cluster_nodes("u:p@h1:7000,h2:7001/").unwrap(),
+            ["redis://u:p@h1:7000", "redis://u:p@h2:7001"]
+        );
+        assert_eq!(cluster_nodes("h1:7000").unwrap(), ["redis://h1:7000"]);
+        assert!(cluster_nodes("h1:7000/3").is_err());
+        assert!(matches!(
+            Target::parse("redis+cluster://127.0.0.1:7000,127.0.0.1:7001"),
+            Ok(Target::Cluster { .. })
+        ));
+        assert!(matches!(
+            Target::parse("redis://a:1,redis://b:2"),
+            Ok(Target::Cluster { .. })
+        ));
+        assert!(matches!(
+            Target::parse("redis://127.0.0.1:6379/2"),
+            Ok(Target::Single(_))
+        ));
+        assert!(Target::parse("redis://127.0.0.1:notaport").is_err());
+    }
+}
