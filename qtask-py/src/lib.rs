@@ -1,1 +1,27 @@
-//! pyo3 module over qtask-core (being written).
+//! `qtask._qtask`: the native half of the `qtask` Python package.
+//!
+//! Thin by design: it converts Python values to owned Rust values, calls
+//! qtask-core's blocking client with the GIL released, and maps errors once
+//! (`error.rs`). Behaviour lives in qtask-core; the typed API, the worker loop and
+//! the CLI live in Python (`python/qtask/`).
+
+use pyo3::prelude::*;
+
+mod client;
+mod error;
+
+/// `CARGO_PKG_VERSION` in PEP 440 form (`0.1.0-alpha.1` → `0.1.0a1`).
+fn version() -> String {
+    env!("CARGO_PKG_VERSION")
+        .replace("-alpha.", "a")
+        .replace("-beta.", "b")
+        .replace("-rc.", "rc")
+}
+
+#[pymodule]
+fn _qtask(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", version())?;
+    m.add_class::<client::Client>()?;
+    m.add_class::<client::Invoke>()?;
+    Ok(())
+}

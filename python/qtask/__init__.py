@@ -1,0 +1,57 @@
+"""qtask: a durable task dispatcher.
+
+A task's row in a database (SQLite, PostgreSQL, MySQL) is the truth; a queue (the
+database itself, or Redis) carries it to a worker; a sweeper in every client
+re-dispatches whatever is due or overdue, so that no task is lost.
+
+    import qtask
+
+    client = qtask.Client()          # sqlite://qtask.db + the db queue, or $QTASK_DB_URL
+    client.install()
+    task_id = client.create("bind order", {"order_no": "8973097380045"}, queue="ORDER:BIND")
+
+    @client.task("ORDER:BIND")
+    def bind(message):               # the input plus task_id and attempt
+        ...                          # return: finished; raise: retried with backoff
+
+    client.run_worker(concurrency=4) # until SIGINT / SIGTERM
+"""
+
+from __future__ import annotations
+
+from ._client import Client, Handler, Invoke
+from ._qtask import __version__
+from .errors import (
+    ClosedError,
+    DatabaseError,
+    Error,
+    InternalError,
+    InvalidArgument,
+    InvalidState,
+    NotFound,
+    QueueError,
+    TimeoutError,
+)
+from .types import Message, NewTask, Stats, SweepReport, Task, WorkerReport
+
+__all__ = [
+    "__version__",
+    "Client",
+    "Invoke",
+    "Handler",
+    "Message",
+    "NewTask",
+    "Task",
+    "Stats",
+    "SweepReport",
+    "WorkerReport",
+    "Error",
+    "InvalidArgument",
+    "NotFound",
+    "InvalidState",
+    "DatabaseError",
+    "QueueError",
+    "TimeoutError",
+    "ClosedError",
+    "InternalError",
+]

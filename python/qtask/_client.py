@@ -1,0 +1,370 @@
+"""The typed client: thin wrappers over the native ``qtask._qtask.Client``."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, TypeVar, cast
+
+from . import _qtask
+from .errors import InvalidArgument
+from .types import Message, NewTask, Stats, SweepReport, Task, WorkerReport
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from ._qtask import TaskArgs
+
+Handler = Callable[[Message], Any]
+"""A task handler: called with the message dict; may be ``async def``."""
+
+H = TypeVar("H", bound=Handler)
+
+def _dumps(value: object, what: str) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError) as e:
+        raise InvalidArgument(f"{what} is not JSON-serialisable: {e}") from None
+
+
+def _seconds(value: Optional[float], what: str) -> Optional[float]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidArgument(f"{what} must be a number of seconds, got {value!r}")
+    return float(value)
+
+
+def _task_args(
+    name: str,
+    input: Mapping[str, Any],
+    queue: str,
+    timeout: Optional[float],
+    deadline: Optional[float],
+    delete_deadline: Optional[float],
+    max_count: Optional[int],
+    order_no: Optional[str],
+) -> TaskArgs:
+    if max_count is not None and (isinstance(max_count, bool) or not isinstance(max_count, int)):
+        raise InvalidArgument(f"max_count must be an int, got {max_count!r}")
+    return (
+        name,
+        _dumps(input, "input"),
+        queue,
+        _seconds(timeout, "timeout"),
+        _seconds(deadline, "deadline"),
+        _seconds(delete_deadline, "delete_deadline"),
+        max_count,
+        order_no,
+    )
+
+
+class Invoke:
+    """Dispatches a task made by :meth:`Client.create_deferred`.
+
+    Call it once, after the transaction that made the task meaningful commits. If it
+    is never called, the sweeper dispatches the task once its timeout has passed.
+    """
+
+    __slots__ = ("_native",)
+
+    def __init__(self, native: _qtask.Invoke) -> None:
+        self._native = native
+
+    @property
+    def task_id(self) -> int:
+        return self._native.task_id
+
+    def __call__(self) -> bool:
+        """Pushes the message; ``False`` means the queue was down and the sweeper will.
+
+        Raises:
+            qtask.InvalidState: it was already called.
+        """
+        return self._native()
+
+    def __repr__(self) -> str:
+        return repr(self._native)
+
+
+class Client:
+    """A connection to a task table and its queue, plus this process's sweeper.
+
+    Arguments:
+        db: database URL (``sqlite://file.db``, ``postgres://...``, ``mysql://...``);
+            default ``$QTASK_DB_URL``, else ``sqlite://qtask.db``.
+        queue: ``"db"`` (the database carries the tasks) or a Redis URL; default
+            ``$QTASK_QUEUE_URL``, else ``"db"``.
+        settings: ``namespace``, ``table_prefix``, ``redis_prefix``, ``sweeper``
+            (``False`` for pure producers), ``sweep_interval``, ``batch_size``,
+            ``max_payload_bytes``, ``retry_backoff``, ``retry_backoff_max``,
+            ``max_connections``; durations in seconds.
+
+    Raises:
+        qtask.InvalidArgument: an unknown setting or a bad value.
+        qtask.DatabaseError, qtask.QueueError: a server cannot be reached.
+
+    Thread-safe: share one client between threads; every blocking call releases the GIL.
+    """
+
+    def __init__(self, db: Optional[str] = None, queue: Optional[str] = None, **settings: Any) -> None:
+        config: dict[str, Any] = {k: v for k, v in settings.items() if v is not None}
+        if db is not None:
+            config["db"] = db
+        if queue is not None:
+            config["queue"] = queue
+        self._native = _qtask.Client(_dumps(config, "settings"))
+        self._handlers: dict[str, Handler] = {}
+
+    # --- lifecycle
+
+    @property
+    def db(self) -> str:
+        return self._native.db
+
+    @property
+    def queue(self) -> str:
+        return self._native.queue
+
+    @property
+    def namespace(self) -> str:
+        return self._native.namespace
+
+    @property
+    def table_prefix(self) -> str:
+        return self._native.table_prefix
+
+    @property
+    def closed(self) -> bool:
+        return self._native.closed
+
+    def close(self) -> None:
+        """Stops the sweeper and closes connections; later calls raise ``qtask.ClosedError``."""
+        self._native.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return repr(self._native)
+
+    def install(self) -> None:
+        """Creates or migrates the task table. Idempotent; never drops data."""
+        self._native.install()
+
+    # --- producing
+
+    def create(
+        self,
+        name: str,
+        input: Mapping[str, Any],
+        *,
+        queue: str,
+        timeout: Optional[float] = None,
+        deadline: Optional[float] = None,
+        delete_deadline: Optional[float] = None,
+        max_count: Optional[int] = None,
+        order_no: Optional[str] = None,
+    ) -> int:
+        """Writes the task and dispatches it; returns its id.
+
+        Arguments:
+            name: for people ("订单绑定任务").
+            input: a JSON object; the worker gets it plus ``task_id`` and ``attempt``.
+            queue: queue name ("ORDER:BIND").
+            timeout: lease of one dispatch in seconds (default 300): unfinished after
+                it, the task is dispatched again.
+            deadline: seconds after which it is never dispatched again (default 7 days).
+            delete_deadline: seconds a finished row is kept (default 0).
+            max_count: dispatches at most (default 100).
+            order_no: business number; a live task with the same queue and number is
+                returned instead of a new one.
+
+        Raises:
+            qtask.InvalidArgument: bad input; nothing was written.
+        """
+        task_id, _existing, _dispatched = self._native.create(
+            _task_args(name, input, queue, timeout, deadline, delete_deadline, max_count, order_no)
+        )
+        return task_id
+
+    def create_deferred(
+        self,
+        name: str,
+        input: Mapping[str, Any],
+        *,
+        queue: str,
+        timeout: Optional[float] = None,
+        deadline: Optional[float] = None,
+        delete_deadline: Optional[float] = None,
+        max_count: Optional[int] = None,
+        order_no: Optional[str] = None,
+    ) -> tuple[int, Invoke]:
+        """Writes the task without dispatching it; returns ``(id, invoke)``.
+
+        Call ``invoke()`` after your own transaction commits (the outbox pattern).
+        """
+        task_id, _existing, invoke = self._native.create_deferred(
+            _task_args(name, input, queue, timeout, deadline, delete_deadline, max_count, order_no)
+        )
+        return task_id, Invoke(invoke)
+
+    def delay(
+        self,
+        name: str,
+        input: Mapping[str, Any],
+        *,
+        queue: str,
+        delay: float,
+        timeout: Optional[float] = None,
+        deadline: Optional[float] = None,
+        delete_deadline: Optional[float] = None,
+        max_count: Optional[int] = None,
+        order_no: Optional[str] = None,
+    ) -> int:
+        """Writes the task only; the sweeper dispatches it ``delay`` seconds from now."""
+        delay_s = _seconds(delay, "delay")
+        if delay_s is None:
+            raise InvalidArgument("delay is required")
+        task_id, _existing = self._native.delay(
+            _task_args(name, input, queue, timeout, deadline, delete_deadline, max_count, order_no),
+            delay_s,
+        )
+        return task_id
+
+    def create_many(self, tasks: Iterable[NewTask]) -> list[int]:
+        """Creates and dispatches several tasks in one transaction; returns their ids.
+
+        Each item is a dict with ``name``, ``input``, ``queue`` and optionally the
+        options of :meth:`create`. All or nothing: one bad task writes none.
+        """
+        args: list[TaskArgs] = []
+        for i, task in enumerate(tasks):
+            if not isinstance(task, Mapping):
+                raise InvalidArgument(f"tasks[{i}] must be a dict, got {type(task).__name__}")
+            unknown = set(task) - set(NewTask.__annotations__)
+            missing = {"name", "input", "queue"} - set(task)
+            if unknown or missing:
+                raise InvalidArgument(
+                    f"tasks[{i}]: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}"
+                )
+            args.append(
+                _task_args(
+                    task["name"],
+                    task["input"],
+                    task["queue"],
+                    task.get("timeout"),
+                    task.get("deadline"),
+                    task.get("delete_deadline"),
+                    task.get("max_count"),
+                    task.get("order_no"),
+                )
+            )
+        return self._native.create_many(args)
+
+    # --- consuming
+
+    def pop(self, queue: str, wait: float = 1.0) -> Optional[Message]:
+        """Waits up to ``wait`` seconds for a message of ``queue``.
+
+        Returns the task's input plus ``task_id`` and ``attempt``, or ``None``. Then
+        call :meth:`processing`, do the work, and :meth:`finish` or :meth:`fail`.
+        """
+        text = self._native.pop(queue, cast(float, _seconds(wait, "wait")))
+        return None if text is None else cast(Message, json.loads(text))
+
+    def processing(self, task_id: int) -> bool:
+        """Marks the task running and extends its lease by its timeout.
+
+        Returns ``False`` when the caller must skip it (finished, failed, cancelled,
+        past its deadline, or gone). Call it again during a long job to keep the lease.
+        """
+        return self._native.processing(task_id) is not None
+
+    def finish(self, task_id: int) -> None:
+        """Marks the task finished. Twice is fine; finishing a cancelled task raises InvalidState."""
+        self._native.finish(task_id)
+
+    def fail(self, task_id: int, error: str) -> str:
+        """Records a failed attempt; returns the new status, ``"waiting"`` (retried with
+        backoff) or ``"failed"`` (attempts or deadline spent)."""
+        return self._native.fail(task_id, error)
+
+    def cancel(self, task_id: int) -> None:
+        """Stops a live task. Twice is fine; cancelling a finished task raises InvalidState."""
+        self._native.cancel(task_id)
+
+    def get(self, task_id: int) -> Task:
+        """The task's row. Raises ``qtask.NotFound`` for an unknown id."""
+        return cast(Task, json.loads(self._native.get(task_id)))
+
+    def stats(self) -> Stats:
+        """Task counts of this namespace and this client's sweeper counters."""
+        return cast(Stats, json.loads(self._native.stats()))
+
+    def sweep_once(self) -> SweepReport:
+        """Runs one sweep now (dispatch due and overdue tasks, give up, clean up)."""
+        return cast(SweepReport, json.loads(self._native.sweep_once()))
+
+    # --- worker
+
+    def task(self, queue: str) -> Callable[[H], H]:
+        """Registers the decorated function as the handler of ``queue``.
+
+        The handler gets the message dict. Returning (any value) finishes the task;
+        raising fails the attempt, with the traceback as its last error, and the task
+        is retried with backoff. ``async def`` handlers run on an asyncio loop.
+        """
+
+        def register(handler: H) -> H:
+            if queue in self._handlers:
+                raise InvalidArgument(f"queue {queue!r} already has a handler")
+            self._handlers[queue] = handler
+            return handler
+
+        return register
+
+    @property
+    def handlers(self) -> Mapping[str, Handler]:
+        """The registered handlers by queue."""
+        return dict(self._handlers)
+
+    def run_worker(
+        self,
+        concurrency: int = 1,
+        *,
+        queues: Optional[Iterable[str]] = None,
+        stop: Optional[Any] = None,
+        poll_wait: float = 0.5,
+        handle_signals: bool = True,
+    ) -> WorkerReport:
+        """Runs the registered handlers until SIGINT/SIGTERM (or ``stop.set()``).
+
+        Arguments:
+            concurrency: handlers running at once (threads).
+            queues: the queues to work on (default: every registered one).
+            stop: a ``threading.Event``; setting it stops the worker gracefully.
+            poll_wait: seconds one pop waits; also how soon a stop is noticed.
+            handle_signals: install SIGINT/SIGTERM handlers (main thread only).
+
+        A stop lets running handlers end, then returns what was done. A second
+        signal raises ``KeyboardInterrupt`` at once.
+        """
+        from ._worker import Worker
+
+        handlers = self._handlers
+        if queues is not None:
+            wanted = list(queues)
+            missing = [q for q in wanted if q not in handlers]
+            if missing:
+                raise InvalidArgument(f"no handler registered for {missing}")
+            handlers = {q: handlers[q] for q in wanted}
+        worker = Worker(self._native, handlers, concurrency=concurrency, poll_wait=poll_wait, stop=stop)
+        return worker.run(handle_signals=handle_signals)

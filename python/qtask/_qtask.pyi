@@ -1,0 +1,81 @@
+"""Stubs for the native module ``qtask._qtask`` (hand-written; keep in step with qtask-py/src).
+
+Private: use :mod:`qtask`. Dicts cross as JSON text; the Python layer converts them.
+Every method that does I/O releases the GIL. Errors are ``qtask.errors`` classes.
+"""
+
+from typing import Optional, Tuple, final
+
+__version__: str
+
+TaskArgs = Tuple[
+    str,  # name
+    str,  # input, a JSON object as text
+    str,  # queue
+    Optional[float],  # timeout, seconds
+    Optional[float],  # deadline, seconds
+    Optional[float],  # delete_deadline, seconds
+    Optional[int],  # max_count
+    Optional[str],  # order_no
+]
+
+@final
+class Client:
+    """A blocking qtask client; thread-safe."""
+
+    def __init__(self, config_json: str) -> None:
+        """Connects; starts the sweeper unless the config says ``"sweeper": false``.
+
+        Arguments:
+            config_json: a JSON object with the keys of qtask-core's ``Config``.
+
+        Raises:
+            qtask.InvalidArgument: an unknown key or a bad value.
+            qtask.DatabaseError: the database cannot be reached.
+            qtask.QueueError: the queue cannot be reached.
+        """
+
+    @property
+    def db(self) -> str: ...
+    @property
+    def queue(self) -> str: ...
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def table_prefix(self) -> str: ...
+    @property
+    def closed(self) -> bool: ...
+    def install(self) -> None: ...
+    def create(self, task: TaskArgs) -> Tuple[int, bool, bool]:
+        """Returns ``(id, existing, dispatched)``."""
+
+    def create_deferred(self, task: TaskArgs) -> Tuple[int, bool, Invoke]:
+        """Returns ``(id, existing, invoke)``."""
+
+    def delay(self, task: TaskArgs, delay: float) -> Tuple[int, bool]:
+        """Returns ``(id, existing)``."""
+
+    def create_many(self, tasks: list[TaskArgs]) -> list[int]: ...
+    def pop(self, queue: str, wait: float) -> Optional[str]:
+        """The message as JSON text, or ``None`` after ``wait`` seconds."""
+
+    def processing(self, task_id: int) -> Optional[float]:
+        """The lease granted in seconds, or ``None``: skip the task."""
+
+    def finish(self, task_id: int) -> None: ...
+    def fail(self, task_id: int, error: str) -> str:
+        """The new status, ``"waiting"`` or ``"failed"``."""
+
+    def cancel(self, task_id: int) -> None: ...
+    def get(self, task_id: int) -> str: ...
+    def stats(self) -> str: ...
+    def sweep_once(self) -> str: ...
+    def close(self) -> None: ...
+
+@final
+class Invoke:
+    """Dispatches a deferred task, once."""
+
+    @property
+    def task_id(self) -> int: ...
+    def __call__(self) -> bool: ...

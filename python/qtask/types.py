@@ -1,0 +1,106 @@
+"""The dicts qtask hands out, as TypedDicts (plain dicts at run time)."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+if sys.version_info >= (3, 11):
+    from typing import NotRequired, TypedDict
+else:  # pragma: no cover - Python 3.9 and 3.10
+    from typing import TypedDict
+
+__all__ = ["Message", "NewTask", "Stats", "SweepReport", "Task", "WorkerReport"]
+
+Message = Dict[str, Any]
+"""What a worker receives: the task's input plus ``task_id`` (int) and ``attempt``
+(int, the dispatch number: 2 or more is a re-dispatch)."""
+
+
+class Task(TypedDict):
+    """One row of the task table, from :meth:`qtask.Client.get`. Times are Unix ms."""
+
+    id: int
+    namespace: str
+    name: str
+    queue: str
+    input: Dict[str, Any]
+    order_no: Optional[str]
+    status: str
+    """One of ``"waiting"``, ``"processing"``, ``"finished"``, ``"failed"``, ``"cancelled"``."""
+    timeout_ms: int
+    next_at: Optional[int]
+    deadline_at: int
+    delete_at: int
+    max_count: int
+    count: int
+    """Dispatches so far."""
+    last_error: Optional[str]
+    created_at: int
+    updated_at: int
+
+
+class Stats(TypedDict):
+    """From :meth:`qtask.Client.stats`: counts of this namespace's tasks, then this
+    client's own counters since it opened."""
+
+    waiting: int
+    processing: int
+    finished: int
+    failed: int
+    cancelled: int
+    due: int
+    redispatched_live: int
+    dispatched: int
+    redispatched: int
+    gave_up: int
+    deleted: int
+
+
+class SweepReport(TypedDict):
+    dispatched: int
+    gave_up: int
+    deleted: int
+
+
+if sys.version_info >= (3, 11):
+
+    class NewTask(TypedDict):
+        """One item of :meth:`qtask.Client.create_many`."""
+
+        name: str
+        input: Dict[str, Any]
+        queue: str
+        timeout: NotRequired[float]
+        deadline: NotRequired[float]
+        delete_deadline: NotRequired[float]
+        max_count: NotRequired[int]
+        order_no: NotRequired[str]
+
+else:  # pragma: no cover
+
+    class _NewTaskRequired(TypedDict):
+        name: str
+        input: Dict[str, Any]
+        queue: str
+
+    class NewTask(_NewTaskRequired, total=False):
+        """One item of :meth:`qtask.Client.create_many`."""
+
+        timeout: float
+        deadline: float
+        delete_deadline: float
+        max_count: int
+        order_no: str
+
+
+@dataclass(frozen=True)
+class WorkerReport:
+    """What :meth:`qtask.Client.run_worker` did before it stopped."""
+
+    finished: int = 0
+    failed: int = 0
+    """Handler errors (retried later, or failed for good)."""
+    skipped: int = 0
+    """Messages ``processing`` refused: stale duplicates of finished or cancelled tasks."""

@@ -1,0 +1,315 @@
+//! `qtask._qtask.Client` and `Invoke`: qtask-core's blocking client, one method each.
+//!
+//! Every method first turns its Python arguments into owned Rust values, then runs
+//! the core call inside `py.detach` (the GIL is released, no Python object inside),
+//! then maps the result. Dicts cross as JSON text: `qtask/_client.py` does
+//! `json.dumps` / `json.loads`, the engine validates.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use pyo3::prelude::*;
+use qtask_core::blocking;
+use qtask_core::{seconds, Config, Error, NewTask, Task};
+
+use crate::error::PyQtaskResult;
+
+/// One task as the Python layer passes it:
+/// `(name, input_json, queue, timeout, deadline, delete_deadline, max_count, order_no)`,
+/// durations in seconds, `None` for the engine's default.
+#[derive(FromPyObject)]
+pub struct TaskArgs(
+    String,
+    String,
+    String,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<i64>,
+    Option<String>,
+);
+
+impl TaskArgs {
+    /// Owned, checked enough to build a `NewTask`; the engine checks the rest.
+    fn into_task(self) -> Result<NewTask, Error> {
+        let TaskArgs(name, input, queue, timeout, deadline, delete_deadline, max_count, order_no) = self;
+        let input = serde_json::from_str(&input)
+            .map_err(|e| Error::InvalidArgument(format!("input is not JSON: {e}")))?;
+        let mut task = NewTask::new(name, input, queue);
+        if let Some(t) = timeout {
+            task = task.timeout(seconds("timeout", t)?);
+        }
+        if let Some(d) = deadline {
+            task = task.deadline(seconds("deadline", d)?);
+        }
+        if let Some(d) = delete_deadline {
+            task = task.delete_deadline(seconds("delete_deadline", d)?);
+        }
+        if let Some(n) = max_count {
+            let n = u32::try_from(n).map_err(|_| {
+                Error::InvalidArgument(format!("max_count must be 1 to {}, got {n}", u32::MAX))
+            })?;
+            task = task.max_count(n);
+        }
+        if let Some(order_no) = order_no {
+            task = task.order_no(order_no);
+        }
+        Ok(task)
+    }
+}
+
+/// A blocking qtask client. Thread-safe: share one per process.
+#[pyclass(module = "qtask._qtask", frozen)]
+pub struct Client {
+    /// `None` once closed. Each call clones the `Arc` out, so a call never holds the lock.
+    inner: Mutex<Option<Arc<blocking::Client>>>,
+    db: String,
+    queue: String,
+    namespace: String,
+    table_prefix: String,
+}
+
+impl Client {
+    fn client(&self) -> Result<Arc<blocking::Client>, Error> {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or(Error::Closed)
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, Error> {
+    serde_json::to_string(value).map_err(|e| Error::Internal(format!("cannot serialise a result: {e}")))
+}
+
+#[pymethods]
+impl Client {
+    /// Connects (and starts the sweeper unless `"sweeper": false`). `config_json`
+    /// is a JSON object with `Config`'s keys; missing keys come from the
+    /// environment (`QTASK_DB_URL`, `QTASK_QUEUE_URL`, `QTASK_NAMESPACE`) or defaults.
+    #[new]
+    fn new(py: Python<'_>, config_json: String) -> PyQtaskResult<Self> {
+        let client = py.detach(move || {
+            let config = Config::from_json(&config_json)?;
+            blocking::Client::open(config)
+        })?;
+        let config = client.config();
+        Ok(Client {
+            db: config.db.clone(),
+            queue: config.queue.clone(),
+            namespace: config.namespace.clone(),
+            table_prefix: config.table_prefix.clone(),
+            inner: Mutex::new(Some(Arc::new(client))),
+        })
+    }
+
+    #[getter]
+    fn db(&self) -> &str {
+        &self.db
+    }
+
+    #[getter]
+    fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    #[getter]
+    fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    #[getter]
+    fn table_prefix(&self) -> &str {
+        &self.table_prefix
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none()
+    }
+
+    fn install(&self, py: Python<'_>) -> PyQtaskResult<()> {
+        let client = self.client()?;
+        Ok(py.detach(move || client.install())?)
+    }
+
+    /// Returns `(id, existing, dispatched)`.
+    fn create(&self, py: Python<'_>, task: TaskArgs) -> PyQtaskResult<(i64, bool, bool)> {
+        let client = self.client()?;
+        let created = py.detach(move || client.create(task.into_task()?))?;
+        Ok((created.id, created.existing, created.dispatched))
+    }
+
+    /// Returns `(id, existing, invoke)`; call `invoke()` after your transaction commits.
+    fn create_deferred(&self, py: Python<'_>, task: TaskArgs) -> PyQtaskResult<(i64, bool, Invoke)> {
+        let client = self.client()?;
+        let (created, invoke) = py.detach(move || client.create_deferred(task.into_task()?))?;
+        let invoke = Invoke {
+            task_id: created.id,
+            inner: Mutex::new(Some(invoke)),
+        };
+        Ok((created.id, created.existing, invoke))
+    }
+
+    /// Returns `(id, existing)`.
+    fn delay(&self, py: Python<'_>, task: TaskArgs, delay: f64) -> PyQtaskResult<(i64, bool)> {
+        let client = self.client()?;
+        let created = py.detach(move || {
+            let delay = seconds("delay", delay)?;
+            client.delay(task.into_task()?, delay)
+        })?;
+        Ok((created.id, created.existing))
+    }
+
+    /// Returns the ids, in order. All or nothing: one bad task writes none.
+    fn create_many(&self, py: Python<'_>, tasks: Vec<TaskArgs>) -> PyQtaskResult<Vec<i64>> {
+        let client = self.client()?;
+        let created = py.detach(move || {
+            let tasks = tasks
+                .into_iter()
+                .map(TaskArgs::into_task)
+                .collect::<Result<Vec<_>, _>>()?;
+            client.create_many(tasks)
+        })?;
+        Ok(created.into_iter().map(|c| c.id).collect())
+    }
+
+    /// The message as JSON text (input plus `task_id` and `attempt`), or `None`.
+    fn pop(&self, py: Python<'_>, queue: String, wait: f64) -> PyQtaskResult<Option<String>> {
+        let client = self.client()?;
+        let message = py.detach(move || {
+            let wait = seconds("wait", wait)?;
+            client.pop(&queue, wait)
+        })?;
+        Ok(message.map(|m| m.to_json().to_string()))
+    }
+
+    /// The lease granted in seconds, or `None` when the caller must skip the task.
+    fn processing(&self, py: Python<'_>, task_id: i64) -> PyQtaskResult<Option<f64>> {
+        let client = self.client()?;
+        let lease = py.detach(move || {
+            let client = client.as_async().clone();
+            blocking::wait(async move { client.processing_lease(task_id).await })
+        })?;
+        Ok(lease.map(|d| d.as_secs_f64()))
+    }
+
+    fn finish(&self, py: Python<'_>, task_id: i64) -> PyQtaskResult<()> {
+        let client = self.client()?;
+        Ok(py.detach(move || client.finish(task_id))?)
+    }
+
+    /// Returns the new status: `"waiting"` (retried later) or `"failed"`.
+    fn fail(&self, py: Python<'_>, task_id: i64, error: String) -> PyQtaskResult<&'static str> {
+        let client = self.client()?;
+        let status = py.detach(move || client.fail(task_id, &error))?;
+        Ok(status.as_str())
+    }
+
+    fn cancel(&self, py: Python<'_>, task_id: i64) -> PyQtaskResult<()> {
+        let client = self.client()?;
+        Ok(py.detach(move || client.cancel(task_id))?)
+    }
+
+    /// The task's row as JSON text.
+    fn get(&self, py: Python<'_>, task_id: i64) -> PyQtaskResult<String> {
+        let client = self.client()?;
+        let task: Task = py.detach(move || client.get(task_id))?;
+        Ok(to_json(&task)?)
+    }
+
+    /// Counts as JSON text.
+    fn stats(&self, py: Python<'_>) -> PyQtaskResult<String> {
+        let client = self.client()?;
+        let stats = py.detach(move || client.stats())?;
+        Ok(to_json(&stats)?)
+    }
+
+    /// One sweep now, as JSON text (`dispatched`, `gave_up`, `deleted`).
+    fn sweep_once(&self, py: Python<'_>) -> PyQtaskResult<String> {
+        let client = self.client()?;
+        let report = py.detach(move || client.sweep_once())?;
+        Ok(to_json(&report)?)
+    }
+
+    /// Stops the sweeper and closes the pool; later calls raise `qtask.ClosedError`.
+    /// Closing twice is fine.
+    fn close(&self, py: Python<'_>) {
+        let client = self.inner.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(client) = client {
+            py.detach(move || client.close());
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<qtask Client db={:?} queue={:?} namespace={:?} table_prefix={:?}{}>",
+            redact(&self.db),
+            redact(&self.queue),
+            self.namespace,
+            self.table_prefix,
+            if self.closed() { " closed" } else { "" }
+        )
+    }
+}
+
+/// A URL without its password, for `repr`.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &userinfo[..colon], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Dispatches a task created by `create_deferred`, once. Call it after the
+/// transaction that made the task meaningful commits.
+#[pyclass(module = "qtask._qtask", frozen)]
+pub struct Invoke {
+    task_id: i64,
+    inner: Mutex<Option<blocking::Invoke>>,
+}
+
+#[pymethods]
+impl Invoke {
+    #[getter]
+    fn task_id(&self) -> i64 {
+        self.task_id
+    }
+
+    /// Pushes the message. `False`: the queue was down; the sweeper dispatches it later.
+    fn __call__(&self, py: Python<'_>) -> PyQtaskResult<bool> {
+        let invoke = self
+            .inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .ok_or_else(|| invalid_state(self.task_id))?;
+        Ok(py.detach(move || invoke.invoke())?)
+    }
+
+    fn __repr__(&self) -> String {
+        let done = self
+            .inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none();
+        format!(
+            "<qtask Invoke task_id={}{}>",
+            self.task_id,
+            if done { " invoked" } else { "" }
+        )
+    }
+}
+
+fn invalid_state(task_id: i64) -> Error {
+    Error::InvalidState(format!("task {task_id} was already invoked"))
+}
