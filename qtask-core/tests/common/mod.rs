@@ -1,0 +1,140 @@
+//! Shared test harness: the database matrix, unique tables, child processes.
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use qtask_core::sqlx::{AssertSqlSafe, Executor};
+use qtask_core::{Client, Clock, Config, Error};
+
+/// One database under test.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pub name: &'static str,
+    pub url: String,
+}
+
+/// SQLite always; PostgreSQL and MariaDB when reachable. A missing server is a loud
+/// skip on a user's machine and a failure in CI.
+pub async fn databases() -> Vec<Db> {
+    let sqlite = std::env::temp_dir().join(format!("qtask-test-{}.db", std::process::id()));
+    let mut dbs = vec![Db {
+        name: "sqlite",
+        url: format!("sqlite://{}", sqlite.display()),
+    }];
+    for (name, var, default) in [
+        (
+            "postgres",
+            "QTASK_TEST_PG_URL",
+            "postgres://postgres@127.0.0.1:5432/test",
+        ),
+        (
+            "mariadb",
+            "QTASK_TEST_MYSQL_URL",
+            "mysql://root@127.0.0.1:3306/test",
+        ),
+    ] {
+        let url = std::env::var(var).unwrap_or_else(|_| default.to_string());
+        if reachable(&url).await {
+            dbs.push(Db { name, url });
+        } else if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{name} not reachable at {url} (CI=true: a missing server is a failure)");
+        } else {
+            eprintln!("SKIP: {name} not reachable at {url} (run scripts/services.sh)");
+        }
+    }
+    dbs
+}
+
+async fn reachable(url: &str) -> bool {
+    let config = Config {
+        db: url.into(),
+        sweeper: false,
+        max_connections: 1,
+        ..Config::default()
+    };
+    match Client::open(config).await {
+        Ok(client) => {
+            client.close().await;
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// A table prefix no other test or run uses.
+pub fn unique_prefix() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "t{}_{}_{}_",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst),
+        nanos % 100_000
+    )
+}
+
+/// A config on a fresh table of `db`, sweeper off, fast backoff, shared test clock.
+pub fn config(db: &Db, prefix: &str, clock: &Clock) -> Config {
+    Config {
+        db: db.url.clone(),
+        queue: "db".into(),
+        table_prefix: prefix.into(),
+        sweeper: false,
+        retry_backoff: Duration::from_secs(1),
+        retry_backoff_max: Duration::from_secs(8),
+        clock: clock.clone(),
+        ..Config::default()
+    }
+}
+
+/// Opens and installs a client on a fresh table; the clock is shared with others.
+pub async fn fresh(db: &Db) -> (Client, Clock) {
+    let clock = Clock::database();
+    let client = Client::open(config(db, &unique_prefix(), &clock))
+        .await
+        .expect("open");
+    client.install().await.expect("install");
+    (client, clock)
+}
+
+/// Drops the test's table and closes the client.
+pub async fn drop_table(client: &Client) {
+    let sql = format!("DROP TABLE IF EXISTS {}", client.store().table());
+    client
+        .store()
+        .pool()
+        .execute(AssertSqlSafe(sql))
+        .await
+        .expect("drop table");
+    client.close().await;
+}
+
+pub fn is_invalid(result: Result<impl std::fmt::Debug, Error>) -> bool {
+    matches!(result, Err(Error::InvalidArgument(_)))
+}
+
+/// Runs the ignored test `name` of this test binary as a child process with `env`.
+pub fn spawn_child(name: &str, env: &[(&str, String)]) -> Child {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", name, "--ignored", "--nocapture", "--test-threads=1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn child test process")
+}
+
+/// Lines a child printed with `prefix`, the prefix removed.
+pub fn lines_with(output: &str, prefix: &str) -> Vec<String> {
+    output
+        .lines()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .map(str::to_string)
+        .collect()
+}
