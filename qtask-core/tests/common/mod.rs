@@ -130,11 +130,11 @@ pub fn spawn_child(name: &str, env: &[(&str, String)]) -> Child {
     cmd.spawn().expect("spawn child test process")
 }
 
-/// Lines a child printed with `prefix`, the prefix removed.
+/// What follows `prefix` on each line a child printed it (libtest may print its own
+/// "test name ... " before the child's first line).
 pub fn lines_with(output: &str, prefix: &str) -> Vec<String> {
     output
         .lines()
-        .filter_map(|l| l.strip_prefix(prefix))
-        .map(str::to_string)
+        .filter_map(|l| l.find(prefix).map(|at| l[at + prefix.len()..].trim().to_string()))
         .collect()
 }
