@@ -1,0 +1,389 @@
+//! The client functions: each checks and converts its arguments, calls
+//! `qtask_core::blocking::Client`, and converts the result.
+
+use std::ffi::{c_char, CString};
+use std::sync::Arc;
+
+use qtask_core::blocking::{Client, Invoke};
+use qtask_core::{Config, Error, NewTask, TaskOptions};
+use serde::Deserialize;
+
+use crate::error::qtask_result;
+use crate::ffi::{invalid, json_arg, json_out, millis_arg, opt_str_arg, seconds_arg, str_arg, try_ref};
+use crate::handle::{Registry, Space};
+use crate::panic::ffi_boundary;
+
+/// A client: a connection pool to one namespace of a task table, its queue, and
+/// (unless the config turns it off) a background sweeper. Opaque; corresponds
+/// to an `Arc<qtask_core::blocking::Client>` held in qtask's registry of live
+/// handles. Thread-safe: one handle may be used from many threads at once.
+/// Created by `qtask_open`, released by `qtask_close`.
+#[allow(non_camel_case_types)]
+pub struct qtask_client {
+    _private: [u8; 0],
+}
+
+/// The dispatch of a task written by `qtask_create_deferred`, to run after the
+/// caller's own transaction commits (the seed's `invoke`). Opaque; corresponds
+/// to a `Box<qtask_core::blocking::Invoke>` in qtask's registry. Single use:
+/// `qtask_invoke_run` or `qtask_invoke_free` releases it. May be passed to
+/// another thread, but not used from two threads at once.
+#[allow(non_camel_case_types)]
+pub struct qtask_invoke {
+    _private: [u8; 0],
+}
+
+static CLIENT_SPACE: Space = Space::new();
+static CLIENTS: Registry<Arc<Client>> = Registry::new("client", &CLIENT_SPACE);
+static INVOKE_SPACE: Space = Space::new();
+static INVOKES: Registry<Invoke> = Registry::new("invoke", &INVOKE_SPACE);
+
+fn client(handle: *const qtask_client) -> Result<Arc<Client>, Error> {
+    CLIENTS.get(handle)
+}
+
+/// The seed's options, as a JSON object from C: durations in seconds.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Options {
+    deadline: Option<f64>,
+    delete_deadline: Option<f64>,
+    max_count: Option<u32>,
+    order_no: Option<String>,
+}
+
+impl Options {
+    fn parse(text: Option<&str>) -> Result<TaskOptions, Error> {
+        let text = text.map(str::trim).filter(|t| !t.is_empty()).unwrap_or("null");
+        let options: Option<Options> =
+            serde_json::from_str(text).map_err(|e| invalid(format!("options_json: {e}")))?;
+        let options = options.unwrap_or_default();
+        let seconds = |what, v: Option<f64>| v.map(|v| qtask_core::seconds(what, v)).transpose();
+        Ok(TaskOptions {
+            deadline: seconds("deadline", options.deadline)?,
+            delete_deadline: seconds("delete_deadline", options.delete_deadline)?,
+            max_count: options.max_count,
+            order_no: options.order_no,
+        })
+    }
+}
+
+/// Converts the arguments of a create or delay into a `NewTask`.
+unsafe fn new_task(
+    name: *const c_char,
+    input_json: *const c_char,
+    timeout_s: i64,
+    queue: *const c_char,
+    options_json: *const c_char,
+) -> Result<NewTask, Error> {
+    let name = unsafe { str_arg(name, "name") }?;
+    let input = json_arg(unsafe { str_arg(input_json, "input_json") }?, "input_json")?;
+    let timeout = seconds_arg(timeout_s, "timeout")?;
+    let queue = unsafe { str_arg(queue, "queue") }?;
+    let options = Options::parse(unsafe { opt_str_arg(options_json, "options_json") }?)?;
+    let mut task = NewTask::new(name, input, queue).timeout(timeout);
+    task.options = options;
+    Ok(task)
+}
+
+/// Writes 0 / NULL to an out-parameter first, so it is defined when the call fails.
+fn reset<T>(out: *mut T, value: T) {
+    if let Some(out) = unsafe { out.as_mut() } {
+        *out = value;
+    }
+}
+
+/// The library's version ("0.1.0"). Static: never NULL, never to be freed. Thread-safe.
+#[no_mangle]
+pub extern "C" fn qtask_version() -> *const c_char {
+    ffi_boundary!({ concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast() })
+}
+
+/// Opens a client. `config_json` is NULL, "" or "{}" for the defaults (SQLite
+/// `qtask.db` in the working directory and the `db` queue, overridden by
+/// `QTASK_DB_URL`, `QTASK_QUEUE_URL`, `QTASK_NAMESPACE`), or a JSON object with
+/// the Python client's keyword names: `db`, `queue`, `namespace`,
+/// `table_prefix`, `redis_prefix`, `sweeper` (bool), `sweep_interval`,
+/// `batch_size`, `max_payload_bytes`, `retry_backoff`, `retry_backoff_max`,
+/// `max_connections`; durations in seconds. An unknown key is
+/// `QTASK_RESULT_INVALID_ARGUMENT`; an unreachable database is
+/// `QTASK_RESULT_DATABASE`.
+///
+/// `config_json` is borrowed for the call. On success `*out` is a new handle
+/// that the caller owns and must release with `qtask_close`; on failure `*out`
+/// is NULL. Does not create tables: call `qtask_install` once.
+#[no_mangle]
+pub extern "C" fn qtask_open(config_json: *const c_char, out: *mut *mut qtask_client) -> qtask_result {
+    ffi_boundary!(result: {
+        let out = try_ref!(mut out, "out");
+        *out = std::ptr::null_mut();
+        let text = unsafe { opt_str_arg(config_json, "config_json") }?.unwrap_or("");
+        let config = Config::from_json(text)?;
+        let client = Client::open(config)?;
+        *out = CLIENTS.insert(Arc::new(client))?;
+        Ok(())
+    })
+}
+
+/// Stops the client's sweeper, closes its pool, and releases the handle. Calls
+/// running on other threads at that moment finish or fail with
+/// `QTASK_RESULT_CLOSED`; later calls with this handle return
+/// `QTASK_RESULT_CLOSED`. NULL is a no-op, and so is closing twice (the second
+/// call only sets the last error). Blocks until the sweeper has stopped.
+#[no_mangle]
+pub extern "C" fn qtask_close(client: *mut qtask_client) {
+    ffi_boundary!({
+        if client.is_null() {
+            return;
+        }
+        match CLIENTS.take(client) {
+            Ok(client) => client.close(),
+            Err(err) => crate::error::set_last_error(&err),
+        }
+    })
+}
+
+/// Creates or migrates qtask's tables. Idempotent; never drops data.
+#[no_mangle]
+pub extern "C" fn qtask_install(client: *mut qtask_client) -> qtask_result {
+    ffi_boundary!(result: {
+        self::client(client)?.install()
+    })
+}
+
+/// Writes a task and dispatches it now (the seed's `Create` followed by its `invoke`).
+///
+/// `name` (UTF-8, not empty), `input_json` (a JSON object: the message a worker
+/// pops is this object plus `task_id` and `attempt`), `queue` and
+/// `options_json` are borrowed for the call and copied. `timeout_s` is the lease
+/// of one dispatch in seconds, at least 1. `options_json` may be NULL, or a JSON
+/// object with `deadline` and `delete_deadline` (seconds), `max_count` and
+/// `order_no`; if a live task of this queue already has this `order_no`, its id
+/// is returned and nothing is written. `out_id` may be NULL; otherwise it
+/// receives the task id (0 on failure). Bad input writes nothing. If the queue
+/// is down the task is still saved and the sweeper dispatches it later.
+#[no_mangle]
+pub extern "C" fn qtask_create(
+    client: *mut qtask_client,
+    name: *const c_char,
+    input_json: *const c_char,
+    timeout_s: i64,
+    queue: *const c_char,
+    options_json: *const c_char,
+    out_id: *mut i64,
+) -> qtask_result {
+    ffi_boundary!(result: {
+        reset(out_id, 0);
+        let client = self::client(client)?;
+        let task = unsafe { new_task(name, input_json, timeout_s, queue, options_json) }?;
+        let created = client.create(task)?;
+        reset(out_id, created.id);
+        Ok(())
+    })
+}
+
+/// Writes a task without dispatching it, for a caller that dispatches after its
+/// own transaction commits (the seed's `Create` returning `invoke`). Arguments
+/// as for `qtask_create`; `out_invoke` must not be NULL.
+///
+/// On success `*out_invoke` is a new handle that the caller owns and must
+/// release with exactly one of `qtask_invoke_run` (dispatch now) or
+/// `qtask_invoke_free` (drop it; the sweeper dispatches the task once its
+/// timeout has passed). On failure `*out_invoke` is NULL and `*out_id` 0.
+#[no_mangle]
+pub extern "C" fn qtask_create_deferred(
+    client: *mut qtask_client,
+    name: *const c_char,
+    input_json: *const c_char,
+    timeout_s: i64,
+    queue: *const c_char,
+    options_json: *const c_char,
+    out_id: *mut i64,
+    out_invoke: *mut *mut qtask_invoke,
+) -> qtask_result {
+    ffi_boundary!(result: {
+        reset(out_id, 0);
+        let out_invoke = try_ref!(mut out_invoke, "out_invoke");
+        *out_invoke = std::ptr::null_mut();
+        let client = self::client(client)?;
+        let task = unsafe { new_task(name, input_json, timeout_s, queue, options_json) }?;
+        let (created, invoke) = client.create_deferred(task)?;
+        *out_invoke = INVOKES.insert(invoke)?;
+        reset(out_id, created.id);
+        Ok(())
+    })
+}
+
+/// Dispatches the task of a `qtask_create_deferred` and releases `invoke`
+/// (also when it fails: never call it twice or free it afterwards; a second call
+/// returns `QTASK_RESULT_CLOSED`). `*out_dispatched` (may be NULL) is true when
+/// the message is on the queue now, false when the queue was down and the
+/// sweeper will dispatch it.
+#[no_mangle]
+pub extern "C" fn qtask_invoke_run(invoke: *mut qtask_invoke, out_dispatched: *mut bool) -> qtask_result {
+    ffi_boundary!(result: {
+        reset(out_dispatched, false);
+        let invoke = INVOKES.take(invoke)?;
+        let dispatched = invoke.invoke()?;
+        reset(out_dispatched, dispatched);
+        Ok(())
+    })
+}
+
+/// Releases `invoke` without dispatching (the sweeper dispatches the task once
+/// its timeout has passed). NULL is a no-op; so is a handle already run or freed.
+#[no_mangle]
+pub extern "C" fn qtask_invoke_free(invoke: *mut qtask_invoke) {
+    ffi_boundary!({
+        if !invoke.is_null() {
+            if let Err(err) = INVOKES.take(invoke) {
+                crate::error::set_last_error(&err);
+            }
+        }
+    })
+}
+
+/// Writes a task that the sweeper dispatches `delay_s` seconds from now (the
+/// seed's `Delay`). `delay_s` must be non-negative; the other arguments are as
+/// for `qtask_create`.
+#[no_mangle]
+pub extern "C" fn qtask_delay(
+    client: *mut qtask_client,
+    name: *const c_char,
+    input_json: *const c_char,
+    delay_s: i64,
+    timeout_s: i64,
+    queue: *const c_char,
+    options_json: *const c_char,
+    out_id: *mut i64,
+) -> qtask_result {
+    ffi_boundary!(result: {
+        reset(out_id, 0);
+        let client = self::client(client)?;
+        let delay = seconds_arg(delay_s, "delay")?;
+        let task = unsafe { new_task(name, input_json, timeout_s, queue, options_json) }?;
+        let created = client.delay(task, delay)?;
+        reset(out_id, created.id);
+        Ok(())
+    })
+}
+
+/// Waits up to `wait_ms` milliseconds (0: do not wait) for a message of `queue`
+/// (borrowed). On success `*out_message_json` is NULL when there was none, or a
+/// new string the caller owns and must free with `qtask_string_free`: the
+/// task's input object plus `task_id` and `attempt` (the dispatch number).
+/// Call `qtask_processing` before working on it.
+#[no_mangle]
+pub extern "C" fn qtask_pop(
+    client: *mut qtask_client,
+    queue: *const c_char,
+    wait_ms: i64,
+    out_message_json: *mut *mut c_char,
+) -> qtask_result {
+    ffi_boundary!(result: {
+        let out = try_ref!(mut out_message_json, "out_message_json");
+        *out = std::ptr::null_mut();
+        let client = self::client(client)?;
+        let queue = unsafe { str_arg(queue, "queue") }?;
+        let wait = millis_arg(wait_ms, "wait_ms")?;
+        if let Some(message) = client.pop(queue, wait)? {
+            *out = json_out(&message.to_json())?;
+        }
+        Ok(())
+    })
+}
+
+/// Marks the task running and extends its lease by its timeout (call it again
+/// during a long job). `*out_may_run` (not NULL) is false when the caller must
+/// skip the task: finished, failed, cancelled, past its deadline, or gone.
+#[no_mangle]
+pub extern "C" fn qtask_processing(
+    client: *mut qtask_client,
+    task_id: i64,
+    out_may_run: *mut bool,
+) -> qtask_result {
+    ffi_boundary!(result: {
+        let out = try_ref!(mut out_may_run, "out_may_run");
+        *out = false;
+        *out = self::client(client)?.processing(task_id)?;
+        Ok(())
+    })
+}
+
+/// Marks the task finished: never dispatched again. Finishing twice is fine;
+/// finishing a cancelled task is `QTASK_RESULT_INVALID_STATE`.
+#[no_mangle]
+pub extern "C" fn qtask_finish(client: *mut qtask_client, task_id: i64) -> qtask_result {
+    ffi_boundary!(result: {
+        self::client(client)?.finish(task_id)
+    })
+}
+
+/// Records a failed attempt with the reason `error` (borrowed, copied, not NULL):
+/// the task is retried after a backoff, or marked failed when its attempts or
+/// deadline are spent.
+#[no_mangle]
+pub extern "C" fn qtask_fail(client: *mut qtask_client, task_id: i64, error: *const c_char) -> qtask_result {
+    ffi_boundary!(result: {
+        let client = self::client(client)?;
+        let error = unsafe { str_arg(error, "error") }?;
+        client.fail(task_id, error).map(drop)
+    })
+}
+
+/// Stops a live task. Cancelling twice is fine; cancelling a finished task is
+/// `QTASK_RESULT_INVALID_STATE`.
+#[no_mangle]
+pub extern "C" fn qtask_cancel(client: *mut qtask_client, task_id: i64) -> qtask_result {
+    ffi_boundary!(result: {
+        self::client(client)?.cancel(task_id)
+    })
+}
+
+/// The task's row as a JSON object (`id`, `name`, `queue`, `input`, `order_no`,
+/// `status` as "waiting"/"processing"/"finished"/"failed"/"cancelled",
+/// `count`, `max_count`, `last_error`, and times in Unix milliseconds).
+/// `*out_task_json` (not NULL) receives a new string the caller owns and must
+/// free with `qtask_string_free`, or NULL on failure.
+#[no_mangle]
+pub extern "C" fn qtask_get(
+    client: *mut qtask_client,
+    task_id: i64,
+    out_task_json: *mut *mut c_char,
+) -> qtask_result {
+    ffi_boundary!(result: {
+        let out = try_ref!(mut out_task_json, "out_task_json");
+        *out = std::ptr::null_mut();
+        let task = self::client(client)?.get(task_id)?;
+        *out = json_out(&task)?;
+        Ok(())
+    })
+}
+
+/// Task counts of the client's namespace (`waiting`, `processing`, `finished`,
+/// `failed`, `cancelled`, `due`, `redispatched_live`) and this client's
+/// counters (`dispatched`, `redispatched`, `gave_up`, `deleted`), as a JSON
+/// object. `*out_stats_json` (not NULL) receives a new string the caller owns
+/// and must free with `qtask_string_free`, or NULL on failure.
+#[no_mangle]
+pub extern "C" fn qtask_stats(client: *mut qtask_client, out_stats_json: *mut *mut c_char) -> qtask_result {
+    ffi_boundary!(result: {
+        let out = try_ref!(mut out_stats_json, "out_stats_json");
+        *out = std::ptr::null_mut();
+        let stats = self::client(client)?.stats()?;
+        *out = json_out(&stats)?;
+        Ok(())
+    })
+}
+
+/// Frees a string that qtask handed out (`qtask_pop`, `qtask_get`,
+/// `qtask_stats`). NULL is a no-op. Passing any other pointer, or freeing twice,
+/// is undefined behaviour. Thread-safe.
+#[no_mangle]
+pub extern "C" fn qtask_string_free(s: *mut c_char) {
+    ffi_boundary!({
+        if !s.is_null() {
+            drop(unsafe { CString::from_raw(s) });
+        }
+    })
+}

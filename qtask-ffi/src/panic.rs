@@ -1,0 +1,84 @@
+//! The panic boundary: no unwind ever crosses an `extern "C"` function.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use qtask_core::Error;
+
+use crate::error::{self, qtask_result};
+
+/// Wraps the body of every `extern "C"` function in `catch_unwind`.
+///
+/// - `ffi_boundary!(result: { ... })`: the block evaluates to `Result<(), Error>`;
+///   the function returns `QTASK_RESULT_OK` or the error's code, and sets this
+///   thread's last error. A panic gives `QTASK_RESULT_INTERNAL`.
+/// - `ffi_boundary!({ ... })`: any other return type; a panic gives its
+///   [`PanicDefault`] (NULL, nothing, 0).
+macro_rules! ffi_boundary {
+    (result: $body:block) => {
+        $crate::panic::result(|| -> ::std::result::Result<(), ::qtask_core::Error> { $body })
+    };
+    ($body:block) => {
+        $crate::panic::guard(|| $body)
+    };
+}
+pub(crate) use ffi_boundary;
+
+/// What a function returns when its body panicked.
+pub(crate) trait PanicDefault {
+    fn panic_default() -> Self;
+}
+
+impl PanicDefault for () {
+    fn panic_default() -> Self {}
+}
+
+impl<T> PanicDefault for *const T {
+    fn panic_default() -> Self {
+        std::ptr::null()
+    }
+}
+
+impl<T> PanicDefault for *mut T {
+    fn panic_default() -> Self {
+        std::ptr::null_mut()
+    }
+}
+
+impl PanicDefault for qtask_result {
+    fn panic_default() -> Self {
+        qtask_result::Internal
+    }
+}
+
+pub(crate) fn guard<T: PanicDefault>(body: impl FnOnce() -> T) -> T {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(value) => value,
+        Err(payload) => {
+            error::set_last_error(&panic_error(payload));
+            T::panic_default()
+        }
+    }
+}
+
+pub(crate) fn result(body: impl FnOnce() -> Result<(), Error>) -> qtask_result {
+    let outcome = catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|payload| Err(panic_error(payload)));
+    match outcome {
+        Ok(()) => {
+            error::clear_last_error();
+            qtask_result::Ok
+        }
+        Err(err) => {
+            error::set_last_error(&err);
+            error::map_error(&err)
+        }
+    }
+}
+
+fn panic_error(payload: Box<dyn std::any::Any + Send>) -> Error {
+    let what = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    Error::Internal(format!("panic inside qtask: {what}"))
+}

@@ -1,0 +1,445 @@
+/*
+ * The C ABI's test program: a full task cycle, a delayed task, order_no
+ * dedupe, the deferred create, threads sharing one handle, and every kind of
+ * bad input, each checked for its result code and for writing nothing.
+ *
+ *   qtask_test DIR [cycle]   DIR: a scratch directory for the SQLite files
+ *
+ * With "cycle" only the basic cycle runs (used for the static-library build).
+ * Exits 0 when every check passed. Run by tests/c/run.sh.
+ */
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "qtask.h"
+
+static int checks, failures;
+
+#define CHECK(cond, ...)                                                  \
+    do {                                                                  \
+        checks++;                                                         \
+        if (!(cond)) {                                                    \
+            failures++;                                                   \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                 \
+            fprintf(stderr, "\n");                                        \
+        }                                                                 \
+    } while (0)
+
+/* Runs a qtask call and checks its result code; on a mismatch prints the last error. */
+#define EXPECT(code, call)                                                         \
+    do {                                                                           \
+        qtask_result rc_ = (call);                                                 \
+        checks++;                                                                  \
+        if (rc_ != (code)) {                                                       \
+            failures++;                                                            \
+            fprintf(stderr, "FAIL %s:%d: %s\n  want %s, got %s: %s\n", __FILE__,   \
+                    __LINE__, #call, qtask_result_name(code), qtask_result_name(rc_), \
+                    qtask_last_error());                                           \
+        } else if (rc_ != QTASK_RESULT_OK && qtask_last_error()[0] == '\0') {      \
+            failures++;                                                            \
+            fprintf(stderr, "FAIL %s:%d: %s: no last error message\n", __FILE__,   \
+                    __LINE__, #call);                                              \
+        }                                                                          \
+    } while (0)
+
+#define OK(call) EXPECT(QTASK_RESULT_OK, call)
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The integer after "key": in a flat JSON object, or LLONG_MIN when absent. */
+static long long json_int(const char *json, const char *key) {
+    char pattern[64];
+    snprintf(pattern, sizeof pattern, "\"%s\":", key);
+    const char *at = json ? strstr(json, pattern) : NULL;
+    return at ? strtoll(at + strlen(pattern), NULL, 10) : LLONG_MIN;
+}
+
+/* Tasks of the namespace that cleanup keeps for days (finished ones it deletes at
+ * once, so they are left out): bad input must not change this number. */
+static long long kept_tasks(qtask_client *client) {
+    char *stats = NULL;
+    qtask_result rc = qtask_stats(client, &stats);
+    CHECK(rc == QTASK_RESULT_OK && stats != NULL, "stats: %s", qtask_last_error());
+    long long total = 0;
+    const char *keys[] = {"waiting", "processing", "failed", "cancelled"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        total += json_int(stats, keys[i]);
+    }
+    qtask_string_free(stats);
+    return total;
+}
+
+static qtask_client *open_sqlite(const char *dir, const char *file) {
+    char config[1024];
+    snprintf(config, sizeof config,
+             "{\"db\": \"sqlite://%s/%s\", \"sweep_interval\": 0.2, \"retry_backoff\": 0.1}", dir, file);
+    qtask_client *client = NULL;
+    OK(qtask_open(config, &client));
+    CHECK(client != NULL, "open gave no client");
+    if (client) {
+        OK(qtask_install(client));
+        OK(qtask_install(client)); /* idempotent */
+    }
+    return client;
+}
+
+static void expect_status(qtask_client *client, int64_t id, const char *status) {
+    char *task = NULL;
+    OK(qtask_get(client, id, &task));
+    char want[64];
+    snprintf(want, sizeof want, "\"status\":\"%s\"", status);
+    CHECK(task && strstr(task, want), "task %lld: want %s in %s", (long long)id, want, task ? task : "NULL");
+    qtask_string_free(task);
+}
+
+/* create -> pop -> processing -> finish, and what each step leaves in the table. */
+static void test_cycle(qtask_client *client) {
+    int64_t id = 0;
+    OK(qtask_create(client, "订单绑定任务", "{\"order\": \"8973097380045\", \"n\": 7}", 60, "C:CYCLE",
+                    "{\"delete_deadline\": 3600}", &id));
+    CHECK(id > 0, "id %lld", (long long)id);
+    expect_status(client, id, "waiting");
+
+    char *msg = NULL;
+    OK(qtask_pop(client, "C:CYCLE", 3000, &msg));
+    CHECK(msg != NULL, "nothing popped");
+    CHECK(json_int(msg, "task_id") == id, "task_id in %s", msg);
+    CHECK(json_int(msg, "attempt") == 1, "attempt in %s", msg);
+    CHECK(json_int(msg, "n") == 7, "input in %s", msg);
+    CHECK(msg && strstr(msg, "\"order\":\"8973097380045\""), "input in %s", msg);
+    qtask_string_free(msg);
+
+    bool may_run = false;
+    OK(qtask_processing(client, id, &may_run));
+    CHECK(may_run, "processing refused a fresh task");
+    expect_status(client, id, "processing");
+    OK(qtask_finish(client, id));
+    OK(qtask_finish(client, id)); /* twice is fine */
+    expect_status(client, id, "finished");
+    may_run = true;
+    OK(qtask_processing(client, id, &may_run));
+    CHECK(!may_run, "processing allowed a finished task");
+
+    msg = NULL;
+    OK(qtask_pop(client, "C:CYCLE", 0, &msg));
+    CHECK(msg == NULL, "a finished task was popped again: %s", msg);
+    qtask_string_free(msg);
+}
+
+/* A 1-second delay: not poppable before, poppable after. */
+static void test_delay(qtask_client *client) {
+    int64_t id = 0;
+    double t0 = now_s();
+    OK(qtask_delay(client, "delayed", "{}", 1, 60, "C:DELAY", NULL, &id));
+    CHECK(id > 0, "id %lld", (long long)id);
+    char *msg = NULL;
+    OK(qtask_pop(client, "C:DELAY", 300, &msg));
+    CHECK(msg == NULL, "delayed task popped after %.2fs: %s", now_s() - t0, msg);
+    qtask_string_free(msg);
+
+    msg = NULL;
+    OK(qtask_pop(client, "C:DELAY", 5000, &msg));
+    double waited = now_s() - t0;
+    CHECK(msg != NULL, "delayed task not popped within 5 s");
+    CHECK(json_int(msg, "task_id") == id, "task_id in %s", msg);
+    CHECK(waited >= 0.95, "popped after only %.3fs", waited);
+    qtask_string_free(msg);
+    bool may_run = false;
+    OK(qtask_processing(client, id, &may_run));
+    CHECK(may_run, "processing refused the delayed task");
+    OK(qtask_finish(client, id));
+}
+
+/* The same order_no on a live task of the same queue gives the same task. */
+static void test_order_no(qtask_client *client) {
+    long long before = kept_tasks(client);
+    int64_t a = 0, b = 0, c = 0;
+    const char *opts = "{\"order_no\": \"ORD-42\", \"max_count\": 3, \"deadline\": 600}";
+    OK(qtask_create(client, "bind", "{\"x\": 1}", 60, "C:ORDER", opts, &a));
+    OK(qtask_create(client, "bind", "{\"x\": 2}", 60, "C:ORDER", opts, &b));
+    OK(qtask_delay(client, "bind", "{\"x\": 3}", 5, 60, "C:ORDER", opts, &c));
+    CHECK(a > 0 && a == b && a == c, "ids %lld %lld %lld", (long long)a, (long long)b, (long long)c);
+    CHECK(kept_tasks(client) == before + 1, "dedupe wrote %lld tasks", kept_tasks(client) - before);
+    char *task = NULL;
+    OK(qtask_get(client, a, &task));
+    CHECK(json_int(task, "max_count") == 3, "max_count in %s", task);
+    CHECK(task && strstr(task, "\"order_no\":\"ORD-42\""), "order_no in %s", task);
+    qtask_string_free(task);
+    /* Once it is no longer live, the number may be used again. */
+    OK(qtask_cancel(client, a));
+    OK(qtask_cancel(client, a)); /* twice is fine */
+    expect_status(client, a, "cancelled");
+    EXPECT(QTASK_RESULT_INVALID_STATE, qtask_finish(client, a));
+    OK(qtask_create(client, "bind", "{\"x\": 4}", 60, "C:ORDER", opts, &b));
+    CHECK(b > 0 && b != a, "after cancel: ids %lld %lld", (long long)a, (long long)b);
+    OK(qtask_cancel(client, b));
+}
+
+/* The outbox form: write now, dispatch with the invoke. */
+static void test_deferred(qtask_client *client) {
+    int64_t id = 0;
+    qtask_invoke *invoke = NULL;
+    OK(qtask_create_deferred(client, "deferred", "{\"k\": \"v\"}", 60, "C:DEFER", NULL, &id, &invoke));
+    CHECK(id > 0 && invoke != NULL, "id %lld invoke %p", (long long)id, (void *)invoke);
+    bool dispatched = false;
+    OK(qtask_invoke_run(invoke, &dispatched));
+    CHECK(dispatched, "invoke did not dispatch");
+    EXPECT(QTASK_RESULT_CLOSED, qtask_invoke_run(invoke, &dispatched)); /* single use */
+    qtask_invoke_free(invoke);                                          /* no-op now */
+
+    char *msg = NULL;
+    OK(qtask_pop(client, "C:DEFER", 3000, &msg));
+    CHECK(json_int(msg, "task_id") == id, "popped %s", msg ? msg : "NULL");
+    qtask_string_free(msg);
+    bool may_run = false;
+    OK(qtask_processing(client, id, &may_run));
+    CHECK(may_run, "processing refused");
+    OK(qtask_finish(client, id));
+
+    /* Dropped without running: the row exists, nothing leaks. */
+    invoke = NULL;
+    OK(qtask_create_deferred(client, "deferred", "{}", 60, "C:DEFER", NULL, &id, &invoke));
+    qtask_invoke_free(invoke);
+    expect_status(client, id, "waiting");
+    OK(qtask_cancel(client, id));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_invoke_run(NULL, &dispatched));
+    qtask_invoke_free(NULL);
+}
+
+/* fail() records the reason and retries; an unknown id is NOT_FOUND. */
+static void test_fail(qtask_client *client) {
+    int64_t id = 0;
+    OK(qtask_create(client, "flaky", "{}", 60, "C:FAIL", "{\"max_count\": 5}", &id));
+    char *msg = NULL;
+    OK(qtask_pop(client, "C:FAIL", 3000, &msg));
+    CHECK(json_int(msg, "task_id") == id, "popped %s", msg ? msg : "NULL");
+    qtask_string_free(msg);
+    OK(qtask_fail(client, id, "boom: disk full"));
+    char *task = NULL;
+    OK(qtask_get(client, id, &task));
+    CHECK(task && strstr(task, "boom: disk full"), "last_error in %s", task);
+    CHECK(task && strstr(task, "\"status\":\"waiting\""), "retry status in %s", task);
+    qtask_string_free(task);
+    OK(qtask_cancel(client, id));
+
+    task = (char *)"sentinel";
+    EXPECT(QTASK_RESULT_NOT_FOUND, qtask_get(client, 987654321, &task));
+    CHECK(task == NULL, "out not reset on failure");
+    EXPECT(QTASK_RESULT_NOT_FOUND, qtask_finish(client, 987654321));
+}
+
+struct worker_arg {
+    qtask_client *client;
+    int created, failed;
+};
+
+static void *create_many(void *p) {
+    struct worker_arg *arg = p;
+    for (int i = 0; i < 10; i++) {
+        int64_t id = 0;
+        if (qtask_create(arg->client, "threaded", "{}", 60, "C:THREADS", NULL, &id) == QTASK_RESULT_OK && id > 0) {
+            arg->created++;
+        } else {
+            arg->failed++;
+        }
+    }
+    return NULL;
+}
+
+/* One handle used from several threads at once. */
+static void test_threads(qtask_client *client) {
+    long long before = kept_tasks(client);
+    enum { THREADS = 4 };
+    pthread_t threads[THREADS];
+    struct worker_arg args[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        args[i] = (struct worker_arg){client, 0, 0};
+        CHECK(pthread_create(&threads[i], NULL, create_many, &args[i]) == 0, "pthread_create");
+    }
+    int created = 0, failed = 0;
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(threads[i], NULL);
+        created += args[i].created;
+        failed += args[i].failed;
+    }
+    CHECK(created == THREADS * 10 && failed == 0, "created %d failed %d", created, failed);
+    CHECK(kept_tasks(client) == before + THREADS * 10, "tasks %lld", kept_tasks(client) - before);
+    /* Drain them so the sweeper has nothing left to do. */
+    int popped = 0;
+    for (;;) {
+        char *msg = NULL;
+        if (qtask_pop(client, "C:THREADS", 500, &msg) != QTASK_RESULT_OK || msg == NULL) break;
+        OK(qtask_finish(client, json_int(msg, "task_id")));
+        qtask_string_free(msg);
+        popped++;
+    }
+    CHECK(popped == THREADS * 10, "popped %d", popped);
+}
+
+/* Every bad input: its code, a message, out-parameters reset, nothing written. */
+static void test_bad_input(qtask_client *client, const char *dir) {
+    long long before = kept_tasks(client);
+    int64_t id = 12345;
+    qtask_client *other = (qtask_client *)0x1;
+
+    /* qtask_open */
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_open(NULL, NULL));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_open("{\"db\": ", &other));
+    CHECK(other == NULL, "out not reset on failure");
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_open("{\"no_such_key\": 1}", &other));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_open("{\"db\": \"\xff\xfe\"}", &other));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_open("{\"db\": \"ftp://nowhere\"}", &other));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_open("{\"queue\": \"carrier-pigeon\"}", &other));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_open("{\"sweep_interval\": -1}", &other));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_open("{\"sweep_interval\": 0}", &other));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_open("[1, 2]", &other));
+    EXPECT(QTASK_RESULT_DATABASE,
+           qtask_open("{\"db\": \"postgres://postgres@127.0.0.1:1/x\", \"sweeper\": false}", &other));
+    CHECK(other == NULL, "out not reset on failure");
+
+    /* NULL pointers */
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_create(NULL, "n", "{}", 60, "C:BAD", NULL, &id));
+    CHECK(id == 0, "out_id not reset on failure: %lld", (long long)id);
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_create(client, NULL, "{}", 60, "C:BAD", NULL, &id));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_create(client, "n", NULL, 60, "C:BAD", NULL, &id));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_create(client, "n", "{}", 60, NULL, NULL, &id));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_delay(client, NULL, "{}", 1, 60, "C:BAD", NULL, &id));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT,
+           qtask_create_deferred(client, "n", "{}", 60, "C:BAD", NULL, &id, NULL));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_pop(client, "C:BAD", 0, NULL));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_pop(client, NULL, 0, &(char *){NULL}));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_processing(client, 1, NULL));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_get(client, 1, NULL));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_stats(client, NULL));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_fail(client, 1, NULL));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_install(NULL));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_finish(NULL, 1));
+
+    /* invalid UTF-8 */
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_create(client, "bad \xff\xfe name", "{}", 60, "C:BAD", NULL, &id));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_create(client, "n", "{\"a\": \"\xc3\x28\"}", 60, "C:BAD", NULL, &id));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_create(client, "n", "{}", 60, "C:\xe2\x82", NULL, &id));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_fail(client, 1, "\xff"));
+
+    /* malformed JSON, and JSON that is not an object */
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_create(client, "n", "{\"a\": ", 60, "C:BAD", NULL, &id));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_create(client, "n", "[1, 2]", 60, "C:BAD", NULL, &id));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_create(client, "n", "{\"task_id\": 1}", 60, "C:BAD", NULL, &id));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_create(client, "n", "{}", 60, "C:BAD", "{\"deadline\": ", &id));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_create(client, "n", "{}", 60, "C:BAD", "{\"retries\": 3}", &id));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_create(client, "n", "{}", 60, "C:BAD", "{\"max_count\": 0}", &id));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_create(client, "n", "{}", 60, "C:BAD", "{\"max_count\": -1}", &id));
+
+    /* negative and zero durations */
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_create(client, "n", "{}", 0, "C:BAD", NULL, &id));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_create(client, "n", "{}", -5, "C:BAD", NULL, &id));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_delay(client, "n", "{}", -1, 60, "C:BAD", NULL, &id));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_delay(client, "n", "{}", 10, 0, "C:BAD", NULL, &id));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_create(client, "n", "{}", 60, "C:BAD", "{\"deadline\": -1}", &id));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_create(client, "n", "{}", 60, "C:BAD", "{\"deadline\": 0}", &id));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT,
+           qtask_create(client, "n", "{}", 60, "C:BAD", "{\"delete_deadline\": -3}", &id));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_delay(client, "n", "{}", 100, 60, "C:BAD", "{\"deadline\": 50}", &id));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_pop(client, "C:BAD", -1, &(char *){NULL}));
+
+    /* empty or oversized names and payloads */
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_create(client, "", "{}", 60, "C:BAD", NULL, &id));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_create(client, "n", "{}", 60, "", NULL, &id));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_create(client, "n", "{}", 60, "has space", NULL, &id));
+    char long_name[400];
+    memset(long_name, 'n', sizeof long_name - 1);
+    long_name[sizeof long_name - 1] = '\0';
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_create(client, long_name, "{}", 60, "C:BAD", NULL, &id));
+    size_t big = (1u << 20) + 64;
+    char *payload = malloc(big + 16);
+    CHECK(payload != NULL, "malloc");
+    if (payload) {
+        strcpy(payload, "{\"blob\": \"");
+        size_t at = strlen(payload);
+        memset(payload + at, 'x', big - at);
+        strcpy(payload + big, "\"}");
+        EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_create(client, "n", payload, 60, "C:BAD", NULL, &id));
+        EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_delay(client, "n", payload, 1, 60, "C:BAD", NULL, &id));
+        free(payload);
+    }
+
+    /* handles qtask never issued */
+    int local = 0;
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_create((qtask_client *)&local, "n", "{}", 60, "C:BAD", NULL, &id));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_stats((qtask_client *)&local, &(char *){NULL}));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_invoke_run((qtask_invoke *)&local, NULL));
+    qtask_close((qtask_client *)&local); /* ignored */
+    qtask_invoke_free((qtask_invoke *)&local);
+
+    /* a closed handle */
+    qtask_client *closed = open_sqlite(dir, "closed.db");
+    qtask_close(closed);
+    EXPECT(QTASK_RESULT_CLOSED, qtask_create(closed, "n", "{}", 60, "C:BAD", NULL, &id));
+    EXPECT(QTASK_RESULT_CLOSED, qtask_pop(closed, "C:BAD", 0, &(char *){NULL}));
+    EXPECT(QTASK_RESULT_CLOSED, qtask_stats(closed, &(char *){NULL}));
+    EXPECT(QTASK_RESULT_CLOSED, qtask_finish(closed, 1));
+    qtask_close(closed); /* twice: ignored */
+    qtask_close(NULL);   /* no-op */
+
+    /* a deferred create whose client is closed before the invoke runs */
+    qtask_client *short_lived = open_sqlite(dir, "short.db");
+    qtask_invoke *invoke = NULL;
+    OK(qtask_create_deferred(short_lived, "n", "{}", 60, "C:BAD", NULL, &id, &invoke));
+    qtask_close(short_lived);
+    bool dispatched = true;
+    qtask_result rc = qtask_invoke_run(invoke, &dispatched);
+    /* The db queue has nothing to push (OK); a Redis queue reports the closed client. */
+    CHECK(rc == QTASK_RESULT_OK || rc == QTASK_RESULT_CLOSED, "invoke after close: %s", qtask_result_name(rc));
+
+    CHECK(kept_tasks(client) == before, "bad input wrote %lld tasks", kept_tasks(client) - before);
+
+    /* Success clears the last error. */
+    char *stats = NULL;
+    OK(qtask_stats(client, &stats));
+    qtask_string_free(stats);
+    CHECK(qtask_last_error()[0] == '\0', "last error after success: %s", qtask_last_error());
+}
+
+#define RUN(call)                                                                      \
+    do {                                                                               \
+        int failed_before = failures;                                                  \
+        double t0 = now_s();                                                           \
+        call;                                                                          \
+        printf("%-4s %-32s %.2fs\n", failures == failed_before ? "ok" : "FAIL", #call, now_s() - t0); \
+    } while (0)
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s DIR [cycle]\n", argv[0]);
+        return 2;
+    }
+    const char *dir = argv[1];
+    bool cycle_only = argc > 2 && strcmp(argv[2], "cycle") == 0;
+    printf("qtask %s\n", qtask_version());
+    CHECK(strlen(qtask_version()) > 0, "empty version");
+    CHECK(strcmp(qtask_result_name(QTASK_RESULT_NOT_FOUND), "QTASK_RESULT_NOT_FOUND") == 0, "result name");
+
+    qtask_client *client = open_sqlite(dir, cycle_only ? "cycle.db" : "main.db");
+    if (!client) return 1;
+    RUN(test_cycle(client));
+    if (!cycle_only) {
+        RUN(test_delay(client));
+        RUN(test_order_no(client));
+        RUN(test_deferred(client));
+        RUN(test_fail(client));
+        RUN(test_threads(client));
+        RUN(test_bad_input(client, dir));
+    }
+    qtask_close(client);
+    printf("%d checks, %d failed\n", checks, failures);
+    return failures == 0 ? 0 : 1;
+}
