@@ -187,7 +187,7 @@ class Worker:
                 self.stop.set()
 
             for sig in (signal.SIGINT, signal.SIGTERM):
-                restore[sig] = signal.signal(sig, on_signal)
+                restore[int(sig)] = signal.signal(sig, on_signal)
         log.info("qtask worker: %d slot(s) on %s", self.concurrency, ", ".join(self.queues))
         try:
             for t in threads:
@@ -198,8 +198,8 @@ class Worker:
                     t.join(0.2)
         finally:
             self.stop.set()
-            for sig, old in restore.items():
-                signal.signal(sig, old)
+            for signum, old in restore.items():
+                signal.signal(signum, old)
             self.loop.close()
         c = self.counters
         return WorkerReport(finished=c.finished, failed=c.failed, skipped=c.skipped)

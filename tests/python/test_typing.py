@@ -1,0 +1,83 @@
+"""Typing: this file is checked by mypy --strict (test_mypy below) and also run.
+
+Typed assignments check what the API returns; each `# type: ignore[...]` marks a
+misuse the stubs must reject (strict mode's warn_unused_ignores fails the check if
+one of them stops being an error).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+import subprocess
+import sys
+from typing import Any, Dict, List, Optional, Tuple
+
+import pytest
+
+import qtask
+from conftest import CI, Backend
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def typed_usage(c: qtask.Client) -> None:
+    c.install()
+    task_id: int = c.create("n", {"a": 1}, queue="Q", timeout=5.0, deadline=60, max_count=3, order_no="X-1")
+    deferred: Tuple[int, qtask.Invoke] = c.create_deferred("n", {"a": 2}, queue="Q")
+    pushed: bool = deferred[1]()
+    later: int = c.delay("n", {}, queue="Q", delay=3600)
+    many: List[int] = c.create_many([{"name": "m", "input": {}, "queue": "Q", "timeout": 2.0}])
+    message: Optional[qtask.Message] = c.pop("Q", wait=0.5)
+    if message is not None:
+        tid: Any = message["task_id"]
+        ok: bool = c.processing(tid)
+        if ok:
+            c.finish(tid)
+    status: str = c.fail(later, "why")
+    task: qtask.Task = c.get(task_id)
+    state: str = task["status"]
+    last_error: Optional[str] = task["last_error"]
+    stats: qtask.Stats = c.stats()
+    waiting: int = stats["waiting"]
+    c.cancel(later)
+
+    @c.task("TYPED")
+    def handler(m: qtask.Message) -> None:
+        pass
+
+    @c.task("TYPED_ASYNC")
+    async def async_handler(m: qtask.Message) -> Dict[str, int]:
+        return {"ok": 1}
+
+    handler({"task_id": 1})
+    del pushed, many, status, state, last_error, waiting, async_handler
+
+
+def misuse(c: qtask.Client) -> None:
+    c.create("n", {}, "Q")  # type: ignore[call-arg]
+    c.create("n", {}, queue=5)  # type: ignore[arg-type]
+    c.pop(queue="Q", wait="1")  # type: ignore[arg-type]
+    c.get("1")  # type: ignore[arg-type]
+    c.get(1)["nope"]  # type: ignore[typeddict-item]
+    qtask.Client(sweep_interval=1).run_worker(concurrency="2")  # type: ignore[arg-type]
+
+
+def test_typed_usage_runs(sqlite: Backend) -> None:
+    with sqlite.client(sweeper=False) as c:
+        typed_usage(c)
+        assert c.stats()["cancelled"] == 1
+        assert set(c.handlers) == {"TYPED", "TYPED_ASYNC"}
+
+
+def test_mypy() -> None:
+    if importlib.util.find_spec("mypy") is None:
+        if CI:
+            pytest.fail("mypy is not installed (tests/python/run.sh installs it)")
+        pytest.skip("SKIP: mypy not installed")
+    r = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental",
+         str(ROOT / "python" / "qtask"), str(pathlib.Path(__file__))],
+        capture_output=True, text=True, cwd=pathlib.Path(__file__).parent,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
