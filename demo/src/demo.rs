@@ -236,11 +236,9 @@ async fn watch(client: &Client, args: &DemoArgs, pool: &mut WorkerPool) -> Resul
     let total = args.tasks + args.delayed;
     let bar = ProgressBar::new(total);
     bar.set_style(
-        ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:36.green/white}] {pos}/{len} finished ({per_sec}) {msg}",
-        )
-        .map_err(|e| e.to_string())?
-        .progress_chars("=> "),
+        ProgressStyle::with_template("{elapsed_precise} [{bar:32.green/white}] {pos}/{len} finished {msg}")
+            .map_err(|e| e.to_string())?
+            .progress_chars("=> "),
     );
     let created_count = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -263,7 +261,8 @@ async fn watch(client: &Client, args: &DemoArgs, pool: &mut WorkerPool) -> Resul
         let finished = u64::try_from(stats.finished).unwrap_or(0);
         bar.set_position(finished);
         bar.set_message(format!(
-            "created {} | running {}{kill_note}",
+            "| {:.0}/s | created {} | running {}{kill_note}",
+            finished as f64 / start.elapsed().as_secs_f64(),
             created_count.load(Ordering::Relaxed),
             stats.processing
         ));
@@ -271,7 +270,7 @@ async fn watch(client: &Client, args: &DemoArgs, pool: &mut WorkerPool) -> Resul
         if args.kill && killed.is_none() && finished * 4 >= total && finished > 0 {
             let (pid, held) = kill_one(client, pool).await?;
             let replacement = pool.spawn()?;
-            kill_note = format!(" | killed worker {pid} (held {held}), started {replacement}");
+            kill_note = format!(" | killed {pid}");
             let line = format!(
                 "  SIGKILL worker pid {pid} after {finished} finished; it held {held} started, unfinished \
                  tasks; replacement worker pid {replacement}"
