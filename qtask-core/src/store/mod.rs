@@ -4,6 +4,7 @@
 //! and `?` placeholders; [`Dialect`] supplies what differs between databases.
 
 mod dialect;
+mod explain;
 mod schema;
 
 use std::time::Duration;
@@ -12,6 +13,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Connection, Executor, Row};
 
 pub use dialect::{redact, Dialect};
+pub use explain::Plan;
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -21,6 +23,16 @@ use crate::task::{Message, Stats, Status, Task, ValidTask};
 /// Live rows are kept at least this long, as in the seed (7 days after creation).
 const LIVE_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
 const LIVE: &str = "(20, 30)";
+
+/// Rows a claim may dispatch now; `{queue}` is "" or "AND queue = ?". Served by the
+/// `due` / `queue_due` indexes (see schema.rs and explain.rs).
+const DUE: &str = "namespace = ? {queue} AND next_at <= {now} \
+                   AND dispatch_count < max_count AND deadline_at > {now}";
+/// Due rows that may not be dispatched again.
+const SPENT: &str = "namespace = ? AND next_at <= {now} \
+                     AND (deadline_at <= {now} OR dispatch_count >= max_count)";
+/// Ended rows whose delete time has passed.
+const EXPIRED: &str = "namespace = ? AND delete_at <= {now} AND next_at IS NULL";
 
 /// A task row just written.
 #[derive(Clone, Copy, Debug)]
@@ -218,9 +230,8 @@ impl Store {
     pub(crate) async fn claim(&self, queue: Option<&str>, limit: u32) -> Result<Vec<Message>> {
         let queue_filter = if queue.is_some() { "AND queue = ?" } else { "" };
         let due = format!(
-            "SELECT id, queue, payload, dispatch_count FROM {{t}} WHERE namespace = ? {queue_filter} \
-             AND next_at <= {{now}} AND dispatch_count < max_count AND deadline_at > {{now}} \
-             ORDER BY next_at LIMIT ? {}",
+            "SELECT id, queue, payload, dispatch_count FROM {{t}} WHERE {} ORDER BY next_at LIMIT ? {}",
+            DUE.replace("{queue}", queue_filter),
             self.dialect.skip_locked()
         );
         let set = "dispatch_count = dispatch_count + 1, next_at = {now} + timeout_ms, updated_at = {now}";
@@ -466,16 +477,13 @@ impl Store {
             "last_error = CASE WHEN last_error IS NULL THEN {reason} ELSE {with_last} END, \
              status = 90, live_key = NULL, next_at = NULL, updated_at = {{now}}"
         );
-        let filter =
-            "namespace = ? AND next_at <= {now} AND (deadline_at <= {now} OR dispatch_count >= max_count)";
-        self.batched_write(&format!("UPDATE {{t}} SET {set}"), filter, limit)
+        self.batched_write(&format!("UPDATE {{t}} SET {set}"), SPENT, limit)
             .await
     }
 
     /// Deletes up to `limit` finished, failed or cancelled rows whose delete_at has passed.
     pub(crate) async fn clean(&self, limit: u32) -> Result<u64> {
-        let filter = "namespace = ? AND delete_at <= {now} AND next_at IS NULL";
-        self.batched_write("DELETE FROM {t}", filter, limit).await
+        self.batched_write("DELETE FROM {t}", EXPIRED, limit).await
     }
 
     /// `head WHERE filter` on at most `limit` rows, skipping rows others hold locked.

@@ -1,0 +1,86 @@
+//! Query plans of the hot statements, so operators (and the index test) can see that
+//! the sweeper and the `db` queue stay on their indexes as the table grows.
+
+use sqlx::Row;
+
+use super::{Dialect, Store, DUE, EXPIRED, SPENT};
+use crate::error::Result;
+
+/// How the database runs one hot statement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// `claim`, `pop`, `give_up` or `cleanup`.
+    pub statement: &'static str,
+    /// The plan as the database prints it.
+    pub text: String,
+    /// The qtask index it reads, if any.
+    pub index: Option<String>,
+    /// It reads the whole table.
+    pub full_scan: bool,
+}
+
+impl Store {
+    /// Explains the sweeper's and the `db` queue's statements (their row-selecting part).
+    pub async fn explain(&self) -> Result<Vec<Plan>> {
+        let statements = [
+            ("claim", DUE.replace("{queue}", ""), false),
+            ("pop", DUE.replace("{queue}", "AND queue = ?"), true),
+            ("give_up", SPENT.to_string(), false),
+            ("cleanup", EXPIRED.to_string(), false),
+        ];
+        let mut plans = Vec::new();
+        for (statement, filter, binds_queue) in statements {
+            let select = format!("SELECT id FROM {{t}} WHERE {filter} LIMIT 1000");
+            let prefix = match self.dialect {
+                Dialect::Sqlite => "EXPLAIN QUERY PLAN ",
+                Dialect::Postgres | Dialect::MySql => "EXPLAIN ",
+            };
+            let sql = self.sql(&format!("{prefix}{select}"));
+            let mut query = sqlx::query(sql).bind(&self.namespace);
+            if binds_queue {
+                query = query.bind("ORDER:BIND");
+            }
+            let rows = query.fetch_all(&self.pool).await?;
+            let mut lines = Vec::new();
+            let mut mysql_keys = Vec::new();
+            for row in &rows {
+                match self.dialect {
+                    Dialect::Sqlite => lines.push(row.try_get::<String, _>("detail")?),
+                    Dialect::Postgres => lines.push(row.try_get::<String, _>(0)?),
+                    Dialect::MySql => {
+                        let access: Option<String> = row.try_get("type")?;
+                        let key: Option<String> = row.try_get("key")?;
+                        lines.push(format!(
+                            "type={} key={}",
+                            access.as_deref().unwrap_or("-"),
+                            key.as_deref().unwrap_or("-")
+                        ));
+                        mysql_keys.push((access, key));
+                    }
+                }
+            }
+            let text = lines.join("\n");
+            let index_prefix = format!("{}_", self.table);
+            let index = text
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .find(|word| word.starts_with(&index_prefix))
+                .map(str::to_string);
+            let full_scan = match self.dialect {
+                Dialect::Sqlite => lines
+                    .iter()
+                    .any(|l| l.starts_with("SCAN") && !l.contains("INDEX")),
+                Dialect::Postgres => text.contains("Seq Scan"),
+                Dialect::MySql => mysql_keys
+                    .iter()
+                    .any(|(access, _)| access.as_deref() == Some("ALL")),
+            };
+            plans.push(Plan {
+                statement,
+                text,
+                index,
+                full_scan,
+            });
+        }
+        Ok(plans)
+    }
+}
