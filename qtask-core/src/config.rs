@@ -46,6 +46,9 @@ pub struct Config {
     pub retry_backoff_max: Duration,
     /// Database connections in this client's pool.
     pub max_connections: u32,
+    /// Seconds to wait for a database connection before failing (sqlx retries meanwhile).
+    #[serde(deserialize_with = "seconds")]
+    pub connect_timeout: Duration,
     /// Shift of the database clock; tests only.
     #[serde(skip)]
     pub clock: Clock,
@@ -66,6 +69,7 @@ impl Default for Config {
             retry_backoff: Duration::from_secs(1),
             retry_backoff_max: Duration::from_secs(600),
             max_connections: 10,
+            connect_timeout: Duration::from_secs(5),
             clock: Clock::database(),
         }
     }
@@ -136,6 +140,9 @@ impl Config {
             return Err(invalid(
                 "retry_backoff must be positive and at most retry_backoff_max",
             ));
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(invalid("connect_timeout must be positive"));
         }
         if self.max_connections == 0 {
             return Err(invalid("max_connections must be positive"));

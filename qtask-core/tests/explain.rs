@@ -1,4 +1,5 @@
 //! The hot statements stay on their indexes in a large table (checked with EXPLAIN).
+//! QTASK_EXPLAIN_DOUBLINGS=17 grows the table to about a million rows.
 
 mod common;
 
@@ -33,7 +34,11 @@ async fn hot_statements_use_indexes_in_a_large_table() {
             c.finish(id).await.unwrap();
         }
         let pool = c.store().pool();
-        for _ in 0..12 {
+        let doublings: u32 = std::env::var("QTASK_EXPLAIN_DOUBLINGS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(12);
+        for _ in 0..doublings {
             let sql = format!("INSERT INTO {table} ({COLUMNS}) SELECT {COLUMNS} FROM {table}");
             pool.execute(AssertSqlSafe(sql)).await.unwrap();
         }

@@ -69,7 +69,7 @@ impl Store {
             .map_err(|e| crate::error::invalid(format!("database URL {:?}: {e}", redact(&config.db))))?;
         let mut pool = AnyPoolOptions::new()
             .max_connections(config.max_connections)
-            .acquire_timeout(Duration::from_secs(10));
+            .acquire_timeout(config.connect_timeout);
         if dialect == Dialect::Sqlite {
             // WAL lets readers run beside the one writer; busy_timeout makes writers queue.
             pool = pool.after_connect(|conn, _| {

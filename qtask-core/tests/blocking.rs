@@ -1,0 +1,94 @@
+//! The blocking client: usable from plain threads and from inside a tokio runtime.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use qtask_core::blocking::Client;
+use qtask_core::{Clock, Error, NewTask};
+use serde_json::json;
+
+fn open() -> Client {
+    let db = common::Db {
+        name: "sqlite",
+        url: format!(
+            "sqlite://{}",
+            std::env::temp_dir()
+                .join(format!("qtask-blocking-{}.db", std::process::id()))
+                .display()
+        ),
+    };
+    let client = Client::open(common::config(&db, &common::unique_prefix(), &Clock::database())).unwrap();
+    client.install().unwrap();
+    client
+}
+
+fn drop_table(client: &Client) {
+    let c = client.as_async().clone();
+    qtask_core::blocking::wait(async move {
+        common::drop_table(&c).await;
+        Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn many_threads_share_one_client() {
+    let client = Arc::new(open());
+    let producers: Vec<_> = (0..4)
+        .map(|t| {
+            let c = client.clone();
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    c.create(NewTask::new("n", json!({"t": t, "i": i}), "Q")).unwrap();
+                }
+            })
+        })
+        .collect();
+    for p in producers {
+        p.join().unwrap();
+    }
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let c = client.clone();
+            std::thread::spawn(move || {
+                let mut done = 0;
+                while let Some(m) = c.pop("Q", Duration::from_millis(200)).unwrap() {
+                    assert!(c.processing(m.task_id).unwrap());
+                    c.finish(m.task_id).unwrap();
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect();
+    let done: i32 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert_eq!(done, 100);
+    assert_eq!(client.stats().unwrap().finished, 100);
+    drop_table(&client);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn works_inside_a_tokio_runtime_without_panicking() {
+    let client = open();
+    let id = client.create(NewTask::new("n", json!({}), "Q")).unwrap().id;
+    assert_eq!(
+        client.pop("Q", Duration::from_secs(1)).unwrap().unwrap().task_id,
+        id
+    );
+    client.finish(id).unwrap();
+    drop_table(&client);
+    client.close();
+    assert!(matches!(client.get(id), Err(Error::Closed)));
+}
+
+#[test]
+fn open_errors_are_returned_not_panicked() {
+    let config = qtask_core::Config {
+        db: "postgres://postgres@127.0.0.1:1/none".into(),
+        connect_timeout: Duration::from_millis(500),
+        ..Default::default()
+    };
+    assert!(matches!(Client::open(config), Err(Error::Database(_))));
+}
