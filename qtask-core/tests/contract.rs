@@ -366,16 +366,17 @@ async fn bad_input_is_refused_and_writes_nothing() {
 #[tokio::test]
 async fn unreachable_or_unknown_databases_get_typed_errors() {
     use qtask_core::{Client, Config};
-    let down = Config {
-        db: "postgres://postgres@127.0.0.1:1/x".into(),
-        ..Config::default()
-    };
-    assert!(matches!(Client::open(down).await, Err(Error::Database(_))));
-    let down = Config {
-        db: "mysql://root@127.0.0.1:1/x".into(),
-        ..Config::default()
-    };
-    assert!(matches!(Client::open(down).await, Err(Error::Database(_))));
+    for url in ["postgres://postgres@127.0.0.1:1/x", "mysql://root@127.0.0.1:1/x"] {
+        let down = Config {
+            db: url.into(),
+            connect_timeout: Duration::from_millis(300),
+            ..Config::default()
+        };
+        assert!(
+            matches!(Client::open(down).await, Err(Error::Database(_))),
+            "{url}"
+        );
+    }
     let unknown = Config {
         db: "oracle://scott@127.0.0.1/x".into(),
         ..Config::default()
