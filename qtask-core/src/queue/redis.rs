@@ -232,42 +232,58 @@ impl RedisQueue {
         }
     }
 
-    /// A BRPOP of at most `wait` (at least 1 ms) on a connection of its own.
+    /// A BRPOP of at most `wait` (at least 1 ms) on a connection of its own. An idle
+    /// connection found broken (Redis restarted, connections killed) is replaced once.
     async fn pop_blocking(&self, key: &str, wait: Duration) -> Result<Option<String>> {
-        let conn = match self.take_idle() {
-            Some(conn) => conn,
-            None => self.open(true).await?,
+        let until = Instant::now() + wait;
+        let (mut conn, mut reused) = match self.take_idle() {
+            Some(conn) => (conn, true),
+            None => (self.open(true).await?, false),
         };
-        // Redis 6+ takes fractional seconds; 0 would mean "forever".
-        let secs = wait.as_millis().max(1) as f64 / 1000.0;
-        let mut cmd = redis::cmd("BRPOP");
-        cmd.arg(key).arg(secs);
-        let reply = async {
-            let mut conn = conn;
-            let result: Result<Option<(String, String)>, RedisError> = match &mut conn {
-                Conn::Single(c) => cmd.query_async(c).await,
-                Conn::Cluster(c) => cmd.query_async(c).await,
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            // Redis 6+ takes fractional seconds; 0 would mean "forever".
+            let secs = left.as_millis().max(1) as f64 / 1000.0;
+            let mut cmd = redis::cmd("BRPOP");
+            cmd.arg(key).arg(secs);
+            let reply = async move {
+                let result: Result<Option<(String, String)>, RedisError> = match &mut conn {
+                    Conn::Single(c) => cmd.query_async(c).await,
+                    Conn::Cluster(c) => cmd.query_async(c).await,
+                };
+                (conn, result)
             };
-            (conn, result)
-        };
-        match timeout(wait + BLOCKING_GRACE, reply).await {
-            Ok((conn, Ok(popped))) => {
-                self.put_idle(conn);
-                Ok(popped.map(|(_, text)| text))
-            }
-            Ok((conn, Err(err))) => {
-                if !breaks_connection(&err) {
+            let limit = left + BLOCKING_GRACE;
+            match timeout(limit, reply).await {
+                Ok((conn, Ok(popped))) => {
                     self.put_idle(conn);
+                    return Ok(popped.map(|(_, text)| text));
                 }
-                Err(self.error(err))
+                Ok((broken, Err(err))) if breaks_connection(&err) => {
+                    drop(broken);
+                    // Its idle siblings most likely went the same way.
+                    if let Ok(mut idle) = self.idle.lock() {
+                        idle.clear();
+                    }
+                    if !reused {
+                        return Err(self.error(err));
+                    }
+                    conn = self.open(true).await?;
+                    reused = false;
+                }
+                Ok((conn, Err(err))) => {
+                    self.put_idle(conn);
+                    return Err(self.error(err));
+                }
+                // The connection went with the future; a message it may have taken is
+                // re-sent by the sweeper after the task's timeout.
+                Err(_) => {
+                    return Err(Error::Queue(format!(
+                        "redis {}: no reply to a blocking pop within {limit:?}",
+                        self.url
+                    )))
+                }
             }
-            // The connection went with the future; a message it may have taken is
-            // re-sent by the sweeper after the task's timeout.
-            Err(_) => Err(Error::Queue(format!(
-                "redis {}: no reply to a blocking pop within {:?}",
-                self.url,
-                wait + BLOCKING_GRACE
-            ))),
         }
     }
 }

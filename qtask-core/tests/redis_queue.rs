@@ -1,0 +1,691 @@
+//! The Redis queue against real servers on loopback: the shared Redis (a database
+//! number per flushing test, a key prefix per test), the shared three-node cluster,
+//! and private `redis-server` processes for outages. Every scenario runs on SQLite,
+//! PostgreSQL and MariaDB. Time is driven with the shared test clock and
+//! `sweep_once`, so timeouts of minutes take milliseconds.
+
+mod redis_support;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use qtask_core::{Client, Config, Error, Message, NewTask, Status, Worker};
+use serde_json::json;
+
+use redis_support::{cluster_url, redis_url, DbKind, RedisServer, Setup};
+
+/// The shared Redis database of tests that do not flush.
+const SHARED_DB: u8 = 12;
+const SWEEP: Duration = Duration::from_secs(1);
+
+macro_rules! on_each_db {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$scenario(DbKind::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$scenario(DbKind::Postgres).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mariadb() {
+                super::$scenario(DbKind::MariaDb).await
+            }
+        }
+    )*};
+}
+
+on_each_db!(
+    full_cycle,
+    flush_recovery,
+    worker_killed,
+    connections_killed,
+    redis_down_at_create,
+    two_sweepers,
+    cluster_full_cycle,
+    cluster_flush_recovery,
+);
+
+fn task(i: usize, queue: &str) -> NewTask {
+    // Finished rows stay an hour, so that `stats().finished` counts them.
+    NewTask::new("redis test", json!({"i": i, "名": "任务"}), queue)
+        .timeout(Duration::from_secs(30))
+        .delete_deadline(Duration::from_secs(3600))
+}
+
+/// Pops, runs `processing` and `finish` until `queue` stays empty for `wait`;
+/// returns the messages taken.
+async fn drain(client: &Client, queue: &str, wait: Duration) -> Vec<Message> {
+    let mut out = Vec::new();
+    while let Some(m) = client.pop(queue, wait).await.expect("pop") {
+        assert!(
+            client.processing(m.task_id).await.expect("processing"),
+            "task {} refused",
+            m.task_id
+        );
+        client.finish(m.task_id).await.expect("finish");
+        out.push(m);
+    }
+    out
+}
+
+/// Create, create_many, delay, FIFO pops, order numbers, stale duplicates, pops with
+/// zero and sub-second waits, and a blocked pop not holding up anything else.
+async fn full_cycle(kind: DbKind) {
+    let Some(mut t) = Setup::new(kind, &redis_url(SHARED_DB)).await else {
+        return;
+    };
+    let c = t.client.clone();
+    let q = t.queue.clone();
+
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let created = c.create(task(i, &q)).await.unwrap();
+        assert!(created.dispatched && !created.existing);
+        ids.push(created.id);
+    }
+    let many = c
+        .create_many((5..10).map(|i| task(i, &q)).collect())
+        .await
+        .unwrap();
+    assert!(many.iter().all(|cr| cr.dispatched));
+    ids.extend(many.iter().map(|cr| cr.id));
+    assert_eq!(t.llen(&q).await, 10);
+
+    // The row is claimed by the create itself: a sweep pushes nothing more.
+    assert_eq!(c.sweep_once().await.unwrap().dispatched, 0);
+    assert_eq!(t.llen(&q).await, 10);
+
+    for (i, id) in ids.iter().enumerate() {
+        let m = c.pop(&q, Duration::from_secs(1)).await.unwrap().expect("message");
+        assert_eq!((m.task_id, m.attempt), (*id, 1), "first in, first out");
+        assert_eq!(m.input["i"], json!(i));
+        assert_eq!(m.input["名"], json!("任务"));
+        assert_eq!(m.queue, q);
+        assert!(c.processing(m.task_id).await.unwrap());
+        c.finish(m.task_id).await.unwrap();
+    }
+
+    // Empty queue: wait 0 does not block; a sub-second wait ends on time.
+    let started = Instant::now();
+    assert!(c.pop(&q, Duration::ZERO).await.unwrap().is_none());
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    let started = Instant::now();
+    assert!(c.pop(&q, Duration::from_millis(300)).await.unwrap().is_none());
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
+
+    // A message already there is taken by a zero wait.
+    let quick = c.create(task(100, &q)).await.unwrap();
+    let m = c
+        .pop(&q, Duration::ZERO)
+        .await
+        .unwrap()
+        .expect("message with wait 0");
+    assert_eq!(m.task_id, quick.id);
+    assert!(c.processing(m.task_id).await.unwrap());
+    c.finish(m.task_id).await.unwrap();
+
+    // A stale duplicate of a finished task: popped, refused by processing.
+    t.lpush(&q, &m.to_json().to_string()).await;
+    let stale = c
+        .pop(&q, Duration::from_secs(1))
+        .await
+        .unwrap()
+        .expect("stale duplicate");
+    assert_eq!(stale.task_id, quick.id);
+    assert!(!c.processing(stale.task_id).await.unwrap());
+
+    // Something that is not a message is dropped, not handed out and not fatal.
+    t.lpush(&q, "not json").await;
+    assert!(c.pop(&q, Duration::from_millis(200)).await.unwrap().is_none());
+    assert_eq!(t.llen(&q).await, 0);
+
+    // Order numbers: the second create returns the live task and pushes nothing.
+    let first = c.create(task(200, &q).order_no("ORD-1")).await.unwrap();
+    let again = c.create(task(200, &q).order_no("ORD-1")).await.unwrap();
+    assert_eq!(again.id, first.id);
+    assert!(again.existing && !again.dispatched);
+    assert_eq!(t.llen(&q).await, 1);
+    drain(&c, &q, Duration::from_millis(100)).await;
+
+    // Delayed: not before its time, then pushed by one sweep.
+    let delayed = c.delay(task(300, &q), Duration::from_secs(10)).await.unwrap();
+    assert!(!delayed.dispatched);
+    assert_eq!(c.sweep_once().await.unwrap().dispatched, 0);
+    assert!(c.pop(&q, Duration::ZERO).await.unwrap().is_none());
+    t.clock.advance(Duration::from_secs(11));
+    assert_eq!(c.sweep_once().await.unwrap().dispatched, 1);
+    let m = c
+        .pop(&q, Duration::from_secs(1))
+        .await
+        .unwrap()
+        .expect("delayed message");
+    assert_eq!((m.task_id, m.attempt), (delayed.id, 1));
+    assert!(c.processing(m.task_id).await.unwrap());
+    c.finish(m.task_id).await.unwrap();
+
+    // A pop blocked on an empty queue does not hold up pushes or other pops.
+    let blocked = {
+        let c = c.clone();
+        tokio::spawn(async move { c.pop("RQ:IDLE", Duration::from_secs(3)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let created = c.create(task(400, &q)).await.unwrap();
+    let m = c
+        .pop(&q, Duration::from_secs(2))
+        .await
+        .unwrap()
+        .expect("message beside a blocked pop");
+    assert_eq!(m.task_id, created.id);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    c.finish(m.task_id).await.unwrap();
+    assert!(blocked.await.unwrap().unwrap().is_none());
+
+    let stats = c.stats().await.unwrap();
+    assert_eq!(stats.finished, 14, "{stats:?}");
+    assert_eq!((stats.waiting, stats.processing), (0, 0));
+    t.cleanup().await;
+}
+
+/// Redis loses everything before any pop: every task still runs, after its timeout
+/// plus one sweep interval.
+async fn flush_recovery(kind: DbKind) {
+    let Some(mut t) = Setup::new(kind, &redis_url(kind.flush_db())).await else {
+        return;
+    };
+    let queues = [t.queue.clone()];
+    flush_and_recover(&mut t, &queues).await;
+    t.cleanup().await;
+}
+
+async fn flush_and_recover(t: &mut Setup, queues: &[String]) {
+    const N: usize = 40;
+    let c = t.client.clone();
+    let tasks: Vec<NewTask> = (0..N).map(|i| task(i, &queues[i % queues.len()])).collect();
+    let created = c.create_many(tasks).await.unwrap();
+    assert!(created.iter().all(|cr| cr.dispatched));
+    let mut on_lists = 0;
+    for q in queues {
+        on_lists += t.llen(q).await;
+    }
+    assert_eq!(on_lists, N as i64);
+
+    t.flush().await;
+    for q in queues {
+        assert!(c.pop(q, Duration::ZERO).await.unwrap().is_none(), "flushed");
+    }
+    // Not before the timeout: the leases still hold.
+    t.clock.advance(Duration::from_secs(29));
+    assert_eq!(c.sweep_once().await.unwrap().dispatched, 0);
+    // Timeout plus one sweep interval: one sweep re-sends all of them.
+    t.clock.advance(Duration::from_secs(1) + SWEEP);
+    assert_eq!(c.sweep_once().await.unwrap().dispatched, N as u64);
+
+    let mut seen = HashSet::new();
+    for q in queues {
+        for m in drain(&c, q, Duration::from_millis(200)).await {
+            assert_eq!(m.attempt, 2);
+            assert!(seen.insert(m.task_id), "task {} twice", m.task_id);
+        }
+    }
+    let expected: HashSet<i64> = created.iter().map(|cr| cr.id).collect();
+    assert_eq!(seen, expected);
+    assert_eq!(c.stats().await.unwrap().finished, N as i64);
+}
+
+/// The child side of `worker_killed`: pops one message, marks it processing, says so
+/// on stdout, then hangs until killed.
+#[tokio::test]
+#[ignore = "run by worker_killed in a child process"]
+async fn child_worker() {
+    let Ok(config) = std::env::var("QTASK_CHILD_CONFIG") else {
+        return;
+    };
+    let queue = std::env::var("QTASK_CHILD_QUEUE").unwrap();
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    let config = Config {
+        db: config["db"].as_str().unwrap().into(),
+        queue: config["queue"].as_str().unwrap().into(),
+        table_prefix: config["table_prefix"].as_str().unwrap().into(),
+        redis_prefix: config["redis_prefix"].as_str().unwrap().into(),
+        sweeper: false,
+        ..Config::default()
+    };
+    let client = Client::open(config).await.unwrap();
+    let m = client
+        .pop(&queue, Duration::from_secs(20))
+        .await
+        .unwrap()
+        .expect("a message");
+    assert!(client.processing(m.task_id).await.unwrap());
+    println!("QTASK-CHILD POPPED {} {}", m.task_id, m.attempt);
+    tokio::time::sleep(Duration::from_secs(600)).await;
+}
+
+/// A worker process killed with SIGKILL after popping: its task runs again.
+async fn worker_killed(kind: DbKind) {
+    let Some(mut t) = Setup::new(kind, &redis_url(SHARED_DB)).await else {
+        return;
+    };
+    let c = t.client.clone();
+    let q = t.queue.clone();
+    let created = c.create(task(1, &q)).await.unwrap();
+    assert!(created.dispatched);
+
+    let config = json!({
+        "db": t.config.db, "queue": t.config.queue,
+        "table_prefix": t.config.table_prefix, "redis_prefix": t.config.redis_prefix,
+    });
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_worker", "--ignored", "--nocapture"])
+        .env("QTASK_CHILD_CONFIG", config.to_string())
+        .env("QTASK_CHILD_QUEUE", &q)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn child worker");
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.starts_with("QTASK-CHILD POPPED"))
+    })
+    .await
+    .unwrap()
+    .expect("child popped the task");
+    assert_eq!(line, format!("QTASK-CHILD POPPED {} 1", created.id));
+    child.kill().expect("SIGKILL"); // Child::kill is SIGKILL on Unix
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+
+    assert_eq!(t.llen(&q).await, 0, "the message left with the killed worker");
+    let row = c.get(created.id).await.unwrap();
+    assert_eq!((row.status, row.count), (Status::Processing, 1));
+
+    // The lease runs out; one sweep sends it again.
+    assert_eq!(c.sweep_once().await.unwrap().dispatched, 0);
+    t.clock.advance(Duration::from_secs(30) + SWEEP);
+    assert_eq!(c.sweep_once().await.unwrap().dispatched, 1);
+    let again = drain(&c, &q, Duration::from_millis(200)).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].task_id, again[0].attempt), (created.id, 2));
+    assert_eq!(c.get(created.id).await.unwrap().status, Status::Finished);
+    t.cleanup().await;
+}
+
+/// Producers and a worker run while every Redis client connection is killed again and
+/// again (`CLIENT KILL TYPE normal`, on a private redis-server): nothing is lost,
+/// everything finishes, no loop exits.
+async fn connections_killed(kind: DbKind) {
+    const PRODUCERS: usize = 2;
+    const PER_PRODUCER: usize = 60;
+    let Some(server) = RedisServer::start().await else {
+        return;
+    };
+    let Some(t) = Setup::with(kind, &server.url(), |config| {
+        config.sweeper = true;
+        config.sweep_interval = Duration::from_millis(200);
+    })
+    .await
+    else {
+        return;
+    };
+    let c = t.client.clone();
+    let q = t.queue.clone();
+
+    let runs: Arc<Mutex<HashMap<i64, u32>>> = Arc::default();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = {
+        let runs = runs.clone();
+        let worker = Worker::new(c.clone(), q.clone()).concurrency(4);
+        tokio::spawn(worker.run(
+            move |m: Message| {
+                let runs = runs.clone();
+                async move {
+                    *runs.lock().unwrap().entry(m.task_id).or_default() += 1;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    Ok(())
+                }
+            },
+            async move {
+                let _ = stopped.await;
+            },
+        ))
+    };
+    let killer = {
+        let mut conn = server.conn().await;
+        tokio::spawn(async move {
+            let mut kills = 0;
+            for _ in 0..25 {
+                tokio::time::sleep(Duration::from_millis(120)).await;
+                // SKIPME yes (the default): the killer's own connection stays.
+                let killed: redis::RedisResult<i64> = redis::cmd("CLIENT")
+                    .arg("KILL")
+                    .arg("TYPE")
+                    .arg("normal")
+                    .query_async(&mut conn)
+                    .await;
+                kills += killed.unwrap_or(0);
+            }
+            kills
+        })
+    };
+    let mut producers = Vec::new();
+    for p in 0..PRODUCERS {
+        let c = c.clone();
+        let q = q.clone();
+        producers.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..PER_PRODUCER {
+                // The database is up: a create never fails, whatever Redis does.
+                let created = c
+                    .create(task(p * 1000 + i, &q).timeout(Duration::from_secs(2)))
+                    .await;
+                ids.push(created.expect("create while connections are killed").id);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            ids
+        }));
+    }
+    let mut ids = Vec::new();
+    for p in producers {
+        ids.extend(p.await.unwrap());
+    }
+    let kills = killer.await.unwrap();
+    assert!(kills > 0, "CLIENT KILL killed nothing");
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stats = c.stats().await.unwrap();
+        if stats.finished == ids.len() as i64 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not all finished: {stats:?}");
+        assert!(!worker.is_finished(), "the worker loop exited");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = stop.send(());
+    let report = worker.await.unwrap().unwrap();
+    let runs = runs.lock().unwrap().clone();
+    for id in &ids {
+        assert!(runs.contains_key(id), "task {id} never ran");
+    }
+    eprintln!(
+        "connections_killed/{}: {} tasks, {kills} connections killed, {} runs, {report:?}",
+        kind.name(),
+        ids.len(),
+        runs.values().sum::<u32>()
+    );
+    t.cleanup().await;
+    drop(server);
+}
+
+/// Redis down at create: the row is committed, `dispatched` is false, and the sweeper
+/// sends it once Redis is back. Database down: a typed error and nothing pushed.
+async fn redis_down_at_create(kind: DbKind) {
+    let Some(mut server) = RedisServer::start().await else {
+        return;
+    };
+    let Some(mut t) = Setup::new(kind, &server.url()).await else {
+        return;
+    };
+    let c = t.client.clone();
+    let q = t.queue.clone();
+    assert!(c.create(task(0, &q)).await.unwrap().dispatched);
+    assert_eq!(drain(&c, &q, Duration::from_millis(100)).await.len(), 1);
+
+    // Redis dies with the client open.
+    server.stop();
+    let started = Instant::now();
+    let mut down = Vec::new();
+    for i in 1..=5 {
+        let created = c.create(task(i, &q)).await.expect("create with Redis down");
+        assert!(!created.dispatched && !created.existing);
+        down.push(created.id);
+    }
+    let many = c
+        .create_many((6..9).map(|i| task(i, &q)).collect())
+        .await
+        .unwrap();
+    assert!(many.iter().all(|cr| !cr.dispatched));
+    down.extend(many.iter().map(|cr| cr.id));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "creates hung: {:?}",
+        started.elapsed()
+    );
+    for id in &down {
+        let row = c.get(*id).await.unwrap();
+        assert_eq!((row.status, row.count), (Status::Waiting, 0), "row safe and due");
+    }
+    assert!(
+        c.pop(&q, Duration::from_millis(100)).await.is_err(),
+        "pop reports the outage"
+    );
+    assert!(c.sweep_once().await.is_err(), "sweep reports the outage");
+    assert_eq!(c.get(down[0]).await.unwrap().count, 0, "failed push taken back");
+
+    // Redis is back, empty, on the same address: the same client resumes.
+    server.restart().await;
+    t.redis = redis_support::Inspect::Single(server.conn().await);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut dispatched = 0;
+    while dispatched < down.len() as u64 {
+        match c.sweep_once().await {
+            Ok(report) => dispatched += report.dispatched,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+        assert!(Instant::now() < deadline, "sweeper did not resume");
+    }
+    let done: HashSet<i64> = drain(&c, &q, Duration::from_millis(200))
+        .await
+        .iter()
+        .map(|m| m.task_id)
+        .collect();
+    assert_eq!(done, down.iter().copied().collect());
+
+    // A client opened while nothing listens at its Redis address opens, creates, warns.
+    let nowhere = Client::open(Config {
+        queue: "redis://127.0.0.1:1/".into(),
+        ..t.config.clone()
+    })
+    .await
+    .expect("open with Redis down");
+    let created = nowhere.create(task(50, &q)).await.unwrap();
+    assert!(!created.dispatched);
+    assert!(nowhere.pop(&q, Duration::from_millis(50)).await.is_err());
+    nowhere.close().await;
+    assert_eq!(c.sweep_once().await.unwrap().dispatched, 1);
+    assert_eq!(
+        drain(&c, &q, Duration::from_millis(200)).await[0].task_id,
+        created.id
+    );
+
+    // The database down: a typed error, nothing pushed.
+    let broken = Client::open(t.config.clone()).await.unwrap();
+    broken.store().pool().close().await;
+    match broken.create(task(60, &q)).await {
+        Err(Error::Database(_)) => {}
+        other => panic!("expected a database error, got {other:?}"),
+    }
+    assert!(matches!(
+        broken.create_many(vec![task(61, &q)]).await,
+        Err(Error::Database(_))
+    ));
+    assert_eq!(t.llen(&q).await, 0, "nothing pushed without a row");
+    t.cleanup().await;
+}
+
+/// Two sweepers on one database and one Redis: no task pushed twice in a round.
+async fn two_sweepers(kind: DbKind) {
+    const N: usize = 300;
+    let Some(mut t) = Setup::with(kind, &redis_url(SHARED_DB), |config| config.batch_size = 50).await else {
+        return;
+    };
+    let a = t.client.clone();
+    let b = t.another_client().await;
+    let q = t.queue.clone();
+    let mut ids = HashSet::new();
+    for i in 0..N {
+        ids.insert(a.delay(task(i, &q), Duration::from_secs(5)).await.unwrap().id);
+    }
+    for round in 1..=2 {
+        // Round 1: the delays are over. Round 2: every lease ran out unfinished.
+        t.clock
+            .advance(Duration::from_secs(if round == 1 { 6 } else { 31 }));
+        let (ra, rb) = tokio::join!(sweep_rounds(&a, 3), sweep_rounds(&b, 3));
+        // A sweep that lost a claim to a database deadlock (MariaDB, two sweepers)
+        // returns the error: that batch was rolled back and is still due, and the
+        // batches it pushed before are not in its report. Sweep on until all are out.
+        let mut extra = 0;
+        let mut tries = 0;
+        while t.llen(&q).await < N as i64 && tries < 5 {
+            extra += sweep_rounds(&a, 1).await;
+            tries += 1;
+        }
+        if kind != DbKind::MariaDb {
+            assert_eq!((ra + rb, extra), (N as u64, 0), "round {round}: a {ra} + b {rb}");
+        }
+        let mut per_task: BTreeMap<i64, u32> = BTreeMap::new();
+        for text in t.lrange(&q).await {
+            let m = Message::from_json(&q, &text).unwrap();
+            assert_eq!(m.attempt, round);
+            *per_task.entry(m.task_id).or_default() += 1;
+        }
+        let twice: Vec<_> = per_task.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(twice.is_empty(), "round {round}: pushed twice: {twice:?}");
+        assert_eq!(
+            per_task.keys().copied().collect::<HashSet<_>>(),
+            ids,
+            "round {round}"
+        );
+        eprintln!(
+            "two_sweepers/{} round {round}: a reported {ra}, b reported {rb}, then {extra} more",
+            kind.name()
+        );
+        // Workers take the messages but never finish: the next round re-sends all.
+        while let Some(m) = a.pop(&q, Duration::ZERO).await.unwrap() {
+            assert!(a.processing(m.task_id).await.unwrap());
+        }
+    }
+    b.close().await;
+    t.cleanup().await;
+}
+
+/// `rounds` sweeps; a sweep that fails (a MariaDB deadlock between two sweepers'
+/// claims) is reported and counts nothing.
+async fn sweep_rounds(client: &Client, rounds: usize) -> u64 {
+    let mut dispatched = 0;
+    for _ in 0..rounds {
+        match client.sweep_once().await {
+            Ok(report) => dispatched += report.dispatched,
+            Err(err) => eprintln!("two_sweepers: a sweep failed and is retried: {err}"),
+        }
+    }
+    dispatched
+}
+
+fn cluster_queues() -> Vec<String> {
+    // Different hash tags: spread over the cluster's nodes.
+    (0..6).map(|i| format!("RQ:CLUSTER:{i}")).collect()
+}
+
+/// The full cycle on the three-node cluster, with queues on every node.
+async fn cluster_full_cycle(kind: DbKind) {
+    let Some(mut t) = Setup::new(kind, &cluster_url()).await else {
+        return;
+    };
+    let c = t.client.clone();
+    let queues = cluster_queues();
+    let mut expected: HashMap<String, Vec<i64>> = HashMap::new();
+    for (i, q) in queues.iter().enumerate() {
+        let created = c.create(task(i, q)).await.unwrap();
+        assert!(created.dispatched);
+        expected.entry(q.clone()).or_default().push(created.id);
+    }
+    let many = c
+        .create_many(
+            (0..24)
+                .map(|i| task(100 + i, &queues[i % queues.len()]))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    for (i, cr) in many.iter().enumerate() {
+        assert!(cr.dispatched);
+        expected
+            .entry(queues[i % queues.len()].clone())
+            .or_default()
+            .push(cr.id);
+    }
+    for q in &queues {
+        assert_eq!(t.llen(q).await, 5, "{q}");
+        let got: Vec<i64> = drain(&c, q, Duration::from_millis(200))
+            .await
+            .iter()
+            .map(|m| m.task_id)
+            .collect();
+        assert_eq!(got, expected[q], "{q}: first in, first out");
+    }
+    assert!(c.pop(&queues[0], Duration::ZERO).await.unwrap().is_none());
+
+    // Delayed, through the sweeper, on the cluster.
+    let delayed = c
+        .delay(task(999, &queues[1]), Duration::from_secs(10))
+        .await
+        .unwrap();
+    t.clock.advance(Duration::from_secs(11));
+    assert_eq!(c.sweep_once().await.unwrap().dispatched, 1);
+    let m = c
+        .pop(&queues[1], Duration::from_secs(1))
+        .await
+        .unwrap()
+        .expect("delayed");
+    assert_eq!(m.task_id, delayed.id);
+    c.finish(m.task_id).await.unwrap();
+    assert_eq!(c.stats().await.unwrap().finished, 31);
+    t.cleanup().await;
+}
+
+/// The cluster loses every key of qtask's, on every node: all tasks still run.
+async fn cluster_flush_recovery(kind: DbKind) {
+    let Some(mut t) = Setup::new(kind, &cluster_url()).await else {
+        return;
+    };
+    flush_and_recover(&mut t, &cluster_queues()).await;
+    t.cleanup().await;
+}
+
+#[test]
+fn cluster_url_forms_are_accepted() {
+    for queue in [
+        "redis+cluster://127.0.0.1:7000,127.0.0.1:7001",
+        "redis://127.0.0.1:7000,redis://127.0.0.1:7001",
+    ] {
+        let config = Config {
+            queue: queue.into(),
+            ..Config::default()
+        };
+        config.validate().unwrap();
+    }
+}
