@@ -1,0 +1,3 @@
+module qtask.dev/qtask
+
+go 1.19
