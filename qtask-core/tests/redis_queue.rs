@@ -334,8 +334,8 @@ async fn worker_killed(kind: DbKind) {
 }
 
 /// Producers and a worker run while every Redis client connection is killed again and
-/// again (`CLIENT KILL TYPE normal`, on a private redis-server): nothing is lost,
-/// everything finishes, no loop exits.
+/// again (`CLIENT KILL TYPE normal`, on a private redis-server) and Redis is stopped and
+/// started once: nothing is lost, everything finishes, no loop exits.
 async fn connections_killed(kind: DbKind) {
     const PRODUCERS: usize = 2;
     const PER_PRODUCER: usize = 60;
@@ -372,24 +372,31 @@ async fn connections_killed(kind: DbKind) {
             },
         ))
     };
-    let killer = {
+    // Kill every client connection now and then; halfway, stop Redis (losing every
+    // key) and start it again a second later.
+    let killer = tokio::spawn(async move {
+        let mut server = server;
         let mut conn = server.conn().await;
-        tokio::spawn(async move {
-            let mut kills = 0;
-            for _ in 0..25 {
-                tokio::time::sleep(Duration::from_millis(120)).await;
-                // SKIPME yes (the default): the killer's own connection stays.
-                let killed: redis::RedisResult<i64> = redis::cmd("CLIENT")
-                    .arg("KILL")
-                    .arg("TYPE")
-                    .arg("normal")
-                    .query_async(&mut conn)
-                    .await;
-                kills += killed.unwrap_or(0);
+        let mut kills = 0;
+        for round in 0..24 {
+            if round == 12 {
+                server.stop();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                server.restart().await;
+                conn = server.conn().await;
             }
-            kills
-        })
-    };
+            tokio::time::sleep(Duration::from_millis(120)).await;
+            // SKIPME yes (the default): the killer's own connection stays.
+            let killed: redis::RedisResult<i64> = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("TYPE")
+                .arg("normal")
+                .query_async(&mut conn)
+                .await;
+            kills += killed.unwrap_or(0);
+        }
+        (kills, server)
+    });
     let mut producers = Vec::new();
     for p in 0..PRODUCERS {
         let c = c.clone();
@@ -402,7 +409,7 @@ async fn connections_killed(kind: DbKind) {
                     .create(task(p * 1000 + i, &q).timeout(Duration::from_secs(2)))
                     .await;
                 ids.push(created.expect("create while connections are killed").id);
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(Duration::from_millis(40)).await;
             }
             ids
         }));
@@ -411,7 +418,7 @@ async fn connections_killed(kind: DbKind) {
     for p in producers {
         ids.extend(p.await.unwrap());
     }
-    let kills = killer.await.unwrap();
+    let (kills, server) = killer.await.unwrap();
     assert!(kills > 0, "CLIENT KILL killed nothing");
 
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -688,4 +695,90 @@ fn cluster_url_forms_are_accepted() {
         };
         config.validate().unwrap();
     }
+}
+
+/// CPU seconds this process has used (Linux: utime + stime of /proc/self/stat).
+#[cfg(target_os = "linux")]
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// The child side of `redis_unreachable_does_not_spin`: a worker (4 slots) and a fast
+/// sweeper against a Redis address where nothing listens, with tasks due; prints the
+/// CPU share they used.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by redis_unreachable_does_not_spin in a child process"]
+async fn child_outage_worker() {
+    let Ok(db) = std::env::var("QTASK_CHILD_DB") else {
+        return;
+    };
+    let config = Config {
+        db,
+        queue: "redis://127.0.0.1:1/".into(),
+        table_prefix: std::env::var("QTASK_CHILD_TABLE_PREFIX").unwrap(),
+        sweep_interval: Duration::from_millis(100),
+        ..Config::default()
+    };
+    let client = Client::open(config).await.unwrap();
+    client.install().await.unwrap();
+    for i in 0..20 {
+        assert!(!client.create(task(i, "RQ:OUTAGE")).await.unwrap().dispatched);
+    }
+    let (cpu0, wall0) = (cpu_seconds(), Instant::now());
+    let worker = Worker::new(client.clone(), "RQ:OUTAGE").concurrency(4);
+    let run = tokio::spawn(worker.run(
+        |_m: Message| async { Ok(()) },
+        tokio::time::sleep(Duration::from_secs(4)),
+    ));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!run.is_finished(), "the worker loop exited");
+    let share = (cpu_seconds() - cpu0) / wall0.elapsed().as_secs_f64();
+    println!("QTASK-CHILD CPU {share:.3}");
+    let report = run.await.unwrap().unwrap();
+    assert_eq!(report.finished, 0);
+    client.close().await;
+}
+
+/// A worker and a sweeper that cannot reach Redis keep retrying with a back-off: they
+/// neither exit nor spin (measured in a child process of their own).
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn redis_unreachable_does_not_spin() {
+    let name = redis_support::unique("rqspin");
+    let file = std::env::temp_dir().join(format!("qtask-{name}.db"));
+    let output = tokio::task::spawn_blocking({
+        let file = file.clone();
+        move || {
+            Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "child_outage_worker", "--ignored", "--nocapture"])
+                .env("QTASK_CHILD_DB", format!("sqlite://{}", file.display()))
+                .env("QTASK_CHILD_TABLE_PREFIX", format!("{name}_"))
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("run child")
+        }
+    })
+    .await
+    .unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "child failed:\n{stdout}");
+    let share: f64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("QTASK-CHILD CPU "))
+        .expect("child reported its CPU use")
+        .parse()
+        .unwrap();
+    eprintln!(
+        "redis_unreachable_does_not_spin: {:.1} % of one core",
+        share * 100.0
+    );
+    assert!(share < 0.25, "spinning: {:.0} % of a core", share * 100.0);
 }

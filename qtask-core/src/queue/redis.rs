@@ -483,5 +483,7 @@ mod tests {
             Ok(Target::Single(_))
         ));
         assert!(Target::parse("redis://127.0.0.1:notaport").is_err());
+        // TLS is not compiled in: refused when the client opens, not at first use.
+        assert!(Target::parse("rediss://127.0.0.1:6380").is_err());
     }
 }
