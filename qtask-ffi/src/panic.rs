@@ -82,3 +82,41 @@ fn panic_error(payload: Box<dyn std::any::Any + Send>) -> Error {
         .unwrap_or_else(|| "unknown panic".into());
     Error::Internal(format!("panic inside qtask: {what}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::CStr;
+
+    use super::*;
+
+    fn last_error() -> String {
+        unsafe { CStr::from_ptr(error::qtask_last_error()) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    #[test]
+    fn a_panic_becomes_the_internal_code() {
+        let code = ffi_boundary!(result: {
+            if true {
+                panic!("boom");
+            }
+            Ok(())
+        });
+        assert_eq!(code, qtask_result::Internal);
+        assert_eq!(last_error(), "internal error: panic inside qtask: boom");
+
+        let pointer: *const u8 = ffi_boundary!({ panic!("again {}", 2) });
+        assert!(pointer.is_null());
+        assert!(last_error().ends_with("again 2"), "{}", last_error());
+    }
+
+    #[test]
+    fn errors_map_to_codes_and_success_clears_the_message() {
+        let code = ffi_boundary!(result: { Err(Error::NotFound(7)) });
+        assert_eq!(code, qtask_result::NotFound);
+        assert_eq!(last_error(), "task 7 not found");
+        assert_eq!(ffi_boundary!(result: { Ok(()) }), qtask_result::Ok);
+        assert_eq!(last_error(), "");
+    }
+}
