@@ -379,6 +379,9 @@ async fn kill_one(client: &Client, pool: &mut WorkerPool) -> Result<(u32, usize)
         .map_err(|e| format!("kill worker {pid}: {e}"))?;
     let _ = worker.child.wait();
     worker.killed = true;
+    // A statement the worker had already sent (a finish) may still complete on a
+    // database server after the process is gone; let it land before counting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let started: HashSet<i64> = read_ledger(&worker.ledger)?.iter().map(|e| e.task_id).collect();
     let table = client.config().task_table();
     let live = ids(
