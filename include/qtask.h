@@ -265,12 +265,15 @@ void qtask_string_free(char *s);
 
 /**
  * The message of this thread's most recent failed call, or "" when the most
- * recent `qtask_*` call on this thread succeeded.
+ * recent call returning a `qtask_result` on this thread succeeded. (The void
+ * functions `qtask_close` and `qtask_invoke_free` set it when given a closed
+ * or foreign handle, and otherwise leave it alone.)
  *
  * Borrowed: the string belongs to qtask and stays valid until this thread's
  * next `qtask_*` call (other than `qtask_last_error`). Do not free it; copy it
  * to keep it. Never NULL. Thread-local, so it is safe from every thread, but
- * read it on the same thread as the failed call.
+ * read it on the same thread as the failed call (Go: with the goroutine
+ * locked to its thread, as the Go package does).
  */
 const char *qtask_last_error(void);
 
