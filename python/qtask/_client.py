@@ -20,8 +20,10 @@ Handler = Callable[[Message], Any]
 H = TypeVar("H", bound=Handler)
 
 def _dumps(value: object, what: str) -> str:
+    # ASCII escapes: a lone surrogate then reaches the engine as JSON it refuses
+    # (InvalidArgument) instead of failing the str conversion.
     try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return json.dumps(value, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError, RecursionError) as e:
         raise InvalidArgument(f"{what} is not JSON-serialisable: {e}") from None
 

@@ -109,7 +109,7 @@ class Worker:
             except Error as e:
                 errors += 1
                 if errors & (errors - 1) == 0:  # 1, 2, 4, 8...: do not flood the log
-                    log.warning("qtask worker: pop from %s failed (%s); retrying", queue, e)
+                    log.warning("pop from %s failed (%s); retrying", queue, e)
                 self.stop.wait(min(0.1 * min(errors, 50), MAX_ERROR_PAUSE))
                 continue
             errors = 0
@@ -122,7 +122,7 @@ class Worker:
             lease = self.native.processing(task_id)
         except Error as e:
             # The lease runs out and the task comes back; nothing is lost.
-            log.warning("qtask worker: processing(%d) failed (%s); it will be re-dispatched", task_id, e)
+            log.warning("processing(%d) failed (%s); it will be re-dispatched", task_id, e)
             return
         if lease is None:
             self.counters.add("skipped")
@@ -152,18 +152,18 @@ class Worker:
                 self.counters.add("failed")
                 status = self.native.fail(task_id, error)
                 if status == "failed":
-                    log.warning("qtask worker: task %d failed for good:\n%s", task_id, error)
+                    log.warning("task %d failed for good:\n%s", task_id, error)
                 else:
-                    log.info("qtask worker: task %d failed, will be retried:\n%s", task_id, error)
+                    log.info("task %d failed, will be retried:\n%s", task_id, error)
         except Error as e:
-            log.warning("qtask worker: recording the outcome of task %d failed: %s", task_id, e)
+            log.warning("recording the outcome of task %d failed: %s", task_id, e)
 
     def _renew(self, task_id: int, lease: float, done: threading.Event) -> None:
         while not done.wait(max(lease / 2, 0.05)):
             try:
                 renewed = self.native.processing(task_id)
             except Error as e:
-                log.warning("qtask worker: renewing the lease of task %d failed: %s", task_id, e)
+                log.warning("renewing the lease of task %d failed: %s", task_id, e)
                 continue
             if renewed is None:  # cancelled or finished elsewhere; the handler's outcome decides
                 return
@@ -183,12 +183,12 @@ class Worker:
             def on_signal(signum: int, _frame: Any) -> None:
                 if self.stop.is_set():
                     raise KeyboardInterrupt(f"signal {signum} again: stopping at once")
-                log.info("qtask worker: signal %d, stopping after the running tasks", signum)
+                log.info("signal %d, stopping after the running tasks", signum)
                 self.stop.set()
 
             for sig in (signal.SIGINT, signal.SIGTERM):
                 restore[int(sig)] = signal.signal(sig, on_signal)
-        log.info("qtask worker: %d slot(s) on %s", self.concurrency, ", ".join(self.queues))
+        log.info("%d slot(s) on %s", self.concurrency, ", ".join(self.queues))
         try:
             for t in threads:
                 t.start()

@@ -29,6 +29,7 @@ BAD_CREATES: Dict[str, Callable[[qtask.Client], Any]] = {
     "input a string": lambda c: c.create("n", "text", queue="Q"),  # type: ignore[arg-type]
     "input not JSON": lambda c: c.create("n", {"s": {1, 2}}, queue="Q"),
     "input NaN": lambda c: c.create("n", {"x": math.nan}, queue="Q"),
+    "input lone surrogate": lambda c: c.create("n", {"s": "\ud800"}, queue="Q"),
     "reserved key": lambda c: c.create("n", {"task_id": 5}, queue="Q"),
     "oversized input": lambda c: c.create("n", {"blob": "x" * 5000}, queue="Q"),
     "zero timeout": lambda c: c.create("n", {}, queue="Q", timeout=0),
