@@ -72,15 +72,24 @@ pub(crate) async fn sweep_once(ctx: &Context) -> Result<SweepReport> {
     })
 }
 
-/// Runs `batch` until it returns less than a full batch, at most MAX_BATCHES_PER_TICK times.
+/// Runs `batch` until it returns less than a full batch, at most MAX_BATCHES_PER_TICK
+/// times. An error after some batches succeeded ends the tick with what they did (the
+/// next tick retries); an error on the first batch is returned.
 async fn in_batches<F, Fut>(batch_size: u32, mut batch: F) -> Result<u64>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<u64>>,
 {
     let mut total = 0;
-    for _ in 0..MAX_BATCHES_PER_TICK {
-        let n = batch().await?;
+    for i in 0..MAX_BATCHES_PER_TICK {
+        let n = match batch().await {
+            Ok(n) => n,
+            Err(err) if i > 0 => {
+                tracing::warn!(error = %err, "qtask: sweep batch failed; the next sweep retries");
+                return Ok(total);
+            }
+            Err(err) => return Err(err),
+        };
         total += n;
         if n < u64::from(batch_size) {
             break;

@@ -228,6 +228,10 @@ impl Store {
     /// Claims up to `limit` due tasks (of one queue, or all), counting a dispatch and
     /// moving each lease forward by its timeout. Concurrent claimers never share a row.
     pub(crate) async fn claim(&self, queue: Option<&str>, limit: u32) -> Result<Vec<Message>> {
+        retry_conflicts(|| self.claim_once(queue, limit)).await
+    }
+
+    async fn claim_once(&self, queue: Option<&str>, limit: u32) -> Result<Vec<Message>> {
         let queue_filter = if queue.is_some() { "AND queue = ?" } else { "" };
         let due = format!(
             "SELECT id, queue, payload, dispatch_count FROM {{t}} WHERE {} ORDER BY next_at LIMIT ? {}",
@@ -488,6 +492,10 @@ impl Store {
 
     /// `head WHERE filter` on at most `limit` rows, skipping rows others hold locked.
     async fn batched_write(&self, head: &str, filter: &str, limit: u32) -> Result<u64> {
+        retry_conflicts(|| self.batched_write_once(head, filter, limit)).await
+    }
+
+    async fn batched_write_once(&self, head: &str, filter: &str, limit: u32) -> Result<u64> {
         let sql = match self.dialect {
             Dialect::MySql => format!("{head} WHERE {filter} LIMIT ?"),
             d => format!(
@@ -502,4 +510,28 @@ impl Store {
             .await?;
         Ok(done.rows_affected())
     }
+}
+
+/// Runs `op` again when the database chose it as a deadlock or serialization victim
+/// (InnoDB does so to one of two concurrent claimers); the failed attempt rolled back.
+async fn retry_conflicts<T, F, Fut>(mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut attempt = 0;
+    loop {
+        match op().await {
+            Err(Error::Database(err)) if attempt < 5 && is_conflict(&err) => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(fastrand::u64(1..=10 * attempt))).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn is_conflict(err: &sqlx::Error) -> bool {
+    let code = err.as_database_error().and_then(|e| e.code());
+    matches!(code.as_deref(), Some("40001" | "40P01"))
 }
