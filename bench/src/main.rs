@@ -26,7 +26,7 @@ usage: qtask-bench [--db URL]... [--n N] [--parallel P] [--redis URL | --no-redi
   --db URL       a database to measure; repeat for several (default: a SQLite file in
                  $TMPDIR, $QTASK_TEST_PG_URL, $QTASK_TEST_MYSQL_URL, with the defaults of
                  scripts/env.sh); a server that cannot be reached is skipped, loudly
-  --n N          tasks per measurement (default 1000)
+  --n N          tasks per measurement (default 500)
   --parallel P   concurrent loops in the parallel rows (default 4)
   --redis URL    also measure every database with this Redis as the queue
                  (default $QTASK_TEST_REDIS_URL when set)
@@ -48,7 +48,7 @@ struct Args {
 fn parse_args() -> Result<Option<Args>, String> {
     let mut args = Args {
         dbs: Vec::new(),
-        n: 1000,
+        n: 500,
         parallel: 4,
         redis: env("QTASK_TEST_REDIS_URL"),
     };
@@ -154,6 +154,7 @@ async fn run(args: Args) -> Result<(), String> {
         "qtask-bench: n = {} tasks per row, parallel rows run {} loops at once; run {run_id}",
         args.n, args.parallel
     );
+    println!("load average at the start: {}", load_average());
     let mut queues: Vec<Option<String>> = vec![None];
     match &args.redis {
         Some(url) => queues.push(Some(url.clone())),
@@ -182,6 +183,7 @@ async fn run(args: Args) -> Result<(), String> {
     for db in &args.dbs {
         remove_sqlite_file(db);
     }
+    println!("load average at the end: {}", load_average());
     println!();
     println!("| database | queue | measurement | tasks | tasks/s | vs raw |");
     println!("|---|---|---|---:|---:|---:|");
@@ -197,6 +199,13 @@ async fn run(args: Args) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// Other work on the machine skews every figure; the run says how much there was.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| text.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// The default SQLite file of this run, with its WAL files.
