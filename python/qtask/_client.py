@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, TypeVar, cast
 
 from . import _qtask
@@ -343,7 +344,7 @@ class Client:
         concurrency: int = 1,
         *,
         queues: Optional[Iterable[str]] = None,
-        stop: Optional[Any] = None,
+        stop: Optional[threading.Event] = None,
         poll_wait: float = 0.5,
         handle_signals: bool = True,
     ) -> WorkerReport:

@@ -1,8 +1,8 @@
 """The worker loop: pop, processing, run the handler, finish or fail.
 
 Plain threads over the native client (every call releases the GIL). While a handler
-runs, a helper thread renews the task's lease (``processing`` again) at half its
-length, so a long job is not re-dispatched under it. ``async def`` handlers run on
+runs, a helper thread renews the task's lease (``processing`` again) every third
+of its length, so a long job is not re-dispatched under it. ``async def`` handlers run on
 one asyncio loop in its own thread.
 """
 
@@ -79,7 +79,7 @@ class Worker:
         *,
         concurrency: int,
         poll_wait: float,
-        stop: Optional[Any] = None,
+        stop: Optional[threading.Event] = None,
     ) -> None:
         if not handlers:
             raise Error("no handler registered: decorate one with @client.task(queue)")
@@ -159,7 +159,7 @@ class Worker:
             log.warning("recording the outcome of task %d failed: %s", task_id, e)
 
     def _renew(self, task_id: int, lease: float, done: threading.Event) -> None:
-        while not done.wait(max(lease / 2, 0.05)):
+        while not done.wait(max(lease / 3, 0.05)):
             try:
                 renewed = self.native.processing(task_id)
             except Error as e:
