@@ -138,3 +138,27 @@ pub fn lines_with(output: &str, prefix: &str) -> Vec<String> {
         .filter_map(|l| l.find(prefix).map(|at| l[at + prefix.len()..].trim().to_string()))
         .collect()
 }
+
+/// The single Redis of `QTASK_TEST_REDIS_URL`, when it answers; a loud skip otherwise
+/// (a failure with CI=true).
+pub fn redis() -> Option<String> {
+    let url = std::env::var("QTASK_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
+    let addr = url
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or("");
+    let up = addr
+        .parse()
+        .map(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok())
+        .unwrap_or(false);
+    if up {
+        return Some(url);
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("redis not reachable at {url} (CI=true: a missing server is a failure)");
+    }
+    eprintln!("SKIP: redis not reachable at {url} (run scripts/services.sh)");
+    None
+}
