@@ -11,11 +11,7 @@
 use super::Dialect;
 
 pub fn statements(dialect: Dialect, table: &str) -> Vec<String> {
-    let columns = match dialect {
-        Dialect::Sqlite => SQLITE_COLUMNS,
-        Dialect::Postgres => POSTGRES_COLUMNS,
-        Dialect::MySql => MYSQL_COLUMNS,
-    };
+    let columns = columns(dialect);
     let indexes = [
         ("live_order", "UNIQUE", "namespace, queue, live_key"),
         ("due", "", "namespace, next_at"),
@@ -45,62 +41,62 @@ pub fn statements(dialect: Dialect, table: &str) -> Vec<String> {
     }
 }
 
-const SQLITE_COLUMNS: &str = "\
-    id INTEGER PRIMARY KEY AUTOINCREMENT, \
-    namespace TEXT NOT NULL, \
-    name TEXT NOT NULL, \
-    queue TEXT NOT NULL, \
-    payload TEXT NOT NULL, \
-    order_no TEXT, \
-    live_key TEXT, \
-    status INTEGER NOT NULL, \
-    timeout_ms INTEGER NOT NULL, \
-    next_at INTEGER, \
-    deadline_at INTEGER NOT NULL, \
-    delete_at INTEGER NOT NULL, \
-    delete_after_ms INTEGER NOT NULL, \
-    max_count INTEGER NOT NULL, \
-    dispatch_count INTEGER NOT NULL, \
-    last_error TEXT, \
-    created_at INTEGER NOT NULL, \
-    updated_at INTEGER NOT NULL";
+/// Kinds of column; each dialect spells them its own way.
+#[derive(Clone, Copy)]
+enum Kind {
+    Id,
+    /// Indexed text: bounded in MySQL (index key length).
+    Key(u16),
+    Text,
+    LongText,
+    Int,
+}
 
-const POSTGRES_COLUMNS: &str = "\
-    id BIGSERIAL PRIMARY KEY, \
-    namespace TEXT NOT NULL, \
-    name TEXT NOT NULL, \
-    queue TEXT NOT NULL, \
-    payload TEXT NOT NULL, \
-    order_no TEXT, \
-    live_key TEXT, \
-    status BIGINT NOT NULL, \
-    timeout_ms BIGINT NOT NULL, \
-    next_at BIGINT, \
-    deadline_at BIGINT NOT NULL, \
-    delete_at BIGINT NOT NULL, \
-    delete_after_ms BIGINT NOT NULL, \
-    max_count BIGINT NOT NULL, \
-    dispatch_count BIGINT NOT NULL, \
-    last_error TEXT, \
-    created_at BIGINT NOT NULL, \
-    updated_at BIGINT NOT NULL";
+/// Every column of the task table: name, kind, NOT NULL.
+const COLUMNS: [(&str, Kind, bool); 18] = [
+    ("id", Kind::Id, true),
+    ("namespace", Kind::Key(64), true),
+    ("name", Kind::Key(255), true),
+    ("queue", Kind::Key(191), true),
+    ("payload", Kind::LongText, true),
+    ("order_no", Kind::Key(191), false),
+    ("live_key", Kind::Key(191), false),
+    ("status", Kind::Int, true),
+    ("timeout_ms", Kind::Int, true),
+    ("next_at", Kind::Int, false),
+    ("deadline_at", Kind::Int, true),
+    ("delete_at", Kind::Int, true),
+    ("delete_after_ms", Kind::Int, true),
+    ("max_count", Kind::Int, true),
+    ("dispatch_count", Kind::Int, true),
+    ("last_error", Kind::Text, false),
+    ("created_at", Kind::Int, true),
+    ("updated_at", Kind::Int, true),
+];
 
-const MYSQL_COLUMNS: &str = "\
-    id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, \
-    namespace VARCHAR(64) NOT NULL, \
-    name VARCHAR(255) NOT NULL, \
-    queue VARCHAR(191) NOT NULL, \
-    payload LONGTEXT NOT NULL, \
-    order_no VARCHAR(191), \
-    live_key VARCHAR(191), \
-    status BIGINT NOT NULL, \
-    timeout_ms BIGINT NOT NULL, \
-    next_at BIGINT, \
-    deadline_at BIGINT NOT NULL, \
-    delete_at BIGINT NOT NULL, \
-    delete_after_ms BIGINT NOT NULL, \
-    max_count BIGINT NOT NULL, \
-    dispatch_count BIGINT NOT NULL, \
-    last_error TEXT, \
-    created_at BIGINT NOT NULL, \
-    updated_at BIGINT NOT NULL";
+fn columns(dialect: Dialect) -> String {
+    let spell = |kind: Kind| -> String {
+        match (dialect, kind) {
+            (Dialect::Sqlite, Kind::Id) => "INTEGER PRIMARY KEY AUTOINCREMENT".into(),
+            (Dialect::Postgres, Kind::Id) => "BIGSERIAL PRIMARY KEY".into(),
+            (Dialect::MySql, Kind::Id) => "BIGINT AUTO_INCREMENT PRIMARY KEY".into(),
+            (Dialect::MySql, Kind::Key(n)) => format!("VARCHAR({n})"),
+            (Dialect::MySql, Kind::LongText) => "LONGTEXT".into(),
+            (_, Kind::Key(_) | Kind::Text | Kind::LongText) => "TEXT".into(),
+            (Dialect::Sqlite, Kind::Int) => "INTEGER".into(),
+            (_, Kind::Int) => "BIGINT".into(),
+        }
+    };
+    COLUMNS
+        .iter()
+        .map(|(name, kind, not_null)| {
+            let null = if *not_null && !matches!(kind, Kind::Id) {
+                " NOT NULL"
+            } else {
+                ""
+            };
+            format!("{name} {}{null}", spell(*kind))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
