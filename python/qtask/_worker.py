@@ -1,7 +1,7 @@
 """The worker loop: pop, processing, run the handler, finish or fail.
 
-Plain threads over the native client (every call releases the GIL). While a handler
-runs, a helper thread renews the task's lease (``processing`` again) every third
+Plain threads over the native client (every call releases the GIL). While handlers
+run, one thread per worker renews their leases (``processing`` again) every third
 of its length, so a long job is not re-dispatched under it. ``async def`` handlers run on
 one asyncio loop in its own thread.
 """
@@ -14,8 +14,9 @@ import json
 import logging
 import signal
 import threading
+import time
 import traceback
-from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional
+from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Tuple
 
 from . import _qtask
 from .errors import Error
@@ -71,6 +72,68 @@ class _Loop:
             loop.close()
 
 
+class _Leases:
+    """One thread per worker renews the leases of running handlers (``processing``
+    again every third of the lease), so a short task costs no thread of its own."""
+
+    def __init__(self, native: _qtask.Client) -> None:
+        self._native = native
+        self._cond = threading.Condition()
+        self._due: Dict[int, Tuple[float, float]] = {}  # task_id -> (renew at, lease)
+        self._closed = False
+        self._thread: Optional[threading.Thread] = None
+
+    def hold(self, task_id: int, lease: float) -> None:
+        with self._cond:
+            self._due[task_id] = (time.monotonic() + max(lease / 3, 0.05), lease)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="qtask-leases", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def release(self, task_id: int) -> None:
+        with self._cond:
+            self._due.pop(task_id, None)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if self._closed:
+                    return
+                now = time.monotonic()
+                due = [tid for tid, (at, _) in self._due.items() if at <= now]
+                if not due:
+                    next_at = min((at for at, _ in self._due.values()), default=now + 1.0)
+                    self._cond.wait(next_at - now)
+                    continue
+            for task_id in due:
+                failed = False
+                renewed: Optional[float] = None
+                try:
+                    renewed = self._native.processing(task_id)
+                except Error as e:
+                    log.warning("renewing the lease of task %d failed: %s", task_id, e)
+                    failed = True
+                with self._cond:
+                    held = self._due.get(task_id)
+                    if held is None:
+                        continue  # the handler ended meanwhile
+                    if failed:  # keep the lease we have; try again soon
+                        self._due[task_id] = (time.monotonic() + min(held[1] / 3, 1.0), held[1])
+                    elif renewed is None:  # cancelled or finished elsewhere; the handler decides
+                        del self._due[task_id]
+                    else:
+                        self._due[task_id] = (time.monotonic() + max(renewed / 3, 0.05), renewed)
+
+
 class Worker:
     def __init__(
         self,
@@ -93,6 +156,7 @@ class Worker:
         self.stop: threading.Event = stop if stop is not None else threading.Event()
         self.counters = _Counters()
         self.loop = _Loop()
+        self.leases = _Leases(native)
 
     # --- the loop of one slot
 
@@ -127,11 +191,7 @@ class Worker:
         if lease is None:
             self.counters.add("skipped")
             return
-        done = threading.Event()
-        renewer = threading.Thread(
-            target=self._renew, args=(task_id, lease, done), name=f"qtask-lease-{task_id}", daemon=True
-        )
-        renewer.start()
+        self.leases.hold(task_id, lease)
         try:
             handler = self.handlers[queue]
             try:
@@ -142,8 +202,7 @@ class Worker:
             except Exception:
                 error = traceback.format_exc()
         finally:
-            done.set()
-            renewer.join()
+            self.leases.release(task_id)
         try:
             if error is None:
                 self.native.finish(task_id)
@@ -157,17 +216,6 @@ class Worker:
                     log.info("task %d failed, will be retried:\n%s", task_id, error)
         except Error as e:
             log.warning("recording the outcome of task %d failed: %s", task_id, e)
-
-    def _renew(self, task_id: int, lease: float, done: threading.Event) -> None:
-        while not done.wait(max(lease / 3, 0.05)):
-            try:
-                renewed = self.native.processing(task_id)
-            except Error as e:
-                log.warning("renewing the lease of task %d failed: %s", task_id, e)
-                continue
-            if renewed is None:  # cancelled or finished elsewhere; the handler's outcome decides
-                return
-            lease = renewed
 
     # --- start and stop
 
@@ -198,6 +246,7 @@ class Worker:
                     t.join(0.2)
         finally:
             self.stop.set()
+            self.leases.close()
             for signum, old in restore.items():
                 signal.signal(signum, old)
             self.loop.close()
