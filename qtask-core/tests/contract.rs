@@ -34,6 +34,13 @@ async fn full_cycle_delivers_input_with_task_id_and_attempt() {
         );
         assert!(c.processing(m.task_id).await.unwrap());
         assert_eq!(c.get(m.task_id).await.unwrap().status, Status::Processing);
+        let lease = c.processing_lease(m.task_id).await.unwrap();
+        assert_eq!(
+            lease,
+            Some(Duration::from_secs(60)),
+            "{}: the lease is the task's timeout",
+            db.name
+        );
         c.finish(m.task_id).await.unwrap();
         assert_eq!(c.get(m.task_id).await.unwrap().status, Status::Finished);
         assert!(

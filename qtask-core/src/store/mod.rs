@@ -292,18 +292,19 @@ impl Store {
                 .fetch_optional(&self.pool)
                 .await?
         } else {
-            let mut conn = self.pool.acquire().await?;
+            // No UPDATE … RETURNING here: LAST_INSERT_ID(expr) hands the lease back in the
+            // statement's own reply, saving a second round trip.
+            let update = update.replace(
+                "updated_at = {now}",
+                "updated_at = {now}, timeout_ms = LAST_INSERT_ID(timeout_ms)",
+            );
             let done = sqlx::query(self.sql(&update))
                 .bind(id)
-                .execute(&mut *conn)
+                .execute(&self.pool)
                 .await?;
-            if done.rows_affected() == 0 {
-                None
-            } else {
-                sqlx::query_scalar(self.sql("SELECT timeout_ms FROM {t} WHERE id = ?"))
-                    .bind(id)
-                    .fetch_optional(&mut *conn)
-                    .await?
+            match done.rows_affected() {
+                0 => None,
+                _ => done.last_insert_id(),
             }
         };
         Ok(timeout_ms.map(|ms| Duration::from_millis(ms.max(0) as u64)))
