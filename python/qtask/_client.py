@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, TypeVar, cast
 
 from . import _qtask
 from .errors import InvalidArgument
 from .types import Message, NewTask, Stats, SweepReport, Task, WorkerReport
+
+_log = logging.getLogger("qtask")
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -100,7 +103,7 @@ class Client:
         settings: ``namespace``, ``table_prefix``, ``redis_prefix``, ``sweeper``
             (``False`` for pure producers), ``sweep_interval``, ``batch_size``,
             ``max_payload_bytes``, ``retry_backoff``, ``retry_backoff_max``,
-            ``max_connections``; durations in seconds.
+            ``max_connections``, ``connect_timeout``; durations in seconds.
 
     Raises:
         qtask.InvalidArgument: an unknown setting or a bad value.
@@ -190,12 +193,17 @@ class Client:
             order_no: business number; a live task with the same queue and number is
                 returned instead of a new one.
 
+        If the queue (Redis) is down, the task is still saved, a warning is logged on the
+        ``qtask`` logger, and the sweeper dispatches it once the queue is back.
+
         Raises:
             qtask.InvalidArgument: bad input; nothing was written.
         """
-        task_id, _existing, _dispatched = self._native.create(
+        task_id, existing, dispatched = self._native.create(
             _task_args(name, input, queue, timeout, deadline, delete_deadline, max_count, order_no)
         )
+        if not existing and not dispatched:
+            _log.warning("task %d is saved but its queue is unreachable; the sweeper will dispatch it", task_id)
         return task_id
 
     def create_deferred(
