@@ -4,12 +4,13 @@
 //
 // Run it through run.sh (it builds libqtask in release and sets the cgo flags):
 //
-//	bash bench/go/run.sh [--n 2000] [--only SYSTEM,...] [--concurrency 1,4] [--markdown]
+//	bash bench/go/run.sh [--n 2000] [--rounds 3] [--only SYSTEM,...] [--concurrency 1,4] [--markdown]
 //
 // For every system: n jobs enqueued one by one (timed: the enqueue rate), then
 // drained to completion by in-process workers with concurrency 1 (timed); the
-// same again with concurrency 4. The handler does nothing. A program, not a
-// test: nothing asserts a speed, and no test suite calls it.
+// same again with concurrency 4. The handler does nothing. All systems run in
+// turn, --rounds times (default 3); the tables give the medians. A program,
+// not a test: nothing asserts a speed, and no test suite calls it.
 package main
 
 import (
@@ -23,6 +24,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -67,6 +69,7 @@ type options struct {
 	timeout      time.Duration
 	riverCool    time.Duration
 	markdown     bool
+	rounds       int
 	redisOptions *redis.Options
 }
 
@@ -95,21 +98,30 @@ func main() {
 	fmt.Printf("# n = %d per fill, concurrency %v, PG %s, Redis %s DB %d, run id %s\n",
 		o.n, o.conc, o.pg, o.redisOptions.Addr, o.redisDB, o.runID)
 
-	results := map[string]*result{}
-	for _, s := range systems {
-		if o.only != nil && !o.only[s.name] {
-			continue
+	// Rounds go over all systems in turn, so that a slow moment of the machine
+	// hits every system rather than one.
+	results := map[string][]*result{}
+	skipped := map[string]error{}
+	for round := 1; round <= o.rounds; round++ {
+		for _, s := range systems {
+			if (o.only != nil && !o.only[s.name]) || skipped[s.name] != nil {
+				continue
+			}
+			fmt.Fprintf(os.Stderr, "bench: round %d/%d %s ...\n", round, o.rounds, s.name)
+			t0 := time.Now()
+			r := runOne(o, s.name)
+			if r.err != nil {
+				skipped[s.name] = r.err
+				fmt.Printf("!!! SKIPPED %s: %v\n", s.name, r.err)
+				continue
+			}
+			results[s.name] = append(results[s.name], r)
+			fmt.Fprintf(os.Stderr, "bench: round %d/%d %s done in %.1fs (enqueue %.0f/s, drain %v)\n",
+				round, o.rounds, s.name, time.Since(t0).Seconds(), r.enqueue, r.drain)
 		}
-		fmt.Fprintf(os.Stderr, "bench: %s ...\n", s.name)
-		t0 := time.Now()
-		r := runOne(o, s.name)
-		results[s.name] = r
-		if r.err != nil {
-			fmt.Printf("!!! SKIPPED %s: %v\n", s.name, r.err)
-		} else {
-			fmt.Fprintf(os.Stderr, "bench: %s done in %.1fs (enqueue %.0f/s, drain %v)\n",
-				s.name, time.Since(t0).Seconds(), r.enqueue, r.drain)
-		}
+	}
+	for name := range skipped {
+		delete(results, name)
 	}
 	printTables(o, results)
 	fmt.Printf("\nLoad average at end: %s; whole run %.0f s.\n", loadavg(), time.Since(started).Seconds())
@@ -129,6 +141,7 @@ func parseFlags() *options {
 	flag.StringVar(&o.runID, "run-id", fmt.Sprintf("gb%d_%d", os.Getpid(), time.Now().Unix()), "names the qtask table prefixes and River's schema")
 	flag.DurationVar(&o.timeout, "timeout", 90*time.Second, "cut-off for one system")
 	flag.DurationVar(&o.riverCool, "river-fetch-cooldown", time.Millisecond, "River's FetchCooldown (River's default is 100ms)")
+	flag.IntVar(&o.rounds, "rounds", 3, "passes over all systems; the tables give the median of the rounds")
 	flag.BoolVar(&o.markdown, "markdown", false, "print the tables as Markdown")
 	flag.Parse()
 	for _, f := range strings.Split(conc, ",") {
@@ -154,6 +167,9 @@ func parseFlags() *options {
 	}
 	ro.DB = o.redisDB
 	o.redisOptions = ro
+	if o.rounds < 1 {
+		fatalf("--rounds must be positive")
+	}
 	if o.n < 1 {
 		fatalf("--n must be positive")
 	}
@@ -230,7 +246,7 @@ func fills(ctx context.Context, o *options, name string) *result {
 		return &result{err: err}
 	}
 
-	r := &result{drain: map[int]float64{}, notes: s.notes}
+	r := &result{drain: map[int]float64{}}
 	var enqTime time.Duration
 	enqueued := 0
 	for _, c := range o.conc {
@@ -252,6 +268,7 @@ func fills(ctx context.Context, o *options, name string) *result {
 		r.drain[c] = float64(o.n) / d.Seconds()
 	}
 	r.enqueue = float64(enqueued) / enqTime.Seconds()
+	r.notes = s.notes
 	return r
 }
 
@@ -450,6 +467,7 @@ func riverSystem(ctx context.Context, o *options) (*system, func(), error) {
 		if err := client.Start(ctx); err != nil {
 			return 0, err
 		}
+		s.notes += fmt.Sprintf("; c=%d: Start() took %.1f ms (timed)", c, float64(time.Since(start).Microseconds())/1000)
 		defer func() {
 			c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
@@ -507,6 +525,7 @@ func asynqSystem(ctx context.Context, o *options, rdb *redis.Client) (*system, f
 		if err := srv.Start(mux); err != nil {
 			return 0, err
 		}
+		s.notes += fmt.Sprintf("; c=%d: Start() took %.1f ms (timed)", c, float64(time.Since(start).Microseconds())/1000)
 		defer srv.Shutdown()
 		select {
 		case <-last:
@@ -549,54 +568,103 @@ func (quietLogger) Fatal(a ...interface{}) {
 
 // ---------------------------------------------------------------- output
 
-func printTables(o *options, results map[string]*result) {
+// cell is one figure of a result: -1 the enqueue rate, c the drain rate at c.
+func cell(r *result, key int) float64 {
+	if key < 0 {
+		return r.enqueue
+	}
+	return r.drain[key]
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	v = append([]float64(nil), v...)
+	sort.Float64s(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
+func printTables(o *options, results map[string][]*result) {
 	md := o.markdown
-	fmt.Println()
-	fmt.Printf("Jobs per second (n = %d per fill; higher is better).\n\n", o.n)
+	keys := append([]int{-1}, o.conc...)
 	header := []string{"system", "enqueue, 1 by 1"}
 	for _, c := range o.conc {
 		header = append(header, fmt.Sprintf("drain, c=%d", c))
 	}
-	var rows [][]string
+
+	fmt.Println()
+	fmt.Printf("Jobs per second, median of %d round(s) (n = %d per fill; higher is better).\n\n", o.rounds, o.n)
+	var rows, spread [][]string
 	for _, s := range systems {
-		r, ok := results[s.name]
-		if !ok || r.err != nil {
+		rs := results[s.name]
+		if len(rs) == 0 {
 			continue
 		}
-		row := []string{s.label, num(r.enqueue)}
-		for _, c := range o.conc {
-			if v, ok := r.drain[c]; ok {
-				row = append(row, num(v))
-			} else {
-				row = append(row, "—")
+		row := []string{s.label}
+		srow := []string{s.label}
+		for _, k := range keys {
+			var v []float64
+			for _, r := range rs {
+				if x := cell(r, k); x > 0 {
+					v = append(v, x)
+				}
 			}
+			if len(v) == 0 {
+				row = append(row, "—")
+				srow = append(srow, "—")
+				continue
+			}
+			sort.Float64s(v)
+			row = append(row, num(median(v)))
+			srow = append(srow, num(v[0])+"–"+num(v[len(v)-1]))
 		}
 		rows = append(rows, row)
+		spread = append(spread, srow)
 	}
 	table(os.Stdout, md, header, rows)
 
 	fmt.Println()
-	fmt.Println("Ratios qtask / peer (above 1: qtask is faster):")
+	fmt.Println("Ratios qtask / peer, median of the per-round ratios (above 1: qtask is faster):")
 	fmt.Println()
 	rows = nil
 	for _, p := range pairs {
 		a, b := results[p[0]], results[p[1]]
-		if a == nil || b == nil || a.err != nil || b.err != nil {
+		if len(a) == 0 || len(b) == 0 {
 			continue
 		}
-		row := []string{p[0] + " / " + p[1], ratio(a.enqueue, b.enqueue)}
-		for _, c := range o.conc {
-			row = append(row, ratio(a.drain[c], b.drain[c]))
+		row := []string{p[0] + " / " + p[1]}
+		for _, k := range keys {
+			var v []float64
+			for i := 0; i < len(a) && i < len(b); i++ {
+				if x, y := cell(a[i], k), cell(b[i], k); x > 0 && y > 0 {
+					v = append(v, x/y)
+				}
+			}
+			if len(v) == 0 {
+				row = append(row, "—")
+			} else {
+				row = append(row, fmt.Sprintf("%.2f", median(v)))
+			}
 		}
 		rows = append(rows, row)
 	}
-	h := append([]string{"pair"}, header[1:]...)
-	table(os.Stdout, md, h, rows)
+	table(os.Stdout, md, append([]string{"pair"}, header[1:]...), rows)
+
+	if o.rounds > 1 {
+		fmt.Println()
+		fmt.Println("Lowest–highest of the rounds:")
+		fmt.Println()
+		table(os.Stdout, md, header, spread)
+	}
 
 	fmt.Println()
 	for _, s := range systems {
-		if r, ok := results[s.name]; ok && r.err == nil && r.notes != "" {
-			fmt.Printf("- %s: %s\n", s.name, r.notes)
+		if rs := results[s.name]; len(rs) > 0 && rs[len(rs)-1].notes != "" {
+			fmt.Printf("- %s: %s\n", s.name, rs[len(rs)-1].notes)
 		}
 	}
 }
@@ -646,13 +714,6 @@ func num(v float64) string {
 		out = append(out, s[i])
 	}
 	return string(out)
-}
-
-func ratio(a, b float64) string {
-	if a == 0 || b == 0 {
-		return "—"
-	}
-	return fmt.Sprintf("%.2f", a/b)
 }
 
 func loadavg() string {

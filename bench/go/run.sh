@@ -3,7 +3,7 @@
 # (Redis), same run, same servers. A program, not a test: nothing asserts a
 # speed, and no test suite calls it.
 #
-#   bash bench/go/run.sh                    # n = 2000 jobs per fill
+#   bash bench/go/run.sh                    # n = 2000 jobs per fill, 3 rounds
 #   bash bench/go/run.sh --markdown         # tables as Markdown
 #   bash bench/go/run.sh --n 500 --only qtask-pg-redis,asynq
 #   bash bench/go/run.sh --help
