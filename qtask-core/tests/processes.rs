@@ -10,7 +10,7 @@ use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{config, databases, drop_table, spawn_child, unique_prefix, Db};
+use common::{config, databases, drop_table, fresh_at, spawn_child, unique_prefix, Db};
 use qtask_core::{Client, Clock, Message, NewTask, Worker};
 use serde_json::json;
 
@@ -73,10 +73,7 @@ async fn work_until(client: &Client, limit: Duration, done: impl Fn(&[Message]) 
 async fn worker_killed_with_sigkill_has_its_task_run_again() {
     for db in databases().await {
         let prefix = unique_prefix();
-        let client = Client::open(config(&db, &prefix, &Clock::database()))
-            .await
-            .unwrap();
-        client.install().await.unwrap();
+        let (client, _) = fresh_at(&db, &prefix).await;
         let id = client
             .create(NewTask::new("pay", json!({"amount": 1}), QUEUE).timeout(Duration::from_secs(1)))
             .await
@@ -107,10 +104,7 @@ async fn worker_killed_with_sigkill_has_its_task_run_again() {
 async fn producer_killed_before_dispatch_loses_nothing() {
     for db in databases().await {
         let prefix = unique_prefix();
-        let client = Client::open(config(&db, &prefix, &Clock::database()))
-            .await
-            .unwrap();
-        client.install().await.unwrap();
+        let (client, _) = fresh_at(&db, &prefix).await;
         let mut child = spawn_child("child_role", &child_env(&db, &prefix, "produce_and_die"));
         let id: i64 = wait_for_line(&mut child, "CREATED ").parse().unwrap();
         let status = child.wait().unwrap();
@@ -132,10 +126,7 @@ async fn producer_killed_before_dispatch_loses_nothing() {
 async fn two_processes_never_claim_the_same_task() {
     for db in databases().await {
         let prefix = unique_prefix();
-        let client = Client::open(config(&db, &prefix, &Clock::database()))
-            .await
-            .unwrap();
-        client.install().await.unwrap();
+        let (client, _) = fresh_at(&db, &prefix).await;
         let n = 300;
         let tasks = (0..n)
             .map(|i| NewTask::new("t", json!({"i": i}), QUEUE))

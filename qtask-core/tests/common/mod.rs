@@ -94,10 +94,13 @@ pub fn config(db: &Db, prefix: &str, clock: &Clock) -> Config {
 
 /// Opens and installs a client on a fresh table; the clock is shared with others.
 pub async fn fresh(db: &Db) -> (Client, Clock) {
+    fresh_at(db, &unique_prefix()).await
+}
+
+/// [`fresh`] on a table prefix the caller chose (to hand it to a child process).
+pub async fn fresh_at(db: &Db, prefix: &str) -> (Client, Clock) {
     let clock = Clock::database();
-    let client = Client::open(config(db, &unique_prefix(), &clock))
-        .await
-        .expect("open");
+    let client = Client::open(config(db, prefix, &clock)).await.expect("open");
     client.install().await.expect("install");
     (client, clock)
 }
