@@ -316,7 +316,7 @@ impl Target {
             let config = self.client.config();
             let keys: Vec<String> = [Q_CREATE, Q_MANY, Q_CYCLE, Q_PARALLEL, Q_WORKER]
                 .iter()
-                .map(|q| qtask_core::queue::list_key(&config.redis_prefix, &config.namespace, q))
+                .map(|q| qtask_core::queue::offers_key(&config.redis_prefix, &config.namespace, q))
                 .collect();
             let deleted = async {
                 let client = redis::Client::open(url.as_str())?;

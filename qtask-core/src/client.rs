@@ -8,12 +8,13 @@ use sqlx::AnyConnection;
 use tokio::sync::Mutex;
 
 use crate::clock::duration_ms;
+use crate::completer::Completer;
 use crate::config::Config;
 use crate::error::{invalid, Error, Result};
 use crate::maintenance::{self, Context, Maintainer, Metrics, SweepReport};
 use crate::queue::{self, Queue};
-use crate::store::Store;
-use crate::task::{check_key, Created, Message, NewTask, Stats, Status, Task, ValidTask};
+use crate::store::{Offer, Store};
+use crate::task::{check_key, Created, Fence, Fenced, Message, NewTask, Stats, Status, Task, ValidTask};
 
 /// A connection to one namespace of a task table and its queue. Cheap to clone;
 /// clones share the pool and the sweeper. Call [`Client::close`] to stop the sweeper.
@@ -27,6 +28,7 @@ struct Inner {
     config: Config,
     store: Store,
     queue: Arc<dyn Queue>,
+    completer: Completer,
     metrics: Arc<Metrics>,
     maintainer: Mutex<Option<Maintainer>>,
     closed: AtomicBool,
@@ -39,21 +41,21 @@ struct Inner {
 #[must_use = "call invoke() after the transaction commits, or the task waits for its timeout"]
 pub struct Invoke {
     client: Client,
-    message: Option<Message>,
+    offer: Option<Offer>,
 }
 
 impl Invoke {
-    /// Pushes the message. Returns whether it is on the queue now; on false the
-    /// row is safe and the sweeper pushes it once the queue is reachable.
+    /// Offers the task to its queue. Returns whether it is on the queue now; on false
+    /// the row is safe and the sweeper offers it once the queue is reachable.
     pub async fn invoke(self) -> Result<bool> {
-        match self.message {
+        match self.offer {
             None => Ok(true),
-            Some(message) => self.client.push_or_unclaim(&[message]).await,
+            Some(offer) => self.client.offer_or_withdraw(&[offer]).await,
         }
     }
 
     pub fn task_id(&self) -> Option<i64> {
-        self.message.as_ref().map(|m| m.task_id)
+        self.offer.as_ref().map(|o| o.task_id)
     }
 }
 
@@ -67,6 +69,7 @@ impl Client {
         let queue = queue::connect(&config, &store).await?;
         let client = Client {
             inner: Arc::new(Inner {
+                completer: Completer::start(store.clone()),
                 store,
                 queue,
                 metrics: Arc::default(),
@@ -129,19 +132,12 @@ impl Client {
     pub async fn create_in(&self, conn: &mut AnyConnection, task: NewTask) -> Result<(Created, Invoke)> {
         self.check_open()?;
         let valid = ValidTask::check(&task, Duration::ZERO, self.inner.config.max_payload_bytes)?;
-        let pushes = !self.inner.queue.reads_table();
-        let inserted = self.inner.store.insert(conn, &valid, pushes).await?;
-        let message = if pushes && !inserted.existing {
-            let input = task.input.as_object().cloned().unwrap_or_default();
-            Some(Message {
-                task_id: inserted.id,
-                attempt: 1,
-                queue: task.queue,
-                input,
-            })
-        } else {
-            None
-        };
+        let offers = self.inner.queue.carries_offers();
+        let inserted = self.inner.store.insert(conn, &valid, offers).await?;
+        let offer = (offers && !inserted.existing).then(|| Offer {
+            task_id: inserted.id,
+            queue: task.queue,
+        });
         let created = Created {
             id: inserted.id,
             existing: inserted.existing,
@@ -151,7 +147,7 @@ impl Client {
             created,
             Invoke {
                 client: self.clone(),
-                message,
+                offer,
             },
         ))
     }
@@ -181,29 +177,23 @@ impl Client {
                 ValidTask::check(t, Duration::ZERO, max).map_err(|e| invalid(format!("task {i}: {e}")))
             })
             .collect::<Result<Vec<_>>>()?;
-        let pushes = !self.inner.queue.reads_table();
+        let offers = self.inner.queue.carries_offers();
         let mut tx = self.inner.store.pool().begin().await?;
         let mut inserted = Vec::with_capacity(valid.len());
         for task in &valid {
-            inserted.push(self.inner.store.insert(&mut tx, task, pushes).await?);
+            inserted.push(self.inner.store.insert(&mut tx, task, offers).await?);
         }
         tx.commit().await?;
-        let messages: Vec<Message> = tasks
+        let new_offers: Vec<Offer> = tasks
             .into_iter()
             .zip(&inserted)
-            .filter(|(_, ins)| pushes && !ins.existing)
-            .map(|(task, ins)| Message {
+            .filter(|(_, ins)| offers && !ins.existing)
+            .map(|(task, ins)| Offer {
                 task_id: ins.id,
-                attempt: 1,
                 queue: task.queue,
-                input: task.input.as_object().cloned().unwrap_or_default(),
             })
             .collect();
-        let dispatched = if pushes {
-            self.push_or_unclaim(&messages).await?
-        } else {
-            true
-        };
+        let dispatched = self.offer_or_withdraw(&new_offers).await?;
         Ok(inserted
             .into_iter()
             .map(|ins| Created {
@@ -214,21 +204,59 @@ impl Client {
             .collect())
     }
 
-    /// Waits up to `wait` for a message of `queue`. A worker then calls
-    /// [`Client::processing`], runs it, and calls [`Client::finish`] or [`Client::fail`].
+    /// Waits up to `wait` for a task of `queue` and claims it: the returned message is
+    /// an attempt that has begun (its lease runs). The worker runs it and calls
+    /// [`Client::finish_attempt`] or [`Client::fail_attempt`] with `message.fence()`.
     pub async fn pop(&self, queue: &str, wait: Duration) -> Result<Option<Message>> {
-        self.check_open()?;
-        check_key("queue", queue)?;
-        let message = self.inner.queue.pop(queue, wait).await?;
-        if let (Some(message), true) = (&message, self.inner.queue.reads_table()) {
-            self.inner.metrics.count_dispatch(message.attempt);
-        }
-        Ok(message)
+        Ok(self.fetch(queue, 1, wait).await?.pop())
     }
 
-    /// Marks the task running and extends its lease by its timeout. Returns false when
-    /// the caller must skip it: finished, failed, cancelled, past its deadline or gone.
-    /// Call it again during a long job to keep the lease.
+    /// Claims up to `max` tasks of `queue` in one statement, waiting up to `wait` for
+    /// the first. Waits longer than [`crate::MAX_WAIT`] are cut to it.
+    pub async fn fetch(&self, queue: &str, max: usize, wait: Duration) -> Result<Vec<Message>> {
+        self.check_open()?;
+        check_key("queue", queue)?;
+        let messages = self.inner.queue.fetch(queue, max, wait).await?;
+        for message in &messages {
+            self.inner.metrics.count_claim(message.attempt);
+        }
+        Ok(messages)
+    }
+
+    /// Extends the lease of the attempt `fence` names by its timeout. Stale when that
+    /// attempt is no longer current (a newer one began, or the task ended).
+    pub async fn renew(&self, fence: Fence) -> Result<Fenced<Duration>> {
+        self.check_open()?;
+        self.inner.completer.renew(fence).await
+    }
+
+    /// Finishes the task if `fence` names its current attempt; stale otherwise, and
+    /// then nothing changed. Returns once the write committed (shared with others).
+    pub async fn finish_attempt(&self, fence: Fence) -> Result<Fenced<()>> {
+        self.check_open()?;
+        self.inner.completer.finish(fence).await
+    }
+
+    /// Records that the attempt `fence` names failed: retried after a backoff that
+    /// doubles per attempt, or failed for good when attempts or time are spent.
+    pub async fn fail_attempt(&self, fence: Fence, error: &str) -> Result<Fenced<Status>> {
+        self.check_open()?;
+        let backoff = self.backoff_ms(fence.attempt);
+        self.inner
+            .store
+            .fail_attempt(fence, truncate(error, 16 * 1024), backoff)
+            .await
+    }
+
+    /// Cancels the task from within its current attempt; stale when that attempt is over.
+    pub async fn cancel_attempt(&self, fence: Fence) -> Result<Fenced<()>> {
+        self.check_open()?;
+        self.inner.store.cancel_attempt(fence).await
+    }
+
+    /// Unfenced (the seed's `Processing`): extends the lease of whatever attempt of the
+    /// task runs now. False when the caller must skip it: not running (finished,
+    /// failed, cancelled, offered to another worker), past its deadline, or gone.
     pub async fn processing(&self, task_id: i64) -> Result<bool> {
         Ok(self.processing_lease(task_id).await?.is_some())
     }
@@ -239,27 +267,32 @@ impl Client {
         self.inner.store.processing(task_id).await
     }
 
-    /// Marks the task finished: never dispatched again; its row is deleted after its
-    /// delete deadline. Finishing twice is fine; finishing a cancelled task is an error.
+    /// Unfenced (the seed's `Finish`): marks the task finished whatever attempt runs.
+    /// Finishing twice is fine; finishing a cancelled task is an error. A worker that
+    /// holds a message should prefer [`Client::finish_attempt`].
     pub async fn finish(&self, task_id: i64) -> Result<()> {
         self.check_open()?;
         self.inner.store.finish(task_id).await
     }
 
-    /// Records a failed attempt: retried after a backoff that doubles per dispatch, or
-    /// failed for good when its attempts or deadline are spent. Returns the new status.
+    /// Unfenced: fails whatever attempt is current (retry with backoff, or failed for
+    /// good). Returns the new status. Prefer [`Client::fail_attempt`] in workers.
     pub async fn fail(&self, task_id: i64, error: &str) -> Result<Status> {
         self.check_open()?;
         let error = truncate(error, 16 * 1024);
-        let config = &self.inner.config;
-        let (base, max) = (
-            duration_ms(config.retry_backoff),
-            duration_ms(config.retry_backoff_max),
-        );
         self.inner
             .store
-            .fail(task_id, error, |count| backoff_ms(base, max, count))
+            .fail(task_id, error, |attempt| self.backoff_ms(attempt))
             .await
+    }
+
+    fn backoff_ms(&self, attempt: i64) -> i64 {
+        let config = &self.inner.config;
+        backoff_ms(
+            duration_ms(config.retry_backoff),
+            duration_ms(config.retry_backoff_max),
+            attempt,
+        )
     }
 
     /// Stops a live task; cancelling twice is fine, cancelling a finished task is an error.
@@ -278,6 +311,7 @@ impl Client {
         self.check_open()?;
         let mut stats = self.inner.store.stats().await?;
         let m = &self.inner.metrics;
+        stats.offered = m.offered.load(Ordering::Relaxed);
         stats.dispatched = m.dispatched.load(Ordering::Relaxed);
         stats.redispatched = m.redispatched.load(Ordering::Relaxed);
         stats.gave_up = m.gave_up.load(Ordering::Relaxed);
@@ -323,27 +357,24 @@ impl Client {
         }
     }
 
-    /// Pushes claimed messages; if the queue is down, takes the claims back so the
-    /// sweeper pushes them later, and reports false. The rows are committed either way.
-    async fn push_or_unclaim(&self, messages: &[Message]) -> Result<bool> {
-        if messages.is_empty() {
+    /// Offers new tasks to their queue; if the queue is down, withdraws the offers so
+    /// the sweeper makes them again soon, and reports false. The rows are committed
+    /// either way, so this never fails the caller's create.
+    async fn offer_or_withdraw(&self, offers: &[Offer]) -> Result<bool> {
+        if offers.is_empty() {
             return Ok(true);
         }
-        match self.inner.queue.push(messages).await {
-            Ok(()) => {
-                for message in messages {
-                    self.inner.metrics.count_dispatch(message.attempt);
-                }
-                Ok(true)
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, count = messages.len(),
-                    "qtask: queue unreachable; tasks are saved and the sweeper will dispatch them");
-                let ids: Vec<i64> = messages.iter().map(|m| m.task_id).collect();
-                self.inner.store.unclaim(&ids).await?;
-                Ok(false)
-            }
+        let Err(failed) = self.inner.queue.offer(offers).await else {
+            self.inner.metrics.offered.fetch_add(offers.len() as u64, Ordering::Relaxed);
+            return Ok(true);
+        };
+        tracing::warn!(error = %failed.error, count = failed.failed.len(),
+            "qtask: queue unreachable; tasks are saved and the sweeper will offer them");
+        if let Err(err) = self.inner.store.withdraw(&failed.failed).await {
+            // The offers then time out and are made again after the tasks' timeout.
+            tracing::warn!(error = %err, "qtask: could not withdraw offers; they are made again after their timeout");
         }
+        Ok(false)
     }
 }
 

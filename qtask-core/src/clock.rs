@@ -33,3 +33,11 @@ impl Clock {
 pub(crate) fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
+
+/// Longest wait qtask honours; longer ones are cut to it, so `now + wait` never overflows.
+pub const MAX_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The instant `wait` from now, saturating at [`MAX_WAIT`].
+pub(crate) fn deadline_after(wait: Duration) -> tokio::time::Instant {
+    tokio::time::Instant::now() + wait.min(MAX_WAIT)
+}

@@ -54,6 +54,22 @@ impl From<redis::RedisError> for Error {
     }
 }
 
+impl Error {
+    /// The same error for another caller of one batch (database errors keep their text).
+    pub(crate) fn duplicate(&self) -> Error {
+        match self {
+            Error::InvalidArgument(m) => Error::InvalidArgument(m.clone()),
+            Error::NotFound(id) => Error::NotFound(*id),
+            Error::InvalidState(m) => Error::InvalidState(m.clone()),
+            Error::Database(e) => Error::Database(sqlx::Error::Io(std::io::Error::other(e.to_string()))),
+            Error::Queue(m) => Error::Queue(m.clone()),
+            Error::Timeout(d) => Error::Timeout(*d),
+            Error::Closed => Error::Closed,
+            Error::Internal(m) => Error::Internal(m.clone()),
+        }
+    }
+}
+
 pub(crate) fn invalid(msg: impl Into<String>) -> Error {
     Error::InvalidArgument(msg.into())
 }

@@ -26,6 +26,7 @@
 pub mod blocking;
 mod client;
 mod clock;
+mod completer;
 mod config;
 mod error;
 mod maintenance;
@@ -35,12 +36,12 @@ mod task;
 mod worker;
 
 pub use client::{Client, Invoke};
-pub use clock::Clock;
+pub use clock::{Clock, MAX_WAIT};
 pub use config::{Config, DB_QUEUE, DEFAULT_DB_URL};
 pub use error::{Error, Result};
 pub use maintenance::SweepReport;
 pub use task::{
-    seconds, Created, Message, NewTask, Stats, Status, Task, TaskOptions, DEFAULT_DEADLINE,
+    seconds, Created, Fence, Fenced, Message, NewTask, Stats, Status, Task, TaskOptions, DEFAULT_DEADLINE,
     DEFAULT_MAX_COUNT, DEFAULT_TIMEOUT, RESERVED_KEYS,
 };
 pub use worker::{Worker, WorkerReport};

@@ -53,6 +53,10 @@ impl Status {
     }
 
     pub fn from_code(code: i64) -> Result<Self> {
+        if code == 21 {
+            // Offered to a Redis queue: still waiting for a worker.
+            return Ok(Status::Waiting);
+        }
         Status::ALL
             .into_iter()
             .find(|s| s.code() == code)
@@ -259,31 +263,71 @@ pub struct Created {
     pub dispatched: bool,
 }
 
-/// What a worker receives: the input plus `task_id` and `attempt` (the dispatch number).
+/// What a worker receives: the input plus `task_id` and `attempt`. The attempt began
+/// when this worker claimed the task; its number is unique per claim and never goes down.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Message {
     pub task_id: i64,
     pub attempt: i64,
     pub queue: String,
     pub input: Map<String, Value>,
+    /// How long the claim holds before the task is offered to another worker.
+    pub lease: Duration,
+}
+
+/// Names one attempt of one task: every fenced outcome carries it, so an outcome of an
+/// attempt that is no longer current changes nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Fence {
+    pub task_id: i64,
+    pub attempt: i64,
+}
+
+/// The result of a fenced outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fenced<T> {
+    /// The attempt was current: the outcome was written.
+    Current(T),
+    /// A newer attempt exists, or the task already ended: nothing changed.
+    Stale,
+}
+
+impl<T> Fenced<T> {
+    pub fn is_stale(&self) -> bool {
+        matches!(self, Fenced::Stale)
+    }
+
+    pub fn current(self) -> Option<T> {
+        match self {
+            Fenced::Current(value) => Some(value),
+            Fenced::Stale => None,
+        }
+    }
 }
 
 impl Message {
-    pub(crate) fn from_row(task_id: i64, attempt: i64, queue: String, payload: &str) -> Result<Self> {
+    /// Parses a claimed row's payload; an unreadable one is reported with its reason.
+    pub(crate) fn from_claim(fence: Fence, queue: String, payload: &str, lease_ms: i64) -> Result<Self, String> {
         let input = match serde_json::from_str(payload) {
             Ok(Value::Object(map)) => map,
-            _ => {
-                return Err(Error::Internal(format!(
-                    "task {task_id} has a payload that is not a JSON object"
-                )))
-            }
+            Ok(_) => return Err("payload is not a JSON object".into()),
+            Err(e) => return Err(format!("payload is not readable JSON: {e}")),
         };
         Ok(Message {
-            task_id,
-            attempt,
+            task_id: fence.task_id,
+            attempt: fence.attempt,
             queue,
             input,
+            lease: Duration::from_millis(lease_ms.max(0) as u64),
         })
+    }
+
+    /// The attempt this message belongs to, for fenced outcomes.
+    pub fn fence(&self) -> Fence {
+        Fence {
+            task_id: self.task_id,
+            attempt: self.attempt,
+        }
     }
 
     /// The wire form: the input object with `task_id` and `attempt` added.
@@ -292,27 +336,6 @@ impl Message {
         map.insert("task_id".into(), self.task_id.into());
         map.insert("attempt".into(), self.attempt.into());
         Value::Object(map)
-    }
-
-    /// Parses the wire form; `queue` is where it was popped from.
-    pub fn from_json(queue: &str, text: &str) -> Result<Self> {
-        let mut map = match serde_json::from_str(text) {
-            Ok(Value::Object(map)) => map,
-            _ => return Err(Error::Queue(format!("message on {queue} is not a JSON object"))),
-        };
-        let take = |map: &mut Map<String, Value>, key: &str| {
-            map.remove(key)
-                .and_then(|v| v.as_i64())
-                .ok_or_else(|| Error::Queue(format!("message on {queue} has no integer {key}")))
-        };
-        let task_id = take(&mut map, "task_id")?;
-        let attempt = take(&mut map, "attempt")?;
-        Ok(Message {
-            task_id,
-            attempt,
-            queue: queue.into(),
-            input: map,
-        })
     }
 }
 
@@ -332,7 +355,7 @@ pub struct Task {
     pub deadline_at: i64,
     pub delete_at: i64,
     pub max_count: i64,
-    /// Dispatches so far.
+    /// Attempts so far (claims by a worker); also the number of the latest attempt.
     pub count: i64,
     pub last_error: Option<String>,
     pub created_at: i64,
@@ -349,11 +372,13 @@ pub struct Stats {
     pub cancelled: i64,
     /// Live tasks whose next dispatch time has passed.
     pub due: i64,
-    /// Live tasks dispatched more than once (rescued after a timeout or a failure).
+    /// Live tasks attempted more than once (rescued after a timeout, or retried).
     pub redispatched_live: i64,
-    /// This client: dispatches by its sweeper or pops.
+    /// This client: offers its sweeper and creates made to a Redis queue.
+    pub offered: u64,
+    /// This client: attempts its fetches and pops began (claims).
     pub dispatched: u64,
-    /// This client: dispatches that were a second or later attempt.
+    /// This client: claims that began a second or later attempt.
     pub redispatched: u64,
     /// This client's sweeper: tasks it marked failed (deadline or max_count).
     pub gave_up: u64,

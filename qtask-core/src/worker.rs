@@ -1,5 +1,7 @@
-//! A worker loop: pop, `processing`, run the handler, `finish` or `fail`, with a lease
-//! kept alive while the handler runs and a graceful stop.
+//! The worker engine: one fetcher per queue claims as many tasks as there are free
+//! slots in one statement; each task runs its handler in a slot while its lease is
+//! renewed (fenced, batched); outcomes go through the client's completer, so the
+//! finishes of many slots share one commit. A stop lets running handlers end.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,19 +9,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
 use tokio::time::sleep;
 
 use crate::client::Client;
 use crate::error::Result;
-use crate::task::{Message, Status};
+use crate::task::{Fenced, Message, Status};
 
-/// How long one pop waits; also how soon a stop request is noticed.
+/// How long one fetch waits for work; also how soon a stop request is noticed.
 const POLL_WAIT: Duration = Duration::from_millis(500);
 /// Back-off while the database or queue is unreachable: never exit, never spin.
 const MAX_ERROR_PAUSE: Duration = Duration::from_secs(5);
 
-/// Runs a handler on the messages of one queue.
+/// Runs a handler on the tasks of one queue.
 pub struct Worker {
     client: Client,
     queue: String,
@@ -32,7 +35,8 @@ pub struct WorkerReport {
     pub finished: u64,
     /// Handler errors (retried later or failed for good).
     pub failed: u64,
-    /// Messages `processing` refused: stale duplicates of finished or cancelled tasks.
+    /// Outcomes of attempts that were no longer current (the lease ran out and a newer
+    /// attempt began, or the task ended meanwhile): nothing was changed.
     pub skipped: u64,
 }
 
@@ -66,23 +70,62 @@ impl Worker {
         H: Fn(Message) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = std::result::Result<(), String>> + Send + 'static,
     {
-        let (stop, stopped) = watch::channel(false);
         let handler = Arc::new(handler);
         let counters = Arc::new(Counters::default());
-        let mut slots = tokio::task::JoinSet::new();
-        for _ in 0..self.concurrency {
-            let slot = Slot {
-                client: self.client.clone(),
-                queue: self.queue.clone(),
-                counters: counters.clone(),
-                stopped: stopped.clone(),
+        let slots = Arc::new(Semaphore::new(self.concurrency));
+        let mut running = JoinSet::new();
+        let mut errors = 0u32;
+        tokio::pin!(shutdown);
+        let mut stopping = false;
+        while !stopping {
+            let first = tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                permit = slots.clone().acquire_owned() => permit.expect("the slots are never closed"),
             };
-            let handler = handler.clone();
-            slots.spawn(async move { slot.run(handler).await });
+            let mut free = vec![first];
+            while let Ok(permit) = slots.clone().try_acquire_owned() {
+                free.push(permit);
+            }
+            while running.try_join_next().is_some() {}
+            // A fetch in flight is never dropped: what it claimed is run, even when
+            // the stop comes meanwhile.
+            let fetch = self.client.fetch(&self.queue, free.len(), POLL_WAIT);
+            tokio::pin!(fetch);
+            let fetched = tokio::select! {
+                fetched = &mut fetch => fetched,
+                _ = &mut shutdown => {
+                    stopping = true;
+                    fetch.await
+                }
+            };
+            match fetched {
+                Ok(messages) => {
+                    errors = 0;
+                    for (message, permit) in messages.into_iter().zip(free.drain(..)) {
+                        let slot = Slot {
+                            client: self.client.clone(),
+                            counters: counters.clone(),
+                            _permit: permit,
+                        };
+                        running.spawn(slot.run(message, handler.clone()));
+                    }
+                }
+                Err(err) => {
+                    drop(free);
+                    errors += 1;
+                    if errors.is_power_of_two() {
+                        tracing::warn!(error = %err, queue = %self.queue, "qtask worker: fetch failed; retrying");
+                    }
+                    let pause = Duration::from_millis(100 * u64::from(errors.min(50))).min(MAX_ERROR_PAUSE);
+                    tokio::select! {
+                        _ = sleep(pause) => {}
+                        _ = &mut shutdown => break,
+                    }
+                }
+            }
         }
-        shutdown.await;
-        let _ = stop.send(true);
-        while slots.join_next().await.is_some() {}
+        while running.join_next().await.is_some() {}
         Ok(WorkerReport {
             finished: counters.finished.load(Ordering::Relaxed),
             failed: counters.failed.load(Ordering::Relaxed),
@@ -91,69 +134,33 @@ impl Worker {
     }
 }
 
+/// One running task; its permit frees the slot when it ends.
 struct Slot {
     client: Client,
-    queue: String,
     counters: Arc<Counters>,
-    stopped: watch::Receiver<bool>,
+    _permit: OwnedSemaphorePermit,
 }
 
 impl Slot {
-    async fn run<H, Fut>(self, handler: Arc<H>)
+    async fn run<H, Fut>(self, message: Message, handler: Arc<H>)
     where
         H: Fn(Message) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = std::result::Result<(), String>> + Send + 'static,
     {
-        let mut errors = 0u32;
-        while !*self.stopped.borrow() {
-            match self.client.pop(&self.queue, POLL_WAIT).await {
-                Ok(Some(message)) => {
-                    errors = 0;
-                    self.handle(message, handler.as_ref()).await;
-                }
-                Ok(None) => errors = 0,
-                Err(err) => {
-                    errors += 1;
-                    if errors.is_power_of_two() {
-                        tracing::warn!(error = %err, queue = %self.queue, "qtask worker: pop failed; retrying");
-                    }
-                    let pause = Duration::from_millis(100 * u64::from(errors.min(50))).min(MAX_ERROR_PAUSE);
-                    let mut stopped = self.stopped.clone();
-                    tokio::select! {
-                        _ = sleep(pause) => {}
-                        _ = stopped.changed() => {}
-                    }
-                }
-            }
-        }
-    }
-
-    async fn handle<H, Fut>(&self, message: Message, handler: &H)
-    where
-        H: Fn(Message) -> Fut,
-        Fut: Future<Output = std::result::Result<(), String>> + Send + 'static,
-    {
-        let id = message.task_id;
-        let lease = match self.client.processing_lease(id).await {
-            Ok(Some(lease)) => lease,
-            Ok(None) => {
-                self.counters.skipped.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            Err(err) => {
-                // The lease will run out and the task come back; nothing is lost.
-                tracing::warn!(error = %err, task_id = id, "qtask worker: processing failed; task will be re-dispatched");
-                return;
-            }
-        };
+        let fence = message.fence();
+        let mut lease = message.lease;
         let mut job = tokio::spawn(handler(message));
-        // Renew the lease at half its length while the handler runs.
+        let mut current = true;
+        // Renew the lease at half its length while the handler runs; once the attempt
+        // is stale there is nothing left to renew.
         let outcome = loop {
             tokio::select! {
                 joined = &mut job => break joined,
-                _ = sleep(lease / 2) => {
-                    if let Err(err) = self.client.processing_lease(id).await {
-                        tracing::warn!(error = %err, task_id = id, "qtask worker: lease renewal failed");
+                _ = sleep(lease / 2), if current => {
+                    match self.client.renew(fence).await {
+                        Ok(Fenced::Current(granted)) => lease = granted,
+                        Ok(Fenced::Stale) => current = false,
+                        Err(err) => tracing::warn!(error = %err, task_id = fence.task_id, "qtask worker: lease renewal failed"),
                     }
                 }
             }
@@ -162,21 +169,29 @@ impl Slot {
             Ok(result) => result,
             Err(join) => Err(format!("handler panicked: {join}")),
         };
+        let counters = &self.counters;
         match result {
-            Ok(()) => match self.client.finish(id).await {
-                Ok(()) => {
-                    self.counters.finished.fetch_add(1, Ordering::Relaxed);
+            Ok(()) => match self.client.finish_attempt(fence).await {
+                Ok(Fenced::Current(())) => {
+                    counters.finished.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(err) => tracing::warn!(error = %err, task_id = id, "qtask worker: finish failed"),
+                Ok(Fenced::Stale) => {
+                    counters.skipped.fetch_add(1, Ordering::Relaxed);
+                }
+                // The lease runs out and the task comes back: at least once.
+                Err(err) => tracing::warn!(error = %err, task_id = fence.task_id, "qtask worker: finish failed"),
             },
             Err(text) => {
-                self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                match self.client.fail(id, &text).await {
-                    Ok(Status::Failed) => {
-                        tracing::warn!(task_id = id, error = %text, "qtask worker: task failed for good")
+                counters.failed.fetch_add(1, Ordering::Relaxed);
+                match self.client.fail_attempt(fence, &text).await {
+                    Ok(Fenced::Current(Status::Failed)) => {
+                        tracing::warn!(task_id = fence.task_id, error = %text, "qtask worker: task failed for good")
                     }
-                    Ok(_) => {}
-                    Err(err) => tracing::warn!(error = %err, task_id = id, "qtask worker: fail failed"),
+                    Ok(Fenced::Current(_)) => {}
+                    Ok(Fenced::Stale) => {
+                        counters.skipped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(err) => tracing::warn!(error = %err, task_id = fence.task_id, "qtask worker: fail failed"),
                 }
             }
         }

@@ -1,28 +1,30 @@
-//! Pushes due tasks to a queue that carries messages (Redis): delayed tasks whose time
-//! came, and tasks whose lease ran out unfinished. The `db` queue needs none of this:
-//! its pop claims due rows itself.
+//! Offers due tasks to a queue that carries offers (Redis): delayed tasks whose time
+//! came, tasks whose lease ran out unfinished, and offers that timed out unclaimed
+//! (a backlog, or an offer lost with Redis). Offering uses no attempt. The `db` queue
+//! needs none of this: its fetch claims due rows itself.
+
+use std::sync::atomic::Ordering;
 
 use super::{in_batches, Context};
 use crate::error::Result;
 
 pub(crate) async fn run_once(ctx: &Context) -> Result<u64> {
-    if ctx.queue.reads_table() {
+    if !ctx.queue.carries_offers() {
         return Ok(0);
     }
     in_batches(ctx.batch_size, || async {
-        let messages = ctx.store.claim(None, ctx.batch_size).await?;
-        if messages.is_empty() {
+        let offers = ctx.store.offer_due(ctx.batch_size).await?;
+        if offers.is_empty() {
             return Ok(0);
         }
-        if let Err(err) = ctx.queue.push(&messages).await {
-            let ids: Vec<i64> = messages.iter().map(|m| m.task_id).collect();
-            ctx.store.unclaim(&ids).await?;
-            return Err(err);
+        if let Err(failed) = ctx.queue.offer(&offers).await {
+            // Only the offers that failed are made again (next sweep): the others are
+            // on their queues, and ZADD NX keeps one copy either way.
+            ctx.store.withdraw(&failed.failed).await?;
+            return Err(failed.error);
         }
-        for message in &messages {
-            ctx.metrics.count_dispatch(message.attempt);
-        }
-        Ok(messages.len() as u64)
+        ctx.metrics.offered.fetch_add(offers.len() as u64, Ordering::Relaxed);
+        Ok(offers.len() as u64)
     })
     .await
 }

@@ -24,7 +24,7 @@ const MAX_BATCHES_PER_TICK: u32 = 10;
 /// What one sweep did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct SweepReport {
-    /// Tasks pushed to the queue (due delayed tasks and overdue ones).
+    /// Tasks offered to the queue (due delayed tasks, overdue ones, timed-out offers).
     pub dispatched: u64,
     /// Tasks marked failed (deadline or max_count).
     pub gave_up: u64,
@@ -35,6 +35,7 @@ pub struct SweepReport {
 /// Counters of one client, shown by `stats()`.
 #[derive(Debug, Default)]
 pub struct Metrics {
+    pub offered: AtomicU64,
     pub dispatched: AtomicU64,
     pub redispatched: AtomicU64,
     pub gave_up: AtomicU64,
@@ -42,7 +43,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub(crate) fn count_dispatch(&self, attempt: i64) {
+    /// An attempt began (a fetch claimed the task).
+    pub(crate) fn count_claim(&self, attempt: i64) {
         self.dispatched.fetch_add(1, Ordering::Relaxed);
         if attempt > 1 {
             self.redispatched.fetch_add(1, Ordering::Relaxed);

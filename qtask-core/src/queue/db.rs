@@ -1,14 +1,16 @@
-//! The `db` queue: the task table is the transport. A pop is an atomic claim of one
-//! due row (`FOR UPDATE SKIP LOCKED`, or one UPDATE on SQLite).
+//! The `db` queue: the task table is the transport. A row becoming due is the offer; a
+//! fetch claims up to N due rows of one queue in one statement (`FOR UPDATE SKIP
+//! LOCKED`, or one UPDATE on SQLite).
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::time::{sleep, Instant};
 
-use super::Queue;
+use super::{OfferError, Queue};
+use crate::clock::deadline_after;
 use crate::error::Result;
-use crate::store::Store;
+use crate::store::{Offer, Store};
 use crate::task::Message;
 
 /// Polls start fast and slow down to this while a queue stays empty.
@@ -28,24 +30,26 @@ impl DbQueue {
 
 #[async_trait]
 impl Queue for DbQueue {
-    fn reads_table(&self) -> bool {
-        true
+    fn carries_offers(&self) -> bool {
+        false
     }
 
-    async fn push(&self, _messages: &[Message]) -> Result<()> {
+    async fn offer(&self, _offers: &[Offer]) -> std::result::Result<(), OfferError> {
         Ok(())
     }
 
-    async fn pop(&self, queue: &str, wait: Duration) -> Result<Option<Message>> {
-        let until = Instant::now() + wait;
+    async fn fetch(&self, queue: &str, max: usize, wait: Duration) -> Result<Vec<Message>> {
+        let until = deadline_after(wait);
+        let limit = u32::try_from(max.max(1)).unwrap_or(u32::MAX);
         let mut pause = FIRST_POLL;
         loop {
-            if let Some(message) = self.store.claim(Some(queue), 1).await?.pop() {
-                return Ok(Some(message));
+            let messages = self.store.claim_due(queue, limit).await?;
+            if !messages.is_empty() {
+                return Ok(messages);
             }
             let now = Instant::now();
             if now >= until {
-                return Ok(None);
+                return Ok(messages);
             }
             sleep(pause.min(until - now)).await;
             pause = (pause * 2).min(MAX_POLL);

@@ -15,26 +15,34 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use self::redis::{list_key, RedisQueue};
+pub use self::redis::{offers_key, RedisQueue};
 pub use db::DbQueue;
 
 use crate::config::{Config, DB_QUEUE};
-use crate::error::{invalid, Result};
-use crate::store::Store;
+use crate::error::{invalid, Error, Result};
+use crate::store::{Offer, Store};
 use crate::task::Message;
+
+/// Offers that did not reach their queue, and why. Offers are idempotent, so the
+/// caller withdraws these and the next sweep offers them again.
+#[derive(Debug)]
+pub struct OfferError {
+    pub failed: Vec<i64>,
+    pub error: Error,
+}
 
 #[async_trait]
 pub trait Queue: Send + Sync + Debug {
-    /// True when workers read due tasks straight from the table (the `db` queue):
-    /// nothing is pushed, a pop is the claim.
-    fn reads_table(&self) -> bool;
+    /// True when the sweeper offers due tasks to this queue (Redis); false when workers
+    /// claim due rows straight from the table (`db`).
+    fn carries_offers(&self) -> bool;
 
-    /// Puts claimed tasks on their queues. All or nothing as far as the caller knows:
-    /// on error the caller takes the claims back.
-    async fn push(&self, messages: &[Message]) -> Result<()>;
+    /// Puts offered tasks on their queues. A task already on its queue stays there once.
+    async fn offer(&self, offers: &[Offer]) -> std::result::Result<(), OfferError>;
 
-    /// Waits up to `wait` for one message of `queue`.
-    async fn pop(&self, queue: &str, wait: Duration) -> Result<Option<Message>>;
+    /// Claims up to `max` tasks of `queue`, waiting up to `wait` for the first. Each
+    /// returned message is an attempt that has begun.
+    async fn fetch(&self, queue: &str, max: usize, wait: Duration) -> Result<Vec<Message>>;
 }
 
 /// Opens the queue a config names.
@@ -46,7 +54,7 @@ pub async fn connect(config: &Config, store: &Store) -> Result<Arc<dyn Queue>> {
         || config.queue.starts_with("rediss://")
         || config.queue.starts_with("redis+cluster://")
     {
-        return Ok(Arc::new(RedisQueue::connect(config).await?));
+        return Ok(Arc::new(RedisQueue::connect(config, store.clone()).await?));
     }
     Err(invalid(format!(
         "queue {:?} is not supported by this build",

@@ -1,10 +1,14 @@
-//! The Redis queue: one list per namespace and queue, `{prefix}:{namespace}:{<queue>}`.
-//! The braces are a hash tag, so in a Redis Cluster every key of one queue lives in
-//! one slot. A push is LPUSH, a pop is (B)RPOP: first in, first out.
+//! The Redis queue: one sorted set of offered task ids per namespace and queue,
+//! `{prefix}:{namespace}:{<queue>}:offers`. The braces are a hash tag, so in a Redis
+//! Cluster every key of one queue lives in one slot. An offer is `ZADD NX` (scored by
+//! the time of the first offer, so first in, first out, and a task is on its queue at
+//! most once however often it is offered); a fetch pops up to N ids (`ZPOPMIN`, or
+//! `BZPOPMIN` while the queue is empty) and claims them in one statement.
 //!
-//! Redis only carries messages: the task table is the truth. A message lost with
-//! Redis (FLUSHALL, a restart without persistence, a killed connection) is pushed
-//! again by the sweeper once the task's lease runs out.
+//! Redis only carries offers: the task table is the truth. An offer lost with Redis
+//! (FLUSHALL, a restart without persistence, a killed connection, a worker that died
+//! between pop and claim) is offered again by the sweeper once its offer times out;
+//! that uses no attempt.
 //!
 //! Connections are opened lazily and replaced after a connection error, so a client
 //! opened while Redis is down works as soon as Redis is back. Pushes share one
@@ -24,10 +28,11 @@ use redis::{AsyncConnectionConfig, ErrorKind, RedisError};
 use tokio::sync::Mutex;
 use tokio::time::{timeout, Instant};
 
-use super::Queue;
+use super::{OfferError, Queue};
+use crate::clock::deadline_after;
 use crate::config::Config;
 use crate::error::{invalid, Error, Result};
-use crate::store::redact;
+use crate::store::{redact, Offer, Store};
 use crate::task::Message;
 
 /// Longest wait for a TCP connection (and the handshake) to one Redis node.
@@ -43,9 +48,9 @@ const MAX_IDLE: usize = 32;
 const FIRST_COOLDOWN: Duration = Duration::from_millis(100);
 const MAX_COOLDOWN: Duration = Duration::from_secs(2);
 
-/// The Redis list key of one queue of one namespace.
-pub fn list_key(redis_prefix: &str, namespace: &str, queue: &str) -> String {
-    format!("{redis_prefix}:{namespace}:{{{queue}}}")
+/// The Redis key of one queue's offers (a sorted set of task ids).
+pub fn offers_key(redis_prefix: &str, namespace: &str, queue: &str) -> String {
+    format!("{redis_prefix}:{namespace}:{{{queue}}}:offers")
 }
 
 /// The queue behind `redis://`, `rediss://` and `redis+cluster://` URLs.
@@ -55,6 +60,7 @@ pub struct RedisQueue {
     url: String,
     redis_prefix: String,
     namespace: String,
+    store: Store,
     shared: Mutex<Shared>,
     idle: SyncMutex<Vec<Conn>>,
 }
@@ -99,7 +105,7 @@ impl fmt::Debug for RedisQueue {
 impl RedisQueue {
     /// Parses the URL and tries one connection. Redis being down is not an error here:
     /// it is logged, and every later call tries again.
-    pub async fn connect(config: &Config) -> Result<Self> {
+    pub async fn connect(config: &Config, store: Store) -> Result<Self> {
         let url = redact(&config.queue);
         let target = Target::parse(&config.queue).map_err(|e| invalid(format!("queue URL {url:?}: {e}")))?;
         let queue = RedisQueue {
@@ -107,6 +113,7 @@ impl RedisQueue {
             url,
             redis_prefix: config.redis_prefix.clone(),
             namespace: config.namespace.clone(),
+            store,
             shared: Mutex::default(),
             idle: SyncMutex::default(),
         };
@@ -118,7 +125,7 @@ impl RedisQueue {
     }
 
     fn key(&self, queue: &str) -> String {
-        list_key(&self.redis_prefix, &self.namespace, queue)
+        offers_key(&self.redis_prefix, &self.namespace, queue)
     }
 
     fn error(&self, err: RedisError) -> Error {
@@ -214,17 +221,17 @@ impl RedisQueue {
         }
     }
 
-    /// A non-blocking RPOP on the shared connection.
-    async fn pop_now(&self, key: &str) -> Result<Option<String>> {
+    /// Up to `max` ids, without waiting (ZPOPMIN on the shared connection).
+    async fn take_now(&self, key: &str, max: usize) -> Result<Vec<String>> {
         let (conn, generation) = self.shared_conn().await?;
-        let mut cmd = redis::cmd("RPOP");
-        cmd.arg(key);
-        let result: Result<Option<String>, RedisError> = match conn {
+        let mut cmd = redis::cmd("ZPOPMIN");
+        cmd.arg(key).arg(max.max(1));
+        let result: Result<Vec<(String, f64)>, RedisError> = match conn {
             Conn::Single(mut c) => cmd.query_async(&mut c).await,
             Conn::Cluster(mut c) => cmd.query_async(&mut c).await,
         };
         match result {
-            Ok(text) => Ok(text),
+            Ok(popped) => Ok(popped.into_iter().map(|(id, _)| id).collect()),
             Err(err) => {
                 self.shared_failed(generation, &err).await;
                 Err(self.error(err))
@@ -232,10 +239,11 @@ impl RedisQueue {
         }
     }
 
-    /// A BRPOP of at most `wait` (at least 1 ms) on a connection of its own. An idle
-    /// connection found broken (Redis restarted, connections killed) is replaced once.
-    async fn pop_blocking(&self, key: &str, wait: Duration) -> Result<Option<String>> {
-        let until = Instant::now() + wait;
+    /// One id, waiting at most `wait` (at least 1 ms) on a connection of its own
+    /// (BZPOPMIN). An idle connection found broken (Redis restarted, connections
+    /// killed) is replaced once.
+    async fn take_blocking(&self, key: &str, wait: Duration) -> Result<Option<String>> {
+        let until = deadline_after(wait);
         let (mut conn, mut reused) = match self.take_idle() {
             Some(conn) => (conn, true),
             None => (self.open(true).await?, false),
@@ -244,10 +252,10 @@ impl RedisQueue {
             let left = until.saturating_duration_since(Instant::now());
             // Redis 6+ takes fractional seconds; 0 would mean "forever".
             let secs = left.as_millis().max(1) as f64 / 1000.0;
-            let mut cmd = redis::cmd("BRPOP");
+            let mut cmd = redis::cmd("BZPOPMIN");
             cmd.arg(key).arg(secs);
             let reply = async move {
-                let result: Result<Option<(String, String)>, RedisError> = match &mut conn {
+                let result: Result<Option<(String, String, f64)>, RedisError> = match &mut conn {
                     Conn::Single(c) => cmd.query_async(c).await,
                     Conn::Cluster(c) => cmd.query_async(c).await,
                 };
@@ -257,7 +265,7 @@ impl RedisQueue {
             match timeout(limit, reply).await {
                 Ok((conn, Ok(popped))) => {
                     self.put_idle(conn);
-                    return Ok(popped.map(|(_, text)| text));
+                    return Ok(popped.map(|(_, id, _)| id));
                 }
                 Ok((broken, Err(err))) if breaks_connection(&err) => {
                     drop(broken);
@@ -275,8 +283,8 @@ impl RedisQueue {
                     self.put_idle(conn);
                     return Err(self.error(err));
                 }
-                // The connection went with the future; a message it may have taken is
-                // re-sent by the sweeper after the task's timeout.
+                // The connection went with the future; an id it may have taken is
+                // offered again by the sweeper after the offer's timeout.
                 Err(_) => {
                     return Err(Error::Queue(format!(
                         "redis {}: no reply to a blocking pop within {limit:?}",
@@ -290,82 +298,115 @@ impl RedisQueue {
 
 #[async_trait]
 impl Queue for RedisQueue {
-    fn reads_table(&self) -> bool {
-        false
+    fn carries_offers(&self) -> bool {
+        true
     }
 
-    async fn push(&self, messages: &[Message]) -> Result<()> {
-        if messages.is_empty() {
+    async fn offer(&self, offers: &[Offer]) -> std::result::Result<(), OfferError> {
+        if offers.is_empty() {
             return Ok(());
         }
-        // One LPUSH per queue, in the order given.
-        let mut groups: Vec<(&str, Vec<String>)> = Vec::new();
-        for message in messages {
-            let text = message.to_json().to_string();
-            match groups.iter_mut().find(|(q, _)| *q == message.queue) {
-                Some((_, texts)) => texts.push(text),
-                None => groups.push((&message.queue, vec![text])),
+        let score = unix_ms();
+        // One ZADD per queue, in the order given.
+        let mut groups: Vec<(&str, Vec<i64>)> = Vec::new();
+        for offer in offers {
+            match groups.iter_mut().find(|(q, _)| *q == offer.queue) {
+                Some((_, ids)) => ids.push(offer.task_id),
+                None => groups.push((&offer.queue, vec![offer.task_id])),
             }
         }
-        let (conn, generation) = self.shared_conn().await?;
-        let result: Result<(), RedisError> = match conn {
+        let all_failed = |error| OfferError {
+            failed: offers.iter().map(|o| o.task_id).collect(),
+            error,
+        };
+        let (conn, generation) = self.shared_conn().await.map_err(all_failed)?;
+        let zadd = |queue: &str, ids: &[i64]| {
+            let mut cmd = redis::cmd("ZADD");
+            cmd.arg(self.key(queue)).arg("NX");
+            for id in ids {
+                cmd.arg(score).arg(*id);
+            }
+            cmd
+        };
+        match conn {
             Conn::Single(mut c) => {
-                // MULTI/EXEC: Redis takes all of the messages or none.
+                // One round trip. Offers are idempotent: after an error every offer of
+                // the batch is withdrawn and made again, and ZADD NX keeps one copy.
                 let mut pipe = redis::pipe();
-                pipe.atomic();
-                for (queue, texts) in &groups {
-                    pipe.lpush(self.key(queue), texts).ignore();
+                for (queue, ids) in &groups {
+                    pipe.add_command(zadd(queue, ids)).ignore();
                 }
-                pipe.query_async(&mut c).await
+                if let Err(err) = pipe.query_async::<()>(&mut c).await {
+                    self.shared_failed(generation, &err).await;
+                    return Err(all_failed(self.error(err)));
+                }
+                Ok(())
             }
             Conn::Cluster(mut c) => {
-                // Queues may live on different nodes: one command each (a cluster
-                // pipeline must stay in one slot).
-                let mut result = Ok(());
-                for (queue, texts) in &groups {
-                    let mut cmd = redis::cmd("LPUSH");
-                    cmd.arg(self.key(queue)).arg(texts);
-                    if let Err(err) = cmd.query_async::<()>(&mut c).await {
-                        result = Err(err);
-                        break;
+                // Queues may live on different nodes: one command each, and only the
+                // queues that failed are withdrawn.
+                let mut failed = Vec::new();
+                let mut first_error = None;
+                for (queue, ids) in &groups {
+                    if let Err(err) = zadd(queue, ids).query_async::<()>(&mut c).await {
+                        failed.extend_from_slice(ids);
+                        first_error.get_or_insert(err);
                     }
                 }
-                result
+                match first_error {
+                    None => Ok(()),
+                    Some(err) => {
+                        self.shared_failed(generation, &err).await;
+                        Err(OfferError {
+                            failed,
+                            error: self.error(err),
+                        })
+                    }
+                }
             }
-        };
-        if let Err(err) = result {
-            self.shared_failed(generation, &err).await;
-            return Err(self.error(err));
         }
-        Ok(())
     }
 
-    async fn pop(&self, queue: &str, wait: Duration) -> Result<Option<Message>> {
+    async fn fetch(&self, queue: &str, max: usize, wait: Duration) -> Result<Vec<Message>> {
         let key = self.key(queue);
-        let until = Instant::now() + wait;
+        let until = deadline_after(wait);
         loop {
-            let left = until.saturating_duration_since(Instant::now());
-            let text = if left < Duration::from_millis(1) {
-                self.pop_now(&key).await?
-            } else {
-                self.pop_blocking(&key, left).await?
-            };
-            let Some(text) = text else {
-                return Ok(None);
-            };
-            match Message::from_json(queue, &text) {
-                Ok(message) => return Ok(Some(message)),
-                // Not ours to understand (written by hand, or by something else
-                // sharing the prefix): drop it and keep waiting.
-                Err(err) => {
-                    tracing::warn!(error = %err, key = %key, "qtask: dropped an unreadable message");
-                    if Instant::now() >= until {
-                        return Ok(None);
-                    }
+            let mut ids = self.take_now(&key, max).await?;
+            if ids.is_empty() {
+                let left = until.saturating_duration_since(Instant::now());
+                if left < Duration::from_millis(1) {
+                    return Ok(Vec::new());
                 }
+                ids.extend(self.take_blocking(&key, left).await?);
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+            }
+            let ids: Vec<i64> = ids
+                .iter()
+                .filter_map(|text| match text.parse() {
+                    Ok(id) => Some(id),
+                    Err(_) => {
+                        // Not ours (written by hand, or by something sharing the prefix).
+                        tracing::warn!(key = %key, member = %text, "qtask: dropped an unreadable offer");
+                        None
+                    }
+                })
+                .collect();
+            // Ids no longer offered (a second copy, an ended task) are skipped here.
+            let messages = self.store.claim_offered(&ids).await?;
+            if !messages.is_empty() || Instant::now() >= until {
+                return Ok(messages);
             }
         }
     }
+}
+
+fn unix_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as f64)
+        .unwrap_or(0.0)
 }
 
 /// Whether an error may have left the connection unusable (anything but a plain
@@ -457,8 +498,8 @@ mod tests {
     #[test]
     fn keys_share_the_queue_hash_tag() {
         assert_eq!(
-            list_key("qtask", "default", "ORDER:BIND"),
-            "qtask:default:{ORDER:BIND}"
+            offers_key("qtask", "default", "ORDER:BIND"),
+            "qtask:default:{ORDER:BIND}:offers"
         );
     }
 

@@ -71,6 +71,16 @@ impl Dialect {
         }
     }
 
+    /// A string as an SQL literal (for the namespace, inlined into batch statements).
+    pub fn literal(self, text: &str) -> String {
+        let mut escaped = text.replace('\'', "''");
+        if self == Dialect::MySql {
+            // MySQL also treats a backslash as an escape inside literals.
+            escaped = escaped.replace('\\', "\\\\");
+        }
+        format!("'{escaped}'")
+    }
+
     /// Rewrites `?` placeholders into `$1, $2…` for PostgreSQL. Queries contain no
     /// `?` inside string literals.
     pub fn placeholders(self, sql: String) -> String {
@@ -115,6 +125,8 @@ mod tests {
         let sql = Dialect::Postgres.placeholders("a = ? AND b = ?".into());
         assert_eq!(sql, "a = $1 AND b = $2");
         assert_eq!(Dialect::MySql.placeholders("a = ?".into()), "a = ?");
+        assert_eq!(Dialect::Postgres.literal("o'k\\"), "'o''k\\'");
+        assert_eq!(Dialect::MySql.literal("o'k\\"), "'o''k\\\\'");
     }
 
     #[test]

@@ -3,36 +3,34 @@
 //! Statements are written once, with `{t}` (the table), `{now}` (the database clock)
 //! and `?` placeholders; [`Dialect`] supplies what differs between databases.
 
+mod claims;
 mod dialect;
 mod explain;
+mod outcomes;
 mod schema;
+mod statements;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Connection, Executor, Row};
 
+pub use claims::Offer;
+pub(crate) use outcomes::MAX_BATCH;
 pub use dialect::{redact, Dialect};
 pub use explain::Plan;
+
 
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::task::{Message, Stats, Status, Task, ValidTask};
+use crate::task::{Stats, Status, Task, ValidTask};
+use statements::{Statements, EXPIRED, OFFERED, SPENT};
+pub(crate) use statements::DUE;
 
 /// Live rows are kept at least this long, as in the seed (7 days after creation).
 const LIVE_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
-const LIVE: &str = "(20, 30)";
-
-/// Rows a claim may dispatch now; `{queue}` is "" or "AND queue = ?". Served by the
-/// `due` / `queue_due` indexes (see schema.rs and explain.rs).
-const DUE: &str = "namespace = ? {queue} AND next_at <= {now} \
-                   AND dispatch_count < max_count AND deadline_at > {now}";
-/// Due rows that may not be dispatched again.
-const SPENT: &str = "namespace = ? AND next_at <= {now} \
-                     AND (deadline_at <= {now} OR dispatch_count >= max_count)";
-/// Ended rows whose delete time has passed.
-const EXPIRED: &str = "namespace = ? AND delete_at <= {now} AND next_at IS NULL";
 
 /// A task row just written.
 #[derive(Clone, Copy, Debug)]
@@ -50,6 +48,8 @@ pub struct Store {
     table: String,
     namespace: String,
     clock: Clock,
+    /// The hot statements, rendered for the clock offset they were made with.
+    rendered: Arc<Mutex<(i64, Arc<Statements>)>>,
 }
 
 impl Store {
@@ -81,13 +81,50 @@ impl Store {
             });
         }
         let pool = pool.connect_with(options).await?;
+        let table = config.task_table();
+        let clock = config.clock.clone();
+        let offset = clock.offset_ms();
+        let statements = Statements::render(
+            dialect,
+            &table,
+            &now_expr(dialect, offset),
+            &dialect.literal(&config.namespace),
+        );
         Ok(Store {
             pool,
             dialect,
-            table: config.task_table(),
+            table,
             namespace: config.namespace.clone(),
-            clock: config.clock.clone(),
+            clock,
+            rendered: Arc::new(Mutex::new((offset, Arc::new(statements)))),
         })
+    }
+
+    fn render(&self) -> Statements {
+        Statements::render(
+            self.dialect,
+            &self.table,
+            &self.now(),
+            &self.dialect.literal(&self.namespace),
+        )
+    }
+
+    /// The hot statements; rendered again only when a test moved the clock.
+    pub(crate) fn statements(&self) -> Arc<Statements> {
+        let offset = self.clock.offset_ms();
+        let mut rendered = self.rendered.lock().unwrap_or_else(|e| e.into_inner());
+        if rendered.0 != offset {
+            *rendered = (offset, Arc::new(self.render()));
+        }
+        rendered.1.clone()
+    }
+
+    fn now(&self) -> String {
+        now_expr(self.dialect, self.clock.offset_ms())
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -109,13 +146,7 @@ impl Store {
     /// Fills in the table name, the clock and the dialect's placeholders.
     /// Safe: templates are constants; only the validated table name and integers go in.
     pub(crate) fn sql(&self, template: &str) -> AssertSqlSafe<String> {
-        let offset = self.clock.offset_ms();
-        let now = if offset == 0 {
-            format!("({})", self.dialect.now_ms())
-        } else {
-            format!("({} + {offset})", self.dialect.now_ms())
-        };
-        let sql = template.replace("{t}", &self.table).replace("{now}", &now);
+        let sql = template.replace("{t}", &self.table).replace("{now}", &self.now());
         AssertSqlSafe(self.dialect.placeholders(sql))
     }
 
@@ -153,41 +184,36 @@ impl Store {
         Ok(())
     }
 
-    /// Writes one task. `dispatched_now` marks it claimed by this very create (attempt 1,
-    /// next dispatch after its timeout), for queues that carry messages themselves.
+    /// Writes one task. `offered` marks it on its way to a queue that carries offers
+    /// (Redis): it is claimable from the queue now and offered again after its timeout.
+    /// Otherwise it is waiting and due after its delay.
     pub(crate) async fn insert(
         &self,
         conn: &mut AnyConnection,
         task: &ValidTask,
-        dispatched_now: bool,
+        offered: bool,
     ) -> Result<Inserted> {
-        let (insert, suffix) = self.dialect.insert_unless_live();
-        let sql = self.sql(&format!(
-            "{insert} {{t}} (namespace, name, queue, payload, order_no, live_key, status, \
-             timeout_ms, next_at, deadline_at, delete_at, delete_after_ms, max_count, \
-             dispatch_count, last_error, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, 20, ?, {{now}} + ?, {{now}} + ?, {{now}} + ?, ?, ?, ?, NULL, {{now}}, {{now}}) {suffix}"
-        ));
-        let (next_in, count) = if dispatched_now {
-            (task.timeout_ms, 1)
+        let statements = self.statements();
+        let (status, next_in) = if offered {
+            (OFFERED, task.timeout_ms)
         } else {
-            (task.delay_ms, 0)
+            (Status::Waiting.code(), task.delay_ms)
         };
         for _ in 0..3 {
-            let query = sqlx::query(AssertSqlSafe(sql.0.clone()))
+            let query = sqlx::query(AssertSqlSafe(statements.insert.as_str()))
                 .bind(&self.namespace)
                 .bind(&task.name)
                 .bind(&task.queue)
                 .bind(&task.payload)
                 .bind(&task.order_no)
                 .bind(&task.order_no)
+                .bind(status)
                 .bind(task.timeout_ms)
                 .bind(next_in)
                 .bind(task.deadline_ms)
                 .bind(task.deadline_ms.max(LIVE_RETENTION_MS))
                 .bind(task.delete_after_ms)
-                .bind(task.max_count)
-                .bind(count);
+                .bind(task.max_count);
             let inserted_id = if self.dialect == Dialect::MySql {
                 let done = query.execute(&mut *conn).await?;
                 match done.rows_affected() {
@@ -225,196 +251,24 @@ impl Store {
         ))
     }
 
-    /// Claims up to `limit` due tasks (of one queue, or all), counting a dispatch and
-    /// moving each lease forward by its timeout. Concurrent claimers never share a row.
-    pub(crate) async fn claim(&self, queue: Option<&str>, limit: u32) -> Result<Vec<Message>> {
-        retry_conflicts(|| self.claim_once(queue, limit)).await
-    }
-
-    async fn claim_once(&self, queue: Option<&str>, limit: u32) -> Result<Vec<Message>> {
-        let queue_filter = if queue.is_some() { "AND queue = ?" } else { "" };
-        let due = format!(
-            "SELECT id, queue, payload, dispatch_count FROM {{t}} WHERE {} ORDER BY next_at LIMIT ? {}",
-            DUE.replace("{queue}", queue_filter),
-            self.dialect.skip_locked()
-        );
-        let set = "dispatch_count = dispatch_count + 1, next_at = {now} + timeout_ms, updated_at = {now}";
-        let rows: Vec<AnyRow> = if self.dialect.update_returning() {
-            let sql = self.sql(&format!(
-                "UPDATE {{t}} SET {set} WHERE id IN ({}) RETURNING id, queue, payload, dispatch_count",
-                due.replacen("id, queue, payload, dispatch_count", "id", 1)
-            ));
-            let mut query = sqlx::query(sql).bind(&self.namespace);
-            if let Some(queue) = queue {
-                query = query.bind(queue);
-            }
-            query.bind(i64::from(limit)).fetch_all(&self.pool).await?
-        } else {
-            let mut tx = self.pool.begin().await?;
-            let sql = self.sql(&due);
-            let mut query = sqlx::query(sql).bind(&self.namespace);
-            if let Some(queue) = queue {
-                query = query.bind(queue);
-            }
-            let rows = query.bind(i64::from(limit)).fetch_all(&mut *tx).await?;
-            if rows.is_empty() {
-                return Ok(Vec::new());
-            }
-            let ids = rows
-                .iter()
-                .map(|r| r.try_get::<i64, _>(0).map(|id| id.to_string()))
-                .collect::<Result<Vec<_>, _>>()?;
-            let sql = self.sql(&format!("UPDATE {{t}} SET {set} WHERE id IN ({})", ids.join(",")));
-            tx.execute(sql).await?;
-            tx.commit().await?;
-            rows
-        };
-        let count_offset = if self.dialect.update_returning() { 0 } else { 1 };
-        rows.iter()
-            .map(|row| {
-                let payload: String = row.try_get(2)?;
-                let count: i64 = row.try_get(3)?;
-                Message::from_row(row.try_get(0)?, count + count_offset, row.try_get(1)?, &payload)
-            })
-            .collect()
-    }
-
-    /// Marks a live task running and extends its lease; returns the lease, or None
-    /// when the caller must skip it (finished, failed, cancelled, past deadline, gone).
-    pub(crate) async fn processing(&self, id: i64) -> Result<Option<Duration>> {
-        let update = format!(
-            "UPDATE {{t}} SET status = 30, next_at = {{now}} + timeout_ms, updated_at = {{now}} \
-             WHERE id = ? AND status IN {LIVE} AND deadline_at > {{now}}"
-        );
-        let timeout_ms: Option<i64> = if self.dialect.update_returning() {
-            sqlx::query_scalar(self.sql(&format!("{update} RETURNING timeout_ms")))
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?
-        } else {
-            // No UPDATE … RETURNING here: LAST_INSERT_ID(expr) hands the lease back in the
-            // statement's own reply, saving a second round trip.
-            let update = update.replace(
-                "updated_at = {now}",
-                "updated_at = {now}, timeout_ms = LAST_INSERT_ID(timeout_ms)",
-            );
-            let done = sqlx::query(self.sql(&update))
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
-            match done.rows_affected() {
-                0 => None,
-                _ => done.last_insert_id(),
-            }
-        };
-        Ok(timeout_ms.map(|ms| Duration::from_millis(ms.max(0) as u64)))
-    }
-
-    pub(crate) async fn finish(&self, id: i64) -> Result<()> {
-        let done = sqlx::query(self.sql(
-            "UPDATE {t} SET status = 0, live_key = NULL, next_at = NULL, \
-             delete_at = {now} + delete_after_ms, updated_at = {now} \
-             WHERE id = ? AND status IN (20, 30, 90)",
-        ))
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() > 0 {
-            return Ok(());
-        }
-        match self.status(id).await? {
-            None => Err(Error::NotFound(id)),
-            Some(Status::Cancelled) => Err(Error::InvalidState(format!("task {id} was cancelled"))),
-            Some(_) => Ok(()),
-        }
-    }
-
-    /// Records a failed attempt: back to waiting after `backoff`, or failed for good when
-    /// no attempt or time is left. Returns the status it ends in.
-    pub(crate) async fn fail(&self, id: i64, error: &str, backoff: impl Fn(i64) -> i64) -> Result<Status> {
-        let count: Option<i64> = sqlx::query_scalar(self.sql("SELECT dispatch_count FROM {t} WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        let Some(count) = count else {
-            return Err(Error::NotFound(id));
-        };
-        let backoff_ms = backoff(count);
-        let give_up = "(dispatch_count >= max_count OR {now} + ? >= deadline_at)";
-        let sql = self.sql(&format!(
-            "UPDATE {{t}} SET last_error = ?, updated_at = {{now}}, \
-             delete_at = CASE WHEN {give_up} THEN {} ELSE delete_at END, \
-             live_key = CASE WHEN {give_up} THEN NULL ELSE live_key END, \
-             next_at = CASE WHEN {give_up} THEN NULL ELSE {{now}} + ? END, \
-             status = CASE WHEN {give_up} THEN 90 ELSE 20 END \
-             WHERE id = ? AND status IN {LIVE}",
-            self.dialect.greatest("delete_at", "{now} + delete_after_ms"),
-        ));
-        sqlx::query(sql)
-            .bind(error)
-            .bind(backoff_ms)
-            .bind(backoff_ms)
-            .bind(backoff_ms)
-            .bind(backoff_ms)
-            .bind(backoff_ms)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        self.status(id).await?.ok_or(Error::NotFound(id))
-    }
-
-    pub(crate) async fn cancel(&self, id: i64) -> Result<()> {
-        let done = sqlx::query(self.sql(&format!(
-            "UPDATE {{t}} SET status = 91, live_key = NULL, next_at = NULL, updated_at = {{now}} \
-             WHERE id = ? AND status IN {LIVE}"
-        )))
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() > 0 {
-            return Ok(());
-        }
-        match self.status(id).await? {
-            None => Err(Error::NotFound(id)),
-            Some(Status::Cancelled) => Ok(()),
-            Some(status) => Err(Error::InvalidState(format!(
-                "task {id} is already {}",
-                status.as_str()
-            ))),
-        }
-    }
-
     pub(crate) async fn status(&self, id: i64) -> Result<Option<Status>> {
-        let code: Option<i64> = sqlx::query_scalar(self.sql("SELECT status FROM {t} WHERE id = ?"))
-            .bind(id)
+        let code: Option<i64> =
+            sqlx::query_scalar(self.sql("SELECT status FROM {t} WHERE id = ? AND namespace = ?"))
+                .bind(id)
+                .bind(&self.namespace)
             .fetch_optional(&self.pool)
             .await?;
         code.map(Status::from_code).transpose()
-    }
-
-    /// Takes back dispatches whose push failed: the attempt is not counted and the
-    /// tasks are due at once, so the sweeper pushes them when the queue is back.
-    pub(crate) async fn unclaim(&self, ids: &[i64]) -> Result<()> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let list: Vec<String> = ids.iter().map(i64::to_string).collect();
-        let sql = self.sql(&format!(
-            "UPDATE {{t}} SET dispatch_count = dispatch_count - 1, next_at = {{now}} \
-             WHERE id IN ({}) AND status IN {LIVE} AND dispatch_count > 0",
-            list.join(",")
-        ));
-        self.pool.execute(sql).await?;
-        Ok(())
     }
 
     pub(crate) async fn get(&self, id: i64) -> Result<Task> {
         let row = sqlx::query(self.sql(
             "SELECT id, namespace, name, queue, payload, order_no, status, timeout_ms, next_at, \
              deadline_at, delete_at, max_count, dispatch_count, last_error, created_at, updated_at \
-             FROM {t} WHERE id = ?",
+             FROM {t} WHERE id = ? AND namespace = ?",
         ))
         .bind(id)
+        .bind(&self.namespace)
         .fetch_optional(&self.pool)
         .await?
         .ok_or(Error::NotFound(id))?;
@@ -450,7 +304,7 @@ impl Store {
         for row in rows {
             let n: i64 = row.try_get(1)?;
             match Status::from_code(row.try_get(0)?)? {
-                Status::Waiting => stats.waiting = n,
+                Status::Waiting => stats.waiting += n,
                 Status::Processing => stats.processing = n,
                 Status::Finished => stats.finished = n,
                 Status::Failed => stats.failed = n,
@@ -476,7 +330,7 @@ impl Store {
     pub(crate) async fn give_up(&self, limit: u32) -> Result<u64> {
         let d = self.dialect;
         let reason = "CASE WHEN deadline_at <= {now} THEN 'deadline passed' \
-                      ELSE 'dispatched max_count times without finishing' END";
+                      ELSE 'attempted max_count times; the last attempt''s lease ran out' END";
         let with_last = d.concat(&d.concat(reason, "'; last error: '"), "last_error");
         let set = format!(
             "last_error = CASE WHEN last_error IS NULL THEN {reason} ELSE {with_last} END, \
@@ -513,9 +367,17 @@ impl Store {
     }
 }
 
+/// The database clock, shifted by a test's offset.
+fn now_expr(dialect: Dialect, offset_ms: i64) -> String {
+    match offset_ms {
+        0 => format!("({})", dialect.now_ms()),
+        offset => format!("({} + {offset})", dialect.now_ms()),
+    }
+}
+
 /// Runs `op` again when the database chose it as a deadlock or serialization victim
 /// (InnoDB does so to one of two concurrent claimers); the failed attempt rolled back.
-async fn retry_conflicts<T, F, Fut>(mut op: F) -> Result<T>
+pub(crate) async fn retry_conflicts<T, F, Fut>(mut op: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,

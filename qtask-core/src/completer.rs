@@ -1,0 +1,88 @@
+//! Group commit of outcomes. Lease renewals and finishes from worker loops and from
+//! user calls queue up while the previous write runs, then go to the database in one
+//! statement per kind. There is no timer: an idle completer writes a lone outcome at
+//! once, a busy one writes whatever gathered meanwhile. A caller hears back only after
+//! its batch committed.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{Error, Result};
+use crate::store::{Store, MAX_BATCH};
+use crate::task::{Fence, Fenced};
+
+enum Request {
+    Renew(Fence, oneshot::Sender<Result<Fenced<Duration>>>),
+    Finish(Fence, oneshot::Sender<Result<Fenced<()>>>),
+}
+
+/// The handle callers send outcomes through; the loop ends when every handle is gone.
+#[derive(Clone, Debug)]
+pub(crate) struct Completer {
+    requests: mpsc::UnboundedSender<Request>,
+}
+
+impl Completer {
+    /// Starts the write loop on the current tokio runtime.
+    pub fn start(store: Store) -> Completer {
+        let (requests, incoming) = mpsc::unbounded_channel();
+        tokio::spawn(write_loop(store, incoming));
+        Completer { requests }
+    }
+
+    pub async fn renew(&self, fence: Fence) -> Result<Fenced<Duration>> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Renew(fence, reply))?;
+        answer.await.unwrap_or(Err(Error::Closed))
+    }
+
+    pub async fn finish(&self, fence: Fence) -> Result<Fenced<()>> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Finish(fence, reply))?;
+        answer.await.unwrap_or(Err(Error::Closed))
+    }
+
+    fn send(&self, request: Request) -> Result<()> {
+        self.requests.send(request).map_err(|_| Error::Closed)
+    }
+}
+
+async fn write_loop(store: Store, mut incoming: mpsc::UnboundedReceiver<Request>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while incoming.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let mut renews = Vec::new();
+        let mut finishes = Vec::new();
+        for request in batch.drain(..) {
+            match request {
+                Request::Renew(fence, reply) => renews.push((fence, reply)),
+                Request::Finish(fence, reply) => finishes.push((fence, reply)),
+            }
+        }
+        // Finishes first: a finished task needs no renewal.
+        if !finishes.is_empty() {
+            let fences: Vec<Fence> = finishes.iter().map(|(f, _)| *f).collect();
+            answer(store.finish_many(&fences).await, finishes);
+        }
+        if !renews.is_empty() {
+            let fences: Vec<Fence> = renews.iter().map(|(f, _)| *f).collect();
+            answer(store.renew_many(&fences).await, renews);
+        }
+    }
+}
+
+/// Hands each caller its own result, or a copy of the batch's error.
+fn answer<T>(results: Result<Vec<Fenced<T>>>, waiting: Vec<(Fence, oneshot::Sender<Result<Fenced<T>>>)>) {
+    match results {
+        Ok(results) => {
+            for (result, (_, reply)) in results.into_iter().zip(waiting) {
+                let _ = reply.send(Ok(result));
+            }
+        }
+        Err(err) => {
+            for (_, reply) in waiting {
+                let _ = reply.send(Err(err.duplicate()));
+            }
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The hot statements, whole, per dialect: rendered once (per clock offset) instead of
+//! patched at every call. Where a dialect needs two statements in a transaction
+//! (MariaDB has no UPDATE … RETURNING), the pair is spelled out here too.
+//!
+//! Task states (`status`): 20 waiting, 21 offered (on a Redis queue, waiting for a
+//! worker to claim it), 30 processing (an attempt holds a lease), 0 finished,
+//! 90 failed, 91 cancelled. Live rows (20, 21, 30) have `next_at`; ended rows do not.
+
+use super::Dialect;
+
+/// Live states.
+pub(crate) const LIVE: &str = "(20, 21, 30)";
+/// Status of an offered task: waiting, and on a queue that carries offers.
+pub(crate) const OFFERED: i64 = 21;
+
+/// Columns a claim returns, in this order.
+pub(crate) const CLAIMED: &str = "id, queue, payload, dispatch_count, timeout_ms";
+
+/// Rows a claim may take now. Served by the `due` / `queue_due` indexes.
+pub(crate) const DUE: &str = "namespace = ? {queue} AND next_at <= {now} \
+                              AND dispatch_count < max_count AND deadline_at > {now}";
+/// Due rows that may not be attempted again.
+pub(crate) const SPENT: &str = "namespace = ? AND next_at <= {now} \
+                                AND (deadline_at <= {now} OR dispatch_count >= max_count)";
+/// Ended rows whose delete time has passed.
+pub(crate) const EXPIRED: &str = "namespace = ? AND delete_at <= {now} AND next_at IS NULL";
+
+/// A claim: one UPDATE … RETURNING, or (MariaDB) a locking SELECT then an UPDATE by id.
+#[derive(Clone, Debug)]
+pub(crate) enum TwoStep {
+    /// One statement that changes the rows and returns them.
+    Returning(String),
+    /// `select` locks and returns the rows; `update` (with `{ids}`) changes them.
+    Locking { select: String, update: String },
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Statements {
+    /// Insert one task unless a live one holds its order number; returns the id.
+    /// Binds: namespace, name, queue, payload, order_no, live_key, status, timeout_ms,
+    /// next-in ms, deadline ms, delete ms, delete_after_ms, max_count.
+    pub insert: String,
+    /// `db` queue: claim up to N due rows of one queue. Binds: namespace, queue, limit.
+    pub claim_due: TwoStep,
+    /// Redis: mark up to N due rows offered. Binds: namespace, limit. Returns id, queue.
+    pub offer_due: TwoStep,
+    /// Claim offered rows by id (`{ids}`), for this namespace (`{ns}`).
+    pub claim_offered: TwoStep,
+    /// Renew the lease of attempts (`{ids}`, `{fence}`); returns id, timeout_ms.
+    pub renew: TwoStep,
+    /// Finish attempts (`{ids}`, `{fence}`); returns id.
+    pub finish: TwoStep,
+    /// Unfenced renew of whatever attempt runs now (the seed's `processing`). Binds: id, namespace.
+    pub processing: String,
+}
+
+impl Statements {
+    /// Renders every statement for one dialect, table and clock expression.
+    /// `namespace` is already a quoted SQL literal.
+    pub fn render(dialect: Dialect, table: &str, now: &str, namespace: &str) -> Statements {
+        let fill = |sql: &str| {
+            // The namespace goes in last: a `?` inside it is text, not a placeholder.
+            let sql = dialect.placeholders(sql.replace("{t}", table).replace("{now}", now));
+            sql.replace("{ns}", namespace)
+        };
+        let claim_set = "status = 30, dispatch_count = dispatch_count + 1, \
+                         next_at = {now} + timeout_ms, updated_at = {now}";
+        let due_select = |columns: &str, queue: &str| {
+            format!(
+                "SELECT {columns} FROM {{t}} WHERE {} ORDER BY next_at LIMIT ? {}",
+                DUE.replace("{queue}", queue),
+                dialect.skip_locked()
+            )
+        };
+        let two_step = |set: &str, filter: &str, returning: &str, lock_select: String| {
+            if dialect.update_returning() {
+                TwoStep::Returning(fill(&format!(
+                    "UPDATE {{t}} SET {set} WHERE {filter} RETURNING {returning}"
+                )))
+            } else {
+                TwoStep::Locking {
+                    select: fill(&lock_select),
+                    update: fill(&format!("UPDATE {{t}} SET {set} WHERE id IN ({{ids}})")),
+                }
+            }
+        };
+        let queue_filter = "AND queue = ?";
+        let claim_due = two_step(
+            claim_set,
+            &format!("id IN ({})", due_select("id", queue_filter)),
+            CLAIMED,
+            due_select(CLAIMED, queue_filter),
+        );
+        let offer_set = "status = 21, next_at = {now} + timeout_ms, updated_at = {now}";
+        let offer_due = two_step(
+            offer_set,
+            &format!("id IN ({})", due_select("id", "")),
+            "id, queue",
+            due_select("id, queue", ""),
+        );
+        // Offered rows of this namespace that may still be attempted. Locks taken by id.
+        let offered = "id IN ({ids}) AND namespace = {ns} AND status = 21 \
+                       AND dispatch_count < max_count AND deadline_at > {now}";
+        let claim_offered = two_step(
+            claim_set,
+            offered,
+            CLAIMED,
+            format!("SELECT {CLAIMED} FROM {{t}} WHERE {offered} ORDER BY id FOR UPDATE"),
+        );
+        // The attempt named by the fence is the latest claimed one and the task is live.
+        let fenced = "id IN ({ids}) AND namespace = {ns} AND status IN (20, 21, 30) \
+                      AND dispatch_count = {fence}";
+        let renew = two_step(
+            "status = 30, next_at = {now} + timeout_ms, updated_at = {now}",
+            &fenced.replace("(20, 21, 30)", "(21, 30)"),
+            "id, timeout_ms",
+            format!(
+                "SELECT id, timeout_ms FROM {{t}} WHERE {} ORDER BY id FOR UPDATE",
+                fenced.replace("(20, 21, 30)", "(21, 30)")
+            ),
+        );
+        let finish = two_step(
+            "status = 0, live_key = NULL, next_at = NULL, \
+             delete_at = {now} + delete_after_ms, updated_at = {now}",
+            fenced,
+            "id",
+            format!("SELECT id FROM {{t}} WHERE {fenced} ORDER BY id FOR UPDATE"),
+        );
+        let processing = fill(
+            "UPDATE {t} SET next_at = {now} + timeout_ms, updated_at = {now} \
+             WHERE id = ? AND namespace = ? AND status = 30 AND deadline_at > {now}",
+        );
+        let (insert_head, insert_tail) = dialect.insert_unless_live();
+        let insert = fill(&format!(
+            "{insert_head} {{t}} (namespace, name, queue, payload, order_no, live_key, status, \
+             timeout_ms, next_at, deadline_at, delete_at, delete_after_ms, max_count, \
+             dispatch_count, last_error, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, {{now}} + ?, {{now}} + ?, {{now}} + ?, ?, ?, 0, NULL, \
+             {{now}}, {{now}}) {insert_tail}"
+        ));
+        Statements {
+            insert,
+            claim_due,
+            offer_due,
+            claim_offered,
+            renew,
+            finish,
+            processing,
+        }
+    }
+}
+
+/// `{ids}` and `{fence}` for a batch of (task id, attempt): an id list and a CASE that
+/// maps each id to its attempt. Integers only, so the text is safe to inline.
+pub(crate) fn fill_fences(sql: &str, fences: &[(i64, i64)]) -> String {
+    let ids = id_list(fences.iter().map(|f| f.0));
+    let mut case = String::from("CASE id");
+    for (id, attempt) in fences {
+        case.push_str(&format!(" WHEN {id} THEN {attempt}"));
+    }
+    case.push_str(" END");
+    sql.replace("{ids}", &ids).replace("{fence}", &case)
+}
+
+/// A comma-separated list of integers.
+pub(crate) fn id_list(ids: impl IntoIterator<Item = i64>) -> String {
+    ids.into_iter().map(|id| id.to_string()).collect::<Vec<_>>().join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fences_render_as_integers_only() {
+        let sql = fill_fences("id IN ({ids}) AND dispatch_count = {fence}", &[(7, 2), (9, 1)]);
+        assert_eq!(sql, "id IN (7,9) AND dispatch_count = CASE id WHEN 7 THEN 2 WHEN 9 THEN 1 END");
+    }
+
+    #[test]
+    fn every_dialect_renders_its_own_claim() {
+        let pg = Statements::render(Dialect::Postgres, "t", "NOW_MS", "'default'");
+        match pg.claim_due {
+            TwoStep::Returning(sql) => {
+                assert!(sql.contains("FOR UPDATE SKIP LOCKED") && sql.contains("$3"), "{sql}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let my = Statements::render(Dialect::MySql, "t", "NOW_MS", "'default'");
+        assert!(matches!(my.claim_due, TwoStep::Locking { .. }));
+        assert!(!my.insert.contains("RETURNING"));
+    }
+}
