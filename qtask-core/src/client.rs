@@ -365,7 +365,10 @@ impl Client {
             return Ok(true);
         }
         let Err(failed) = self.inner.queue.offer(offers).await else {
-            self.inner.metrics.offered.fetch_add(offers.len() as u64, Ordering::Relaxed);
+            self.inner
+                .metrics
+                .offered
+                .fetch_add(offers.len() as u64, Ordering::Relaxed);
             return Ok(true);
         };
         tracing::warn!(error = %failed.error, count = failed.failed.len(),

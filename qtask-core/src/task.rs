@@ -307,7 +307,12 @@ impl<T> Fenced<T> {
 
 impl Message {
     /// Parses a claimed row's payload; an unreadable one is reported with its reason.
-    pub(crate) fn from_claim(fence: Fence, queue: String, payload: &str, lease_ms: i64) -> Result<Self, String> {
+    pub(crate) fn from_claim(
+        fence: Fence,
+        queue: String,
+        payload: &str,
+        lease_ms: i64,
+    ) -> Result<Self, String> {
         let input = match serde_json::from_str(payload) {
             Ok(Value::Object(map)) => map,
             Ok(_) => return Err("payload is not a JSON object".into()),

@@ -179,7 +179,9 @@ impl Slot {
                     counters.skipped.fetch_add(1, Ordering::Relaxed);
                 }
                 // The lease runs out and the task comes back: at least once.
-                Err(err) => tracing::warn!(error = %err, task_id = fence.task_id, "qtask worker: finish failed"),
+                Err(err) => {
+                    tracing::warn!(error = %err, task_id = fence.task_id, "qtask worker: finish failed")
+                }
             },
             Err(text) => {
                 counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -191,7 +193,9 @@ impl Slot {
                     Ok(Fenced::Stale) => {
                         counters.skipped.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(err) => tracing::warn!(error = %err, task_id = fence.task_id, "qtask worker: fail failed"),
+                    Err(err) => {
+                        tracing::warn!(error = %err, task_id = fence.task_id, "qtask worker: fail failed")
+                    }
                 }
             }
         }

@@ -6,7 +6,7 @@
 
 mod redis_support;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -96,11 +96,11 @@ async fn full_cycle(kind: DbKind) {
         .unwrap();
     assert!(many.iter().all(|cr| cr.dispatched));
     ids.extend(many.iter().map(|cr| cr.id));
-    assert_eq!(t.llen(&q).await, 10);
+    assert_eq!(t.queued(&q).await, 10);
 
     // The row is claimed by the create itself: a sweep pushes nothing more.
     assert_eq!(c.sweep_once().await.unwrap().dispatched, 0);
-    assert_eq!(t.llen(&q).await, 10);
+    assert_eq!(t.queued(&q).await, 10);
 
     for (i, id) in ids.iter().enumerate() {
         let m = c.pop(&q, Duration::from_secs(1)).await.unwrap().expect("message");
@@ -139,27 +139,23 @@ async fn full_cycle(kind: DbKind) {
     assert!(c.processing(m.task_id).await.unwrap());
     c.finish(m.task_id).await.unwrap();
 
-    // A stale duplicate of a finished task: popped, refused by processing.
-    t.lpush(&q, &m.to_json().to_string()).await;
-    let stale = c
-        .pop(&q, Duration::from_secs(1))
-        .await
-        .unwrap()
-        .expect("stale duplicate");
-    assert_eq!(stale.task_id, quick.id);
-    assert!(!c.processing(stale.task_id).await.unwrap());
-
-    // Something that is not a message is dropped, not handed out and not fatal.
-    t.lpush(&q, "not json").await;
+    // A stale copy of a finished task's offer: taken, refused by the claim, never handed out.
+    assert!(!c.processing(m.task_id).await.is_err());
+    t.offer_raw(&q, &format!("{:019}", m.task_id)).await;
     assert!(c.pop(&q, Duration::from_millis(200)).await.unwrap().is_none());
-    assert_eq!(t.llen(&q).await, 0);
+    assert_eq!(t.queued(&q).await, 0);
+
+    // Something that is not a task id is dropped, not handed out and not fatal.
+    t.offer_raw(&q, "not json").await;
+    assert!(c.pop(&q, Duration::from_millis(200)).await.unwrap().is_none());
+    assert_eq!(t.queued(&q).await, 0);
 
     // Order numbers: the second create returns the live task and pushes nothing.
     let first = c.create(task(200, &q).order_no("ORD-1")).await.unwrap();
     let again = c.create(task(200, &q).order_no("ORD-1")).await.unwrap();
     assert_eq!(again.id, first.id);
     assert!(again.existing && !again.dispatched);
-    assert_eq!(t.llen(&q).await, 1);
+    assert_eq!(t.queued(&q).await, 1);
     drain(&c, &q, Duration::from_millis(100)).await;
 
     // Delayed: not before its time, then pushed by one sweep.
@@ -225,7 +221,7 @@ async fn flush_and_recover(t: &mut Setup, queues: &[String]) {
     assert!(created.iter().all(|cr| cr.dispatched));
     let mut on_lists = 0;
     for q in queues {
-        on_lists += t.llen(q).await;
+        on_lists += t.queued(q).await;
     }
     assert_eq!(on_lists, N as i64);
 
@@ -243,7 +239,8 @@ async fn flush_and_recover(t: &mut Setup, queues: &[String]) {
     let mut seen = HashSet::new();
     for q in queues {
         for m in drain(&c, q, Duration::from_millis(200)).await {
-            assert_eq!(m.attempt, 2);
+            // The lost offers used no attempt: this is the first.
+            assert_eq!(m.attempt, 1);
             assert!(seen.insert(m.task_id), "task {} twice", m.task_id);
         }
     }
@@ -318,7 +315,7 @@ async fn worker_killed(kind: DbKind) {
     let status = child.wait().unwrap();
     assert!(!status.success());
 
-    assert_eq!(t.llen(&q).await, 0, "the message left with the killed worker");
+    assert_eq!(t.queued(&q).await, 0, "the message left with the killed worker");
     let row = c.get(created.id).await.unwrap();
     assert_eq!((row.status, row.count), (Status::Processing, 1));
 
@@ -539,7 +536,7 @@ async fn redis_down_at_create(kind: DbKind) {
         broken.create_many(vec![task(61, &q)]).await,
         Err(Error::Database(_))
     ));
-    assert_eq!(t.llen(&q).await, 0, "nothing pushed without a row");
+    assert_eq!(t.queued(&q).await, 0, "nothing pushed without a row");
     t.cleanup().await;
 }
 
@@ -569,27 +566,21 @@ async fn two_sweepers(kind: DbKind) {
             "{}: round {round}: a {ra} + b {rb}",
             kind.name()
         );
-        let mut per_task: BTreeMap<i64, u32> = BTreeMap::new();
-        for text in t.lrange(&q).await {
-            let m = Message::from_json(&q, &text).unwrap();
-            assert_eq!(m.attempt, round);
-            *per_task.entry(m.task_id).or_default() += 1;
-        }
-        let twice: Vec<_> = per_task.iter().filter(|(_, n)| **n > 1).collect();
-        assert!(twice.is_empty(), "round {round}: pushed twice: {twice:?}");
-        assert_eq!(
-            per_task.keys().copied().collect::<HashSet<_>>(),
-            ids,
-            "round {round}"
-        );
+        // One offer per task: ZADD NX keeps one copy even if a row were offered twice.
+        let members: HashSet<i64> = t.offered(&q).await.iter().map(|m| m.parse().unwrap()).collect();
+        assert_eq!(members, ids, "round {round}");
         eprintln!(
             "two_sweepers/{} round {round}: a reported {ra}, b reported {rb}",
             kind.name()
         );
-        // Workers take the messages but never finish: the next round re-sends all.
+        // Workers claim every task but never finish: the next round offers all again,
+        // and each claim is the next attempt.
+        let mut claimed = 0;
         while let Some(m) = a.pop(&q, Duration::ZERO).await.unwrap() {
-            assert!(a.processing(m.task_id).await.unwrap());
+            assert_eq!(m.attempt, round);
+            claimed += 1;
         }
+        assert_eq!(claimed, N, "round {round}");
     }
     b.close().await;
     t.cleanup().await;
@@ -638,7 +629,7 @@ async fn cluster_full_cycle(kind: DbKind) {
             .push(cr.id);
     }
     for q in &queues {
-        assert_eq!(t.llen(q).await, 5, "{q}");
+        assert_eq!(t.queued(q).await, 5, "{q}");
         let got: Vec<i64> = drain(&c, q, Duration::from_millis(200))
             .await
             .iter()

@@ -23,7 +23,9 @@ pub(crate) async fn run_once(ctx: &Context) -> Result<u64> {
             ctx.store.withdraw(&failed.failed).await?;
             return Err(failed.error);
         }
-        ctx.metrics.offered.fetch_add(offers.len() as u64, Ordering::Relaxed);
+        ctx.metrics
+            .offered
+            .fetch_add(offers.len() as u64, Ordering::Relaxed);
         Ok(offers.len() as u64)
     })
     .await

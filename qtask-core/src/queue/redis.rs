@@ -1,8 +1,8 @@
 //! The Redis queue: one sorted set of offered task ids per namespace and queue,
 //! `{prefix}:{namespace}:{<queue>}:offers`. The braces are a hash tag, so in a Redis
 //! Cluster every key of one queue lives in one slot. An offer is `ZADD NX` (scored by
-//! the time of the first offer, so first in, first out, and a task is on its queue at
-//! most once however often it is offered); a fetch pops up to N ids (`ZPOPMIN`, or
+//! the time of the first offer, then by id, so first in, first out, and a task is on
+//! its queue at most once however often it is offered); a fetch pops up to N ids (`ZPOPMIN`, or
 //! `BZPOPMIN` while the queue is empty) and claims them in one statement.
 //!
 //! Redis only carries offers: the task table is the truth. An offer lost with Redis
@@ -324,7 +324,7 @@ impl Queue for RedisQueue {
             let mut cmd = redis::cmd("ZADD");
             cmd.arg(self.key(queue)).arg("NX");
             for id in ids {
-                cmd.arg(score).arg(*id);
+                cmd.arg(score).arg(member(*id));
             }
             cmd
         };
@@ -400,6 +400,12 @@ impl Queue for RedisQueue {
             }
         }
     }
+}
+
+/// A task id as a sorted-set member: zero-padded, so offers made in the same
+/// millisecond (same score) come out in id order, which is creation order.
+fn member(id: i64) -> String {
+    format!("{id:019}")
 }
 
 fn unix_ms() -> f64 {

@@ -17,17 +17,16 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Connection, Executor, Row};
 
 pub use claims::Offer;
-pub(crate) use outcomes::MAX_BATCH;
 pub use dialect::{redact, Dialect};
 pub use explain::Plan;
-
+pub(crate) use outcomes::MAX_BATCH;
 
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::task::{Stats, Status, Task, ValidTask};
-use statements::{Statements, EXPIRED, OFFERED, SPENT};
 pub(crate) use statements::DUE;
+use statements::{Statements, EXPIRED, OFFERED, SPENT};
 
 /// Live rows are kept at least this long, as in the seed (7 days after creation).
 const LIVE_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
@@ -256,8 +255,8 @@ impl Store {
             sqlx::query_scalar(self.sql("SELECT status FROM {t} WHERE id = ? AND namespace = ?"))
                 .bind(id)
                 .bind(&self.namespace)
-            .fetch_optional(&self.pool)
-            .await?;
+                .fetch_optional(&self.pool)
+                .await?;
         code.map(Status::from_code).transpose()
     }
 

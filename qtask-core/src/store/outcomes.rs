@@ -27,7 +27,11 @@ impl Store {
         }
         Ok(fences
             .iter()
-            .map(|f| leases.get(&f.task_id).map_or(Fenced::Stale, |l| Fenced::Current(*l)))
+            .map(|f| {
+                leases
+                    .get(&f.task_id)
+                    .map_or(Fenced::Stale, |l| Fenced::Current(*l))
+            })
             .collect())
     }
 
@@ -41,7 +45,13 @@ impl Store {
             .collect::<Result<std::collections::HashSet<_>, _>>()?;
         Ok(fences
             .iter()
-            .map(|f| if done.contains(&f.task_id) { Fenced::Current(()) } else { Fenced::Stale })
+            .map(|f| {
+                if done.contains(&f.task_id) {
+                    Fenced::Current(())
+                } else {
+                    Fenced::Stale
+                }
+            })
             .collect())
     }
 
@@ -67,7 +77,12 @@ impl Store {
 
     /// Records a failed attempt: waiting again after `backoff_ms`, or failed for good when
     /// no attempt or time is left. Returns the status it ends in, or stale.
-    pub(crate) async fn fail_attempt(&self, fence: Fence, error: &str, backoff_ms: i64) -> Result<Fenced<Status>> {
+    pub(crate) async fn fail_attempt(
+        &self,
+        fence: Fence,
+        error: &str,
+        backoff_ms: i64,
+    ) -> Result<Fenced<Status>> {
         let give_up = "(dispatch_count >= max_count OR {now} + ? >= deadline_at)";
         let status = format!("CASE WHEN {give_up} THEN 90 ELSE 20 END");
         let (status_set, returning) = match self.dialect {
@@ -75,15 +90,17 @@ impl Store {
             Dialect::MySql => (format!("LAST_INSERT_ID({status})"), ""),
             _ => (status, " RETURNING status"),
         };
-        let sql = self.sql(&format!(
-            "UPDATE {{t}} SET last_error = ?, updated_at = {{now}}, \
+        let sql = self
+            .sql(&format!(
+                "UPDATE {{t}} SET last_error = ?, updated_at = {{now}}, \
              delete_at = CASE WHEN {give_up} THEN {} ELSE delete_at END, \
              live_key = CASE WHEN {give_up} THEN NULL ELSE live_key END, \
              next_at = CASE WHEN {give_up} THEN NULL ELSE {{now}} + ? END, \
              status = {status_set} \
              WHERE id = ? AND namespace = ? AND status IN {LIVE} AND dispatch_count = ?{returning}",
-            self.dialect.greatest("delete_at", "{now} + delete_after_ms"),
-        )).0;
+                self.dialect.greatest("delete_at", "{now} + delete_after_ms"),
+            ))
+            .0;
         let run = || async {
             let query = sqlx::query(AssertSqlSafe(sql.as_str()))
                 .bind(error)
@@ -118,10 +135,12 @@ impl Store {
 
     /// Cancels a task from within its attempt.
     pub(crate) async fn cancel_attempt(&self, fence: Fence) -> Result<Fenced<()>> {
-        let sql = self.sql(&format!(
-            "UPDATE {{t}} SET status = 91, live_key = NULL, next_at = NULL, updated_at = {{now}} \
+        let sql = self
+            .sql(&format!(
+                "UPDATE {{t}} SET status = 91, live_key = NULL, next_at = NULL, updated_at = {{now}} \
              WHERE id = ? AND namespace = ? AND status IN {LIVE} AND dispatch_count = ?"
-        )).0;
+            ))
+            .0;
         let run = || async {
             let done = sqlx::query(AssertSqlSafe(sql.as_str()))
                 .bind(fence.task_id)
@@ -170,11 +189,13 @@ impl Store {
 
     /// Unfenced finish: finishing twice is fine; finishing a cancelled task is an error.
     pub(crate) async fn finish(&self, id: i64) -> Result<()> {
-        let sql = self.sql(
-            "UPDATE {t} SET status = 0, live_key = NULL, next_at = NULL, \
+        let sql = self
+            .sql(
+                "UPDATE {t} SET status = 0, live_key = NULL, next_at = NULL, \
              delete_at = {now} + delete_after_ms, updated_at = {now} \
              WHERE id = ? AND namespace = ? AND status IN (20, 21, 30, 90)",
-        ).0;
+            )
+            .0;
         let run = || async {
             let done = sqlx::query(AssertSqlSafe(sql.as_str()))
                 .bind(id)
@@ -197,12 +218,14 @@ impl Store {
     /// (an ended task keeps its status).
     pub(crate) async fn fail(&self, id: i64, error: &str, backoff: impl Fn(i64) -> i64) -> Result<Status> {
         for _ in 0..5 {
-            let row = sqlx::query(self.sql("SELECT dispatch_count, status FROM {t} WHERE id = ? AND namespace = ?"))
-                .bind(id)
-                .bind(self.namespace())
-                .fetch_optional(&self.pool)
-                .await?
-                .ok_or(Error::NotFound(id))?;
+            let row = sqlx::query(
+                self.sql("SELECT dispatch_count, status FROM {t} WHERE id = ? AND namespace = ?"),
+            )
+            .bind(id)
+            .bind(self.namespace())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(Error::NotFound(id))?;
             let (attempt, code): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
             let status = Status::from_code(code)?;
             if !status.is_live() {
@@ -213,15 +236,19 @@ impl Store {
                 return Ok(status);
             }
         }
-        Err(Error::InvalidState(format!("task {id} kept starting new attempts while failing it")))
+        Err(Error::InvalidState(format!(
+            "task {id} kept starting new attempts while failing it"
+        )))
     }
 
     /// Unfenced cancel: cancelling twice is fine, cancelling an ended task is an error.
     pub(crate) async fn cancel(&self, id: i64) -> Result<()> {
-        let sql = self.sql(&format!(
-            "UPDATE {{t}} SET status = 91, live_key = NULL, next_at = NULL, updated_at = {{now}} \
+        let sql = self
+            .sql(&format!(
+                "UPDATE {{t}} SET status = 91, live_key = NULL, next_at = NULL, updated_at = {{now}} \
              WHERE id = ? AND namespace = ? AND status IN {LIVE}"
-        )).0;
+            ))
+            .0;
         let run = || async {
             let done = sqlx::query(AssertSqlSafe(sql.as_str()))
                 .bind(id)

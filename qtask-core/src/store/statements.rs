@@ -164,7 +164,10 @@ pub(crate) fn fill_fences(sql: &str, fences: &[(i64, i64)]) -> String {
 
 /// A comma-separated list of integers.
 pub(crate) fn id_list(ids: impl IntoIterator<Item = i64>) -> String {
-    ids.into_iter().map(|id| id.to_string()).collect::<Vec<_>>().join(",")
+    ids.into_iter()
+        .map(|id| id.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]
@@ -174,7 +177,10 @@ mod tests {
     #[test]
     fn fences_render_as_integers_only() {
         let sql = fill_fences("id IN ({ids}) AND dispatch_count = {fence}", &[(7, 2), (9, 1)]);
-        assert_eq!(sql, "id IN (7,9) AND dispatch_count = CASE id WHEN 7 THEN 2 WHEN 9 THEN 1 END");
+        assert_eq!(
+            sql,
+            "id IN (7,9) AND dispatch_count = CASE id WHEN 7 THEN 2 WHEN 9 THEN 1 END"
+        );
     }
 
     #[test]
@@ -182,7 +188,10 @@ mod tests {
         let pg = Statements::render(Dialect::Postgres, "t", "NOW_MS", "'default'");
         match pg.claim_due {
             TwoStep::Returning(sql) => {
-                assert!(sql.contains("FOR UPDATE SKIP LOCKED") && sql.contains("$3"), "{sql}")
+                assert!(
+                    sql.contains("FOR UPDATE SKIP LOCKED") && sql.contains("$3"),
+                    "{sql}"
+                )
             }
             other => panic!("{other:?}"),
         }

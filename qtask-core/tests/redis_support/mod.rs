@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use qtask_core::queue::list_key;
+use qtask_core::queue::offers_key;
 use qtask_core::sqlx::{self, AssertSqlSafe};
 use qtask_core::{Client, Clock, Config};
 use redis::aio::MultiplexedConnection;
@@ -207,28 +207,30 @@ impl Setup {
     }
 
     pub fn key(&self, queue: &str) -> String {
-        list_key(&self.config.redis_prefix, &self.config.namespace, queue)
+        offers_key(&self.config.redis_prefix, &self.config.namespace, queue)
     }
 
-    pub async fn llen(&mut self, queue: &str) -> i64 {
+    /// Offers on a queue's sorted set.
+    pub async fn queued(&mut self, queue: &str) -> i64 {
         let key = self.key(queue);
-        let mut cmd = redis::cmd("LLEN");
+        let mut cmd = redis::cmd("ZCARD");
         cmd.arg(key);
         self.query(cmd).await
     }
 
-    /// The messages on a list, as Redis holds them (newest first).
-    pub async fn lrange(&mut self, queue: &str) -> Vec<String> {
+    /// The members of a queue's sorted set, oldest offer first.
+    pub async fn offered(&mut self, queue: &str) -> Vec<String> {
         let key = self.key(queue);
-        let mut cmd = redis::cmd("LRANGE");
+        let mut cmd = redis::cmd("ZRANGE");
         cmd.arg(key).arg(0).arg(-1);
         self.query(cmd).await
     }
 
-    pub async fn lpush(&mut self, queue: &str, text: &str) {
+    /// Puts a member on a queue by hand (a stale copy, or something not ours).
+    pub async fn offer_raw(&mut self, queue: &str, member: &str) {
         let key = self.key(queue);
-        let mut cmd = redis::cmd("LPUSH");
-        cmd.arg(key).arg(text);
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(key).arg(0).arg(member);
         let _: i64 = self.query(cmd).await;
     }
 
