@@ -165,3 +165,55 @@ pub fn redis() -> Option<String> {
     eprintln!("SKIP: redis not reachable at {url} (run scripts/services.sh)");
     None
 }
+
+/// One database × queue pair under test.
+#[derive(Clone, Debug)]
+pub struct Pair {
+    pub db: Db,
+    /// `db`, or a Redis URL.
+    pub queue: String,
+}
+
+impl Pair {
+    pub fn name(&self) -> String {
+        let queue = if self.queue == "db" { "db" } else { "redis" };
+        format!("{}+{queue}", self.db.name)
+    }
+
+    pub fn carries_offers(&self) -> bool {
+        self.queue != "db"
+    }
+}
+
+/// Every database (see [`databases`]) with the `db` queue and with Redis.
+pub async fn pairs() -> Vec<Pair> {
+    let redis = redis();
+    let mut out = Vec::new();
+    for db in databases().await {
+        out.push(Pair {
+            db: db.clone(),
+            queue: "db".into(),
+        });
+        if let Some(url) = &redis {
+            out.push(Pair {
+                db,
+                queue: url.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// A fresh table (and Redis key prefix) for one pair; sweeper off, shared test clock.
+pub async fn fresh_pair(pair: &Pair) -> (Client, Clock) {
+    let prefix = unique_prefix();
+    let clock = Clock::database();
+    let config = Config {
+        queue: pair.queue.clone(),
+        redis_prefix: format!("qtest:{prefix}"),
+        ..config(&pair.db, &prefix, &clock)
+    };
+    let client = Client::open(config).await.expect("open");
+    client.install().await.expect("install");
+    (client, clock)
+}
