@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use qtask_core::sqlx::{self, AnyPool, AssertSqlSafe};
+use qtask_core::sqlx::{self, AnyPool, AssertSqlSafe, Executor};
 use qtask_core::store::{redact, Dialect};
 use qtask_core::{Client, Config, Message, NewTask, Worker};
 use serde_json::json;
@@ -21,13 +21,17 @@ const USAGE: &str = "\
 qtask-bench: tasks per second of create, create_many and create->pop->processing->finish,
 with a raw sqlx INSERT+UPDATE+DELETE baseline on the same server in the same run.
 
-usage: qtask-bench [--db URL]... [--n N] [--parallel P] [--redis URL | --no-redis]
+usage: qtask-bench [--db URL]... [--n N] [--parallel P] [--drain D] [--drain-concurrency C]
+                   [--redis URL | --no-redis]
 
   --db URL       a database to measure; repeat for several (default: a SQLite file in
                  $TMPDIR, $QTASK_TEST_PG_URL, $QTASK_TEST_MYSQL_URL, with the defaults of
                  scripts/env.sh); a server that cannot be reached is skipped, loudly
   --n N          tasks per measurement (default 500)
   --parallel P   concurrent loops in the parallel rows (default 4)
+  --drain D      tasks in the large drain row (default 20000; 0 skips it)
+  --drain-concurrency C
+                 Worker concurrency of the large drain row (default 32)
   --redis URL    also measure every database with this Redis as the queue
                  (default $QTASK_TEST_REDIS_URL when set)
   --no-redis     measure only the db queue";
@@ -42,6 +46,8 @@ struct Args {
     dbs: Vec<String>,
     n: u64,
     parallel: usize,
+    drain: u64,
+    drain_concurrency: usize,
     redis: Option<String>,
 }
 
@@ -50,6 +56,8 @@ fn parse_args() -> Result<Option<Args>, String> {
         dbs: Vec::new(),
         n: 500,
         parallel: 4,
+        drain: 20_000,
+        drain_concurrency: 32,
         redis: env("QTASK_TEST_REDIS_URL"),
     };
     let mut it = std::env::args().skip(1);
@@ -69,6 +77,12 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--db" => args.dbs.push(value()?),
             "--n" => args.n = value()?.parse().map_err(|_| "--n must be a number")?,
             "--parallel" => args.parallel = value()?.parse().map_err(|_| "--parallel must be a number")?,
+            "--drain" => args.drain = value()?.parse().map_err(|_| "--drain must be a number")?,
+            "--drain-concurrency" => {
+                args.drain_concurrency = value()?
+                    .parse()
+                    .map_err(|_| "--drain-concurrency must be a number")?
+            }
             "--redis" => args.redis = Some(value()?),
             "--no-redis" => args.redis = None,
             _ => return Err(format!("unknown argument {arg:?} (try --help)")),
@@ -407,7 +421,75 @@ impl Target {
             drain,
             base,
         ));
+        if args.drain > 0 {
+            // The ceiling: the SQL one task needs, 500 tasks per transaction, 3 statements.
+            let ceiling = self.raw_batched(args.drain, 500).await?;
+            let drain = self.worker_drain(args.drain, args.drain_concurrency).await?;
+            let ceiling = ceiling.min(self.raw_batched(args.drain, 500).await?);
+            let base = Some(args.drain as f64 / ceiling.as_secs_f64());
+            rows.push(self.row(
+                "ceiling: INSERT+UPDATE+DELETE, 500 tasks per transaction".into(),
+                args.drain,
+                ceiling,
+                None,
+            ));
+            rows.push(self.row(
+                format!(
+                    "Worker(concurrency {}) drains queued tasks",
+                    args.drain_concurrency
+                ),
+                args.drain,
+                drain,
+                base,
+            ));
+        }
         Ok(())
+    }
+
+    /// The ceiling of the same database: each task's INSERT, UPDATE and DELETE, batched
+    /// `batch` tasks per transaction with one multi-row statement each.
+    async fn raw_batched(&self, n: u64, batch: u64) -> Result<Duration, String> {
+        let t = &self.raw_table;
+        let d = self.dialect();
+        let start = Instant::now();
+        let mut left = n;
+        while left > 0 {
+            let size = left.min(batch);
+            left -= size;
+            let values: Vec<String> = (0..size).map(|i| format!("('{{\"n\": {i}}}', 20)")).collect();
+            let mut tx = self.pool().begin().await.map_err(|e| e.to_string())?;
+            let insert = format!("INSERT INTO {t} (payload, status) VALUES {}", values.join(","));
+            let ids: Vec<i64> = if d == Dialect::MySql {
+                let done = (&mut *tx)
+                    .execute(AssertSqlSafe(insert))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                // InnoDB gives one multi-row insert consecutive ids (lock mode 1 and 2 alike
+                // for a single statement of known size).
+                let first = done.last_insert_id().unwrap_or_default();
+                (first..first + size as i64).collect()
+            } else {
+                use sqlx::Row;
+                let rows = (&mut *tx)
+                    .fetch_all(AssertSqlSafe(format!("{insert} RETURNING id")))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                rows.iter().map(|r| r.get::<i64, _>(0)).collect()
+            };
+            let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+            (&mut *tx)
+                .execute(AssertSqlSafe(format!(
+                    "UPDATE {t} SET status = 30 WHERE id IN ({list})"
+                )))
+                .await
+                .map_err(|e| e.to_string())?;
+            (&mut *tx)
+                .execute(AssertSqlSafe(format!("DELETE FROM {t} WHERE id IN ({list})")))
+                .await
+                .map_err(|e| e.to_string())?;
+            tx.commit().await.map_err(|e| e.to_string())?;
+        }
+        Ok(start.elapsed())
     }
 
     /// The floor: a task's smallest life in the same database through the same driver,

@@ -4,7 +4,7 @@
 //! finishes of many slots share one commit. A stop lets running handlers end.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +19,11 @@ use crate::task::{Fenced, Message, Status};
 
 /// How long one fetch waits for work; also how soon a stop request is noticed.
 const POLL_WAIT: Duration = Duration::from_millis(500);
+/// Claims in flight at once: the next is made while the previous one's commit is slow.
+const MAX_FETCHES: usize = 2;
+/// After the first slot frees up, the fetcher waits at most this long for half of the
+/// slots to be free, so that claims go in batches instead of one by one as handlers end.
+const GATHER: Duration = Duration::from_millis(2);
 /// Back-off while the database or queue is unreachable: never exit, never spin.
 const MAX_ERROR_PAUSE: Duration = Duration::from_secs(5);
 
@@ -73,59 +78,57 @@ impl Worker {
         let handler = Arc::new(handler);
         let counters = Arc::new(Counters::default());
         let slots = Arc::new(Semaphore::new(self.concurrency));
+        // Claimed tasks whose outcome has not committed yet: bounded, so a slow
+        // database holds the fetcher back instead of piling up work.
+        let capacity = (self.concurrency * 4).max(256);
+        let unsettled = Arc::new(Semaphore::new(capacity));
+        let fetches = Arc::new(Semaphore::new(MAX_FETCHES));
+        let errors = Arc::new(AtomicU32::new(0));
         let mut running = JoinSet::new();
-        let mut errors = 0u32;
         tokio::pin!(shutdown);
-        let mut stopping = false;
-        while !stopping {
+        loop {
+            let fetch_permit = tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                permit = fetches.clone().acquire_owned() => permit.expect("never closed"),
+            };
             let first = tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
-                permit = slots.clone().acquire_owned() => permit.expect("the slots are never closed"),
+                permit = slots.clone().acquire_owned() => permit.expect("never closed"),
             };
-            let mut free = vec![first];
-            while let Ok(permit) = slots.clone().try_acquire_owned() {
-                free.push(permit);
-            }
+            let free = gather(&slots, first, self.concurrency.div_ceil(2)).await;
+            let Ok(settle) = unsettled.clone().try_acquire_many_owned(free.len() as u32) else {
+                // Outcomes lag behind: let them commit before claiming more.
+                drop(free);
+                let _ = unsettled
+                    .clone()
+                    .acquire_many_owned(self.concurrency as u32)
+                    .await;
+                continue;
+            };
             while running.try_join_next().is_some() {}
-            // A fetch in flight is never dropped: what it claimed is run, even when
-            // the stop comes meanwhile.
-            let fetch = self.client.fetch(&self.queue, free.len(), POLL_WAIT);
-            tokio::pin!(fetch);
-            let fetched = tokio::select! {
-                fetched = &mut fetch => fetched,
-                _ = &mut shutdown => {
-                    stopping = true;
-                    fetch.await
-                }
+            let fetch = Fetch {
+                client: self.client.clone(),
+                queue: self.queue.clone(),
+                counters: counters.clone(),
+                errors: errors.clone(),
             };
-            match fetched {
-                Ok(messages) => {
-                    errors = 0;
-                    for (message, permit) in messages.into_iter().zip(free.drain(..)) {
-                        let slot = Slot {
-                            client: self.client.clone(),
-                            counters: counters.clone(),
-                            _permit: permit,
-                        };
-                        running.spawn(slot.run(message, handler.clone()));
-                    }
-                }
-                Err(err) => {
-                    drop(free);
-                    errors += 1;
-                    if errors.is_power_of_two() {
-                        tracing::warn!(error = %err, queue = %self.queue, "qtask worker: fetch failed; retrying");
-                    }
-                    let pause = Duration::from_millis(100 * u64::from(errors.min(50))).min(MAX_ERROR_PAUSE);
-                    tokio::select! {
-                        _ = sleep(pause) => {}
-                        _ = &mut shutdown => break,
-                    }
+            running.spawn(fetch.run(free, settle, fetch_permit, handler.clone()));
+            // After a failed fetch, pause before the next (never exit, never spin).
+            let failures = errors.load(Ordering::Relaxed);
+            if failures > 0 {
+                let pause = Duration::from_millis(100 * u64::from(failures.min(50))).min(MAX_ERROR_PAUSE);
+                tokio::select! {
+                    _ = sleep(pause) => {}
+                    _ = &mut shutdown => break,
                 }
             }
         }
+        // Fetches in flight still hand out what they claimed: every claimed task runs.
         while running.join_next().await.is_some() {}
+        // Every claimed task holds one of these until its outcome committed.
+        let _all_settled = unsettled.acquire_many(capacity as u32).await;
         Ok(WorkerReport {
             finished: counters.finished.load(Ordering::Relaxed),
             failed: counters.failed.load(Ordering::Relaxed),
@@ -134,15 +137,81 @@ impl Worker {
     }
 }
 
-/// One running task; its permit frees the slot when it ends.
+/// Takes free slots until `enough` are held, or [`GATHER`] passed since the first.
+async fn gather(
+    slots: &Arc<Semaphore>,
+    first: OwnedSemaphorePermit,
+    enough: usize,
+) -> Vec<OwnedSemaphorePermit> {
+    let mut free = vec![first];
+    let until = tokio::time::Instant::now() + GATHER;
+    loop {
+        while let Ok(permit) = slots.clone().try_acquire_owned() {
+            free.push(permit);
+        }
+        if free.len() >= enough {
+            return free;
+        }
+        tokio::select! {
+            permit = slots.clone().acquire_owned() => free.push(permit.expect("never closed")),
+            _ = tokio::time::sleep_until(until) => return free,
+        }
+    }
+}
+
+/// One claim of up to as many tasks as it holds slots for.
+struct Fetch {
+    client: Client,
+    queue: String,
+    counters: Arc<Counters>,
+    errors: Arc<AtomicU32>,
+}
+
+impl Fetch {
+    async fn run<H, Fut>(
+        self,
+        mut free: Vec<OwnedSemaphorePermit>,
+        mut settle: OwnedSemaphorePermit,
+        _in_flight: OwnedSemaphorePermit,
+        handler: Arc<H>,
+    ) where
+        H: Fn(Message) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<(), String>> + Send + 'static,
+    {
+        match self.client.fetch(&self.queue, free.len(), POLL_WAIT).await {
+            Ok(messages) => {
+                self.errors.store(0, Ordering::Relaxed);
+                for message in messages {
+                    let slot = Slot {
+                        client: self.client.clone(),
+                        counters: self.counters.clone(),
+                        permit: free.pop(),
+                        _settle: settle.split(1),
+                    };
+                    tokio::spawn(slot.run(message, handler.clone()));
+                }
+            }
+            Err(err) => {
+                let failures = self.errors.fetch_add(1, Ordering::Relaxed) + 1;
+                if failures.is_power_of_two() {
+                    tracing::warn!(error = %err, queue = %self.queue, "qtask worker: fetch failed; retrying");
+                }
+            }
+        }
+    }
+}
+
+/// One claimed task. Its slot frees up as soon as the handler returns; its outcome
+/// then commits with others, and only after that is it counted (and `_settle` freed).
 struct Slot {
     client: Client,
     counters: Arc<Counters>,
-    _permit: OwnedSemaphorePermit,
+    permit: Option<OwnedSemaphorePermit>,
+    _settle: Option<OwnedSemaphorePermit>,
 }
 
 impl Slot {
-    async fn run<H, Fut>(self, message: Message, handler: Arc<H>)
+    async fn run<H, Fut>(mut self, message: Message, handler: Arc<H>)
     where
         H: Fn(Message) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = std::result::Result<(), String>> + Send + 'static,
@@ -165,6 +234,7 @@ impl Slot {
                 }
             }
         };
+        drop(self.permit.take());
         let result = match outcome {
             Ok(result) => result,
             Err(join) => Err(format!("handler panicked: {join}")),
