@@ -134,7 +134,7 @@ impl Client {
         let valid = ValidTask::check(&task, Duration::ZERO, self.inner.config.max_payload_bytes)?;
         let offers = self.inner.queue.carries_offers();
         let inserted = self.inner.store.insert(conn, &valid, offers).await?;
-        let offer = (offers && !inserted.existing).then(|| Offer {
+        let offer = (offers && !inserted.existing).then_some(Offer {
             task_id: inserted.id,
             queue: task.queue,
         });

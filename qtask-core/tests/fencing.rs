@@ -257,3 +257,33 @@ async fn the_worker_counts_a_stale_attempt_as_skipped() {
         drop_table(&c).await;
     }
 }
+
+/// PostgreSQL with the `db` queue: a task created due now sends a notification that
+/// wakes waiting fetchers (on the table's channel, with the queue as payload); a
+/// delayed one does not.
+#[tokio::test]
+async fn postgres_notifies_fetchers_of_new_tasks() {
+    for pair in pairs().await {
+        if pair.db.name != "postgres" || pair.carries_offers() {
+            continue;
+        }
+        let (c, _clock) = fresh_pair(&pair).await;
+        let mut listener = qtask_core::sqlx::postgres::PgListener::connect(&pair.db.url)
+            .await
+            .unwrap();
+        listener
+            .listen(&format!("{}_due", c.store().table()))
+            .await
+            .unwrap();
+        c.create(task(1)).await.unwrap();
+        c.delay(task(0), Duration::from_secs(60)).await.unwrap();
+        let note = tokio::time::timeout(Duration::from_secs(5), listener.recv())
+            .await
+            .expect("a notification")
+            .unwrap();
+        assert_eq!(note.payload(), Q);
+        let more = tokio::time::timeout(Duration::from_millis(500), listener.recv()).await;
+        assert!(more.is_err(), "the delayed task sent none: {more:?}");
+        drop_table(&c).await;
+    }
+}

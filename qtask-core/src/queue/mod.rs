@@ -48,7 +48,7 @@ pub trait Queue: Send + Sync + Debug {
 /// Opens the queue a config names.
 pub async fn connect(config: &Config, store: &Store) -> Result<Arc<dyn Queue>> {
     if config.queue == DB_QUEUE {
-        return Ok(Arc::new(DbQueue::new(store.clone())));
+        return Ok(Arc::new(DbQueue::new(store.clone(), config)));
     }
     if config.queue.starts_with("redis://")
         || config.queue.starts_with("rediss://")

@@ -122,6 +122,11 @@ impl Store {
         now_expr(self.dialect, self.clock.offset_ms())
     }
 
+    /// The PostgreSQL notification channel that wakes this table's `db`-queue fetchers.
+    pub(crate) fn wake_channel(&self) -> String {
+        format!("{}_due", self.table)
+    }
+
     pub fn namespace(&self) -> &str {
         &self.namespace
     }
@@ -198,8 +203,14 @@ impl Store {
         } else {
             (Status::Waiting.code(), task.delay_ms)
         };
+        // A task due now on the `db` queue wakes the fetchers that wait for it.
+        let wake = match &statements.insert_and_wake {
+            Some(sql) if !offered && task.delay_ms == 0 => Some(sql.as_str()),
+            _ => None,
+        };
+        let channel = self.wake_channel();
         for _ in 0..3 {
-            let query = sqlx::query(AssertSqlSafe(statements.insert.as_str()))
+            let mut query = sqlx::query(AssertSqlSafe(wake.unwrap_or(statements.insert.as_str())))
                 .bind(&self.namespace)
                 .bind(&task.name)
                 .bind(&task.queue)
@@ -213,6 +224,9 @@ impl Store {
                 .bind(task.deadline_ms.max(LIVE_RETENTION_MS))
                 .bind(task.delete_after_ms)
                 .bind(task.max_count);
+            if wake.is_some() {
+                query = query.bind(channel.clone());
+            }
             let inserted_id = if self.dialect == Dialect::MySql {
                 let done = query.execute(&mut *conn).await?;
                 match done.rows_affected() {

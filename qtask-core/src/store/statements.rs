@@ -40,6 +40,9 @@ pub(crate) struct Statements {
     /// Binds: namespace, name, queue, payload, order_no, live_key, status, timeout_ms,
     /// next-in ms, deadline ms, delete ms, delete_after_ms, max_count.
     pub insert: String,
+    /// PostgreSQL: [`Statements::insert`] that also wakes the `db` queue's fetchers
+    /// (NOTIFY, sent when the inserting transaction commits). Extra binds: channel, queue.
+    pub insert_and_wake: Option<String>,
     /// `db` queue: claim up to N due rows of one queue. Binds: namespace, queue, limit.
     pub claim_due: TwoStep,
     /// Redis: mark up to N due rows offered. Binds: namespace, limit. Returns id, queue.
@@ -138,8 +141,16 @@ impl Statements {
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, {{now}} + ?, {{now}} + ?, {{now}} + ?, ?, ?, 0, NULL, \
              {{now}}, {{now}}) {insert_tail}"
         ));
+        let insert_and_wake = (dialect == Dialect::Postgres).then(|| {
+            let insert = insert.replace("RETURNING id", "RETURNING id, queue");
+            format!(
+                "WITH ins AS ({insert}) SELECT ins.id FROM ins \
+                 CROSS JOIN LATERAL (SELECT pg_notify($14, ins.queue)) AS wake"
+            )
+        });
         Statements {
             insert,
+            insert_and_wake,
             claim_due,
             offer_due,
             claim_offered,
