@@ -30,6 +30,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     maintainer: Mutex<Option<Maintainer>>,
     closed: AtomicBool,
+    /// Issue 11: paused queues, read at most once per sweep interval (admin.rs).
+    paused: crate::admin::PausedCache,
 }
 
 /// Dispatches a task created in a caller's transaction, after that transaction commits
@@ -72,6 +74,7 @@ impl Client {
                 metrics: Arc::default(),
                 maintainer: Mutex::new(None),
                 closed: AtomicBool::new(false),
+                paused: Default::default(),
                 config,
             }),
         };
@@ -219,6 +222,11 @@ impl Client {
     pub async fn pop(&self, queue: &str, wait: Duration) -> Result<Option<Message>> {
         self.check_open()?;
         check_key("queue", queue)?;
+        // Issue 11, pause: a paused queue delivers nothing (its messages stay queued).
+        if self.queue_paused(queue).await? {
+            tokio::time::sleep(wait.min(self.inner.config.sweep_interval)).await;
+            return Ok(None);
+        }
         let message = self.inner.queue.pop(queue, wait).await?;
         if let (Some(message), true) = (&message, self.inner.queue.reads_table()) {
             self.inner.metrics.count_dispatch(message.attempt);
@@ -305,6 +313,10 @@ impl Client {
 
     pub fn is_closed(&self) -> bool {
         self.inner.closed.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn paused_cache(&self) -> &crate::admin::PausedCache {
+        &self.inner.paused
     }
 
     fn check_open(&self) -> Result<()> {

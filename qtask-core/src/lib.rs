@@ -23,6 +23,7 @@
 //! # let _ = created; Ok(()) }
 //! ```
 
+pub mod admin;
 pub mod blocking;
 mod client;
 mod clock;

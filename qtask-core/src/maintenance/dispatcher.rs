@@ -9,8 +9,14 @@ pub(crate) async fn run_once(ctx: &Context) -> Result<u64> {
     if ctx.queue.reads_table() {
         return Ok(0);
     }
+    // Issue 11, pause: paused queues are not dispatched (store/admin.rs).
+    let paused = ctx.store.paused_queues().await?;
     in_batches(ctx.batch_size, || async {
-        let messages = ctx.store.claim(None, ctx.batch_size).await?;
+        let messages = if paused.is_empty() {
+            ctx.store.claim(None, ctx.batch_size).await?
+        } else {
+            ctx.store.claim_unpaused(&paused, ctx.batch_size).await?
+        };
         if messages.is_empty() {
             return Ok(0);
         }
