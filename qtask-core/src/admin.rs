@@ -233,10 +233,21 @@ impl Client {
         self.store().rates(minutes).await
     }
 
-    /// Whether `queue` is paused, as read at most one sweep interval ago.
-    pub(crate) async fn queue_paused(&self, queue: &str) -> Result<bool> {
+    /// Waits up to `wait` while `queue` is paused (as read at most one sweep interval
+    /// ago). Returns the wait left once it is not paused, or None if it stayed paused.
+    pub(crate) async fn wait_while_paused(&self, queue: &str, wait: Duration) -> Result<Option<Duration>> {
         let ttl = self.config().sweep_interval;
-        Ok(self.paused_cache().get(self.store(), ttl).await?.contains(queue))
+        let until = Instant::now() + wait;
+        loop {
+            if !self.paused_cache().get(self.store(), ttl).await?.contains(queue) {
+                return Ok(Some(until.saturating_duration_since(Instant::now())));
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            tokio::time::sleep(left.min(ttl)).await;
+        }
     }
 
     async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {

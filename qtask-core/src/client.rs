@@ -223,10 +223,9 @@ impl Client {
         self.check_open()?;
         check_key("queue", queue)?;
         // Issue 11, pause: a paused queue delivers nothing (its messages stay queued).
-        if self.queue_paused(queue).await? {
-            tokio::time::sleep(wait.min(self.inner.config.sweep_interval)).await;
+        let Some(wait) = self.wait_while_paused(queue, wait).await? else {
             return Ok(None);
-        }
+        };
         let message = self.inner.queue.pop(queue, wait).await?;
         if let (Some(message), true) = (&message, self.inner.queue.reads_table()) {
             self.inner.metrics.count_dispatch(message.attempt);
