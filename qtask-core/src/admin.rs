@@ -182,7 +182,9 @@ impl Client {
     /// Err(InvalidState) for a task that is live or finished; Err(NotFound) when it is gone.
     pub async fn retry(&self, task_id: i64) -> Result<()> {
         self.check_usable()?;
-        self.store().bulk_one(Bulk::Retry, task_id).await
+        self.store().bulk_one(Bulk::Retry, task_id).await?;
+        crate::telemetry::retried(1);
+        Ok(())
     }
 
     /// [`Client::retry`] on the next [`BULK_BATCH`] failed or cancelled tasks matching
@@ -265,6 +267,10 @@ impl Client {
             .store()
             .bulk_batch(bulk, filter, after_id, BULK_BATCH)
             .await?;
+        match bulk {
+            Bulk::Retry => crate::telemetry::retried(changed),
+            Bulk::Cancel => crate::telemetry::cancelled(changed),
+        }
         Ok(BulkBatch {
             changed,
             next_after_id,

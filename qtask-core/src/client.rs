@@ -65,6 +65,7 @@ impl Client {
     /// Does not create tables: call [`Client::install`] once.
     pub async fn open(config: Config) -> Result<Client> {
         config.validate()?;
+        crate::telemetry::serve(&config)?;
         let store = Store::connect(&config).await?;
         let queue = queue::connect(&config, &store).await?;
         let client = Client {
@@ -134,6 +135,9 @@ impl Client {
         let valid = ValidTask::check(&task, Duration::ZERO, self.inner.config.max_payload_bytes)?;
         let pushes = !self.inner.queue.reads_table();
         let inserted = self.inner.store.insert(conn, &valid, pushes).await?;
+        if !inserted.existing {
+            crate::telemetry::created(&valid.queue);
+        }
         let message = if pushes && !inserted.existing {
             let input = task.input.as_object().cloned().unwrap_or_default();
             Some(Message {
@@ -165,6 +169,9 @@ impl Client {
         let valid = ValidTask::check(&task, delay, self.inner.config.max_payload_bytes)?;
         let mut conn = self.inner.store.pool().acquire().await?;
         let inserted = self.inner.store.insert(&mut conn, &valid, false).await?;
+        if !inserted.existing {
+            crate::telemetry::created(&valid.queue);
+        }
         Ok(Created {
             id: inserted.id,
             existing: inserted.existing,
@@ -191,6 +198,11 @@ impl Client {
             inserted.push(self.inner.store.insert(&mut tx, task, pushes).await?);
         }
         tx.commit().await?;
+        for (task, ins) in valid.iter().zip(&inserted) {
+            if !ins.existing {
+                crate::telemetry::created(&task.queue);
+            }
+        }
         let messages: Vec<Message> = tasks
             .into_iter()
             .zip(&inserted)
@@ -250,7 +262,9 @@ impl Client {
     /// delete deadline. Finishing twice is fine; finishing a cancelled task is an error.
     pub async fn finish(&self, task_id: i64) -> Result<()> {
         self.check_open()?;
-        self.inner.store.finish(task_id).await
+        self.inner.store.finish(task_id).await?;
+        crate::telemetry::finished();
+        Ok(())
     }
 
     /// Records a failed attempt: retried after a backoff that doubles per dispatch, or
@@ -263,10 +277,13 @@ impl Client {
             duration_ms(config.retry_backoff),
             duration_ms(config.retry_backoff_max),
         );
-        self.inner
+        let status = self
+            .inner
             .store
             .fail(task_id, error, |count| backoff_ms(base, max, count))
-            .await
+            .await?;
+        crate::telemetry::failed(status);
+        Ok(status)
     }
 
     /// Stops a live task; cancelling twice is fine, cancelling a finished task is an error.

@@ -33,6 +33,7 @@ mod maintenance;
 pub mod queue;
 pub mod store;
 mod task;
+mod telemetry;
 mod worker;
 
 pub use client::{Client, Invoke};

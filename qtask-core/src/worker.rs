@@ -146,6 +146,7 @@ impl Slot {
                 return;
             }
         };
+        let started = std::time::Instant::now();
         let mut job = tokio::spawn(handler(message));
         // Renew the lease at half its length while the handler runs.
         let outcome = loop {
@@ -162,6 +163,7 @@ impl Slot {
             Ok(result) => result,
             Err(join) => Err(format!("handler panicked: {join}")),
         };
+        crate::telemetry::handler_done(&self.queue, result.is_ok(), started.elapsed());
         match result {
             Ok(()) => match self.client.finish(id).await {
                 Ok(()) => {
