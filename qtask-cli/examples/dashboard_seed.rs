@@ -3,6 +3,7 @@
 //!
 //!     cargo run -p qtask-cli --example dashboard_seed -- sqlite:///tmp/demo.db
 //!
+//! Uses the table prefix of `QTASK_TABLE_PREFIX` (default `qtask_`), as `qtask` does.
 //! Prints the id of one failed task.
 
 use std::time::Duration;
@@ -15,11 +16,15 @@ fn main() -> qtask_core::Result<()> {
     let db = std::env::args()
         .nth(1)
         .unwrap_or_else(|| qtask_core::DEFAULT_DB_URL.to_string());
-    let client = Client::open(Config {
+    let mut config = Config {
         db,
         sweeper: false,
         ..Config::from_env()
-    })?;
+    };
+    if let Ok(prefix) = std::env::var("QTASK_TABLE_PREFIX") {
+        config.table_prefix = prefix;
+    }
+    let client = Client::open(config)?;
     client.install()?;
     let errors = [
         "bank API answered 503 Service Unavailable",

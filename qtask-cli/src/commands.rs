@@ -6,7 +6,7 @@ use qtask_core::{Client, Result, Task};
 use serde::Serialize;
 
 use crate::args::{BulkArgs, FilterArgs, QueuesCommand, TasksCommand};
-use crate::output::{json, short, table, time};
+use crate::output::{json, line, short, table, time};
 use crate::{exit_code, EXIT_USAGE};
 
 /// Bulk work over at least this many tasks shows a progress bar (on a terminal).
@@ -36,7 +36,7 @@ pub async fn stats(client: &Client, as_json: bool) -> Result<u8> {
         stats.due,
         stats.redispatched_live,
     ]);
-    println!("{t}");
+    line(&t);
     Ok(0)
 }
 
@@ -69,15 +69,15 @@ pub async fn queues(client: &Client, command: QueuesCommand) -> Result<u8> {
                     q.cancelled.to_string(),
                 ]);
             }
-            println!("{t}");
+            line(&t);
         }
         QueuesCommand::Pause { queue } => {
             client.pause_queue(&queue).await?;
-            println!("paused {queue}");
+            line(format!("paused {queue}"));
         }
         QueuesCommand::Resume { queue } => {
             client.resume_queue(&queue).await?;
-            println!("resumed {queue}");
+            line(format!("resumed {queue}"));
         }
     }
     Ok(0)
@@ -142,7 +142,7 @@ fn print_tasks(tasks: &[Task]) {
             short(task.last_error.as_deref().unwrap_or(""), 60),
         ]);
     }
-    println!("{t}");
+    line(&t);
 }
 
 fn print_task(task: &Task) {
@@ -168,7 +168,7 @@ fn print_task(task: &Task) {
     row("updated", time(task.updated_at));
     row("last error", task.last_error.clone().unwrap_or_default());
     row("input", task.input.to_string());
-    println!("{t}");
+    line(&t);
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -254,7 +254,7 @@ async fn bulk(client: &Client, op: Op, args: BulkArgs) -> Result<u8> {
     if args.json.json {
         json(&report);
     } else {
-        println!("{} {} task(s)", op.done(), report.changed);
+        line(format!("{} {} task(s)", op.done(), report.changed));
     }
     Ok(code)
 }

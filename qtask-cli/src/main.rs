@@ -61,11 +61,11 @@ async fn run(cli: Cli) -> qtask_core::Result<u8> {
     let client = Client::open(config).await?;
     let result = match cli.command {
         Command::Install => client.install().await.map(|()| {
-            println!(
+            output::line(format!(
                 "installed {} in {}",
                 client.store().table(),
                 qtask_core::store::redact(&cli.db)
-            );
+            ));
             0
         }),
         Command::Stats(json) => commands::stats(&client, json.json).await,

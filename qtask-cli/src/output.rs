@@ -1,15 +1,29 @@
 //! Tables for people, JSON for scripts.
 
+use std::io::Write;
 use std::time::{Duration, UNIX_EPOCH};
 
 use comfy_table::presets::UTF8_BORDERS_ONLY;
 use comfy_table::{ContentArrangement, Table};
 use serde::Serialize;
 
+/// Prints one line on stdout. A reader that went away (`qtask … | head`) ends the
+/// program quietly, as for other command-line tools.
+pub fn line(text: impl std::fmt::Display) {
+    let mut out = std::io::stdout().lock();
+    if let Err(err) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+        if err.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("qtask: cannot write to stdout: {err}");
+        std::process::exit(i32::from(crate::EXIT_FAILED));
+    }
+}
+
 /// Prints `value` as one JSON document.
 pub fn json(value: &impl Serialize) {
     match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
+        Ok(text) => line(text),
         Err(err) => eprintln!("qtask: cannot print JSON: {err}"),
     }
 }

@@ -1,11 +1,13 @@
 //! `GET /metrics`: Prometheus series, recorded with the `metrics` crate and printed
-//! by `metrics-exporter-prometheus`. Task counts are read from the table at each scrape.
+//! by `metrics-exporter-prometheus`. Task counts come from the kept counts (counts.rs).
 
 use std::time::Instant;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use qtask_core::{Client, Error, Result};
+use qtask_core::{Error, Result};
+
+use super::counts::Counts;
 
 /// Latency buckets, in seconds.
 const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
@@ -44,10 +46,10 @@ impl Exporter {
             Unit::Seconds,
             "Time to answer a dashboard API request."
         );
-        describe_histogram!(
-            "qtask_scrape_duration_seconds",
+        describe_gauge!(
+            "qtask_counting_duration_seconds",
             Unit::Seconds,
-            "Time to read the counts of one scrape."
+            "Time the last count of the table took (counts are kept and refreshed in the background)."
         );
         Ok(Exporter { handle })
     }
@@ -61,11 +63,9 @@ impl Exporter {
         counter!("qtask_dashboard_actions_total", "action" => action.to_string()).increment(1);
     }
 
-    /// Reads the counts from the table and prints every series.
-    pub async fn render(&self, client: &Client) -> Result<String> {
-        let started = Instant::now();
-        let (queues, stats, rates) = tokio::try_join!(client.queues(), client.stats(), client.rates(2))?;
-        for q in &queues {
+    /// Prints every series, the task counts from `counts`.
+    pub fn render(&self, counts: &Counts) -> String {
+        for q in &counts.queues {
             for (status, n) in [
                 ("waiting", q.waiting),
                 ("processing", q.processing),
@@ -77,14 +77,15 @@ impl Exporter {
             }
             gauge!("qtask_queue_paused", "queue" => q.queue.clone()).set(if q.paused { 1.0 } else { 0.0 });
         }
-        gauge!("qtask_tasks_due").set(stats.due as f64);
-        gauge!("qtask_tasks_redispatched_live").set(stats.redispatched_live as f64);
-        if let Some(last_whole) = rates.first() {
+        gauge!("qtask_tasks_due").set(counts.stats.due as f64);
+        gauge!("qtask_tasks_redispatched_live").set(counts.stats.redispatched_live as f64);
+        // The last whole minute (the last point is the minute now running).
+        if let Some(last_whole) = counts.rates.iter().rev().nth(1) {
             gauge!("qtask_tasks_ended_last_minute", "status" => "finished").set(last_whole.finished as f64);
             gauge!("qtask_tasks_ended_last_minute", "status" => "failed").set(last_whole.failed as f64);
         }
-        histogram!("qtask_scrape_duration_seconds").record(started.elapsed().as_secs_f64());
+        gauge!("qtask_counting_duration_seconds").set(counts.took_ms as f64 / 1000.0);
         self.handle.run_upkeep();
-        Ok(self.handle.render())
+        self.handle.render()
     }
 }

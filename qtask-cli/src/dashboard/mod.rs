@@ -6,6 +6,7 @@
 //! header on loopback (against DNS rebinding), and for write actions (POST) a same-origin
 //! Origin header and the page's CSRF token header, which a cross-site page cannot send.
 
+mod counts;
 mod guard;
 mod metrics;
 
@@ -29,14 +30,13 @@ use crate::args::DashboardArgs;
 use guard::Guard;
 
 const PAGE: &str = include_str!("page.html");
-/// Minutes of throughput the page draws.
-const CHART_MINUTES: u32 = 60;
 
 #[derive(Clone)]
 struct App {
     client: Client,
     guard: Arc<Guard>,
     metrics: Arc<metrics::Exporter>,
+    counts: Arc<counts::Cache>,
 }
 
 /// Serves until Ctrl-C (or SIGTERM). Refuses to start on a non-loopback address
@@ -44,10 +44,13 @@ struct App {
 pub async fn serve(client: Client, args: DashboardArgs) -> Result<u8> {
     let guard = Arc::new(Guard::new(&args)?);
     let exporter = Arc::new(metrics::Exporter::install()?);
+    let counts = Arc::new(counts::Cache::default());
+    counts.spawn_refresher(client.clone());
     let app = App {
         client,
         guard: guard.clone(),
         metrics: exporter,
+        counts,
     };
     let router = Router::new()
         .route("/", get(page))
@@ -68,7 +71,7 @@ pub async fn serve(client: Client, args: DashboardArgs) -> Result<u8> {
         .map_err(|e| Error::Internal(format!("listening address: {e}")))?;
     guard.set_bound(bound);
     // Scripts (and the browser test) read this line to find the port.
-    println!("qtask dashboard listening on http://{bound}");
+    crate::output::line(format!("qtask dashboard listening on http://{bound}"));
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown())
         .await
@@ -138,7 +141,7 @@ async fn page(State(app): State<App>) -> Response {
 async fn overview(State(app): State<App>) -> ApiResult<Json<serde_json::Value>> {
     let started = Instant::now();
     let c = &app.client;
-    let (queues, rates, stats) = tokio::try_join!(c.queues(), c.rates(CHART_MINUTES), c.stats())?;
+    let counts = app.counts.get(c).await?;
     let config = c.config();
     app.metrics.observe_request("overview", started);
     Ok(Json(json!({
@@ -146,9 +149,11 @@ async fn overview(State(app): State<App>) -> ApiResult<Json<serde_json::Value>> 
         "db": redact(&config.db),
         "queue": redact(&config.queue),
         "table": c.store().table(),
-        "queues": queues,
-        "rates": rates,
-        "stats": stats,
+        "queues": counts.queues,
+        "rates": counts.rates,
+        "stats": counts.stats,
+        "counted_at": counts.taken_at,
+        "counting_ms": counts.took_ms,
     })))
 }
 
@@ -194,6 +199,7 @@ async fn task_action(
         "cancel" => app.client.cancel(id).await?,
         other => return Err(Error::InvalidArgument(format!("unknown task action {other:?}")).into()),
     }
+    app.counts.mark_stale();
     app.metrics.count_action(&action);
     tracing::info!(task_id = id, action = %action, "qtask dashboard: task action");
     Ok(Json(json!(app.client.get(id).await?)))
@@ -208,12 +214,14 @@ async fn queue_action(
         "resume" => app.client.resume_queue(&queue).await?,
         other => return Err(Error::InvalidArgument(format!("unknown queue action {other:?}")).into()),
     }
+    app.counts.mark_stale();
     app.metrics.count_action(&action);
     Ok(Json(json!({ "queue": queue, "paused": action == "pause" })))
 }
 
 async fn metrics_text(State(app): State<App>) -> ApiResult<Response> {
-    let text = app.metrics.render(&app.client).await?;
+    let counts = app.counts.get(&app.client).await?;
+    let text = app.metrics.render(&counts);
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         text,
