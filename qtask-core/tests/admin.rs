@@ -256,6 +256,28 @@ async fn queues_show_counts_by_status_and_pause_flags() {
 }
 
 #[tokio::test]
+async fn without_the_settings_table_nothing_is_paused() {
+    on_each_db(|db| async move {
+        // A program upgraded before `install` ran again: workers go on working.
+        let (c, _) = fresh(&db).await;
+        let queue_table = format!("{}queue", c.store().table().strip_suffix("task").unwrap());
+        let sql = format!("DROP TABLE {queue_table}");
+        c.store().pool().execute(AssertSqlSafe(sql)).await.unwrap();
+        let id = c.create(task(1)).await.unwrap().id;
+        assert!(c.store().paused_queues().await.unwrap().is_empty(), "{}", db.name);
+        assert_eq!(
+            c.pop(Q, Duration::ZERO).await.unwrap().map(|m| m.task_id),
+            Some(id)
+        );
+        assert!(c.pause_queue(Q).await.is_err(), "pausing needs the table");
+        c.install().await.unwrap();
+        c.pause_queue(Q).await.unwrap();
+        drop_tables(&c).await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_paused_queue_delivers_nothing_until_resumed() {
     on_each_db(|db| async move {
         let (c, _) = fresh(&db).await;

@@ -159,6 +159,14 @@ pub(super) fn statements(dialect: Dialect, task_table: &str) -> Vec<String> {
     )]
 }
 
+/// "No such table": SQLSTATE 42P01 (PostgreSQL), 42S02 (MySQL), SQLite's message.
+fn is_missing_table(err: &sqlx::Error) -> bool {
+    let Some(db) = err.as_database_error() else {
+        return false;
+    };
+    matches!(db.code().as_deref(), Some("42P01" | "42S02")) || db.message().contains("no such table")
+}
+
 fn summary_of(queues: &mut BTreeMap<String, QueueSummary>, queue: String) -> &mut QueueSummary {
     queues.entry(queue.clone()).or_insert_with(|| QueueSummary {
         queue,
@@ -316,16 +324,18 @@ impl Store {
         Ok(())
     }
 
-    /// The paused queues of this namespace.
+    /// The paused queues of this namespace. None while the settings table does not exist
+    /// yet (a program upgraded before `install` ran again): nothing is paused then.
     pub async fn paused_queues(&self) -> Result<HashSet<String>> {
         let table = queue_table(&self.table);
         let sql = self.sql(&format!(
             "SELECT queue FROM {table} WHERE namespace = ? AND paused = 1"
         ));
-        let rows = sqlx::query(sql)
-            .bind(&self.namespace)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = match sqlx::query(sql).bind(&self.namespace).fetch_all(&self.pool).await {
+            Ok(rows) => rows,
+            Err(err) if is_missing_table(&err) => return Ok(HashSet::new()),
+            Err(err) => return Err(err.into()),
+        };
         rows.iter()
             .map(|row| row.try_get::<String, _>(0).map_err(Error::from))
             .collect()
