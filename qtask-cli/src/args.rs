@@ -94,6 +94,21 @@ pub struct FilterArgs {
     /// Task name, exactly.
     #[arg(long)]
     pub name: Option<String>,
+    /// Created at or after this UTC time (RFC 3339, e.g. 2026-11-25T08:00:00Z).
+    #[arg(long, value_parser = utc_ms)]
+    pub created_after: Option<i64>,
+    /// Created before this UTC time (RFC 3339).
+    #[arg(long, value_parser = utc_ms)]
+    pub created_before: Option<i64>,
+}
+
+/// An RFC 3339 time in UTC (`T` or a space; `Z` optional) as Unix milliseconds.
+fn utc_ms(text: &str) -> Result<i64, String> {
+    let at = humantime::parse_rfc3339_weak(text)
+        .map_err(|e| format!("{e} (expected e.g. 2026-11-25T08:00:00Z)"))?;
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .map_err(|_| "times before 1970 are not supported".to_string())
 }
 
 #[derive(Debug, Args)]
@@ -114,7 +129,7 @@ pub struct ListArgs {
 #[command(group = clap::ArgGroup::new("which").required(true).args(["ids", "status"]))]
 pub struct BulkArgs {
     /// Task ids.
-    #[arg(conflicts_with_all = ["status", "queue", "name"])]
+    #[arg(conflicts_with_all = ["status", "queue", "name", "created_after", "created_before"])]
     pub ids: Vec<i64>,
     #[command(flatten)]
     pub filter: FilterArgs,

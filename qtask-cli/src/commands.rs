@@ -117,7 +117,8 @@ fn filter(args: &FilterArgs) -> Result<TaskFilter> {
         queue: args.queue.clone(),
         status: args.status.as_deref().map(parse_status).transpose()?,
         name: args.name.clone(),
-        ..TaskFilter::default()
+        created_from: args.created_after,
+        created_until: args.created_before,
     })
 }
 

@@ -162,6 +162,29 @@ fn failed_tasks_are_listed_retried_and_cancelled() {
             "{text}"
         );
 
+        let none = w.json(&[
+            "tasks",
+            "list",
+            "--created-before",
+            "2001-01-01T00:00:00Z",
+            "--json",
+        ]);
+        assert!(none["tasks"].as_array().unwrap().is_empty());
+        let since = w.json(&[
+            "tasks",
+            "list",
+            "--created-after",
+            "2001-01-01 00:00:00",
+            "--json",
+        ]);
+        assert_eq!(since["tasks"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            w.qtask(&["tasks", "list", "--created-after", "yesterday"])
+                .status
+                .code(),
+            Some(2)
+        );
+
         let one = w.json(&["tasks", "get", &a.to_string(), "--json"]);
         assert_eq!(one["status"], "failed");
 
