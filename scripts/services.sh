@@ -83,6 +83,8 @@ have_valgrind() { command -v valgrind >/dev/null 2>&1; }
 # The dashboard's browser test (tests/dashboard): Debian's chromium, driven by node.
 have_chromium() { [ -x /usr/bin/chromium ]; }
 have_node() { command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; }
+# A CJK font, so that screenshots show task names like 订单绑定任务.
+have_cjk_font() { [ -e /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc ]; }
 
 want=()
 have_pg || want+=(postgresql)
@@ -92,6 +94,7 @@ have_go || want+=(golang-go)
 have_valgrind || want+=(valgrind)
 have_chromium || want+=(chromium)
 have_node || want+=(nodejs npm)
+have_cjk_font || want+=(fonts-wqy-zenhei)
 
 if [ ${#want[@]} -gt 0 ]; then
     if [ "$NO_INSTALL" = 1 ]; then
