@@ -59,6 +59,34 @@ impl TaskFilter {
         self
     }
 
+    /// Reads a filter from a JSON object with the same keys (for C, Go and Python):
+    /// `{"status": "failed", "queue": "ORDER:BIND"}`; `""`, `null` and `{}` match anything.
+    pub fn from_json(text: &str) -> Result<TaskFilter> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            queue: Option<String>,
+            status: Option<String>,
+            name: Option<String>,
+            created_from: Option<i64>,
+            created_until: Option<i64>,
+        }
+        let text = text.trim();
+        if text.is_empty() || text == "null" {
+            return Ok(TaskFilter::default());
+        }
+        let raw: Raw = serde_json::from_str(text).map_err(|e| invalid(format!("task filter: {e}")))?;
+        let filter = TaskFilter {
+            queue: raw.queue,
+            status: raw.status.as_deref().map(parse_status).transpose()?,
+            name: raw.name,
+            created_from: raw.created_from,
+            created_until: raw.created_until,
+        };
+        filter.check()?;
+        Ok(filter)
+    }
+
     fn check(&self) -> Result<()> {
         if let Some(queue) = &self.queue {
             check_key("queue", queue)?;
@@ -301,6 +329,25 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filters_read_from_json() {
+        let f = TaskFilter::from_json(r#"{"status": "failed", "queue": "Q"}"#).unwrap();
+        assert_eq!(f, TaskFilter::default().status(Status::Failed).queue("Q"));
+        assert_eq!(TaskFilter::from_json("").unwrap(), TaskFilter::default());
+        assert_eq!(TaskFilter::from_json("{}").unwrap(), TaskFilter::default());
+        for bad in [
+            r#"{"stat": "failed"}"#,
+            r#"{"status": "done"}"#,
+            "[1]",
+            r#"{"queue": "a b"}"#,
+        ] {
+            assert!(
+                matches!(TaskFilter::from_json(bad), Err(Error::InvalidArgument(_))),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn statuses_parse_as_people_type_them() {
