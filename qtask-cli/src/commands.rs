@@ -266,7 +266,7 @@ fn progress(total: i64, op: Op) -> Option<ProgressBar> {
         return None;
     }
     let bar = ProgressBar::new(total as u64);
-    if let Ok(style) = ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} ({per_sec}, {eta} left)") {
+    if let Ok(style) = ProgressStyle::with_template("{msg} {bar:40} {human_pos}/{human_len} ({eta} left)") {
         bar.set_style(style);
     }
     bar.set_message(match op {
