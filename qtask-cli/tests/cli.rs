@@ -389,5 +389,20 @@ fn dashboard_serves_metrics_and_guards_writes() {
         200
     );
     drop(d);
+
+    let d = Dashboard::start(&w, &["--basic-auth", "ops:a-long-password"]);
+    assert_eq!(d.request("GET", "/", &[]).0, 401);
+    // base64 of "ops:wrong-password", then of "ops:a-long-password"
+    assert_eq!(
+        d.request("GET", "/", &["Authorization: Basic b3BzOndyb25nLXBhc3N3b3Jk"])
+            .0,
+        401
+    );
+    assert_eq!(
+        d.request("GET", "/", &["Authorization: Basic b3BzOmEtbG9uZy1wYXNzd29yZA=="])
+            .0,
+        200
+    );
+    drop(d);
     w.drop();
 }
