@@ -96,6 +96,71 @@ extern "C" {
 #endif // __cplusplus
 
 /**
+ * Tasks matching `filter_json` (borrowed, may be NULL: every task; keys `status`
+ * as "waiting"/"processing"/"finished"/"failed"/"cancelled", `queue`, `name`,
+ * `created_from`, `created_until` in Unix milliseconds), newest first, at most
+ * `limit` (1 to 1000), with ids below `before_id` (0: from the newest). As a JSON
+ * object `{"tasks": [task…], "next_before_id": id or null}` (tasks as `qtask_get`
+ * gives them). `*out_page_json` (not NULL) receives a new string the caller owns
+ * and must free with `qtask_string_free`, or NULL on failure.
+ */
+qtask_result qtask_list_tasks(struct qtask_client *client,
+                              const char *filter_json,
+                              int64_t before_id,
+                              uint32_t limit,
+                              char **out_page_json);
+
+/**
+ * Makes a failed or cancelled task wait again, due now, with a fresh attempt
+ * budget; its last error is kept. A live or finished task is
+ * `QTASK_RESULT_INVALID_STATE`.
+ */
+qtask_result qtask_retry(struct qtask_client *client, int64_t task_id);
+
+/**
+ * Retries every failed or cancelled task matching `filter_json` (borrowed, may be
+ * NULL); `*out_count` (not NULL) receives how many.
+ */
+qtask_result qtask_retry_matching(struct qtask_client *client,
+                                  const char *filter_json,
+                                  uint64_t *out_count);
+
+/**
+ * Cancels every waiting or processing task matching `filter_json` (borrowed, may
+ * be NULL); `*out_count` (not NULL) receives how many.
+ */
+qtask_result qtask_cancel_matching(struct qtask_client *client,
+                                   const char *filter_json,
+                                   uint64_t *out_count);
+
+/**
+ * Stops dispatching `queue` (borrowed, copied, not NULL) in the client's namespace
+ * until `qtask_resume_queue`; every worker notices within one sweep interval.
+ */
+qtask_result qtask_pause_queue(struct qtask_client *client, const char *queue);
+
+/**
+ * Dispatches a paused `queue` (borrowed, copied, not NULL) again.
+ */
+qtask_result qtask_resume_queue(struct qtask_client *client, const char *queue);
+
+/**
+ * Every queue of the namespace as a JSON array of objects (`queue`, `paused`,
+ * `waiting`, `processing`, `finished`, `failed`, `cancelled`). `*out_queues_json`
+ * (not NULL) receives a new string the caller owns and must free with
+ * `qtask_string_free`, or NULL on failure.
+ */
+qtask_result qtask_queues(struct qtask_client *client, char **out_queues_json);
+
+/**
+ * Tasks finished and failed per minute over the last `minutes` (1 to 1440),
+ * oldest first, as a JSON array of objects (`minute_at` in Unix milliseconds,
+ * `finished`, `failed`). `*out_rates_json` (not NULL) receives a new string the
+ * caller owns and must free with `qtask_string_free`, or NULL on failure.
+ */
+qtask_result qtask_rates(struct qtask_client *client, uint32_t minutes, char **out_rates_json);
+
+/**
  * The library's version ("0.1.0"). Static: never NULL, never to be freed. Thread-safe.
  */
 const char *qtask_version(void);

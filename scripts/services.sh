@@ -7,7 +7,8 @@
 #   Redis Cluster   127.0.0.1:7000-7002, three masters, state in
 #                   /tmp/qtask-redis-cluster
 #
-# and the tools the other test steps need (valgrind, go).
+# and the tools the other test steps need (valgrind, go, chromium and node for
+# the dashboard's browser test).
 #
 # Idempotent: a server that is already up is left alone. Safe to run again and
 # again, and from several shells at once (runs are serialised by a lock).
@@ -79,6 +80,11 @@ have_mariadb() { [ -x /usr/sbin/mariadbd ] && command -v mariadb >/dev/null 2>&1
 have_redis() { command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; }
 have_go() { command -v go >/dev/null 2>&1; }
 have_valgrind() { command -v valgrind >/dev/null 2>&1; }
+# The dashboard's browser test (tests/dashboard): Debian's chromium, driven by node.
+have_chromium() { [ -x /usr/bin/chromium ]; }
+have_node() { command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; }
+# A CJK font, so that screenshots show task names like 订单绑定任务.
+have_cjk_font() { [ -e /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc ]; }
 
 want=()
 have_pg || want+=(postgresql)
@@ -86,6 +92,9 @@ have_mariadb || want+=(mariadb-server)
 have_redis || want+=(redis-server)
 have_go || want+=(golang-go)
 have_valgrind || want+=(valgrind)
+have_chromium || want+=(chromium)
+have_node || want+=(nodejs npm)
+have_cjk_font || want+=(fonts-wqy-zenhei)
 
 if [ ${#want[@]} -gt 0 ]; then
     if [ "$NO_INSTALL" = 1 ]; then
@@ -296,6 +305,8 @@ start_redis
 start_cluster
 have_go || fail go "not installed (needed by the Go tests)"
 have_valgrind || fail valgrind "not installed (needed by the C tests)"
+have_chromium || fail chromium "not installed (needed by the dashboard browser test)"
+have_node || fail node "not installed (needed by the dashboard browser test)"
 
 echo "# export QTASK_TEST_PG_URL=$QTASK_TEST_PG_URL QTASK_TEST_MYSQL_URL=$QTASK_TEST_MYSQL_URL" \
     "QTASK_TEST_REDIS_URL=$QTASK_TEST_REDIS_URL QTASK_TEST_REDIS_CLUSTER_URLS=$QTASK_TEST_REDIS_CLUSTER_URLS" \

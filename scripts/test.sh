@@ -53,6 +53,11 @@ if [ -d qtask-py ] && [ -d python/qtask ] && [ -f tests/python/run.sh ]; then
     step python bash tests/python/run.sh
 fi
 
+# Dashboard: `qtask dashboard` driven in headless chromium (retry, pause, resume).
+if [ -d qtask-cli ] && [ -f tests/dashboard/run.sh ]; then
+    step dashboard bash tests/dashboard/run.sh
+fi
+
 # Fault and cross-language scenarios (worker killed, Redis flushed, ...).
 if [ -f tests/faults/run.sh ]; then
     step faults bash tests/faults/run.sh

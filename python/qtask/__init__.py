@@ -32,7 +32,7 @@ from .errors import (
     QueueError,
     TimeoutError,
 )
-from .types import Message, NewTask, Stats, SweepReport, Task, WorkerReport
+from .types import Message, NewTask, QueueSummary, RatePoint, Stats, SweepReport, Task, TaskPage, WorkerReport
 
 __all__ = [
     "__version__",
@@ -44,6 +44,9 @@ __all__ = [
     "Task",
     "Stats",
     "SweepReport",
+    "TaskPage",
+    "QueueSummary",
+    "RatePoint",
     "WorkerReport",
     "Error",
     "InvalidArgument",

@@ -5,11 +5,21 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Mapping, Optional, TypeVar, cast
 
 from . import _qtask
 from .errors import InvalidArgument
-from .types import Message, NewTask, Stats, SweepReport, Task, WorkerReport
+from .types import (
+    Message,
+    NewTask,
+    QueueSummary,
+    RatePoint,
+    Stats,
+    SweepReport,
+    Task,
+    TaskPage,
+    WorkerReport,
+)
 
 _log = logging.getLogger("qtask")
 
@@ -324,6 +334,61 @@ class Client:
         """Runs one sweep now (dispatch due and overdue tasks, give up, clean up)."""
         return cast(SweepReport, json.loads(self._native.sweep_once()))
 
+    # --- operators
+
+    def list_tasks(
+        self,
+        *,
+        status: Optional[str] = None,
+        queue: Optional[str] = None,
+        name: Optional[str] = None,
+        created_from: Optional[int] = None,
+        created_until: Optional[int] = None,
+        before_id: Optional[int] = None,
+        limit: int = 50,
+    ) -> TaskPage:
+        """Tasks matching every given filter, newest first, with ids below ``before_id``.
+
+        ``status`` is ``waiting``, ``processing``, ``finished``, ``failed`` or
+        ``cancelled``; times are Unix milliseconds; ``limit`` is 1 to 1000.
+        """
+        filter_json = _filter(status, queue, name, created_from, created_until)
+        return cast(TaskPage, json.loads(self._native.list_tasks(filter_json, before_id, limit)))
+
+    def count_tasks(self, *, status: Optional[str] = None, queue: Optional[str] = None, name: Optional[str] = None) -> int:
+        """How many tasks match the filters."""
+        return self._native.count_tasks(_filter(status, queue, name, None, None))
+
+    def retry(self, task_id: int) -> None:
+        """Makes a failed or cancelled task wait again, due now, with a fresh attempt
+        budget; its last error is kept. Raises ``qtask.InvalidState`` for a live or
+        finished task."""
+        self._native.retry(task_id)
+
+    def retry_matching(self, *, status: str = "failed", queue: Optional[str] = None, name: Optional[str] = None) -> int:
+        """Retries every failed (or, with ``status="cancelled"``, cancelled) task
+        matching the filters; returns how many."""
+        return self._native.retry_matching(_filter(status, queue, name, None, None))
+
+    def cancel_matching(self, *, status: Optional[str] = None, queue: Optional[str] = None, name: Optional[str] = None) -> int:
+        """Cancels every waiting or processing task matching the filters; returns how many."""
+        return self._native.cancel_matching(_filter(status, queue, name, None, None))
+
+    def pause_queue(self, queue: str) -> None:
+        """Stops dispatching ``queue`` (every worker notices within one sweep interval)."""
+        self._native.pause_queue(queue)
+
+    def resume_queue(self, queue: str) -> None:
+        self._native.resume_queue(queue)
+
+    def queues(self) -> List[QueueSummary]:
+        """Every queue of the namespace with its counts by status and pause flag."""
+        return cast(List[QueueSummary], json.loads(self._native.queues()))
+
+    def rates(self, minutes: int = 60) -> List[RatePoint]:
+        """Tasks finished and failed per minute over the last ``minutes``, oldest first."""
+        return cast(List[RatePoint], json.loads(self._native.rates(minutes)))
+
     # --- worker
 
     def task(self, queue: str) -> Callable[[H], H]:
@@ -379,3 +444,21 @@ class Client:
             handlers = {q: handlers[q] for q in wanted}
         worker = Worker(self._native, handlers, concurrency=concurrency, poll_wait=poll_wait, stop=stop)
         return worker.run(handle_signals=handle_signals)
+
+
+def _filter(
+    status: Optional[str],
+    queue: Optional[str],
+    name: Optional[str],
+    created_from: Optional[int],
+    created_until: Optional[int],
+) -> str:
+    """A task filter as the engine reads it (``TaskFilter::from_json``)."""
+    given = {
+        "status": status,
+        "queue": queue,
+        "name": name,
+        "created_from": created_from,
+        "created_until": created_until,
+    }
+    return json.dumps({k: v for k, v in given.items() if v is not None})

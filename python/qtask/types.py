@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 if sys.version_info >= (3, 11):
     from typing import NotRequired, TypedDict
@@ -62,6 +62,34 @@ class SweepReport(TypedDict):
     dispatched: int
     gave_up: int
     deleted: int
+
+
+class TaskPage(TypedDict):
+    """From :meth:`qtask.Client.list_tasks`: tasks newest first; pass
+    ``next_before_id`` as ``before_id`` for the next page (``None`` on the last)."""
+
+    tasks: List[Task]
+    next_before_id: Optional[int]
+
+
+class QueueSummary(TypedDict):
+    """From :meth:`qtask.Client.queues`: one queue's counts by status and pause flag."""
+
+    queue: str
+    paused: bool
+    waiting: int
+    processing: int
+    finished: int
+    failed: int
+    cancelled: int
+
+
+class RatePoint(TypedDict):
+    """From :meth:`qtask.Client.rates`: tasks that ended in one minute."""
+
+    minute_at: int
+    finished: int
+    failed: int
 
 
 if sys.version_info >= (3, 11):

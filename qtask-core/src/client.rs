@@ -32,6 +32,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     maintainer: Mutex<Option<Maintainer>>,
     closed: AtomicBool,
+    /// Issue 11: paused queues, read at most once per sweep interval (admin.rs).
+    paused: crate::admin::PausedCache,
 }
 
 /// Dispatches a task created in a caller's transaction, after that transaction commits
@@ -65,6 +67,7 @@ impl Client {
     /// Does not create tables: call [`Client::install`] once.
     pub async fn open(config: Config) -> Result<Client> {
         config.validate()?;
+        crate::telemetry::serve(&config)?;
         let store = Store::connect(&config).await?;
         let queue = queue::connect(&config, &store).await?;
         let client = Client {
@@ -75,6 +78,7 @@ impl Client {
                 metrics: Arc::default(),
                 maintainer: Mutex::new(None),
                 closed: AtomicBool::new(false),
+                paused: Default::default(),
                 config,
             }),
         };
@@ -138,6 +142,9 @@ impl Client {
             task_id: inserted.id,
             queue: task.queue,
         });
+        if !inserted.existing {
+            crate::telemetry::created(&valid.queue);
+        }
         let created = Created {
             id: inserted.id,
             existing: inserted.existing,
@@ -158,6 +165,9 @@ impl Client {
         let valid = ValidTask::check(&task, delay, self.inner.config.max_payload_bytes)?;
         let mut conn = self.inner.store.pool().acquire().await?;
         let inserted = self.inner.store.insert(&mut conn, &valid, false).await?;
+        if !inserted.existing {
+            crate::telemetry::created(&valid.queue);
+        }
         Ok(Created {
             id: inserted.id,
             existing: inserted.existing,
@@ -184,6 +194,11 @@ impl Client {
             inserted.push(self.inner.store.insert(&mut tx, task, offers).await?);
         }
         tx.commit().await?;
+        for (task, ins) in valid.iter().zip(&inserted) {
+            if !ins.existing {
+                crate::telemetry::created(&task.queue);
+            }
+        }
         let new_offers: Vec<Offer> = tasks
             .into_iter()
             .zip(&inserted)
@@ -216,6 +231,10 @@ impl Client {
     pub async fn fetch(&self, queue: &str, max: usize, wait: Duration) -> Result<Vec<Message>> {
         self.check_open()?;
         check_key("queue", queue)?;
+        // A paused queue delivers nothing: wait for the resume within `wait`.
+        let Some(wait) = self.wait_while_paused(queue, wait).await? else {
+            return Ok(Vec::new());
+        };
         let messages = self.inner.queue.fetch(queue, max, wait).await?;
         for message in &messages {
             self.inner.metrics.count_claim(message.attempt);
@@ -234,7 +253,11 @@ impl Client {
     /// then nothing changed. Returns once the write committed (shared with others).
     pub async fn finish_attempt(&self, fence: Fence) -> Result<Fenced<()>> {
         self.check_open()?;
-        self.inner.completer.finish(fence).await
+        let done = self.inner.completer.finish(fence).await?;
+        if !done.is_stale() {
+            crate::telemetry::finished();
+        }
+        Ok(done)
     }
 
     /// Records that the attempt `fence` names failed: retried after a backoff that
@@ -242,10 +265,15 @@ impl Client {
     pub async fn fail_attempt(&self, fence: Fence, error: &str) -> Result<Fenced<Status>> {
         self.check_open()?;
         let backoff = self.backoff_ms(fence.attempt);
-        self.inner
+        let done = self
+            .inner
             .store
             .fail_attempt(fence, truncate(error, 16 * 1024), backoff)
-            .await
+            .await?;
+        if let Fenced::Current(status) = done {
+            crate::telemetry::failed(status);
+        }
+        Ok(done)
     }
 
     /// Cancels the task from within its current attempt; stale when that attempt is over.
@@ -272,7 +300,9 @@ impl Client {
     /// holds a message should prefer [`Client::finish_attempt`].
     pub async fn finish(&self, task_id: i64) -> Result<()> {
         self.check_open()?;
-        self.inner.store.finish(task_id).await
+        self.inner.store.finish(task_id).await?;
+        crate::telemetry::finished();
+        Ok(())
     }
 
     /// Unfenced: fails whatever attempt is current (retry with backoff, or failed for
@@ -280,10 +310,13 @@ impl Client {
     pub async fn fail(&self, task_id: i64, error: &str) -> Result<Status> {
         self.check_open()?;
         let error = truncate(error, 16 * 1024);
-        self.inner
+        let status = self
+            .inner
             .store
             .fail(task_id, error, |attempt| self.backoff_ms(attempt))
-            .await
+            .await?;
+        crate::telemetry::failed(status);
+        Ok(status)
     }
 
     fn backoff_ms(&self, attempt: i64) -> i64 {
@@ -339,6 +372,10 @@ impl Client {
 
     pub fn is_closed(&self) -> bool {
         self.inner.closed.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn paused_cache(&self) -> &crate::admin::PausedCache {
+        &self.inner.paused
     }
 
     fn check_open(&self) -> Result<()> {

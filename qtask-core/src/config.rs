@@ -49,6 +49,9 @@ pub struct Config {
     /// Seconds to wait for a database connection before failing (sqlx retries meanwhile).
     #[serde(deserialize_with = "seconds")]
     pub connect_timeout: Duration,
+    /// Serve this process's metrics for Prometheus at `http://ADDR/metrics`, e.g.
+    /// `127.0.0.1:9464` (telemetry.rs). None by default; one address per process.
+    pub metrics_listen: Option<String>,
     /// Shift of the database clock; tests only.
     #[serde(skip)]
     pub clock: Clock,
@@ -70,13 +73,15 @@ impl Default for Config {
             retry_backoff_max: Duration::from_secs(600),
             max_connections: 10,
             connect_timeout: Duration::from_secs(5),
+            metrics_listen: None,
             clock: Clock::database(),
         }
     }
 }
 
 impl Config {
-    /// The defaults, with `QTASK_DB_URL`, `QTASK_QUEUE_URL` and `QTASK_NAMESPACE` applied.
+    /// The defaults, with `QTASK_DB_URL`, `QTASK_QUEUE_URL`, `QTASK_NAMESPACE` and
+    /// `QTASK_METRICS_LISTEN` applied.
     pub fn from_env() -> Self {
         let mut config = Config::default();
         if let Some(db) = env_var("QTASK_DB_URL") {
@@ -88,6 +93,7 @@ impl Config {
         if let Some(namespace) = env_var("QTASK_NAMESPACE") {
             config.namespace = namespace;
         }
+        config.metrics_listen = env_var("QTASK_METRICS_LISTEN");
         config
     }
 

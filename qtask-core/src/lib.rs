@@ -23,6 +23,7 @@
 //! # let _ = created; Ok(()) }
 //! ```
 
+pub mod admin;
 pub mod blocking;
 mod client;
 mod clock;
@@ -33,6 +34,7 @@ mod maintenance;
 pub mod queue;
 pub mod store;
 mod task;
+mod telemetry;
 mod worker;
 
 pub use client::{Client, Invoke};

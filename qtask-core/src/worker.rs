@@ -218,6 +218,8 @@ impl Slot {
     {
         let fence = message.fence();
         let mut lease = message.lease;
+        let queue = message.queue.clone();
+        let started = std::time::Instant::now();
         let mut job = tokio::spawn(handler(message));
         let mut current = true;
         // Renew the lease at half its length while the handler runs; once the attempt
@@ -239,6 +241,7 @@ impl Slot {
             Ok(result) => result,
             Err(join) => Err(format!("handler panicked: {join}")),
         };
+        crate::telemetry::handler_done(&queue, result.is_ok(), started.elapsed());
         let counters = &self.counters;
         match result {
             Ok(()) => match self.client.finish_attempt(fence).await {

@@ -38,7 +38,7 @@ static CLIENTS: Registry<Arc<Client>> = Registry::new("client", &CLIENT_SPACE);
 static INVOKE_SPACE: Space = Space::new();
 static INVOKES: Registry<Invoke> = Registry::new("invoke", &INVOKE_SPACE);
 
-fn client(handle: *const qtask_client) -> Result<Arc<Client>, Error> {
+pub(crate) fn client(handle: *const qtask_client) -> Result<Arc<Client>, Error> {
     CLIENTS.get(handle)
 }
 

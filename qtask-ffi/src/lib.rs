@@ -14,11 +14,13 @@
 // pointer is NULL-checked (and every handle looked up) before use.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
+mod admin;
 mod client;
 mod error;
 mod ffi;
 mod handle;
 mod panic;
 
+pub use admin::*;
 pub use client::*;
 pub use error::{qtask_last_error, qtask_result, qtask_result_name};

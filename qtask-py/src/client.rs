@@ -8,6 +8,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use pyo3::prelude::*;
+use qtask_core::admin::TaskFilter;
 use qtask_core::blocking;
 use qtask_core::{seconds, Config, Error, NewTask, Task};
 
@@ -233,6 +234,70 @@ impl Client {
         let client = self.client()?;
         let report = py.detach(move || client.sweep_once())?;
         Ok(to_json(&report)?)
+    }
+
+    /// Tasks matching `filter_json` (see `TaskFilter::from_json`), newest first, ids below
+    /// `before_id`, as JSON text: `{"tasks": [...], "next_before_id": id or null}`.
+    #[pyo3(signature = (filter_json, before_id, limit))]
+    fn list_tasks(
+        &self,
+        py: Python<'_>,
+        filter_json: String,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> PyQtaskResult<String> {
+        let client = self.client()?;
+        let page = py.detach(move || {
+            let filter = TaskFilter::from_json(&filter_json)?;
+            client.list_tasks(&filter, before_id, limit)
+        })?;
+        Ok(to_json(&page)?)
+    }
+
+    fn count_tasks(&self, py: Python<'_>, filter_json: String) -> PyQtaskResult<i64> {
+        let client = self.client()?;
+        Ok(py.detach(move || client.count_tasks(&TaskFilter::from_json(&filter_json)?))?)
+    }
+
+    fn retry(&self, py: Python<'_>, task_id: i64) -> PyQtaskResult<()> {
+        let client = self.client()?;
+        Ok(py.detach(move || client.retry(task_id))?)
+    }
+
+    /// Retries every failed or cancelled task matching the filter; returns how many.
+    fn retry_matching(&self, py: Python<'_>, filter_json: String) -> PyQtaskResult<u64> {
+        let client = self.client()?;
+        Ok(py.detach(move || client.retry_matching(&TaskFilter::from_json(&filter_json)?))?)
+    }
+
+    /// Cancels every live task matching the filter; returns how many.
+    fn cancel_matching(&self, py: Python<'_>, filter_json: String) -> PyQtaskResult<u64> {
+        let client = self.client()?;
+        Ok(py.detach(move || client.cancel_matching(&TaskFilter::from_json(&filter_json)?))?)
+    }
+
+    fn pause_queue(&self, py: Python<'_>, queue: String) -> PyQtaskResult<()> {
+        let client = self.client()?;
+        Ok(py.detach(move || client.pause_queue(&queue))?)
+    }
+
+    fn resume_queue(&self, py: Python<'_>, queue: String) -> PyQtaskResult<()> {
+        let client = self.client()?;
+        Ok(py.detach(move || client.resume_queue(&queue))?)
+    }
+
+    /// Every queue with its counts by status and pause flag, as JSON text.
+    fn queues(&self, py: Python<'_>) -> PyQtaskResult<String> {
+        let client = self.client()?;
+        let queues = py.detach(move || client.queues())?;
+        Ok(to_json(&queues)?)
+    }
+
+    /// Tasks finished and failed per minute, oldest first, as JSON text.
+    fn rates(&self, py: Python<'_>, minutes: u32) -> PyQtaskResult<String> {
+        let client = self.client()?;
+        let rates = py.detach(move || client.rates(minutes))?;
+        Ok(to_json(&rates)?)
     }
 
     /// Stops the sweeper and closes the pool; later calls raise `qtask.ClosedError`.

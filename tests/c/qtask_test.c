@@ -237,6 +237,56 @@ static void test_fail(qtask_client *client) {
     EXPECT(QTASK_RESULT_NOT_FOUND, qtask_finish(client, 987654321));
 }
 
+/* Operators: list a failed task with its error, retry it, pause and resume its queue. */
+static void test_admin(qtask_client *client) {
+    const char *queue = "C:ADMIN";
+    int64_t id = 0;
+    OK(qtask_create(client, "doomed", "{}", 60, queue, "{\"max_count\": 1}", &id));
+    char *msg = NULL;
+    OK(qtask_pop(client, queue, 3000, &msg));
+    qtask_string_free(msg);
+    bool may_run = false;
+    OK(qtask_processing(client, id, &may_run));
+    OK(qtask_fail(client, id, "gave up: bank down"));
+    expect_status(client, id, "failed");
+
+    char *page = NULL;
+    OK(qtask_list_tasks(client, "{\"status\": \"failed\", \"queue\": \"C:ADMIN\"}", 0, 10, &page));
+    CHECK(page && strstr(page, "gave up: bank down") && json_int(page, "id") == id, "page %s", page ? page : "NULL");
+    qtask_string_free(page);
+    page = (char *)"sentinel";
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_list_tasks(client, "{\"status\": \"done\"}", 0, 10, &page));
+    CHECK(page == NULL, "out not reset on failure");
+
+    uint64_t n = 99;
+    OK(qtask_retry_matching(client, "{\"status\": \"failed\", \"queue\": \"C:ADMIN\"}", &n));
+    CHECK(n == 1, "retried %llu", (unsigned long long)n);
+    expect_status(client, id, "waiting");
+    EXPECT(QTASK_RESULT_INVALID_STATE, qtask_retry(client, id));
+
+    OK(qtask_pause_queue(client, queue));
+    char *queues = NULL;
+    OK(qtask_queues(client, &queues));
+    CHECK(queues && strstr(queues, "{\"queue\":\"C:ADMIN\",\"paused\":true"), "queues %s", queues ? queues : "NULL");
+    qtask_string_free(queues);
+    msg = (char *)"sentinel";
+    OK(qtask_pop(client, queue, 0, &msg));
+    CHECK(msg == NULL, "a paused queue delivered %s", msg ? msg : "NULL");
+    OK(qtask_resume_queue(client, queue));
+    OK(qtask_pop(client, queue, 3000, &msg));
+    CHECK(json_int(msg, "task_id") == id && json_int(msg, "attempt") == 2, "popped %s", msg ? msg : "NULL");
+    qtask_string_free(msg);
+
+    OK(qtask_cancel_matching(client, "{\"queue\": \"C:ADMIN\"}", &n));
+    CHECK(n == 1, "cancelled %llu", (unsigned long long)n);
+    char *rates = NULL;
+    OK(qtask_rates(client, 3, &rates));
+    CHECK(rates && rates[0] == '[' && strstr(rates, "minute_at"), "rates %s", rates ? rates : "NULL");
+    qtask_string_free(rates);
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_pause_queue(client, NULL));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_retry_matching(client, NULL, NULL));
+}
+
 struct worker_arg {
     qtask_client *client;
     int created, failed;
@@ -436,6 +486,7 @@ int main(int argc, char **argv) {
         RUN(test_order_no(client));
         RUN(test_deferred(client));
         RUN(test_fail(client));
+        RUN(test_admin(client));
         RUN(test_threads(client));
         RUN(test_bad_input(client, dir));
     }

@@ -6,6 +6,7 @@
 //! from inside another tokio runtime (where it blocks that worker thread: async
 //! code should use [`crate::Client`], or call this from `spawn_blocking`).
 
+mod admin;
 mod client;
 mod runtime;
 

@@ -12,6 +12,8 @@ pub(crate) async fn run_once(ctx: &Context) -> Result<u64> {
     if !ctx.queue.carries_offers() {
         return Ok(0);
     }
+    // Paused queues are offered too: their fetches wait for the resume (admin.rs), and
+    // an offer made again while paused stays one copy.
     in_batches(ctx.batch_size, || async {
         let offers = ctx.store.offer_due(ctx.batch_size).await?;
         if offers.is_empty() {

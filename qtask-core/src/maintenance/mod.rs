@@ -45,6 +45,7 @@ pub struct Metrics {
 impl Metrics {
     /// An attempt began (a fetch claimed the task).
     pub(crate) fn count_claim(&self, attempt: i64) {
+        crate::telemetry::dispatched(attempt);
         self.dispatched.fetch_add(1, Ordering::Relaxed);
         if attempt > 1 {
             self.redispatched.fetch_add(1, Ordering::Relaxed);
@@ -64,9 +65,11 @@ pub(crate) struct Context {
 /// One pass of every service, in the order that keeps the contract: give up on what
 /// may not run again, then dispatch what is due, then delete what has expired.
 pub(crate) async fn sweep_once(ctx: &Context) -> Result<SweepReport> {
-    let gave_up = reaper::run_once(ctx).await?;
-    let dispatched = dispatcher::run_once(ctx).await?;
-    let deleted = cleaner::run_once(ctx).await?;
+    use crate::telemetry::timed;
+    let gave_up = timed("reaper", reaper::run_once(ctx)).await?;
+    let dispatched = timed("dispatcher", dispatcher::run_once(ctx)).await?;
+    let deleted = timed("cleaner", cleaner::run_once(ctx)).await?;
+    crate::telemetry::swept(gave_up, deleted);
     Ok(SweepReport {
         dispatched,
         gave_up,

@@ -9,7 +9,7 @@ use crate::error::Result;
 /// How the database runs one hot statement.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
-    /// `claim`, `pop`, `give_up` or `cleanup`.
+    /// `claim`, `pop`, `give_up`, `cleanup` or `list_failed` (operators' list, admin.rs).
     pub statement: &'static str,
     /// The plan as the database prints it.
     pub text: String,
@@ -27,6 +27,7 @@ impl Store {
             ("pop", DUE.replace("{queue}", "AND queue = ?"), true),
             ("give_up", SPENT.to_string(), false),
             ("cleanup", EXPIRED.to_string(), false),
+            ("list_failed", super::admin::LIST_FAILED.to_string(), false),
         ];
         let mut plans = Vec::new();
         for (statement, filter, binds_queue) in statements {

@@ -3,6 +3,7 @@
 //! Statements are written once, with `{t}` (the table), `{now}` (the database clock)
 //! and `?` placeholders; [`Dialect`] supplies what differs between databases.
 
+pub(crate) mod admin;
 mod claims;
 mod dialect;
 mod explain;
@@ -156,7 +157,8 @@ impl Store {
 
     /// Creates or migrates the tables; safe to run again and from two processes at once.
     pub async fn install(&self) -> Result<()> {
-        let statements = schema::statements(self.dialect, &self.table);
+        let mut statements = schema::statements(self.dialect, &self.table);
+        statements.extend(admin::statements(self.dialect, &self.table)); // issue 11: queue settings
         let mut conn = self.pool.acquire().await?;
         match self.dialect {
             Dialect::Postgres => {

@@ -5,6 +5,7 @@
 //!   finished, failed and cancelled rows have `next_at` NULL, so they never enter the range.
 //! - `queue_due`: the `db` queue's pop (`namespace, queue, next_at`).
 //! - `delete`: cleanup (`namespace = ? AND delete_at <= now`).
+//! - `status`: operators' lists and bulk retry / cancel by status, in id order (admin.rs).
 //! - `live_order`: unique (`namespace, queue, live_key`); `live_key` is the order number
 //!   while the task is live and NULL after, so only live tasks are deduplicated.
 
@@ -17,6 +18,7 @@ pub fn statements(dialect: Dialect, table: &str) -> Vec<String> {
         ("due", "", "namespace, next_at"),
         ("queue_due", "", "namespace, queue, next_at"),
         ("delete", "", "namespace, delete_at"),
+        ("status", "", "namespace, status, id"),
     ];
     match dialect {
         // MySQL has no CREATE INDEX IF NOT EXISTS; MariaDB and MySQL both take indexes inline.

@@ -1,0 +1,77 @@
+package qtask_test
+
+import (
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"qtask.dev/qtask"
+)
+
+func TestAdminSQLite(t *testing.T) {
+	exerciseAdmin(t, qtask.Config{DB: "sqlite://" + filepath.Join(t.TempDir(), "admin.db")})
+}
+
+func TestAdminPostgres(t *testing.T) {
+	pg := serverURL(t, "PostgreSQL", "QTASK_TEST_PG_URL", "5432")
+	exerciseAdmin(t, qtask.Config{DB: pg, Queue: "db"})
+}
+
+// exerciseAdmin lists a failed task with its error, retries it, pauses and
+// resumes its queue, and cancels by filter.
+func exerciseAdmin(t *testing.T, cfg qtask.Config) {
+	c := open(t, cfg)
+	q := queue("ADMIN")
+	id, err := c.CreateNow("doomed", map[string]int{"n": 1}, time.Minute, q, qtask.WithMaxCount(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := mustPop(t, c, q, 3*time.Second)
+	if ok, err := c.Processing(msg.TaskID); !ok || err != nil {
+		t.Fatalf("processing: %v %v", ok, err)
+	}
+	if err := c.Fail(id, "bank down"); err != nil {
+		t.Fatal(err)
+	}
+
+	page, err := c.ListTasks(qtask.Filter{Status: "failed", Queue: q}, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Tasks) != 1 || page.Tasks[0].ID != id || page.Tasks[0].LastError == nil || *page.Tasks[0].LastError != "bank down" {
+		t.Fatalf("failed tasks: %+v", page)
+	}
+	if _, err := c.ListTasks(qtask.Filter{Status: "done"}, 0, 10); !errors.Is(err, qtask.ErrInvalidArgument) {
+		t.Fatalf("unknown status: want ErrInvalidArgument, got %v", err)
+	}
+	if n, err := c.RetryMatching(qtask.Filter{Status: "failed", Queue: q}); n != 1 || err != nil {
+		t.Fatalf("retry matching: %d %v", n, err)
+	}
+	if err := c.Retry(id); !errors.Is(err, qtask.ErrInvalidState) {
+		t.Fatalf("retry a waiting task: want ErrInvalidState, got %v", err)
+	}
+
+	if err := c.PauseQueue(q); err != nil {
+		t.Fatal(err)
+	}
+	queues, err := c.Queues()
+	if err != nil || len(queues) != 1 || !queues[0].Paused || queues[0].Waiting != 1 {
+		t.Fatalf("queues: %+v %v", queues, err)
+	}
+	if m, err := c.Pop(q, 0); m != nil || err != nil {
+		t.Fatalf("a paused queue delivered %+v %v", m, err)
+	}
+	if err := c.ResumeQueue(q); err != nil {
+		t.Fatal(err)
+	}
+	if m := mustPop(t, c, q, 3*time.Second); m.TaskID != id || m.Attempt != 2 {
+		t.Fatalf("after resume: %+v", m)
+	}
+	if n, err := c.CancelMatching(qtask.Filter{Queue: q}); n != 1 || err != nil {
+		t.Fatalf("cancel matching: %d %v", n, err)
+	}
+	if rates, err := c.Rates(3); len(rates) != 3 || err != nil {
+		t.Fatalf("rates: %+v %v", rates, err)
+	}
+}
