@@ -40,6 +40,7 @@ declare -A PY_PEERS=(
     [celery]='celery[redis]==5.6.3'
 )
 BULLMQ_VERSION=6.7.0
+IOREDIS_VERSION=5.8.2 # BullMQ 6 takes its Redis client as a peer dependency
 
 if ! "$venv/bin/python" -c 'import sys; assert sys.version_info >= (3, 9)' 2>/dev/null; then
     log "creating $venv"
@@ -76,7 +77,7 @@ fi
 log "installing BullMQ $BULLMQ_VERSION (npm)"
 if ! command -v npm >/dev/null 2>&1; then
     printf 'bullmq\tnpm is not installed\n' >>"$status"
-elif ! out=$(cd bench/node && npm install --silent --no-audit --no-fund "bullmq@$BULLMQ_VERSION" 2>&1); then
+elif ! out=$(cd bench/node && npm install --silent --no-audit --no-fund "bullmq@$BULLMQ_VERSION" "ioredis@$IOREDIS_VERSION" 2>&1); then
     printf 'bullmq\tnpm install failed: %s\n' "$(echo "$out" | tail -1)" >>"$status"
 fi
 

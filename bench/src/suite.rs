@@ -34,7 +34,11 @@ struct Params {
 impl Params {
     fn parse(text: &str) -> Result<Params, String> {
         let v: Value = serde_json::from_str(text).map_err(|e| format!("--params: {e}"))?;
-        let s = |k: &str| v[k].as_str().map(String::from).ok_or(format!("--params: {k} missing"));
+        let s = |k: &str| {
+            v[k].as_str()
+                .map(String::from)
+                .ok_or(format!("--params: {k} missing"))
+        };
         let n = |k: &str| v[k].as_u64().ok_or(format!("--params: {k} missing"));
         Ok(Params {
             db: s("db")?,
@@ -50,7 +54,9 @@ impl Params {
                 .collect(),
             batch: n("batch")? as usize,
             rate: v["rate"].as_f64().ok_or("--params: rate missing")?,
-            latency_secs: v["latency_secs"].as_f64().ok_or("--params: latency_secs missing")?,
+            latency_secs: v["latency_secs"]
+                .as_f64()
+                .ok_or("--params: latency_secs missing")?,
             delayed: n("delayed")?,
             sweep_rows: n("sweep_rows")?,
             sweep_due: n("sweep_due")?,
@@ -203,7 +209,10 @@ fn start_worker(
     queue: &str,
     concurrency: usize,
     recorder: Arc<Recorder>,
-) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<qtask_core::Result<qtask_core::WorkerReport>>) {
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<qtask_core::Result<qtask_core::WorkerReport>>,
+) {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let worker = Worker::new(client.clone(), queue).concurrency(concurrency);
     let handler = move |message: Message| {
@@ -257,7 +266,7 @@ async fn qtask_rows(p: &Params) -> Result<(), String> {
 async fn qtask_measure(client: &Client, p: &Params) -> Result<(), String> {
     let recorder = Arc::new(Recorder::default());
     // Idle: a worker waiting on an empty queue, before anything else grew the heap.
-    let (stop, running) = start_worker(client, "idle", 1, recorder.clone());
+    let (stop, running) = start_worker(client, "idle", 8, recorder.clone());
     tokio::time::sleep(Duration::from_secs(1)).await;
     emit("rss_idle", rss_mb("VmRSS:"));
     stop_worker(stop, running).await?;
@@ -284,13 +293,21 @@ async fn qtask_measure(client: &Client, p: &Params) -> Result<(), String> {
         });
     }
     while let Some(joined) = producers.join_next().await {
-        joined.map_err(|e| e.to_string())?.map_err(|e| format!("create: {e}"))?;
+        joined
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("create: {e}"))?;
     }
-    emit("enqueue_8", (p.n_enqueue / 8 * 8) as f64 / start.elapsed().as_secs_f64());
+    emit(
+        "enqueue_8",
+        (p.n_enqueue / 8 * 8) as f64 / start.elapsed().as_secs_f64(),
+    );
 
     let start = Instant::now();
     create_batches(client, "enqb", p.n_enqueue, p.batch).await?;
-    emit("enqueue_batch", p.n_enqueue as f64 / start.elapsed().as_secs_f64());
+    emit(
+        "enqueue_batch",
+        p.n_enqueue as f64 / start.elapsed().as_secs_f64(),
+    );
 
     for &c in &p.concurrency {
         let queue = format!("drain{c}");
@@ -300,7 +317,10 @@ async fn qtask_measure(client: &Client, p: &Params) -> Result<(), String> {
         let waited = recorder.wait(Duration::from_secs(600)).await;
         stop_worker(stop, running).await?;
         waited?;
-        emit(&format!("drain_c{c}"), p.n_drain as f64 / recorder.span().as_secs_f64());
+        emit(
+            &format!("drain_c{c}"),
+            p.n_drain as f64 / recorder.span().as_secs_f64(),
+        );
     }
     emit("rss_busy", rss_mb("VmHWM:"));
 
@@ -323,7 +343,9 @@ async fn qtask_measure(client: &Client, p: &Params) -> Result<(), String> {
         });
     }
     while let Some(joined) = producers.join_next().await {
-        joined.map_err(|e| e.to_string())?.map_err(|e| format!("create: {e}"))?;
+        joined
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("create: {e}"))?;
     }
     let achieved = n as f64 / start.elapsed().as_secs_f64();
     let waited = recorder.wait(Duration::from_secs(120)).await;
@@ -425,9 +447,17 @@ async fn ceiling_sql(p: &Params) -> Result<(), String> {
     result
 }
 
-async fn ceiling_batch(pool: &AnyPool, dialect: Dialect, table: &str, b: i64, size: usize) -> Result<(), sqlx::Error> {
+async fn ceiling_batch(
+    pool: &AnyPool,
+    dialect: Dialect,
+    table: &str,
+    b: i64,
+    size: usize,
+) -> Result<(), sqlx::Error> {
     let values = vec!["(?, ?, 20)"; size].join(", ");
-    let insert = dialect.placeholders(format!("INSERT INTO {table} (batch, payload, status) VALUES {values}"));
+    let insert = dialect.placeholders(format!(
+        "INSERT INTO {table} (batch, payload, status) VALUES {values}"
+    ));
     let mut tx = pool.begin().await?;
     let mut q = sqlx::query(AssertSqlSafe(insert));
     for i in 0..size {
@@ -435,9 +465,15 @@ async fn ceiling_batch(pool: &AnyPool, dialect: Dialect, table: &str, b: i64, si
     }
     q.execute(&mut *tx).await?;
     let update = dialect.placeholders(format!("UPDATE {table} SET status = 30 WHERE batch = ?"));
-    sqlx::query(AssertSqlSafe(update)).bind(b).execute(&mut *tx).await?;
+    sqlx::query(AssertSqlSafe(update))
+        .bind(b)
+        .execute(&mut *tx)
+        .await?;
     let delete = dialect.placeholders(format!("DELETE FROM {table} WHERE batch = ?"));
-    sqlx::query(AssertSqlSafe(delete)).bind(b).execute(&mut *tx).await?;
+    sqlx::query(AssertSqlSafe(delete))
+        .bind(b)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await
 }
 
@@ -445,7 +481,10 @@ async fn ceiling_batch(pool: &AnyPool, dialect: Dialect, table: &str, b: i64, si
 /// loops at once on keys of their own.
 async fn ceiling_redis(p: &Params) -> Result<(), String> {
     let redis_client = redis::Client::open(p.queue.as_str()).map_err(|e| e.to_string())?;
-    note(format!("{} LPUSH then {} BRPOP per pipeline, one connection per loop", p.batch, p.batch));
+    note(format!(
+        "{} LPUSH then {} BRPOP per pipeline, one connection per loop",
+        p.batch, p.batch
+    ));
     for &c in &p.concurrency {
         let batches = (p.n_drain as usize).div_ceil(p.batch);
         let next = Arc::new(AtomicU64::new(0));
@@ -499,7 +538,10 @@ async fn sweeper_measure(client: &Client, p: &Params) -> Result<(), String> {
     let dialect = client.store().dialect();
     let table = client.config().task_table();
     let later = client
-        .delay(task("sweep", json!({ "due": false })), Duration::from_secs(86_400))
+        .delay(
+            task("sweep", json!({ "due": false })),
+            Duration::from_secs(86_400),
+        )
         .await
         .map_err(|e| format!("delay: {e}"))?;
     let soon = client
@@ -519,9 +561,16 @@ async fn sweeper_measure(client: &Client, p: &Params) -> Result<(), String> {
         .filter(|c| c != "id")
         .collect();
     let cols = columns.join(", ");
-    let src_cols = columns.iter().map(|c| format!("src.{c}")).collect::<Vec<_>>().join(", ");
+    let src_cols = columns
+        .iter()
+        .map(|c| format!("src.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let start = Instant::now();
-    for (id, copies) in [(later.id, p.sweep_rows - p.sweep_due - 1), (soon.id, p.sweep_due - 1)] {
+    for (id, copies) in [
+        (later.id, p.sweep_rows - p.sweep_due - 1),
+        (soon.id, p.sweep_due - 1),
+    ] {
         let mut left = copies;
         while left > 0 {
             let chunk = left.min(100_000);
@@ -561,7 +610,10 @@ async fn sweeper_measure(client: &Client, p: &Params) -> Result<(), String> {
         passes.push(pass.elapsed().as_secs_f64() * 1000.0);
         dispatched += report.dispatched;
         if report.dispatched == 0 || start.elapsed() > Duration::from_secs(300) {
-            return Err(format!("sweep stalled at {dispatched} of {} dispatched", p.sweep_due));
+            return Err(format!(
+                "sweep stalled at {dispatched} of {} dispatched",
+                p.sweep_due
+            ));
         }
     }
     emit("sweep_rate", dispatched as f64 / start.elapsed().as_secs_f64());
