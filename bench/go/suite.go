@@ -437,7 +437,7 @@ func suiteRiver(ctx context.Context, p suiteParams, s *sink) (*suiteSystem, erro
 	if err != nil {
 		return sys, err
 	}
-	note(fmt.Sprintf("schema %s (rivermigrate); River's defaults (FetchCooldown 100ms, FetchPollInterval 1s); pool of 40", schema))
+	note(fmt.Sprintf("schema %s (rivermigrate); FetchCooldown 1ms (River's default 100ms fetches at most MaxWorkers jobs per 100 ms: 10 jobs/s at 1); pool of 40", schema))
 	sys.enqueue = func(ctx context.Context, queue string, payload map[string]interface{}) error {
 		_, err := inserter.Insert(ctx, recordArgs{Payload: payload}, &river.InsertOpts{Queue: queue})
 		return err
@@ -460,6 +460,9 @@ func suiteRiver(ctx context.Context, p suiteParams, s *sink) (*suiteSystem, erro
 			Workers: workers,
 			Logger:  logger,
 			Queues:  map[string]river.QueueConfig{queue: {MaxWorkers: c}},
+			// River's documented throughput knob; its default caps a worker of 1
+			// at 10 jobs/s.
+			FetchCooldown: time.Millisecond,
 		})
 		if err != nil {
 			return nil, err
