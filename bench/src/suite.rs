@@ -620,5 +620,15 @@ async fn sweeper_measure(client: &Client, p: &Params) -> Result<(), String> {
     passes.sort_by(|a, b| a.total_cmp(b));
     emit("sweep_pass_ms", percentile(&passes, 0.5));
     note(format!("{} sweep passes, {dispatched} dispatched", passes.len()));
+    // What every client pays each second once nothing is due: a pass over the
+    // same table.
+    let mut idle = Vec::new();
+    for _ in 0..5 {
+        let pass = Instant::now();
+        client.sweep_once().await.map_err(|e| format!("sweep: {e}"))?;
+        idle.push(pass.elapsed().as_secs_f64() * 1000.0);
+    }
+    idle.sort_by(|a, b| a.total_cmp(b));
+    emit("sweep_idle_ms", percentile(&idle, 0.5));
     Ok(())
 }
