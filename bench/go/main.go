@@ -90,6 +90,14 @@ type result struct {
 }
 
 func main() {
+	// bench/run.py's entry: --suite SYSTEM --params JSON (suite.go).
+	if len(os.Args) == 5 && os.Args[1] == "--suite" && os.Args[3] == "--params" {
+		if err := runSuite(os.Args[2], os.Args[4]); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	o := parseFlags()
 	started := time.Now()
 	fmt.Printf("# qtask Go peer benchmark, %s\n", started.UTC().Format("2006-01-02 15:04 MST"))

@@ -7,6 +7,8 @@
 //!
 //! See bench/README.md for what each row measures and the figures of this machine.
 
+mod suite;
+
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -107,6 +109,25 @@ fn env(name: &str) -> Option<String> {
 }
 
 fn main() -> ExitCode {
+    // bench/run.py's entry: `--suite SYSTEM --params JSON`, JSON lines out.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("--suite") {
+        let (Some(system), Some(params)) = (argv.get(2), argv.get(4)) else {
+            eprintln!("qtask-bench: usage: --suite SYSTEM --params JSON");
+            return ExitCode::from(2);
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        return match runtime.block_on(suite::run(system, params)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("qtask-bench: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let args = match parse_args() {
         Ok(Some(args)) => args,
         Ok(None) => {
