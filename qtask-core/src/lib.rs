@@ -28,17 +28,20 @@ mod client;
 mod clock;
 mod config;
 mod error;
+pub mod input;
 mod maintenance;
 pub mod queue;
+mod secret;
 pub mod store;
 mod task;
 mod worker;
 
 pub use client::{Client, Invoke};
-pub use clock::Clock;
+pub use clock::{Clock, MAX_WAIT};
 pub use config::{Config, DB_QUEUE, DEFAULT_DB_URL};
 pub use error::{Error, Result};
 pub use maintenance::SweepReport;
+pub use secret::redact;
 pub use task::{
     seconds, Created, Message, NewTask, Stats, Status, Task, TaskOptions, DEFAULT_DEADLINE,
     DEFAULT_MAX_COUNT, DEFAULT_TIMEOUT, RESERVED_KEYS,

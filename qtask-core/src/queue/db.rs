@@ -37,7 +37,7 @@ impl Queue for DbQueue {
     }
 
     async fn pop(&self, queue: &str, wait: Duration) -> Result<Option<Message>> {
-        let until = Instant::now() + wait;
+        let until = crate::clock::deadline_after(wait);
         let mut pause = FIRST_POLL;
         loop {
             if let Some(message) = self.store.claim(Some(queue), 1).await?.pop() {

@@ -2,12 +2,13 @@
 //! a queue may lose messages (Redis FLUSHALL) and the sweeper re-sends them.
 //!
 //! - `db`: the task table itself ([`DbQueue`]);
-//! - `redis://host:6379/0`, `rediss://…`: one Redis ([`RedisQueue`]);
+//! - `redis://host:6379/0`, `rediss://…?tls_ca=ca.pem`: one Redis ([`RedisQueue`]);
 //! - `redis+cluster://host1:7000,host2:7001` (or `redis://host1:7000,redis://host2:7001`):
-//!   a Redis Cluster, reached from any of the listed nodes.
+//!   a Redis Cluster, reached from any of the listed nodes (`rediss+cluster://…` with TLS).
 
 mod db;
 mod redis;
+mod redis_tls;
 
 use std::fmt::Debug;
 use std::sync::Arc;
