@@ -12,6 +12,9 @@ use crate::error::{invalid, Result};
 pub const DEFAULT_DB_URL: &str = "sqlite://qtask.db";
 /// The embedded default queue: the database itself carries the tasks.
 pub const DB_QUEUE: &str = "db";
+/// Queue URL schemes of the Redis queue (`rediss`: TLS).
+pub(crate) const REDIS_SCHEMES: [&str; 4] =
+    ["redis://", "rediss://", "redis+cluster://", "rediss+cluster://"];
 /// Longest `sweep_interval` and `connect_timeout` (one day): longer ones are refused.
 pub const MAX_SETTING_DURATION: Duration = Duration::from_secs(24 * 3600);
 /// Longest `retry_backoff_max` (100 years, the longest task duration).
@@ -112,10 +115,8 @@ impl Config {
     /// Checks every field; called by `Client::open`.
     pub fn validate(&self) -> Result<()> {
         crate::store::Dialect::from_url(&self.db)?;
-        let queue_ok = self.queue == DB_QUEUE
-            || ["redis://", "rediss://", "redis+cluster://", "rediss+cluster://"]
-                .iter()
-                .any(|scheme| self.queue.starts_with(scheme));
+        let queue_ok =
+            self.queue == DB_QUEUE || REDIS_SCHEMES.iter().any(|scheme| self.queue.starts_with(scheme));
         if !queue_ok {
             return Err(invalid(format!(
                 "queue must be \"db\" or a redis:// or rediss:// URL, got {:?}",

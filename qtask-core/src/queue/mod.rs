@@ -43,14 +43,14 @@ pub async fn connect(config: &Config, store: &Store) -> Result<Arc<dyn Queue>> {
     if config.queue == DB_QUEUE {
         return Ok(Arc::new(DbQueue::new(store.clone())));
     }
-    if config.queue.starts_with("redis://")
-        || config.queue.starts_with("rediss://")
-        || config.queue.starts_with("redis+cluster://")
+    if crate::config::REDIS_SCHEMES
+        .iter()
+        .any(|scheme| config.queue.starts_with(scheme))
     {
         return Ok(Arc::new(RedisQueue::connect(config).await?));
     }
     Err(invalid(format!(
         "queue {:?} is not supported by this build",
-        config.queue
+        crate::secret::redact(&config.queue)
     )))
 }
