@@ -43,7 +43,7 @@ pub use error::{Error, Result};
 pub use maintenance::SweepReport;
 pub use secret::redact;
 pub use task::{
-    seconds, Created, Message, NewTask, Stats, Status, Task, TaskOptions, DEFAULT_DEADLINE,
+    check_new_task, seconds, Created, Message, NewTask, Stats, Status, Task, TaskOptions, DEFAULT_DEADLINE,
     DEFAULT_MAX_COUNT, DEFAULT_TIMEOUT, RESERVED_KEYS,
 };
 pub use worker::{Worker, WorkerReport};

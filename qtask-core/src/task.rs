@@ -194,6 +194,13 @@ impl ValidTask {
     }
 }
 
+/// The checks `create` and `delay` run before writing, without a database; for the
+/// fuzz targets (`fuzz/`).
+#[doc(hidden)]
+pub fn check_new_task(task: &NewTask, delay: Duration, max_payload_bytes: usize) -> Result<()> {
+    ValidTask::check(task, delay, max_payload_bytes).map(drop)
+}
+
 fn check_text(what: &str, value: &str, max: usize) -> Result<()> {
     if value.trim().is_empty() {
         return Err(invalid(format!("{what} must not be empty")));

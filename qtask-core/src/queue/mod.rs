@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use self::redis::{list_key, RedisQueue};
+pub use self::redis::{check_url, list_key, RedisQueue};
 pub use db::DbQueue;
 
 use crate::config::{Config, DB_QUEUE};

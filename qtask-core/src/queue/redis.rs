@@ -374,6 +374,12 @@ fn breaks_connection(err: &RedisError) -> bool {
     !matches!(err.kind(), ErrorKind::Server(_)) || err.is_cluster_error()
 }
 
+/// Parses a Redis queue URL as `open` does, without connecting; for the fuzz targets.
+#[doc(hidden)]
+pub fn check_url(url: &str) -> std::result::Result<(), String> {
+    Target::parse(url).map(drop)
+}
+
 impl Target {
     fn parse(url: &str) -> std::result::Result<Target, String> {
         let (url, certificates) = super::redis_tls::take_tls_ca(url)?;
