@@ -8,7 +8,9 @@ use qtask_core::{Config, Error};
 fuzz_target!(|text: &str| {
     match Config::from_json(text) {
         Ok(config) => {
-            config.validate().expect("from_json returned a config that does not validate");
+            config
+                .validate()
+                .expect("from_json returned a config that does not validate");
             let _ = format!("{config:?}");
         }
         Err(Error::InvalidArgument(_)) => {}

@@ -8,7 +8,9 @@ use std::ffi::{c_char, CString};
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use qtask::{qtask_client, qtask_create, qtask_install, qtask_open, qtask_pop, qtask_result, qtask_string_free};
+use qtask::{
+    qtask_client, qtask_create, qtask_install, qtask_open, qtask_pop, qtask_result, qtask_string_free,
+};
 
 struct Handle(*mut qtask_client);
 // The handle is a registry key; qtask's functions are thread-safe.

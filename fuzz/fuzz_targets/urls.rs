@@ -23,12 +23,17 @@ fuzz_target!(|text: &str| {
     // A `scheme://user:password@host` with a plain password loses it.
     if let Some((scheme, rest)) = text.split_once("://") {
         let url_like = !scheme.is_empty()
-            && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+            && scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
             && !rest.contains("://");
         if let Some((_, password)) = rest.rsplit_once('@').and_then(|(u, _)| u.split_once(':')) {
             let plain = password.len() >= 4 && password.bytes().all(|b| b.is_ascii_alphanumeric());
             if url_like && plain {
-                assert!(!hidden.contains(&format!(":{password}@")), "{text:?} -> {hidden:?}");
+                assert!(
+                    !hidden.contains(&format!(":{password}@")),
+                    "{text:?} -> {hidden:?}"
+                );
             }
         }
     }

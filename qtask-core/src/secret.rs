@@ -6,8 +6,9 @@
 /// value of every `password=` query parameter. Text without secrets is returned
 /// unchanged.
 pub fn redact(text: &str) -> String {
-    let userinfo_hidden = redact_userinfo(text);
-    redact_query_passwords(&userinfo_hidden)
+    // Query values first: hiding one may remove a `://` inside it, and the URLs are
+    // then cut where the remaining `://` are, so a second redaction changes nothing.
+    redact_userinfo(&redact_query_passwords(text))
 }
 
 /// `user:password@` becomes `user:***@` in each stretch that follows a `://` (or,
@@ -98,6 +99,10 @@ mod tests {
             "mysql://h/db?sslPassword=***"
         );
         assert_eq!(redact("u:secret@h"), "u:***@h");
+        // Found by the `urls` fuzz target: a query value holding `://`.
+        let text = "postgres:/@e?a=u&password=s:b://u?d=u&pa//s";
+        assert_eq!(redact(&redact(text)), redact(text));
+        assert_eq!(redact(text), "postgres:***@e?a=u&password=***&pa//s");
         for plain in [
             "sqlite://qtask.db",
             "db",

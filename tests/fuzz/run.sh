@@ -48,7 +48,7 @@ for target in "${targets[@]}"; do
     cargo +nightly fuzz run --fuzz-dir fuzz --target-dir "$target_dir/fuzz" "$target" \
         "$work" "fuzz/corpus/$target" -- \
         -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 >"$log" 2>&1 || rc=$?
-    grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::new_units_added|==[0-9]+==|SUMMARY|thread .* panicked|Test unit written)' "$log" || true
+    grep -E '^(#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units|stat::new_units_added|==[0-9]+==|SUMMARY|thread .* panicked|Test unit written)' "$log" || true
     if [ $rc -ne 0 ]; then
         tail -n 40 "$log" >&2
         echo "fuzz: $target FAILED (exit $rc; input in fuzz/artifacts/$target/, log $log)" >&2
