@@ -17,3 +17,11 @@ fi
 if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
     export PATH="$PATH:/usr/local/go/bin"
 fi
+
+# TLS (scripts/services.sh makes the CA and starts these beside the plain servers).
+: "${QTASK_TEST_TLS_CA:=/tmp/qtask-tls/ca.crt}"
+: "${QTASK_TEST_PG_TLS_URL:=postgres://postgres@127.0.0.1:5432/test?sslmode=verify-full&sslrootcert=$QTASK_TEST_TLS_CA}"
+: "${QTASK_TEST_MYSQL_TLS_URL:=mysql://root@127.0.0.1:3306/test?ssl-mode=VERIFY_IDENTITY&ssl-ca=$QTASK_TEST_TLS_CA}"
+: "${QTASK_TEST_REDIS_TLS_URL:=rediss://127.0.0.1:6380/?tls_ca=$QTASK_TEST_TLS_CA}"
+: "${QTASK_TEST_REDIS_TLS_CLUSTER_URL:=rediss+cluster://127.0.0.1:7100,127.0.0.1:7101,127.0.0.1:7102/?tls_ca=$QTASK_TEST_TLS_CA}"
+export QTASK_TEST_TLS_CA QTASK_TEST_PG_TLS_URL QTASK_TEST_MYSQL_TLS_URL QTASK_TEST_REDIS_TLS_URL QTASK_TEST_REDIS_TLS_CLUSTER_URL

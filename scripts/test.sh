@@ -63,5 +63,12 @@ if [ -f tests/faults/run.sh ]; then
     step faults bash tests/faults/run.sh
 fi
 
+# Fuzzing: each cargo-fuzz target of fuzz/ for QTASK_FUZZ_SECONDS (default 60)
+# from the committed corpus. Needs nightly + cargo-fuzz (installed when missing;
+# one loud SKIP line when they cannot be had).
+if [ -d fuzz ] && [ -f tests/fuzz/run.sh ]; then
+    step fuzz bash tests/fuzz/run.sh
+fi
+
 current_step=done
 echo "==> all steps passed"

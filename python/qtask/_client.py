@@ -42,6 +42,18 @@ def _dumps(value: object, what: str) -> str:
         raise InvalidArgument(f"{what} is not JSON-serialisable: {e}") from None
 
 
+def _text(value: str, what: str) -> str:
+    """A str that crosses to the engine as UTF-8: a lone surrogate is bad input,
+    not the TypeError the native conversion would raise."""
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{what} must be a str, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidArgument(f"{what} is not valid text: {e.reason} at index {e.start}") from None
+    return value
+
+
 def _seconds(value: Optional[float], what: str) -> Optional[float]:
     if value is None:
         return None
@@ -63,14 +75,14 @@ def _task_args(
     if max_count is not None and (isinstance(max_count, bool) or not isinstance(max_count, int)):
         raise InvalidArgument(f"max_count must be an int, got {max_count!r}")
     return (
-        name,
+        _text(name, "name"),
         _dumps(input, "input"),
-        queue,
+        _text(queue, "queue"),
         _seconds(timeout, "timeout"),
         _seconds(deadline, "deadline"),
         _seconds(delete_deadline, "delete_deadline"),
         max_count,
-        order_no,
+        None if order_no is None else _text(order_no, "order_no"),
     )
 
 
@@ -298,7 +310,7 @@ class Client:
         Returns the task's input plus ``task_id`` and ``attempt``, or ``None``. Then
         call :meth:`processing`, do the work, and :meth:`finish` or :meth:`fail`.
         """
-        text = self._native.pop(queue, cast(float, _seconds(wait, "wait")))
+        text = self._native.pop(_text(queue, "queue"), cast(float, _seconds(wait, "wait")))
         return None if text is None else cast(Message, json.loads(text))
 
     def processing(self, task_id: int) -> bool:
@@ -316,7 +328,8 @@ class Client:
     def fail(self, task_id: int, error: str) -> str:
         """Records a failed attempt; returns the new status, ``"waiting"`` (retried with
         backoff) or ``"failed"`` (attempts or deadline spent)."""
-        return self._native.fail(task_id, error)
+        # A failure's text is kept even when it holds a lone surrogate (replaced).
+        return self._native.fail(task_id, str(error).encode("utf-8", "replace").decode("utf-8"))
 
     def cancel(self, task_id: int) -> None:
         """Stops a live task. Twice is fine; cancelling a finished task raises InvalidState."""

@@ -8,6 +8,9 @@ from typing import Optional, Tuple, final
 
 __version__: str
 
+def redact(text: str) -> str:
+    """The text with every URL password replaced by ``***``."""
+
 TaskArgs = Tuple[
     str,  # name
     str,  # input, a JSON object as text

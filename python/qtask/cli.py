@@ -25,7 +25,7 @@ import sys
 from typing import Any, List, Optional
 
 from ._client import Client
-from ._qtask import __version__
+from ._qtask import __version__, redact
 from .errors import Error
 
 
@@ -111,7 +111,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         with _client(args) as client:
             if args.command == "db":
                 client.install()
-                print(f"installed {client.table_prefix}task in {_redact(client.db)}")
+                print(f"installed {client.table_prefix}task in {redact(client.db)}")
             elif args.command == "stats":
                 _print(client.stats())
             elif args.command == "get":
@@ -122,14 +122,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-
-
-def _redact(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    if sep and at and ":" in userinfo:
-        return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
-    return url
 
 
 if __name__ == "__main__":  # pragma: no cover

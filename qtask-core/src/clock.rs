@@ -34,10 +34,25 @@ pub(crate) fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Longest wait qtask honours; longer ones are cut to it, so `now + wait` never overflows.
-pub const MAX_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Longest wait a pop honours (one day); a longer wait, up to `Duration::MAX`,
+/// returns empty-handed after this.
+pub const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 
-/// The instant `wait` from now, saturating at [`MAX_WAIT`].
+/// When a wait that starts now ends, with the wait capped at [`MAX_WAIT`], so that
+/// no caller's duration can overflow an `Instant`.
 pub(crate) fn deadline_after(wait: Duration) -> tokio::time::Instant {
     tokio::time::Instant::now() + wait.min(MAX_WAIT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_waits_are_capped() {
+        let start = tokio::time::Instant::now();
+        let until = deadline_after(Duration::MAX);
+        assert!(until - start <= MAX_WAIT + Duration::from_secs(1));
+        assert!(deadline_after(Duration::from_secs_f64(1e19)) > start);
+    }
 }

@@ -1,5 +1,6 @@
 //! Configuration by URLs: in code, from JSON (C, Python) or the environment.
 
+use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -11,12 +12,21 @@ use crate::error::{invalid, Result};
 pub const DEFAULT_DB_URL: &str = "sqlite://qtask.db";
 /// The embedded default queue: the database itself carries the tasks.
 pub const DB_QUEUE: &str = "db";
+/// Queue URL schemes of the Redis queue (`rediss`: TLS).
+pub(crate) const REDIS_SCHEMES: [&str; 4] =
+    ["redis://", "rediss://", "redis+cluster://", "rediss+cluster://"];
+/// Longest `sweep_interval` and `connect_timeout` (one day): longer ones are refused.
+pub const MAX_SETTING_DURATION: Duration = Duration::from_secs(24 * 3600);
+/// Longest `retry_backoff_max` (100 years, the longest task duration).
+const MAX_BACKOFF: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+/// Longest namespace and Redis prefix, in bytes.
+const MAX_NAME_PART: usize = 64;
 
 /// How a client reaches its database and queue, and how its sweeper behaves.
 ///
 /// Deserializes from JSON with the same keys as the Python keywords; a key
 /// that is not listed here is an error. Durations are seconds (fractions allowed).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default = "Config::from_env")]
 pub struct Config {
     /// Database URL: `sqlite://file.db`, `postgres://…`, `mysql://…`.
@@ -99,6 +109,7 @@ impl Config {
 
     /// Parses a JSON object over [`Config::from_env`]; NULL-ish input (`""`, `{}`) gives the defaults.
     pub fn from_json(text: &str) -> Result<Self> {
+        crate::input::check_settings_text("config", text)?;
         if text.trim().is_empty() {
             return Ok(Config::from_env());
         }
@@ -110,31 +121,25 @@ impl Config {
     /// Checks every field; called by `Client::open`.
     pub fn validate(&self) -> Result<()> {
         crate::store::Dialect::from_url(&self.db)?;
-        let queue_ok = self.queue == DB_QUEUE
-            || self.queue.starts_with("redis://")
-            || self.queue.starts_with("rediss://")
-            || self.queue.starts_with("redis+cluster://");
+        let queue_ok =
+            self.queue == DB_QUEUE || REDIS_SCHEMES.iter().any(|scheme| self.queue.starts_with(scheme));
         if !queue_ok {
             return Err(invalid(format!(
-                "queue must be \"db\" or a redis:// URL, got {:?}",
-                self.queue
+                "queue must be \"db\" or a redis:// or rediss:// URL, got {:?}",
+                crate::secret::redact(&self.queue)
             )));
         }
-        if self.namespace.is_empty() || self.namespace.len() > 64 {
-            return Err(invalid("namespace must be 1 to 64 bytes"));
-        }
+        key_part("namespace", &self.namespace)?;
         let identifier = |s: &str| s.len() <= 32 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         if !identifier(&self.table_prefix) {
             return Err(invalid("table_prefix must be up to 32 of [A-Za-z0-9_]"));
         }
-        if self.redis_prefix.is_empty()
-            || self.redis_prefix.len() > 64
-            || self.redis_prefix.contains(['{', '}'])
-        {
-            return Err(invalid("redis_prefix must be 1 to 64 bytes without braces"));
-        }
-        if self.sweep_interval.is_zero() {
-            return Err(invalid("sweep_interval must be positive"));
+        key_part("redis_prefix", &self.redis_prefix)?;
+        if self.sweep_interval.is_zero() || self.sweep_interval > MAX_SETTING_DURATION {
+            return Err(invalid(format!(
+                "sweep_interval must be positive and at most {} s",
+                MAX_SETTING_DURATION.as_secs()
+            )));
         }
         if !(1..=10_000).contains(&self.batch_size) {
             return Err(invalid("batch_size must be 1 to 10000"));
@@ -147,8 +152,14 @@ impl Config {
                 "retry_backoff must be positive and at most retry_backoff_max",
             ));
         }
-        if self.connect_timeout.is_zero() {
-            return Err(invalid("connect_timeout must be positive"));
+        if self.retry_backoff_max > MAX_BACKOFF {
+            return Err(invalid("retry_backoff_max must be at most 100 years"));
+        }
+        if self.connect_timeout.is_zero() || self.connect_timeout > MAX_SETTING_DURATION {
+            return Err(invalid(format!(
+                "connect_timeout must be positive and at most {} s",
+                MAX_SETTING_DURATION.as_secs()
+            )));
         }
         if self.max_connections == 0 {
             return Err(invalid("max_connections must be positive"));
@@ -162,6 +173,46 @@ impl Config {
     }
 }
 
+/// Namespaces and Redis prefixes become parts of Redis keys (`prefix:namespace:{queue}`):
+/// without `:`, braces, whitespace or control characters, no two (prefix, namespace)
+/// pairs can name the same key.
+fn key_part(what: &str, value: &str) -> Result<()> {
+    if value.is_empty() || value.len() > MAX_NAME_PART {
+        return Err(invalid(format!("{what} must be 1 to {MAX_NAME_PART} bytes")));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| matches!(c, ':' | '{' | '}') || c.is_whitespace() || c.is_control())
+    {
+        return Err(invalid(format!(
+            "{what} must not contain {c:?} (nor ':', braces, whitespace or control characters)"
+        )));
+    }
+    Ok(())
+}
+
+/// Like the derived form, with the passwords of `db` and `queue` hidden.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("db", &crate::secret::redact(&self.db))
+            .field("queue", &crate::secret::redact(&self.queue))
+            .field("namespace", &self.namespace)
+            .field("table_prefix", &self.table_prefix)
+            .field("redis_prefix", &self.redis_prefix)
+            .field("sweeper", &self.sweeper)
+            .field("sweep_interval", &self.sweep_interval)
+            .field("batch_size", &self.batch_size)
+            .field("max_payload_bytes", &self.max_payload_bytes)
+            .field("retry_backoff", &self.retry_backoff)
+            .field("retry_backoff_max", &self.retry_backoff_max)
+            .field("max_connections", &self.max_connections)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("clock", &self.clock)
+            .finish()
+    }
+}
+
 fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
@@ -170,4 +221,53 @@ fn seconds<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::
     let secs = f64::deserialize(d)?;
     Duration::try_from_secs_f64(secs)
         .map_err(|_| serde::de::Error::custom(format!("{secs} is not a valid number of seconds")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(change: impl FnOnce(&mut Config)) -> Result<()> {
+        let mut config = Config::default();
+        change(&mut config);
+        config.validate()
+    }
+
+    #[test]
+    fn key_parts_cannot_collide() {
+        // `qtask` + `a:b` and `qtask:a` + `b` would both give `qtask:a:b:{Q}`.
+        assert!(with(|c| c.namespace = "a:b".into()).is_err());
+        assert!(with(|c| c.redis_prefix = "qtask:a".into()).is_err());
+        for bad in ["a{b", "a}b", "a b", "a\tb", "a\u{7}b", "", &"n".repeat(65)] {
+            assert!(with(|c| c.namespace = bad.into()).is_err(), "namespace {bad:?}");
+            assert!(
+                with(|c| c.redis_prefix = bad.into()).is_err(),
+                "redis_prefix {bad:?}"
+            );
+        }
+        assert!(with(|c| c.namespace = "订单-app_1.v2".into()).is_ok());
+        assert!(with(|c| c.redis_prefix = "qtask-test-x".into()).is_ok());
+    }
+
+    #[test]
+    fn huge_durations_are_refused_not_panicked_on() {
+        assert!(with(|c| c.sweep_interval = Duration::MAX).is_err());
+        assert!(with(|c| c.connect_timeout = Duration::MAX).is_err());
+        assert!(with(|c| c.retry_backoff_max = Duration::MAX).is_err());
+        let err = Config::from_json(r#"{"sweep_interval": 1e19}"#).unwrap_err();
+        assert!(matches!(err, crate::Error::InvalidArgument(_)), "{err}");
+        assert!(with(|c| c.sweep_interval = MAX_SETTING_DURATION).is_ok());
+    }
+
+    #[test]
+    fn debug_hides_passwords() {
+        let config = Config {
+            db: "postgres://u:s3cret-db@h/db".into(),
+            queue: "redis://:s3cret-q@h:6379/0".into(),
+            ..Config::default()
+        };
+        let text = format!("{config:?}");
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("postgres://u:***@h/db"), "{text}");
+    }
 }

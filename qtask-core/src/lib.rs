@@ -30,8 +30,10 @@ mod clock;
 mod completer;
 mod config;
 mod error;
+pub mod input;
 mod maintenance;
 pub mod queue;
+mod secret;
 pub mod store;
 mod task;
 mod telemetry;
@@ -42,9 +44,10 @@ pub use clock::{Clock, MAX_WAIT};
 pub use config::{Config, DB_QUEUE, DEFAULT_DB_URL};
 pub use error::{Error, Result};
 pub use maintenance::SweepReport;
+pub use secret::redact;
 pub use task::{
-    seconds, Created, Fence, Fenced, Message, NewTask, Stats, Status, Task, TaskOptions, DEFAULT_DEADLINE,
-    DEFAULT_MAX_COUNT, DEFAULT_TIMEOUT, RESERVED_KEYS,
+    check_new_task, seconds, Created, Fence, Fenced, Message, NewTask, Stats, Status, Task, TaskOptions,
+    DEFAULT_DEADLINE, DEFAULT_MAX_COUNT, DEFAULT_TIMEOUT, RESERVED_KEYS,
 };
 pub use worker::{Worker, WorkerReport};
 

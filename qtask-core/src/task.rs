@@ -167,13 +167,8 @@ impl ValidTask {
         if let Some(key) = RESERVED_KEYS.iter().find(|k| object.contains_key(**k)) {
             return Err(invalid(format!("input may not contain the reserved key {key:?}")));
         }
-        let payload = serde_json::to_string(object).map_err(|e| invalid(format!("input: {e}")))?;
-        if payload.len() > max_payload_bytes {
-            return Err(invalid(format!(
-                "input is {} bytes, over the limit of {max_payload_bytes}",
-                payload.len()
-            )));
-        }
+        // Stops writing at the limit: an oversized input is never copied whole.
+        let payload = crate::input::to_bounded_json(object, max_payload_bytes)?;
         let opts = &task.options;
         if let Some(order_no) = &opts.order_no {
             check_key("order_no", order_no)?;
@@ -201,6 +196,13 @@ impl ValidTask {
             max_count: i64::from(max_count),
         })
     }
+}
+
+/// The checks `create` and `delay` run before writing, without a database; for the
+/// fuzz targets (`fuzz/`).
+#[doc(hidden)]
+pub fn check_new_task(task: &NewTask, delay: Duration, max_payload_bytes: usize) -> Result<()> {
+    ValidTask::check(task, delay, max_payload_bytes).map(drop)
 }
 
 fn check_text(what: &str, value: &str, max: usize) -> Result<()> {

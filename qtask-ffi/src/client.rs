@@ -9,7 +9,7 @@ use qtask_core::{Config, Error, NewTask, TaskOptions};
 use serde::Deserialize;
 
 use crate::error::qtask_result;
-use crate::ffi::{invalid, json_arg, json_out, millis_arg, opt_str_arg, seconds_arg, str_arg, try_ref};
+use crate::ffi::{invalid, json_out, millis_arg, opt_str_arg, seconds_arg, str_arg, try_ref};
 use crate::handle::{Registry, Space};
 use crate::panic::ffi_boundary;
 
@@ -55,6 +55,7 @@ struct Options {
 impl Options {
     fn parse(text: Option<&str>) -> Result<TaskOptions, Error> {
         let text = text.map(str::trim).filter(|t| !t.is_empty()).unwrap_or("null");
+        qtask_core::input::check_settings_text("options_json", text)?;
         let options: Option<Options> =
             serde_json::from_str(text).map_err(|e| invalid(format!("options_json: {e}")))?;
         let options = options.unwrap_or_default();
@@ -68,8 +69,10 @@ impl Options {
     }
 }
 
-/// Converts the arguments of a create or delay into a `NewTask`.
+/// Converts the arguments of a create or delay into a `NewTask`. The input text is
+/// measured against the client's `max_payload_bytes` before it is parsed.
 unsafe fn new_task(
+    client: &Client,
     name: *const c_char,
     input_json: *const c_char,
     timeout_s: i64,
@@ -77,7 +80,8 @@ unsafe fn new_task(
     options_json: *const c_char,
 ) -> Result<NewTask, Error> {
     let name = unsafe { str_arg(name, "name") }?;
-    let input = json_arg(unsafe { str_arg(input_json, "input_json") }?, "input_json")?;
+    let input_json = unsafe { str_arg(input_json, "input_json") }?;
+    let input = qtask_core::input::parse_input(input_json, client.config().max_payload_bytes)?;
     let timeout = seconds_arg(timeout_s, "timeout")?;
     let queue = unsafe { str_arg(queue, "queue") }?;
     let options = Options::parse(unsafe { opt_str_arg(options_json, "options_json") }?)?;
@@ -175,7 +179,7 @@ pub extern "C" fn qtask_create(
     ffi_boundary!(result: {
         reset(out_id, 0);
         let client = self::client(client)?;
-        let task = unsafe { new_task(name, input_json, timeout_s, queue, options_json) }?;
+        let task = unsafe { new_task(&client, name, input_json, timeout_s, queue, options_json) }?;
         let created = client.create(task)?;
         reset(out_id, created.id);
         Ok(())
@@ -206,7 +210,7 @@ pub extern "C" fn qtask_create_deferred(
         let out_invoke = try_ref!(mut out_invoke, "out_invoke");
         *out_invoke = std::ptr::null_mut();
         let client = self::client(client)?;
-        let task = unsafe { new_task(name, input_json, timeout_s, queue, options_json) }?;
+        let task = unsafe { new_task(&client, name, input_json, timeout_s, queue, options_json) }?;
         let (created, invoke) = client.create_deferred(task)?;
         *out_invoke = INVOKES.insert(invoke)?;
         reset(out_id, created.id);
@@ -261,7 +265,7 @@ pub extern "C" fn qtask_delay(
         reset(out_id, 0);
         let client = self::client(client)?;
         let delay = seconds_arg(delay_s, "delay")?;
-        let task = unsafe { new_task(name, input_json, timeout_s, queue, options_json) }?;
+        let task = unsafe { new_task(&client, name, input_json, timeout_s, queue, options_json) }?;
         let created = client.delay(task, delay)?;
         reset(out_id, created.id);
         Ok(())

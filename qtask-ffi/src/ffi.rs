@@ -51,10 +51,6 @@ pub(crate) unsafe fn opt_str_arg<'a>(ptr: *const c_char, what: &str) -> Result<O
     unsafe { str_arg(ptr, what) }.map(Some)
 }
 
-pub(crate) fn json_arg(text: &str, what: &str) -> Result<serde_json::Value, Error> {
-    serde_json::from_str(text).map_err(|e| invalid(format!("{what} is not valid JSON: {e}")))
-}
-
 /// Whole seconds from C: negative values are refused (zero is left to the engine,
 /// which refuses it where a duration must be positive).
 pub(crate) fn seconds_arg(secs: i64, what: &str) -> Result<Duration, Error> {

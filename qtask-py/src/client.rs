@@ -30,11 +30,11 @@ pub struct TaskArgs(
 );
 
 impl TaskArgs {
-    /// Owned, checked enough to build a `NewTask`; the engine checks the rest.
-    fn into_task(self) -> Result<NewTask, Error> {
+    /// Owned, checked enough to build a `NewTask`; the engine checks the rest. The
+    /// input text is measured against `max_payload_bytes` before it is parsed.
+    fn into_task(self, max_payload_bytes: usize) -> Result<NewTask, Error> {
         let TaskArgs(name, input, queue, timeout, deadline, delete_deadline, max_count, order_no) = self;
-        let input = serde_json::from_str(&input)
-            .map_err(|e| Error::InvalidArgument(format!("input is not JSON: {e}")))?;
+        let input = qtask_core::input::parse_input(&input, max_payload_bytes)?;
         let mut task = NewTask::new(name, input, queue);
         if let Some(t) = timeout {
             task = task.timeout(seconds("timeout", t)?);
@@ -140,14 +140,15 @@ impl Client {
     /// Returns `(id, existing, dispatched)`.
     fn create(&self, py: Python<'_>, task: TaskArgs) -> PyQtaskResult<(i64, bool, bool)> {
         let client = self.client()?;
-        let created = py.detach(move || client.create(task.into_task()?))?;
+        let created = py.detach(move || client.create(task.into_task(client.config().max_payload_bytes)?))?;
         Ok((created.id, created.existing, created.dispatched))
     }
 
     /// Returns `(id, existing, invoke)`; call `invoke()` after your transaction commits.
     fn create_deferred(&self, py: Python<'_>, task: TaskArgs) -> PyQtaskResult<(i64, bool, Invoke)> {
         let client = self.client()?;
-        let (created, invoke) = py.detach(move || client.create_deferred(task.into_task()?))?;
+        let (created, invoke) =
+            py.detach(move || client.create_deferred(task.into_task(client.config().max_payload_bytes)?))?;
         let invoke = Invoke {
             task_id: created.id,
             inner: Mutex::new(Some(invoke)),
@@ -160,7 +161,7 @@ impl Client {
         let client = self.client()?;
         let created = py.detach(move || {
             let delay = seconds("delay", delay)?;
-            client.delay(task.into_task()?, delay)
+            client.delay(task.into_task(client.config().max_payload_bytes)?, delay)
         })?;
         Ok((created.id, created.existing))
     }
@@ -169,9 +170,10 @@ impl Client {
     fn create_many(&self, py: Python<'_>, tasks: Vec<TaskArgs>) -> PyQtaskResult<Vec<i64>> {
         let client = self.client()?;
         let created = py.detach(move || {
+            let limit = client.config().max_payload_bytes;
             let tasks = tasks
                 .into_iter()
-                .map(TaskArgs::into_task)
+                .map(|task| task.into_task(limit))
                 .collect::<Result<Vec<_>, _>>()?;
             client.create_many(tasks)
         })?;
@@ -312,26 +314,12 @@ impl Client {
     fn __repr__(&self) -> String {
         format!(
             "<qtask Client db={:?} queue={:?} namespace={:?} table_prefix={:?}{}>",
-            redact(&self.db),
-            redact(&self.queue),
+            qtask_core::redact(&self.db),
+            qtask_core::redact(&self.queue),
             self.namespace,
             self.table_prefix,
             if self.closed() { " closed" } else { "" }
         )
-    }
-}
-
-/// A URL without its password, for `repr`.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.find(':') {
-                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &userinfo[..colon], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
     }
 }
 

@@ -18,10 +18,17 @@ fn version() -> String {
         .replace("-rc.", "rc")
 }
 
+/// The text with every URL password replaced by `***` (qtask-core's one rule).
+#[pyfunction]
+fn redact(text: &str) -> String {
+    qtask_core::redact(text)
+}
+
 #[pymodule]
 fn _qtask(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", version())?;
     m.add_class::<client::Client>()?;
     m.add_class::<client::Invoke>()?;
+    m.add_function(wrap_pyfunction!(redact, m)?)?;
     Ok(())
 }

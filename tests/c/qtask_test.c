@@ -355,6 +355,17 @@ static void test_bad_input(qtask_client *client, const char *dir) {
     EXPECT(QTASK_RESULT_DATABASE,
            qtask_open("{\"db\": \"postgres://postgres@127.0.0.1:1/x\", \"sweeper\": false}", &other));
     CHECK(other == NULL, "out not reset on failure");
+    /* issue 10: a password never shows in an error; huge settings and key
+       separators in namespaces are refused instead of panicking or colliding */
+    EXPECT(QTASK_RESULT_DATABASE,
+           qtask_open("{\"db\": \"postgres://u:s3cret-pw@127.0.0.1:1/x\", \"sweeper\": false, "
+                      "\"connect_timeout\": 0.3}", &other));
+    CHECK(strstr(qtask_last_error(), "s3cret-pw") == NULL, "password in error: %s", qtask_last_error());
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_open("{\"db\": \"oracle://u:s3cret-pw@h/x\"}", &other));
+    CHECK(strstr(qtask_last_error(), "s3cret-pw") == NULL, "password in error: %s", qtask_last_error());
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_open("{\"sweep_interval\": 1e19}", &other));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_open("{\"namespace\": \"a:b\"}", &other));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_open("{\"redis_prefix\": \"qtask:a\"}", &other));
 
     /* NULL pointers */
     EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_create(NULL, "n", "{}", 60, "C:BAD", NULL, &id));

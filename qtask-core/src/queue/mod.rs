@@ -2,12 +2,13 @@
 //! a queue may lose messages (Redis FLUSHALL) and the sweeper re-sends them.
 //!
 //! - `db`: the task table itself ([`DbQueue`]);
-//! - `redis://host:6379/0`, `rediss://…`: one Redis ([`RedisQueue`]);
+//! - `redis://host:6379/0`, `rediss://…?tls_ca=ca.pem`: one Redis ([`RedisQueue`]);
 //! - `redis+cluster://host1:7000,host2:7001` (or `redis://host1:7000,redis://host2:7001`):
-//!   a Redis Cluster, reached from any of the listed nodes.
+//!   a Redis Cluster, reached from any of the listed nodes (`rediss+cluster://…` with TLS).
 
 mod db;
 mod redis;
+mod redis_tls;
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use self::redis::{offers_key, RedisQueue};
+pub use self::redis::{check_url, offers_key, RedisQueue};
 pub use db::DbQueue;
 
 use crate::config::{Config, DB_QUEUE};
@@ -50,14 +51,14 @@ pub async fn connect(config: &Config, store: &Store) -> Result<Arc<dyn Queue>> {
     if config.queue == DB_QUEUE {
         return Ok(Arc::new(DbQueue::new(store.clone(), config)));
     }
-    if config.queue.starts_with("redis://")
-        || config.queue.starts_with("rediss://")
-        || config.queue.starts_with("redis+cluster://")
+    if crate::config::REDIS_SCHEMES
+        .iter()
+        .any(|scheme| config.queue.starts_with(scheme))
     {
         return Ok(Arc::new(RedisQueue::connect(config, store.clone()).await?));
     }
     Err(invalid(format!(
         "queue {:?} is not supported by this build",
-        config.queue
+        crate::secret::redact(&config.queue)
     )))
 }

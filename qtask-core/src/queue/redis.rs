@@ -66,7 +66,7 @@ pub struct RedisQueue {
 }
 
 enum Target {
-    Single(redis::Client),
+    Single(Box<redis::Client>),
     Cluster {
         /// Bounded response times, for pushes.
         commands: Box<ClusterClient>,
@@ -421,10 +421,23 @@ fn breaks_connection(err: &RedisError) -> bool {
     !matches!(err.kind(), ErrorKind::Server(_)) || err.is_cluster_error()
 }
 
+/// Parses a Redis queue URL as `open` does, without connecting; for the fuzz targets.
+#[doc(hidden)]
+pub fn check_url(url: &str) -> std::result::Result<(), String> {
+    Target::parse(url).map(drop)
+}
+
 impl Target {
     fn parse(url: &str) -> std::result::Result<Target, String> {
+        let (url, certificates) = super::redis_tls::take_tls_ca(url)?;
+        let url = url.as_str();
+        if certificates.is_some() && !url.starts_with("rediss") {
+            return Err("tls_ca= needs a rediss:// URL".into());
+        }
         let nodes: Vec<String> = if let Some(rest) = url.strip_prefix("redis+cluster://") {
-            cluster_nodes(rest)?
+            cluster_nodes("redis", rest)?
+        } else if let Some(rest) = url.strip_prefix("rediss+cluster://") {
+            cluster_nodes("rediss", rest)?
         } else if url.contains(',') {
             // A list of node URLs: `redis://h1:7000,redis://h2:7001`.
             url.split(',')
@@ -439,18 +452,25 @@ impl Target {
                 })
                 .collect()
         } else {
-            let client = redis::Client::open(url).map_err(|e| e.to_string())?;
-            return Ok(Target::Single(client));
+            let client = match certificates {
+                Some(certificates) => redis::Client::build_with_tls(url, certificates),
+                None => redis::Client::open(url),
+            };
+            return Ok(Target::Single(Box::new(client.map_err(|e| e.to_string())?)));
         };
         if nodes.is_empty() {
             return Err("a cluster needs at least one node".into());
         }
         let builder = || {
-            ClusterClient::builder(nodes.iter().map(String::as_str))
+            let builder = ClusterClient::builder(nodes.iter().map(String::as_str))
                 .connection_timeout(CONNECT_TIMEOUT)
                 .retries(3)
                 .min_retry_wait(50)
-                .max_retry_wait(1000)
+                .max_retry_wait(1000);
+            match &certificates {
+                Some(certificates) => builder.certs(certificates.clone()),
+                None => builder,
+            }
         };
         let commands = builder()
             .response_timeout(RESPONSE_TIMEOUT)
@@ -468,8 +488,8 @@ impl Target {
     }
 }
 
-/// `[user:password@]host1:port1,host2:port2[/]` to one `redis://` URL per node.
-fn cluster_nodes(rest: &str) -> std::result::Result<Vec<String>, String> {
+/// `[user:password@]host1:port1,host2:port2[/]` to one `{scheme}://` URL per node.
+fn cluster_nodes(scheme: &str, rest: &str) -> std::result::Result<Vec<String>, String> {
     let (rest, query) = match rest.split_once('?') {
         Some((rest, query)) => (rest, Some(query)),
         None => (rest, None),
@@ -487,7 +507,7 @@ fn cluster_nodes(rest: &str) -> std::result::Result<Vec<String>, String> {
     }
     let mut nodes = Vec::new();
     for host in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
-        let mut node = format!("redis://{auth}{host}");
+        let mut node = format!("{scheme}://{auth}{host}");
         if let Some(query) = query {
             node.push('?');
             node.push_str(query);
@@ -512,11 +532,12 @@ mod tests {
     #[test]
     fn cluster_urls() {
         assert_eq!(
-            cluster_nodes("u:p@h1:7000,h2:7001/").unwrap(),
+            cluster_nodes("redis", "u:p@h1:7000,h2:7001/").unwrap(),
             ["redis://u:p@h1:7000", "redis://u:p@h2:7001"]
         );
-        assert_eq!(cluster_nodes("h1:7000").unwrap(), ["redis://h1:7000"]);
-        assert!(cluster_nodes("h1:7000/3").is_err());
+        assert_eq!(cluster_nodes("redis", "h1:7000").unwrap(), ["redis://h1:7000"]);
+        assert_eq!(cluster_nodes("rediss", "h1:7000").unwrap(), ["rediss://h1:7000"]);
+        assert!(cluster_nodes("redis", "h1:7000/3").is_err());
         assert!(matches!(
             Target::parse("redis+cluster://127.0.0.1:7000,127.0.0.1:7001"),
             Ok(Target::Cluster { .. })
@@ -530,7 +551,21 @@ mod tests {
             Ok(Target::Single(_))
         ));
         assert!(Target::parse("redis://127.0.0.1:notaport").is_err());
-        // TLS is not compiled in: refused when the client opens, not at first use.
-        assert!(Target::parse("rediss://127.0.0.1:6380").is_err());
+        // TLS (rustls): system roots, a CA file, or `#insecure`.
+        assert!(matches!(
+            Target::parse("rediss://127.0.0.1:6380"),
+            Ok(Target::Single(_))
+        ));
+        assert!(matches!(
+            Target::parse("rediss://127.0.0.1:6380/#insecure"),
+            Ok(Target::Single(_))
+        ));
+        assert!(matches!(
+            Target::parse("rediss+cluster://127.0.0.1:7100,127.0.0.1:7101"),
+            Ok(Target::Cluster { .. })
+        ));
+        // A CA file that is missing, or one given for a plain connection, is refused at open.
+        assert!(Target::parse("rediss://127.0.0.1:6380/?tls_ca=/no/such/ca.pem").is_err());
+        assert!(Target::parse("redis://127.0.0.1:6379/?tls_ca=/etc/hostname").is_err());
     }
 }
