@@ -92,3 +92,54 @@ fn open_errors_are_returned_not_panicked() {
     };
     assert!(matches!(Client::open(config), Err(Error::Database(_))));
 }
+
+/// The blocking worker runs the engine with a plain function, from a thread without a
+/// runtime, and stops when its signal is set from another thread.
+#[test]
+fn blocking_worker_runs_plain_handlers_until_stopped() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let dir = std::env::temp_dir().join(format!("qtask-bw-{}.db", std::process::id()));
+    let config = qtask_core::Config {
+        db: format!("sqlite://{}", dir.display()),
+        // No cleanup: finished rows stay to be counted.
+        sweeper: false,
+        ..qtask_core::Config::default()
+    };
+    let client = qtask_core::blocking::Client::open(config).unwrap();
+    client.install().unwrap();
+    let tasks = (0..20)
+        .map(|i| qtask_core::NewTask::new("bw", serde_json::json!({ "i": i }), "BW"))
+        .collect();
+    client.create_many(tasks).unwrap();
+    let handled = Arc::new(AtomicU64::new(0));
+    let seen = handled.clone();
+    let stop = qtask_core::blocking::StopSignal::new();
+    let stopper = stop.clone();
+    let watcher = std::thread::spawn(move || {
+        while seen.load(Ordering::SeqCst) < 20 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        stopper.stop();
+    });
+    let counter = handled.clone();
+    let report = qtask_core::blocking::Worker::new(&client, "BW")
+        .concurrency(4)
+        .run(
+            move |m| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                if m.input["i"] == 7 {
+                    Err("seven fails".into())
+                } else {
+                    Ok(())
+                }
+            },
+            &stop,
+        )
+        .unwrap();
+    watcher.join().unwrap();
+    assert_eq!((report.finished, report.failed), (19, 1), "{report:?}");
+    assert_eq!(client.stats().unwrap().finished, 19);
+    client.close();
+    let _ = std::fs::remove_file(&dir);
+}

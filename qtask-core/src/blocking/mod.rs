@@ -9,6 +9,8 @@
 mod admin;
 mod client;
 mod runtime;
+mod worker;
 
 pub use client::{Client, Invoke};
 pub use runtime::{runtime, wait};
+pub use worker::{StopSignal, Worker};

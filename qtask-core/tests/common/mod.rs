@@ -210,7 +210,7 @@ pub async fn fresh_pair(pair: &Pair) -> (Client, Clock) {
     let clock = Clock::database();
     let config = Config {
         queue: pair.queue.clone(),
-        redis_prefix: format!("qtest:{prefix}"),
+        redis_prefix: format!("qtest_{prefix}"),
         ..config(&pair.db, &prefix, &clock)
     };
     let client = Client::open(config).await.expect("open");
