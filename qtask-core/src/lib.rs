@@ -31,6 +31,7 @@ mod completer;
 mod config;
 mod error;
 pub mod input;
+pub mod logs;
 mod maintenance;
 pub mod queue;
 mod secret;
