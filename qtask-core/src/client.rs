@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::error::{invalid, Error, Result};
 use crate::maintenance::{self, Context, Maintainer, Metrics, SweepReport};
 use crate::queue::{self, Queue};
-use crate::store::{Offer, Store};
+use crate::store::{retry_conflicts, Offer, Store};
 use crate::task::{check_key, Created, Fence, Fenced, Message, NewTask, Stats, Status, Task, ValidTask};
 
 /// A connection to one namespace of a task table and its queue. Cheap to clone;
@@ -126,8 +126,13 @@ impl Client {
     /// Writes the task and returns an [`Invoke`] that dispatches it.
     pub async fn create_deferred(&self, task: NewTask) -> Result<(Created, Invoke)> {
         self.check_open()?;
-        let mut conn = self.inner.store.pool().acquire().await?;
-        self.create_in(&mut conn, task).await
+        // On its own connection each insert is a transaction of its own: a deadlock
+        // victim (InnoDB, beside claims) rolled back and is simply written again.
+        retry_conflicts(|| async {
+            let mut conn = self.inner.store.pool().acquire().await?;
+            self.create_in(&mut conn, task.clone()).await
+        })
+        .await
     }
 
     /// Writes the task on the caller's connection, typically inside the caller's own
@@ -163,8 +168,11 @@ impl Client {
     pub async fn delay(&self, task: NewTask, delay: Duration) -> Result<Created> {
         self.check_open()?;
         let valid = ValidTask::check(&task, delay, self.inner.config.max_payload_bytes)?;
-        let mut conn = self.inner.store.pool().acquire().await?;
-        let inserted = self.inner.store.insert(&mut conn, &valid, false).await?;
+        let inserted = retry_conflicts(|| async {
+            let mut conn = self.inner.store.pool().acquire().await?;
+            self.inner.store.insert(&mut conn, &valid, false).await
+        })
+        .await?;
         if !inserted.existing {
             crate::telemetry::created(&valid.queue);
         }
@@ -188,12 +196,16 @@ impl Client {
             })
             .collect::<Result<Vec<_>>>()?;
         let offers = self.inner.queue.carries_offers();
-        let mut tx = self.inner.store.pool().begin().await?;
-        let mut inserted = Vec::with_capacity(valid.len());
-        for task in &valid {
-            inserted.push(self.inner.store.insert(&mut tx, task, offers).await?);
-        }
-        tx.commit().await?;
+        let inserted = retry_conflicts(|| async {
+            let mut tx = self.inner.store.pool().begin().await?;
+            let mut inserted = Vec::with_capacity(valid.len());
+            for task in &valid {
+                inserted.push(self.inner.store.insert(&mut tx, task, offers).await?);
+            }
+            tx.commit().await?;
+            Ok(inserted)
+        })
+        .await?;
         for (task, ins) in valid.iter().zip(&inserted) {
             if !ins.existing {
                 crate::telemetry::created(&task.queue);
