@@ -18,18 +18,19 @@ async fn main() -> qtask_core::Result<()> {
         .delay(order.order_no("8973097380046"), Duration::from_secs(60))
         .await?;
 
-    // A worker by hand: pop, processing, work, finish (or fail to retry with backoff).
+    // A worker by hand: pop claims the task (attempt n begins), work, then finish that
+    // attempt (or fail_attempt to retry with backoff). A stale attempt changes nothing.
     if let Some(message) = client.pop("ORDER:BIND", Duration::from_secs(1)).await? {
-        if client.processing(message.task_id).await? {
-            println!(
-                "attempt {} of task {}: {:?}",
-                message.attempt, message.task_id, message.input
-            );
-            client.finish(message.task_id).await?;
+        println!(
+            "attempt {} of task {}: {:?}",
+            message.attempt, message.task_id, message.input
+        );
+        if client.finish_attempt(message.fence()).await?.is_stale() {
+            println!("the lease ran out meanwhile; a newer attempt owns the task");
         }
     }
 
-    // Or the worker loop: concurrency, lease renewal, graceful stop.
+    // Or the worker engine: batched claims and finishes, fenced lease renewal, graceful stop.
     let worker = Worker::new(client.clone(), "ORDER:BIND").concurrency(8);
     worker
         .run(

@@ -15,10 +15,8 @@
 //!     .timeout(Duration::from_secs(3600));
 //! let created = client.create(task).await?;
 //! if let Some(message) = client.pop("ORDER:BIND", Duration::from_secs(1)).await? {
-//!     if client.processing(message.task_id).await? {
-//!         // … the work …
-//!         client.finish(message.task_id).await?;
-//!     }
+//!     // … the work of attempt `message.attempt` …
+//!     client.finish_attempt(message.fence()).await?;
 //! }
 //! # let _ = created; Ok(()) }
 //! ```

@@ -151,6 +151,54 @@ async fn two_processes_never_claim_the_same_task() {
     }
 }
 
+/// Contract 7 across processes: a worker paused (SIGSTOP) past its lease wakes up
+/// (SIGCONT) and finishes its handler; its outcome is stale, so the newer attempt,
+/// taken meanwhile by another process, still owns the task.
+#[tokio::test]
+async fn a_worker_paused_past_its_lease_cannot_finish_the_newer_attempt() {
+    for db in databases().await {
+        let prefix = unique_prefix();
+        let (client, _) = fresh_at(&db, &prefix).await;
+        let id = client
+            .create(NewTask::new("pay", json!({"amount": 3}), QUEUE).timeout(Duration::from_secs(1)))
+            .await
+            .unwrap()
+            .id;
+        let mut child = spawn_child("child_role", &child_env(&db, &prefix, "slow_worker"));
+        let started = wait_for_line(&mut child, "STARTED ");
+        assert_eq!(started, format!("{id} 1"), "{}", db.name);
+        let pid = child.id().to_string();
+        let signal = |name: &str| {
+            let done = std::process::Command::new("kill")
+                .args([name, &pid])
+                .status()
+                .unwrap();
+            assert!(done.success(), "kill {name}");
+        };
+        signal("-STOP");
+        let newer = client
+            .pop(QUEUE, Duration::from_secs(10))
+            .await
+            .unwrap()
+            .expect("the lease ran out: a newer attempt");
+        assert_eq!((newer.task_id, newer.attempt), (id, 2), "{}", db.name);
+        signal("-CONT");
+        let report = wait_for_line(&mut child, "REPORT ");
+        assert_eq!(report, "finished=0 skipped=1", "{}", db.name);
+        assert!(child.wait().unwrap().success());
+        let task = client.get(id).await.unwrap();
+        assert_eq!(
+            (task.status, task.count),
+            (qtask_core::Status::Processing, 2),
+            "{}: the stale finish changed nothing",
+            db.name
+        );
+        assert!(!client.finish_attempt(newer.fence()).await.unwrap().is_stale());
+        assert_eq!(client.get(id).await.unwrap().status, qtask_core::Status::Finished);
+        drop_table(&client).await;
+    }
+}
+
 /// The body of every child process; does nothing when run without a role.
 #[tokio::test]
 #[ignore = "run as a child process by the tests above"]
@@ -182,6 +230,32 @@ async fn child_role() {
             let (created, _invoke) = client.create_deferred(task).await.unwrap();
             println!("CREATED {}", created.id);
             std::process::abort();
+        }
+        "slow_worker" => {
+            // One task: say so, outlive the lease (the parent stops this process
+            // meanwhile), then end and report what the worker counted.
+            let (done, finished) = tokio::sync::oneshot::channel::<()>();
+            let done = std::sync::Mutex::new(Some(done));
+            let report = Worker::new(client.clone(), QUEUE)
+                .run(
+                    move |m: Message| {
+                        println!("STARTED {} {}", m.task_id, m.attempt);
+                        let done = done.lock().unwrap().take();
+                        async move {
+                            tokio::time::sleep(Duration::from_secs(2)).await;
+                            if let Some(done) = done {
+                                let _ = done.send(());
+                            }
+                            Ok(())
+                        }
+                    },
+                    async move {
+                        let _ = finished.await;
+                    },
+                )
+                .await
+                .unwrap();
+            println!("REPORT finished={} skipped={}", report.finished, report.skipped);
         }
         "drain" => {
             while let Some(m) = client.pop(QUEUE, Duration::from_millis(500)).await.unwrap() {
