@@ -397,6 +397,7 @@ impl Target {
         // run counts: the floor, not a figure lowered by a noisy neighbour.
         let before = self.raw(n, 1).await?;
         let one_by_one = timed(self.create_one_by_one(n)).await?;
+        let eight = timed(self.create_from_producers(n, 8)).await?;
         let many = timed(self.create_many(n)).await?;
         let cycle = timed(cycles(self.client.clone(), Q_CYCLE, n)).await?;
         let raw = before.min(self.raw(n, 1).await?);
@@ -408,6 +409,7 @@ impl Target {
             None,
         ));
         rows.push(self.row("create, one by one".into(), n, one_by_one, base));
+        rows.push(self.row("create, one by one from 8 producers".into(), n, eight, base));
         rows.push(self.row(format!("create_many, batches of {BATCH}"), n, many, base));
         rows.push(self.row("create→pop→processing→finish, 1 at a time".into(), n, cycle, base));
 
@@ -561,6 +563,27 @@ impl Target {
                 .map_err(|e| format!("raw baseline: {e}"))?;
         }
         Ok(start.elapsed())
+    }
+
+    /// `producers` loops at once, each creating its share one by one.
+    async fn create_from_producers(&self, n: u64, producers: usize) -> Result<(), String> {
+        let mut set = tokio::task::JoinSet::new();
+        for share in split(n, producers) {
+            let client = self.client.clone();
+            set.spawn(async move {
+                for i in 0..share {
+                    client
+                        .create(task(Q_CREATE, i))
+                        .await
+                        .map_err(|e| format!("create: {e}"))?;
+                }
+                Ok::<_, String>(())
+            });
+        }
+        while let Some(joined) = set.join_next().await {
+            joined.map_err(|e| e.to_string())??;
+        }
+        Ok(())
     }
 
     async fn create_one_by_one(&self, n: u64) -> Result<(), String> {
