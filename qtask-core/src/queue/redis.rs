@@ -89,6 +89,8 @@ struct Shared {
     generation: u64,
     down_until: Option<Instant>,
     cooldown: Duration,
+    /// Why the last connect failed, repeated while calls fail fast.
+    last_error: String,
 }
 
 impl fmt::Debug for RedisQueue {
@@ -175,8 +177,8 @@ impl RedisQueue {
         if let Some(until) = shared.down_until {
             if Instant::now() < until {
                 return Err(Error::Queue(format!(
-                    "redis {} is unreachable; retrying shortly",
-                    self.url
+                    "redis {} is unreachable ({}); retrying shortly",
+                    self.url, shared.last_error
                 )));
             }
         }
@@ -192,6 +194,7 @@ impl RedisQueue {
                 Ok((conn, shared.generation))
             }
             Err(err) => {
+                shared.last_error = err.to_string();
                 shared.cooldown = (shared.cooldown * 2).clamp(FIRST_COOLDOWN, MAX_COOLDOWN);
                 shared.down_until = Some(Instant::now() + shared.cooldown);
                 Err(err)
