@@ -79,8 +79,9 @@ impl Worker {
         let counters = Arc::new(Counters::default());
         let slots = Arc::new(Semaphore::new(self.concurrency));
         // Claimed tasks whose outcome has not committed yet: bounded, so a slow
-        // database holds the fetcher back instead of piling up work.
-        let capacity = (self.concurrency * 4).max(256);
+        // database holds the fetcher back, and a worker that dies leaves at most this
+        // many tasks to run again.
+        let capacity = self.concurrency * 2;
         let unsettled = Arc::new(Semaphore::new(capacity));
         let fetches = Arc::new(Semaphore::new(MAX_FETCHES));
         let errors = Arc::new(AtomicU32::new(0));
