@@ -379,6 +379,7 @@ impl Client {
         if let Some(mut maintainer) = self.inner.maintainer.lock().await.take() {
             maintainer.stop().await;
         }
+        self.inner.completer.close().await;
         self.inner.store.close().await;
     }
 

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::store::{Store, MAX_BATCH};
@@ -15,20 +16,36 @@ use crate::task::{Fence, Fenced};
 enum Request {
     Renew(Fence, oneshot::Sender<Result<Fenced<Duration>>>),
     Finish(Fence, oneshot::Sender<Result<Fenced<()>>>),
+    /// Write what came before, then end the loop.
+    Close,
 }
 
-/// The handle callers send outcomes through; the loop ends when every handle is gone.
-#[derive(Clone, Debug)]
+/// The handle callers send outcomes through. The loop ends at [`Completer::close`], or
+/// when every handle is gone.
+#[derive(Debug)]
 pub(crate) struct Completer {
     requests: mpsc::UnboundedSender<Request>,
+    task: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Completer {
     /// Starts the write loop on the current tokio runtime.
     pub fn start(store: Store) -> Completer {
         let (requests, incoming) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(store, incoming));
-        Completer { requests }
+        let task = tokio::spawn(write_loop(store, incoming));
+        Completer {
+            requests,
+            task: std::sync::Mutex::new(Some(task)),
+        }
+    }
+
+    /// Writes what was sent before, then stops the loop (and lets go of the pool).
+    pub async fn close(&self) {
+        let _ = self.requests.send(Request::Close);
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
     }
 
     pub async fn renew(&self, fence: Fence) -> Result<Fenced<Duration>> {
@@ -50,13 +67,15 @@ impl Completer {
 
 async fn write_loop(store: Store, mut incoming: mpsc::UnboundedReceiver<Request>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while incoming.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    let mut closing = false;
+    while !closing && incoming.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let mut renews = Vec::new();
         let mut finishes = Vec::new();
         for request in batch.drain(..) {
             match request {
                 Request::Renew(fence, reply) => renews.push((fence, reply)),
                 Request::Finish(fence, reply) => finishes.push((fence, reply)),
+                Request::Close => closing = true,
             }
         }
         // Finishes first: a finished task needs no renewal.

@@ -81,7 +81,9 @@ static long long kept_tasks(qtask_client *client) {
 static qtask_client *open_sqlite(const char *dir, const char *file) {
     char config[1024];
     snprintf(config, sizeof config,
-             "{\"db\": \"sqlite://%s/%s\", \"sweep_interval\": 0.2, \"retry_backoff\": 0.1}", dir, file);
+             "{\"db\": \"sqlite://%s/%s\", \"sweep_interval\": 0.2, \"retry_backoff\": 0.1, "
+             "\"connect_timeout\": 60}", /* valgrind on a busy machine is slow to connect */
+             dir, file);
     qtask_client *client = NULL;
     OK(qtask_open(config, &client));
     CHECK(client != NULL, "open gave no client");
