@@ -174,14 +174,11 @@ fn summary_of(queues: &mut BTreeMap<String, QueueSummary>, queue: String) -> &mu
     })
 }
 
-fn task_from_row(row: &AnyRow) -> Result<Task> {
+/// One row of the task table as people and tools see it (also `Store::get`).
+pub(super) fn task_from_row(row: &AnyRow) -> Result<Task> {
     let id: i64 = row.try_get("id")?;
     let payload: String = row.try_get("payload")?;
-    // 21 (offered to the Redis queue) is waiting to everyone outside the engine.
-    let code: i64 = match row.try_get("status")? {
-        21 => 20,
-        code => code,
-    };
+    let code: i64 = row.try_get("status")?;
     Ok(Task {
         id,
         namespace: row.try_get("namespace")?,

@@ -287,26 +287,7 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?
         .ok_or(Error::NotFound(id))?;
-        let payload: String = row.try_get("payload")?;
-        Ok(Task {
-            id: row.try_get("id")?,
-            namespace: row.try_get("namespace")?,
-            name: row.try_get("name")?,
-            queue: row.try_get("queue")?,
-            input: serde_json::from_str(&payload)
-                .map_err(|e| Error::Internal(format!("task {id} payload: {e}")))?,
-            order_no: row.try_get("order_no")?,
-            status: Status::from_code(row.try_get("status")?)?,
-            timeout_ms: row.try_get("timeout_ms")?,
-            next_at: row.try_get("next_at")?,
-            deadline_at: row.try_get("deadline_at")?,
-            delete_at: row.try_get("delete_at")?,
-            max_count: row.try_get("max_count")?,
-            count: row.try_get("dispatch_count")?,
-            last_error: row.try_get("last_error")?,
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
-        })
+        admin::task_from_row(&row)
     }
 
     pub(crate) async fn stats(&self) -> Result<Stats> {
