@@ -32,6 +32,21 @@ use statements::{Statements, EXPIRED, OFFERED, SPENT};
 /// Live rows are kept at least this long, as in the seed (7 days after creation).
 const LIVE_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
 
+/// A failed row is kept at least this long after it failed (or `delete_deadline`, if
+/// longer), so its reason stays visible: the sweep that fails a task never deletes it.
+const FAILED_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// The `delete_at` a row gets when it fails now.
+pub(crate) fn failed_delete_at(dialect: Dialect) -> String {
+    dialect.greatest(
+        "delete_at",
+        &format!(
+            "{{now}} + {}",
+            dialect.greatest("delete_after_ms", &FAILED_RETENTION_MS.to_string())
+        ),
+    )
+}
+
 /// A task row just written.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Inserted {
@@ -349,7 +364,9 @@ impl Store {
         let with_last = d.concat(&d.concat(reason, "'; last error: '"), "last_error");
         let set = format!(
             "last_error = CASE WHEN last_error IS NULL THEN {reason} ELSE {with_last} END, \
-             status = 90, live_key = NULL, next_at = NULL, updated_at = {{now}}"
+             status = 90, live_key = NULL, next_at = NULL, updated_at = {{now}}, \
+             delete_at = {}",
+            failed_delete_at(d)
         );
         self.batched_write(&format!("UPDATE {{t}} SET {set}"), SPENT, limit)
             .await
