@@ -261,9 +261,16 @@ impl Store {
                 return Ok(Inserted { id, existing: false });
             }
             // A live task holds this order number: return it. If it just ended, insert again.
-            let existing = sqlx::query(
-                self.sql("SELECT id FROM {t} WHERE namespace = ? AND queue = ? AND live_key = ?"),
-            )
+            // On MariaDB a plain read in a transaction sees its old snapshot, where the row
+            // another transaction just committed is missing; a locking read sees it.
+            let lock = if self.dialect == Dialect::MySql {
+                " LOCK IN SHARE MODE"
+            } else {
+                ""
+            };
+            let existing = sqlx::query(self.sql(&format!(
+                "SELECT id FROM {{t}} WHERE namespace = ? AND queue = ? AND live_key = ?{lock}"
+            )))
             .bind(&self.namespace)
             .bind(&task.queue)
             .bind(&task.order_no)
@@ -279,6 +286,16 @@ impl Store {
         Err(Error::Internal(
             "order number kept changing hands while creating".into(),
         ))
+    }
+
+    /// [`Store::insert`] on a connection of its own (no caller's transaction), run again
+    /// when the database chose it as a deadlock or serialization victim.
+    pub(crate) async fn insert_alone(&self, task: &ValidTask, offered: bool) -> Result<Inserted> {
+        retry_conflicts(|| async {
+            let mut conn = self.pool.acquire().await?;
+            self.insert(&mut conn, task, offered).await
+        })
+        .await
     }
 
     pub(crate) async fn status(&self, id: i64) -> Result<Option<Status>> {
