@@ -389,13 +389,8 @@ async fn soak(
                     .push((pid, Instant::now() + TIMEOUT + SWEEP + SWEEP));
                 "sigstop worker past its lease"
             }
-            4 | 5 => {
-                if kill_connections(&admin, pair, &table).await > 0 {
-                    "killed db connections"
-                } else {
-                    "kill db connections (none found)"
-                }
-            }
+            // Counted only when it found connections (SQLite has none to kill).
+            4 | 5 if kill_connections(&admin, pair, &table).await > 0 => "killed db connections",
             6 if pair.queue != "db" => {
                 delete_keys(&pair.queue, &redis_prefix).await;
                 "deleted redis keys"
