@@ -58,16 +58,16 @@ if [ -d qtask-cli ] && [ -f tests/dashboard/run.sh ]; then
     step dashboard bash tests/dashboard/run.sh
 fi
 
-# Fault and cross-language scenarios (worker killed, Redis flushed, ...).
-if [ -f tests/faults/run.sh ]; then
-    step faults bash tests/faults/run.sh
-fi
-
 # Fuzzing: each cargo-fuzz target of fuzz/ for QTASK_FUZZ_SECONDS (default 60)
 # from the committed corpus. Needs nightly + cargo-fuzz (installed when missing;
 # one loud SKIP line when they cannot be had).
 if [ -d fuzz ] && [ -f tests/fuzz/run.sh ]; then
     step fuzz bash tests/fuzz/run.sh
+fi
+
+# The chaos soak last, so that its summary lines (each `lost 0`) end the output.
+if [ -f tests/faults/run.sh ]; then
+    step faults bash tests/faults/run.sh
 fi
 
 current_step=done

@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::error::{invalid, Error, Result};
 use crate::maintenance::{self, Context, Maintainer, Metrics, SweepReport};
 use crate::queue::{self, Queue};
-use crate::store::{retry_conflicts, Offer, Store};
+use crate::store::{retry_conflicts, Inserted, Offer, Store};
 use crate::task::{check_key, Created, Fence, Fenced, Message, NewTask, Stats, Status, Task, ValidTask};
 
 /// A connection to one namespace of a task table and its queue. Cheap to clone;
@@ -126,13 +126,10 @@ impl Client {
     /// Writes the task and returns an [`Invoke`] that dispatches it.
     pub async fn create_deferred(&self, task: NewTask) -> Result<(Created, Invoke)> {
         self.check_open()?;
-        // On its own connection each insert is a transaction of its own: a deadlock
-        // victim (InnoDB, beside claims) rolled back and is simply written again.
-        retry_conflicts(|| async {
-            let mut conn = self.inner.store.pool().acquire().await?;
-            self.create_in(&mut conn, task.clone()).await
-        })
-        .await
+        let valid = ValidTask::check(&task, Duration::ZERO, self.inner.config.max_payload_bytes)?;
+        let offers = self.inner.queue.carries_offers();
+        let inserted = self.inner.store.insert_alone(&valid, offers).await?;
+        Ok(self.created(inserted, &valid, offers))
     }
 
     /// Writes the task on the caller's connection, typically inside the caller's own
@@ -143,9 +140,14 @@ impl Client {
         let valid = ValidTask::check(&task, Duration::ZERO, self.inner.config.max_payload_bytes)?;
         let offers = self.inner.queue.carries_offers();
         let inserted = self.inner.store.insert(conn, &valid, offers).await?;
-        let offer = (offers && !inserted.existing).then_some(Offer {
+        Ok(self.created(inserted, &valid, offers))
+    }
+
+    /// What a create returns once its row is written.
+    fn created(&self, inserted: Inserted, valid: &ValidTask, offers: bool) -> (Created, Invoke) {
+        let offer = (offers && !inserted.existing).then(|| Offer {
             task_id: inserted.id,
-            queue: task.queue,
+            queue: valid.queue.clone(),
         });
         if !inserted.existing {
             crate::telemetry::created(&valid.queue);
@@ -155,24 +157,20 @@ impl Client {
             existing: inserted.existing,
             dispatched: false,
         };
-        Ok((
+        (
             created,
             Invoke {
                 client: self.clone(),
                 offer,
             },
-        ))
+        )
     }
 
     /// Writes the task only; the sweeper dispatches it `delay` from now (the seed's `Delay`).
     pub async fn delay(&self, task: NewTask, delay: Duration) -> Result<Created> {
         self.check_open()?;
         let valid = ValidTask::check(&task, delay, self.inner.config.max_payload_bytes)?;
-        let inserted = retry_conflicts(|| async {
-            let mut conn = self.inner.store.pool().acquire().await?;
-            self.inner.store.insert(&mut conn, &valid, false).await
-        })
-        .await?;
+        let inserted = self.inner.store.insert_alone(&valid, false).await?;
         if !inserted.existing {
             crate::telemetry::created(&valid.queue);
         }

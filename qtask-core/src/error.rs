@@ -44,7 +44,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
-        Error::Database(err)
+        match err {
+            // qtask closes its pools only in `Client::close`: a call that raced it.
+            sqlx::Error::PoolClosed => Error::Closed,
+            err => Error::Database(err),
+        }
     }
 }
 

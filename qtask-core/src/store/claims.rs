@@ -114,7 +114,7 @@ impl Store {
         let sql = self.sql(&format!(
             "UPDATE {{t}} SET status = 90, live_key = NULL, next_at = NULL, last_error = ?, \
              delete_at = {}, updated_at = {{now}} WHERE id = ? AND dispatch_count = ?",
-            self.dialect.greatest("delete_at", "{now} + delete_after_ms")
+            super::failed_delete_at(self.dialect)
         ));
         sqlx::query(sql)
             .bind(reason)

@@ -32,6 +32,21 @@ use statements::{Statements, EXPIRED, OFFERED, SPENT};
 /// Live rows are kept at least this long, as in the seed (7 days after creation).
 const LIVE_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
 
+/// A failed row is kept at least this long after it failed (or `delete_deadline`, if
+/// longer), so its reason stays visible: the sweep that fails a task never deletes it.
+const FAILED_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// The `delete_at` a row gets when it fails now.
+pub(crate) fn failed_delete_at(dialect: Dialect) -> String {
+    dialect.greatest(
+        "delete_at",
+        &format!(
+            "{{now}} + {}",
+            dialect.greatest("delete_after_ms", &FAILED_RETENTION_MS.to_string())
+        ),
+    )
+}
+
 /// A task row just written.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Inserted {
@@ -246,9 +261,16 @@ impl Store {
                 return Ok(Inserted { id, existing: false });
             }
             // A live task holds this order number: return it. If it just ended, insert again.
-            let existing = sqlx::query(
-                self.sql("SELECT id FROM {t} WHERE namespace = ? AND queue = ? AND live_key = ?"),
-            )
+            // On MariaDB a plain read in a transaction sees its old snapshot, where the row
+            // another transaction just committed is missing; a locking read sees it.
+            let lock = if self.dialect == Dialect::MySql {
+                " LOCK IN SHARE MODE"
+            } else {
+                ""
+            };
+            let existing = sqlx::query(self.sql(&format!(
+                "SELECT id FROM {{t}} WHERE namespace = ? AND queue = ? AND live_key = ?{lock}"
+            )))
             .bind(&self.namespace)
             .bind(&task.queue)
             .bind(&task.order_no)
@@ -264,6 +286,16 @@ impl Store {
         Err(Error::Internal(
             "order number kept changing hands while creating".into(),
         ))
+    }
+
+    /// [`Store::insert`] on a connection of its own (no caller's transaction), run again
+    /// when the database chose it as a deadlock or serialization victim.
+    pub(crate) async fn insert_alone(&self, task: &ValidTask, offered: bool) -> Result<Inserted> {
+        retry_conflicts(|| async {
+            let mut conn = self.pool.acquire().await?;
+            self.insert(&mut conn, task, offered).await
+        })
+        .await
     }
 
     pub(crate) async fn status(&self, id: i64) -> Result<Option<Status>> {
@@ -330,7 +362,9 @@ impl Store {
         let with_last = d.concat(&d.concat(reason, "'; last error: '"), "last_error");
         let set = format!(
             "last_error = CASE WHEN last_error IS NULL THEN {reason} ELSE {with_last} END, \
-             status = 90, live_key = NULL, next_at = NULL, updated_at = {{now}}"
+             status = 90, live_key = NULL, next_at = NULL, updated_at = {{now}}, \
+             delete_at = {}",
+            failed_delete_at(d)
         );
         self.batched_write(&format!("UPDATE {{t}} SET {set}"), SPENT, limit)
             .await

@@ -98,7 +98,7 @@ impl Store {
              next_at = CASE WHEN {give_up} THEN NULL ELSE {{now}} + ? END, \
              status = {status_set} \
              WHERE id = ? AND namespace = ? AND status IN {LIVE} AND dispatch_count = ?{returning}",
-                self.dialect.greatest("delete_at", "{now} + delete_after_ms"),
+                super::failed_delete_at(self.dialect),
             ))
             .0;
         let run = || async {
