@@ -114,8 +114,8 @@ const STOP_POLL: Duration = Duration::from_millis(10);
 /// Creates a worker for the tasks of `queue` (borrowed, copied) of `client`,
 /// running `callback` on up to `concurrency` (at least 1) tasks at once with
 /// `user_data` passed through untouched (qtask never reads or frees it; it must
-/// stay valid until `qtask_worker_free`). The worker keeps `client` open: free the
-/// worker before `qtask_close` on its client.
+/// stay valid until `qtask_worker_free`). Stop and free the worker before
+/// `qtask_close` on its client.
 ///
 /// On success `*out_worker` is a new handle that the caller owns and must release
 /// with `qtask_worker_free`; on failure it is NULL.

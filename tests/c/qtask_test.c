@@ -717,6 +717,7 @@ int main(int argc, char **argv) {
     if (!client) return 1;
     RUN(test_cycle(client));
     if (!cycle_only) {
+        RUN(test_log_callback(dir));
         RUN(test_delay(client));
         RUN(test_order_no(client));
         RUN(test_deferred(client));
@@ -728,7 +729,6 @@ int main(int argc, char **argv) {
         RUN(test_worker_failure(client));
         RUN(test_worker_stop_from_thread(client));
         RUN(test_worker_stop_from_signal(client));
-        RUN(test_log_callback(dir));
     }
     qtask_close(client);
     printf("%d checks, %d failed\n", checks, failures);
