@@ -91,6 +91,68 @@ typedef struct qtask_client qtask_client;
  */
 typedef struct qtask_invoke qtask_invoke;
 
+/**
+ * Where a callback records why its attempt failed (`qtask_outcome_set_error`).
+ * Opaque; owned by qtask and valid only during the callback that received it.
+ */
+typedef struct qtask_outcome qtask_outcome;
+
+/**
+ * A worker: runs a callback on the tasks of one queue. Opaque; created by
+ * `qtask_worker_new`, released by `qtask_worker_free`. Thread-safe: may be
+ * stopped from any thread (and from a signal handler) while another thread is
+ * inside `qtask_worker_run`.
+ */
+typedef struct qtask_worker qtask_worker;
+
+/**
+ * Receives one of the engine's log lines. `level` is 40 (error), 30 (warning)
+ * or 20 (info), the numbers of Python's `logging`. `message` is one line with
+ * URL passwords hidden, borrowed until the callback returns. Called on qtask's
+ * threads (the runtime's, a worker's, or the caller's of any `qtask_*`
+ * function), possibly from several at once: keep it short, and do not call
+ * `qtask_set_log_callback` from it.
+ */
+typedef void (*qtask_log_callback)(int32_t level, const char *message, void *user_data);
+
+/**
+ * The handler of a worker. `message_json` is the task's input object plus
+ * `task_id` and `attempt` (borrowed: valid until the callback returns; copy it
+ * to keep it). Return 0 to finish the task; any other value fails this attempt:
+ * the task is retried after a backoff (or failed for good when its attempts or
+ * deadline are spent) with the text given to `qtask_outcome_set_error` kept as
+ * its `last_error` (or "callback returned N" when none was given).
+ *
+ * Called on the engine's blocking threads, up to the worker's `concurrency` at
+ * once, never on the thread inside `qtask_worker_run`; so it and `user_data` must
+ * be safe to use from several threads at once. It may call any `qtask_*` function
+ * on other handles (a client, even the worker's own, another worker) and
+ * `qtask_worker_stop` on its own worker, but not `qtask_worker_free` on its own
+ * worker. It must return normally: no longjmp or C++ exception out of it.
+ */
+typedef int32_t (*qtask_worker_callback)(const char *message_json,
+                                         struct qtask_outcome *outcome,
+                                         void *user_data);
+
+/**
+ * What a worker did during one `qtask_worker_run`.
+ */
+typedef struct qtask_worker_report {
+  /**
+   * Attempts the callback finished (returned 0).
+   */
+  uint64_t finished;
+  /**
+   * Attempts the callback failed (retried later or failed for good).
+   */
+  uint64_t failed;
+  /**
+   * Outcomes of attempts that were no longer current (the lease ran out and
+   * a newer attempt began, or the task ended meanwhile): nothing changed.
+   */
+  uint64_t skipped;
+} qtask_worker_report;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -349,6 +411,69 @@ const char *qtask_last_error(void);
  * Borrowed: a static string; never NULL, never to be freed. Thread-safe.
  */
 const char *qtask_result_name(int32_t code);
+
+/**
+ * Sends qtask's log lines (info and above) to `callback` from now on, replacing
+ * an earlier callback; NULL stops them (they are dropped, the default).
+ * `user_data` is passed through untouched and must stay valid until the
+ * callback is replaced. Process-wide; thread-safe.
+ */
+qtask_result qtask_set_log_callback(qtask_log_callback callback, void *user_data);
+
+/**
+ * Creates a worker for the tasks of `queue` (borrowed, copied) of `client`,
+ * running `callback` on up to `concurrency` (at least 1) tasks at once with
+ * `user_data` passed through untouched (qtask never reads or frees it; it must
+ * stay valid until `qtask_worker_free`). Stop and free the worker before
+ * `qtask_close` on its client.
+ *
+ * On success `*out_worker` is a new handle that the caller owns and must release
+ * with `qtask_worker_free`; on failure it is NULL.
+ */
+qtask_result qtask_worker_new(struct qtask_client *client,
+                              const char *queue,
+                              uint32_t concurrency,
+                              qtask_worker_callback callback,
+                              void *user_data,
+                              struct qtask_worker **out_worker);
+
+/**
+ * Runs the worker on the calling thread until `qtask_worker_stop` (or
+ * `qtask_worker_free` from another thread), then waits for running callbacks to
+ * return and their outcomes to be written, and returns. A worker stopped before
+ * this call returns at once: a stopped worker stays stopped. Servers that are
+ * down are retried with a backoff (and logged), not returned as errors.
+ *
+ * `out_report` may be NULL; otherwise it receives what the worker did (zeros on
+ * failure). Returns `QTASK_RESULT_INVALID_STATE` when the worker is already
+ * running on another thread.
+ */
+qtask_result qtask_worker_run(struct qtask_worker *worker, struct qtask_worker_report *out_report);
+
+/**
+ * Tells the worker to stop: `qtask_worker_run` then lets running callbacks
+ * return and returns. Only one atomic store, so it may be called from any
+ * thread, from the worker's own callback, and from a signal handler. A handle
+ * that is not a worker's is ignored; a freed worker's handle is harmless until
+ * about a million workers later, when its slot may serve a new worker.
+ */
+void qtask_worker_stop(struct qtask_worker *worker);
+
+/**
+ * Releases the worker. A worker still running is stopped, and its
+ * `qtask_worker_run` returns once its callbacks have returned. Not from the
+ * worker's own callback. NULL is a no-op; so is a handle already freed (it
+ * only sets the last error).
+ */
+void qtask_worker_free(struct qtask_worker *worker);
+
+/**
+ * Called from a worker callback: fails the attempt with `message` (borrowed,
+ * copied, UTF-8; invalid bytes are replaced) kept as the task's `last_error`,
+ * provided the callback then returns non-zero. A second call replaces the text.
+ * `outcome` is the pointer the callback received, and only during that call.
+ */
+qtask_result qtask_outcome_set_error(struct qtask_outcome *outcome, const char *message);
 
 #ifdef __cplusplus
 }  // extern "C"

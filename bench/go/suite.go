@@ -346,7 +346,7 @@ func suiteQtask(p suiteParams, s *sink) (*suiteSystem, error) {
 	if err := cl.Install(); err != nil {
 		return sys, err
 	}
-	note(fmt.Sprintf("libqtask %s, table %stask; worker: goroutines looping Pop, Processing, Finish", qtask.Version(), p.Prefix))
+	note(fmt.Sprintf("libqtask %s, table %stask; worker: qtask.Worker (the engine of qtask-core, handlers on its threads)", qtask.Version(), p.Prefix))
 	sys.enqueue = func(ctx context.Context, queue string, payload map[string]interface{}) error {
 		_, err := cl.CreateNow("bench", payload, 5*time.Minute, queue)
 		return err
@@ -357,27 +357,19 @@ func suiteQtask(p suiteParams, s *sink) (*suiteSystem, error) {
 	}
 	sys.startWorker = func(ctx context.Context, queue string, c int) (func(), error) {
 		wctx, cancel := context.WithCancel(ctx)
-		var wg sync.WaitGroup
-		for w := 0; w < c; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for wctx.Err() == nil {
-					msg, err := cl.Pop(queue, 50*time.Millisecond)
-					if err != nil || msg == nil {
-						continue
-					}
-					if ok, err := cl.Processing(msg.TaskID); err != nil || !ok {
-						continue
-					}
-					s.hit(msg.Input)
-					if err := cl.Finish(msg.TaskID); err != nil {
-						fmt.Fprintf(os.Stderr, "bench: finish %d: %v\n", msg.TaskID, err)
-					}
-				}
-			}()
-		}
-		return func() { cancel(); wg.Wait() }, nil
+		w := qtask.NewWorker(cl, queue, qtask.WorkerOptions{Concurrency: c})
+		w.Handle(func(_ context.Context, m *qtask.Message) error {
+			s.hit(m.Input)
+			return nil
+		})
+		done := make(chan error, 1)
+		go func() { done <- w.Run(wctx) }()
+		return func() {
+			cancel()
+			if err := <-done; err != nil {
+				fmt.Fprintf(os.Stderr, "bench: worker: %v\n", err)
+			}
+		}, nil
 	}
 	return sys, nil
 }

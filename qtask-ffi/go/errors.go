@@ -1,20 +1,25 @@
 package qtask
 
+/*
+#include "qtask.h"
+*/
+import "C"
+
 import "fmt"
 
 // Code is a libqtask result code (qtask_result in qtask.h).
 type Code int32
 
-// The codes of qtask.h; 0 is success.
+// The codes of qtask.h, by their C names (one list: qtask-ffi/src/error.rs); 0 is success.
 const (
-	CodeInvalidArgument Code = -1
-	CodeNotFound        Code = -2
-	CodeInvalidState    Code = -3
-	CodeDatabase        Code = -4
-	CodeQueue           Code = -5
-	CodeTimeout         Code = -6
-	CodeClosed          Code = -7
-	CodeInternal        Code = -8
+	CodeInvalidArgument Code = C.QTASK_RESULT_INVALID_ARGUMENT
+	CodeNotFound        Code = C.QTASK_RESULT_NOT_FOUND
+	CodeInvalidState    Code = C.QTASK_RESULT_INVALID_STATE
+	CodeDatabase        Code = C.QTASK_RESULT_DATABASE
+	CodeQueue           Code = C.QTASK_RESULT_QUEUE
+	CodeTimeout         Code = C.QTASK_RESULT_TIMEOUT
+	CodeClosed          Code = C.QTASK_RESULT_CLOSED
+	CodeInternal        Code = C.QTASK_RESULT_INTERNAL
 )
 
 func (c Code) String() string {

@@ -250,6 +250,11 @@ func (c *Client) Pop(queue string, wait time.Duration) (*Message, error) {
 	}
 	raw := C.GoString(out)
 	C.qtask_string_free(out)
+	return parseMessage(raw)
+}
+
+// parseMessage reads the wire form of a message: the input plus task_id and attempt.
+func parseMessage(raw string) (*Message, error) {
 	msg := &Message{Raw: json.RawMessage(raw)}
 	if err := json.Unmarshal(msg.Raw, &msg.Input); err != nil {
 		return nil, &Error{Code: CodeInternal, Message: "message is not a JSON object: " + err.Error()}

@@ -91,7 +91,7 @@ unsafe fn new_task(
 }
 
 /// Writes 0 / NULL to an out-parameter first, so it is defined when the call fails.
-fn reset<T>(out: *mut T, value: T) {
+pub(crate) fn reset<T>(out: *mut T, value: T) {
     if let Some(out) = unsafe { out.as_mut() } {
         *out = value;
     }

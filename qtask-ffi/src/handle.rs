@@ -17,12 +17,21 @@ use qtask_core::Error;
 /// Handles of one kind that may be issued before slot numbers are reused.
 const SLOTS: usize = 1 << 20;
 
-/// Address space for handles: `.bss`, never read or written, so never paged in.
+/// Address space for handles: `.bss`, never read or written, so never paged in
+/// (except by workers, whose byte is their stop flag: see [`Space::byte`]).
 pub(crate) struct Space([AtomicU8; SLOTS]);
 
 impl Space {
     pub(crate) const fn new() -> Self {
         Space([const { AtomicU8::new(0) }; SLOTS])
+    }
+
+    /// The byte a handle of this space points to, found by arithmetic alone (no
+    /// lock, no allocation: safe in a signal handler), or `None` when `handle` is
+    /// not inside this space.
+    pub(crate) fn byte<H>(&self, handle: *const H) -> Option<&AtomicU8> {
+        let slot = (handle as usize).wrapping_sub(self.0.as_ptr() as usize);
+        self.0.get(slot)
     }
 }
 

@@ -19,8 +19,12 @@ mod client;
 mod error;
 mod ffi;
 mod handle;
+mod logs;
 mod panic;
+mod worker;
 
 pub use admin::*;
 pub use client::*;
 pub use error::{qtask_last_error, qtask_result, qtask_result_name};
+pub use logs::*;
+pub use worker::*;

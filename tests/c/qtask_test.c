@@ -1,7 +1,9 @@
 /*
  * The C ABI's test program: a full task cycle, a delayed task, order_no
  * dedupe, the deferred create, threads sharing one handle, and every kind of
- * bad input, each checked for its result code and for writing nothing.
+ * bad input, each checked for its result code and for writing nothing; the
+ * worker (drain, a failing callback, stop from another thread and from a signal
+ * handler) and the log callback.
  *
  *   qtask_test DIR [cycle]   DIR: a scratch directory for the SQLite files
  *
@@ -10,6 +12,8 @@
  */
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -337,6 +341,226 @@ static void test_threads(qtask_client *client) {
     CHECK(popped == THREADS * 10, "popped %d", popped);
 }
 
+/* ---- the worker ---- */
+
+struct drain {
+    qtask_worker *worker;
+    int want;
+    atomic_int seen, running, most_running, bad_messages;
+};
+
+static int drain_callback(const char *message_json, qtask_outcome *outcome, void *user_data) {
+    (void)outcome;
+    struct drain *d = user_data;
+    int now = atomic_fetch_add(&d->running, 1) + 1;
+    int most = atomic_load(&d->most_running);
+    while (now > most && !atomic_compare_exchange_weak(&d->most_running, &most, now)) {
+    }
+    if (json_int(message_json, "task_id") <= 0 || json_int(message_json, "attempt") != 1 ||
+        json_int(message_json, "n") < 0) {
+        atomic_fetch_add(&d->bad_messages, 1);
+    }
+    atomic_fetch_sub(&d->running, 1);
+    if (atomic_fetch_add(&d->seen, 1) + 1 == d->want) {
+        qtask_worker_stop(d->worker); /* allowed from the worker's own callback */
+    }
+    return 0;
+}
+
+/* A worker with concurrency 4 drains N tasks, then its own callback stops it. */
+static void test_worker_drain(qtask_client *client) {
+    enum { N = 200 };
+    long long before = kept_tasks(client);
+    for (int i = 0; i < N; i++) {
+        char input[64];
+        snprintf(input, sizeof input, "{\"n\": %d}", i);
+        OK(qtask_create(client, "drain", input, 60, "C:WORKER", NULL, NULL));
+    }
+    struct drain d = {.want = N};
+    OK(qtask_worker_new(client, "C:WORKER", 4, drain_callback, &d, &d.worker));
+    qtask_worker_report report = {9, 9, 9};
+    OK(qtask_worker_run(d.worker, &report));
+    CHECK(report.finished == N && report.failed == 0 && report.skipped == 0, "report %llu/%llu/%llu",
+          (unsigned long long)report.finished, (unsigned long long)report.failed,
+          (unsigned long long)report.skipped);
+    CHECK(atomic_load(&d.seen) == N, "callback saw %d", atomic_load(&d.seen));
+    CHECK(atomic_load(&d.most_running) <= 4, "%d callbacks at once", atomic_load(&d.most_running));
+    CHECK(atomic_load(&d.bad_messages) == 0, "%d bad messages", atomic_load(&d.bad_messages));
+    CHECK(kept_tasks(client) == before, "%lld tasks left", kept_tasks(client) - before);
+    /* A stopped worker stays stopped: a second run returns at once. */
+    OK(qtask_worker_run(d.worker, &report));
+    CHECK(report.finished == 0, "second run finished %llu", (unsigned long long)report.finished);
+    qtask_worker_free(d.worker);
+    qtask_worker_free(d.worker); /* twice: only sets the last error */
+    CHECK(strlen(qtask_last_error()) > 0, "no error for a freed worker");
+    EXPECT(QTASK_RESULT_CLOSED, qtask_worker_run(d.worker, NULL));
+}
+
+struct failing {
+    qtask_worker *worker;
+    atomic_int calls;
+};
+
+static int failing_callback(const char *message_json, qtask_outcome *outcome, void *user_data) {
+    struct failing *f = user_data;
+    char text[128];
+    snprintf(text, sizeof text, "disk full on attempt %lld", json_int(message_json, "attempt"));
+    qtask_outcome_set_error(outcome, text);
+    atomic_fetch_add(&f->calls, 1);
+    qtask_worker_stop(f->worker);
+    return 1;
+}
+
+static int silent_failing_callback(const char *message_json, qtask_outcome *outcome, void *user_data) {
+    (void)message_json;
+    (void)outcome;
+    qtask_worker_stop(((struct failing *)user_data)->worker);
+    return 7;
+}
+
+/* A callback that fails leaves its text as last_error; without a text, its code. */
+static void test_worker_failure(qtask_client *client) {
+    int64_t id = 0;
+    OK(qtask_create(client, "flaky", "{}", 60, "C:WORKER_FAIL", "{\"max_count\": 1}", &id));
+    struct failing f = {0};
+    OK(qtask_worker_new(client, "C:WORKER_FAIL", 2, failing_callback, &f, &f.worker));
+    qtask_worker_report report = {0};
+    OK(qtask_worker_run(f.worker, &report));
+    qtask_worker_free(f.worker);
+    CHECK(report.failed == 1 && report.finished == 0, "report %llu failed", (unsigned long long)report.failed);
+    char *task = NULL;
+    OK(qtask_get(client, id, &task));
+    CHECK(task && strstr(task, "\"last_error\":\"disk full on attempt 1\""), "last_error in %s", task);
+    CHECK(task && strstr(task, "\"status\":\"failed\""), "status in %s", task);
+    qtask_string_free(task);
+
+    OK(qtask_create(client, "flaky", "{}", 60, "C:WORKER_FAIL", "{\"max_count\": 1}", &id));
+    OK(qtask_worker_new(client, "C:WORKER_FAIL", 1, silent_failing_callback, &f, &f.worker));
+    OK(qtask_worker_run(f.worker, &report));
+    qtask_worker_free(f.worker);
+    OK(qtask_get(client, id, &task));
+    CHECK(task && strstr(task, "\"last_error\":\"callback returned 7\""), "last_error in %s", task);
+    qtask_string_free(task);
+}
+
+static int never_called(const char *message_json, qtask_outcome *outcome, void *user_data) {
+    (void)message_json;
+    (void)outcome;
+    atomic_fetch_add((atomic_int *)user_data, 1);
+    return 0;
+}
+
+struct run_arg {
+    qtask_worker *worker;
+    qtask_result rc;
+};
+
+static void *run_worker(void *p) {
+    struct run_arg *arg = p;
+    arg->rc = qtask_worker_run(arg->worker, NULL);
+    return NULL;
+}
+
+/* A worker running on one thread, idle on an empty queue, stopped from another. */
+static void test_worker_stop_from_thread(qtask_client *client) {
+    atomic_int calls = 0;
+    struct run_arg arg = {NULL, QTASK_RESULT_INTERNAL};
+    OK(qtask_worker_new(client, "C:WORKER_IDLE", 4, never_called, &calls, &arg.worker));
+    pthread_t thread;
+    CHECK(pthread_create(&thread, NULL, run_worker, &arg) == 0, "pthread_create");
+    qtask_worker_stop(arg.worker);
+    pthread_join(thread, NULL);
+    CHECK(arg.rc == QTASK_RESULT_OK, "run: %s", qtask_result_name(arg.rc));
+    CHECK(atomic_load(&calls) == 0, "callback called %d times", atomic_load(&calls));
+    qtask_worker_free(arg.worker);
+
+    /* Bad arguments. */
+    qtask_worker *worker = (qtask_worker *)&calls;
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_worker_new(client, "C:W", 0, never_called, NULL, &worker));
+    CHECK(worker == NULL, "out not reset");
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_worker_new(client, "C:W", 1, NULL, NULL, &worker));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_worker_new(client, NULL, 1, never_called, NULL, &worker));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_worker_run((qtask_worker *)&calls, NULL));
+    qtask_worker_stop((qtask_worker *)&calls); /* not a worker: ignored */
+    qtask_worker_stop(NULL);
+}
+
+static qtask_worker *signalled_worker;
+
+static void on_sigusr1(int signo) {
+    (void)signo;
+    qtask_worker_stop(signalled_worker); /* one atomic store: async-signal-safe */
+}
+
+struct signal_arg {
+    pthread_t target;
+};
+
+static void *send_sigusr1(void *p) {
+    pthread_kill(((struct signal_arg *)p)->target, SIGUSR1);
+    return NULL;
+}
+
+/* SIGUSR1, delivered to the thread inside qtask_worker_run, stops the worker. */
+static void test_worker_stop_from_signal(qtask_client *client) {
+    atomic_int calls = 0;
+    OK(qtask_worker_new(client, "C:WORKER_IDLE", 2, never_called, &calls, &signalled_worker));
+    struct sigaction action, previous;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = on_sigusr1;
+    sigemptyset(&action.sa_mask);
+    CHECK(sigaction(SIGUSR1, &action, &previous) == 0, "sigaction");
+    struct signal_arg arg = {pthread_self()};
+    pthread_t sender;
+    CHECK(pthread_create(&sender, NULL, send_sigusr1, &arg) == 0, "pthread_create");
+    OK(qtask_worker_run(signalled_worker, NULL));
+    pthread_join(sender, NULL);
+    sigaction(SIGUSR1, &previous, NULL);
+    CHECK(atomic_load(&calls) == 0, "callback called %d times", atomic_load(&calls));
+    qtask_worker_free(signalled_worker);
+}
+
+/* ---- the log callback ---- */
+
+struct log_seen {
+    pthread_mutex_t lock;
+    int warnings, with_password;
+    char first[512];
+};
+
+static void log_callback(int32_t level, const char *message, void *user_data) {
+    struct log_seen *seen = user_data;
+    pthread_mutex_lock(&seen->lock);
+    if (level == 30) {
+        if (seen->warnings++ == 0) snprintf(seen->first, sizeof seen->first, "%s", message);
+    }
+    if (strstr(message, "hunter2")) seen->with_password++;
+    pthread_mutex_unlock(&seen->lock);
+}
+
+/* An unreachable Redis makes the engine warn; the warning reaches C without the password. */
+static void test_log_callback(const char *dir) {
+    struct log_seen seen = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    OK(qtask_set_log_callback(log_callback, &seen));
+    char config[1024];
+    snprintf(config, sizeof config,
+             "{\"db\": \"sqlite://%s/logs.db\", \"queue\": \"redis://:hunter2@127.0.0.1:1/0\", \"sweeper\": false}",
+             dir);
+    qtask_client *client = NULL;
+    OK(qtask_open(config, &client));
+    if (client) {
+        OK(qtask_install(client));
+        OK(qtask_create(client, "logged", "{}", 60, "C:LOGS", NULL, NULL));
+        qtask_close(client);
+    }
+    OK(qtask_set_log_callback(NULL, NULL));
+    pthread_mutex_lock(&seen.lock);
+    CHECK(seen.warnings > 0, "no warning reached the callback");
+    CHECK(seen.with_password == 0, "%d lines show the password", seen.with_password);
+    CHECK(strstr(seen.first, "Redis") || strstr(seen.first, "queue"), "first warning: %s", seen.first);
+    pthread_mutex_unlock(&seen.lock);
+}
+
 /* Every bad input: its code, a message, out-parameters reset, nothing written. */
 static void test_bad_input(qtask_client *client, const char *dir) {
     long long before = kept_tasks(client);
@@ -495,6 +719,7 @@ int main(int argc, char **argv) {
     if (!client) return 1;
     RUN(test_cycle(client));
     if (!cycle_only) {
+        RUN(test_log_callback(dir));
         RUN(test_delay(client));
         RUN(test_order_no(client));
         RUN(test_deferred(client));
@@ -502,6 +727,10 @@ int main(int argc, char **argv) {
         RUN(test_admin(client));
         RUN(test_threads(client));
         RUN(test_bad_input(client, dir));
+        RUN(test_worker_drain(client));
+        RUN(test_worker_failure(client));
+        RUN(test_worker_stop_from_thread(client));
+        RUN(test_worker_stop_from_signal(client));
     }
     qtask_close(client);
     printf("%d checks, %d failed\n", checks, failures);

@@ -1,0 +1,202 @@
+package qtask_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"qtask.dev/qtask"
+)
+
+func TestWorkerSQLite(t *testing.T) {
+	exerciseWorker(t, qtask.Config{DB: "sqlite://" + filepath.Join(t.TempDir(), "worker.db")})
+}
+
+func TestWorkerPostgres(t *testing.T) {
+	pg := serverURL(t, "PostgreSQL", "QTASK_TEST_PG_URL", "5432")
+	exerciseWorker(t, qtask.Config{DB: pg, Queue: "db"})
+}
+
+func TestWorkerPostgresRedis(t *testing.T) {
+	pg := serverURL(t, "PostgreSQL", "QTASK_TEST_PG_URL", "5432")
+	redis := serverURL(t, "Redis", "QTASK_TEST_REDIS_URL", "6379")
+	exerciseWorker(t, qtask.Config{DB: pg, Queue: redis, RedisPrefix: "qtask-go-worker-" + suffix})
+}
+
+func exerciseWorker(t *testing.T, cfg qtask.Config) {
+	client := open(t, cfg)
+	t.Run("Drain", func(t *testing.T) { testWorkerDrain(t, client) })
+	t.Run("ErrorKeepsLastError", func(t *testing.T) { testWorkerError(t, client) })
+	t.Run("CancelStopsGracefully", func(t *testing.T) { testWorkerCancel(t, client) })
+	t.Run("BadOptions", func(t *testing.T) { testWorkerBadOptions(t, client) })
+}
+
+// runWorker runs w until ctx is done, and returns Run's error through a channel.
+func runWorker(ctx context.Context, w *qtask.Worker) <-chan error {
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	return done
+}
+
+// Concurrency 4 drains every task exactly once, with at most 4 handlers at once.
+func testWorkerDrain(t *testing.T, c *qtask.Client) {
+	const n = 300
+	q := queue("worker-drain")
+	ids := map[int64]bool{}
+	for i := 0; i < n; i++ {
+		id, err := c.CreateNow("drain", map[string]int{"i": i}, time.Minute, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[id] = true
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	seen := map[int64]int{}
+	var running, most int32
+	w := qtask.NewWorker(c, q, qtask.WorkerOptions{Concurrency: 4})
+	w.Handle(func(ctx context.Context, m *qtask.Message) error {
+		now := atomic.AddInt32(&running, 1)
+		defer atomic.AddInt32(&running, -1)
+		for old := atomic.LoadInt32(&most); now > old && !atomic.CompareAndSwapInt32(&most, old, now); old = atomic.LoadInt32(&most) {
+		}
+		if _, ok := m.Input["i"]; !ok || m.Attempt != 1 {
+			t.Errorf("message %s", m.Raw)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		seen[m.TaskID]++
+		if len(seen) == n {
+			cancel()
+		}
+		return nil
+	})
+	if err := <-runWorker(ctx, w); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for id := range ids {
+		if seen[id] != 1 {
+			t.Errorf("task %d ran %d times", id, seen[id])
+		}
+	}
+	if most > 4 {
+		t.Errorf("%d handlers at once", most)
+	}
+	if r := w.LastReport(); r.Finished != n || r.Failed != 0 {
+		t.Errorf("report %+v", r)
+	}
+}
+
+// An error fails the attempt with its text as last_error; so does a panic.
+func testWorkerError(t *testing.T, c *qtask.Client) {
+	q := queue("worker-error")
+	failing, err := c.CreateNow("failing", map[string]string{"how": "error"}, time.Minute, q, qtask.WithMaxCount(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	panicking, err := c.CreateNow("panicking", map[string]string{"how": "panic"}, time.Minute, q, qtask.WithMaxCount(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var calls int32
+	w := qtask.NewWorker(c, q, qtask.WorkerOptions{Concurrency: 2})
+	w.Handle(func(ctx context.Context, m *qtask.Message) error {
+		if atomic.AddInt32(&calls, 1) == 2 {
+			defer cancel()
+		}
+		if m.Input["how"] == "panic" {
+			panic("boom in the handler")
+		}
+		return errors.New("disk full")
+	})
+	if err := <-runWorker(ctx, w); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if r := w.LastReport(); r.Failed != 2 || r.Finished != 0 {
+		t.Errorf("report %+v", r)
+	}
+	for id, want := range map[int64]string{failing: "disk full", panicking: "panic: boom in the handler"} {
+		task, err := c.Get(id)
+		if err != nil {
+			t.Fatalf("get %d: %v", id, err)
+		}
+		if task.Status != "failed" || task.LastError == nil || *task.LastError != want {
+			t.Errorf("task %d: status %s, last_error %v, want %q", id, task.Status, task.LastError, want)
+		}
+	}
+}
+
+// Cancelling Run's context lets the running handler end (its own context is
+// not cancelled) and writes its outcome before Run returns.
+func testWorkerCancel(t *testing.T, c *qtask.Client) {
+	q := queue("worker-cancel")
+	id, err := c.CreateNow("slow", map[string]int{}, time.Minute, q, qtask.WithDeleteDeadline(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan struct{})
+	release := make(chan struct{})
+	var returned int32
+	var handlerCtxErr error
+	w := qtask.NewWorker(c, q, qtask.WorkerOptions{Concurrency: 2})
+	w.Handle(func(hctx context.Context, m *qtask.Message) error {
+		close(started)
+		<-release
+		handlerCtxErr = hctx.Err()
+		atomic.StoreInt32(&returned, 1)
+		return nil
+	})
+	done := runWorker(ctx, w)
+	<-started
+	cancel()
+	select {
+	case err := <-done:
+		t.Fatalf("Run returned (%v) while its handler was running", err)
+	default:
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if atomic.LoadInt32(&returned) != 1 || handlerCtxErr != nil {
+		t.Fatalf("handler returned %d, its context: %v", returned, handlerCtxErr)
+	}
+	task, err := c.Get(id)
+	if err != nil || task.Status != "finished" {
+		t.Fatalf("task after a graceful stop: %+v %v", task, err)
+	}
+	// A context already done: Run returns at once, having run nothing.
+	w2 := qtask.NewWorker(c, q, qtask.WorkerOptions{})
+	w2.Handle(func(context.Context, *qtask.Message) error { t.Error("handler called"); return nil })
+	if err := w2.Run(ctx); err != nil {
+		t.Fatalf("run with a done context: %v", err)
+	}
+}
+
+func testWorkerBadOptions(t *testing.T, c *qtask.Client) {
+	w := qtask.NewWorker(c, queue("worker-bad"), qtask.WorkerOptions{Concurrency: -1})
+	w.Handle(func(context.Context, *qtask.Message) error { return nil })
+	if err := w.Run(context.Background()); !errors.Is(err, qtask.ErrInvalidArgument) {
+		t.Errorf("negative concurrency: %v", err)
+	}
+	if err := qtask.NewWorker(c, queue("worker-bad"), qtask.WorkerOptions{}).Run(context.Background()); !errors.Is(err, qtask.ErrInvalidArgument) {
+		t.Errorf("no handler: %v", err)
+	}
+	empty := qtask.NewWorker(c, "", qtask.WorkerOptions{})
+	empty.Handle(func(context.Context, *qtask.Message) error { return nil })
+	if err := empty.Run(context.Background()); !errors.Is(err, qtask.ErrInvalidArgument) ||
+		!strings.Contains(err.Error(), "queue") {
+		t.Errorf("empty queue: %v", err)
+	}
+}
