@@ -1,6 +1,10 @@
 """Safe after fork: a child opens and uses its own clients; a client inherited from
 the parent raises ClosedError at once (never hangs, never touches the parent's
-runtime). Children report through their exit code and leave with os._exit."""
+runtime). Children report through their exit code and leave with os._exit.
+
+PostgreSQL only: SQLite itself does not survive a fork while the parent has the
+database open (its global locks may be held by a parent thread at the fork; see
+sqlite.org/howtocorrupt.html, "Carrying an open database connection across a fork")."""
 
 from __future__ import annotations
 
@@ -9,16 +13,22 @@ import os
 import threading
 import traceback
 import warnings
-from typing import Callable, List
+from typing import Any, Callable, Iterator, List
 
 import pytest
 
 import qtask
-from conftest import Backend, wait_until
+from conftest import Backend, make_backend, wait_until
 
 # CPython 3.12+ warns that forking a multi-threaded process may deadlock; qtask's
 # runtime threads are what this file is about.
 pytestmark = pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+
+
+@pytest.fixture(params=["pg", "pg+redis"])
+def backend(request: Any, tmp_path: Any) -> Iterator[Backend]:
+    """The server backends (see the module's note on SQLite)."""
+    yield from make_backend(request.param, tmp_path)
 
 
 def child_uses_qtask(backend: Backend, inherited: qtask.Client) -> None:
