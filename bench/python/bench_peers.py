@@ -36,6 +36,7 @@ SYSTEMS: Dict[str, str] = {
     "floor-psycopg": "psycopg INSERT, autocommit (floor, PG)",
     "floor-redis": "redis-py LPUSH (floor, Redis)",
     "qtask-pg-redis": "qtask PostgreSQL + Redis queue",
+    "qtask-pg-redis-async": "qtask PostgreSQL + Redis queue, async def handler",
     "qtask-pg-db": "qtask PostgreSQL + db queue",
     "qtask-sqlite-db": "qtask SQLite file + db queue",
     "rq": "RQ (Redis only)",
@@ -47,6 +48,7 @@ DEFAULT_ORDER = list(SYSTEMS)
 PAIRS = [
     ("qtask-pg-redis", "rq"),
     ("qtask-pg-redis", "huey"),
+    ("qtask-pg-redis-async", "huey"),
     ("qtask-pg-db", "procrastinate"),
 ]
 
@@ -130,7 +132,7 @@ def child_floor_redis(args: argparse.Namespace) -> Dict[str, Any]:
     return {"enqueue": args.n * len(fills) / sum(fills), "notes": "one LPUSH per job"}
 
 
-def child_qtask(args: argparse.Namespace, db: str, queue: str) -> Dict[str, Any]:
+def child_qtask(args: argparse.Namespace, db: str, queue: str, use_async: bool = False) -> Dict[str, Any]:
     import qtask
 
     rid = run_id()
@@ -145,9 +147,17 @@ def child_qtask(args: argparse.Namespace, db: str, queue: str) -> Dict[str, Any]
     try:
         client.install()
 
-        @client.task(QUEUE)
-        def noop(message: Any) -> None:
-            countdown.hit()
+        if use_async:
+
+            @client.task(QUEUE)
+            async def noop_async(message: Any) -> None:
+                countdown.hit()
+
+        else:
+
+            @client.task(QUEUE)
+            def noop(message: Any) -> None:
+                countdown.hit()
 
         for c in args.concurrency:
             secs = timed_fill(args.n, lambda i: client.create("noop", {"i": i}, queue=QUEUE))
@@ -299,6 +309,8 @@ def child(args: argparse.Namespace) -> Dict[str, Any]:
         return child_floor_redis(args)
     if name == "qtask-pg-redis":
         return child_qtask(args, args.pg, args.redis_db_url)
+    if name == "qtask-pg-redis-async":
+        return child_qtask(args, args.pg, args.redis_db_url, use_async=True)
     if name == "qtask-pg-db":
         return child_qtask(args, args.pg, "db")
     if name == "qtask-sqlite-db":
@@ -383,8 +395,8 @@ def main() -> int:
     results: Dict[str, Dict[str, Any]] = {}
     skipped: Dict[str, str] = {}
     for s in order:
-        needs_pg = s in ("floor-psycopg", "qtask-pg-redis", "qtask-pg-db", "procrastinate")
-        needs_redis = s in ("floor-redis", "qtask-pg-redis", "rq", "huey")
+        needs_pg = s in ("floor-psycopg", "qtask-pg-redis", "qtask-pg-redis-async", "qtask-pg-db", "procrastinate")
+        needs_redis = s in ("floor-redis", "qtask-pg-redis", "qtask-pg-redis-async", "rq", "huey")
         if (needs_pg and not pg_ok) or (needs_redis and not redis_ok):
             skipped[s] = "server unreachable (bash scripts/services.sh starts them)"
             print(f"!!! SKIPPED {s}: {skipped[s]}", flush=True)

@@ -437,10 +437,11 @@ class Client:
         """Runs the registered handlers until SIGINT/SIGTERM (or ``stop.set()``).
 
         Arguments:
-            concurrency: handlers running at once (threads).
+            concurrency: handlers running at once, per queue (threads for sync
+                handlers, coroutines on one asyncio loop for ``async def`` ones).
             queues: the queues to work on (default: every registered one).
             stop: a ``threading.Event``; setting it stops the worker gracefully.
-            poll_wait: seconds one pop waits; also how soon a stop is noticed.
+            poll_wait: kept for compatibility; the engine decides how long it waits.
             handle_signals: install SIGINT/SIGTERM handlers (main thread only).
 
         A stop lets running handlers end, then returns what was done. A second
@@ -455,7 +456,7 @@ class Client:
             if missing:
                 raise InvalidArgument(f"no handler registered for {missing}")
             handlers = {q: handlers[q] for q in wanted}
-        worker = Worker(self._native, handlers, concurrency=concurrency, poll_wait=poll_wait, stop=stop)
+        worker = Worker(self._native, handlers, concurrency=concurrency, stop=stop)
         return worker.run(handle_signals=handle_signals)
 
 

@@ -4,7 +4,7 @@ Private: use :mod:`qtask`. Dicts cross as JSON text; the Python layer converts t
 Every method that does I/O releases the GIL. Errors are ``qtask.errors`` classes.
 """
 
-from typing import Optional, Tuple, final
+from typing import Callable, Optional, Tuple, final
 
 __version__: str
 
@@ -91,3 +91,23 @@ class Invoke:
     @property
     def task_id(self) -> int: ...
     def __call__(self) -> bool: ...
+
+@final
+class WorkerStop:
+    """Stops a running worker gracefully; ``stop()`` is safe from any thread."""
+
+    def __init__(self) -> None: ...
+    def stop(self) -> None: ...
+    @property
+    def stopped(self) -> bool: ...
+
+def run_worker(
+    client: Client,
+    queue: str,
+    handler: Callable[[str], Optional[str]],
+    concurrency: int,
+    stop: WorkerStop,
+) -> Tuple[int, int, int]:
+    """Runs qtask-core's worker engine on ``queue`` until ``stop``; ``handler`` gets the
+    message JSON and returns ``None`` (finish) or the error text (retry). Returns
+    ``(finished, failed, skipped)``."""

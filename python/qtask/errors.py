@@ -57,8 +57,8 @@ class TimeoutError(Error, builtins.TimeoutError):  # noqa: A001 - deliberate, su
 
 
 class ClosedError(Error):
-    """The client was closed before or during the call."""
+    """The client was closed before or during the call, or was opened before a fork."""
 
 
 class InternalError(Error):
-    """A bug, or an environment qtask cannot work in (used after fork...)."""
+    """A bug, or an environment qtask cannot work in."""

@@ -70,7 +70,7 @@ pub struct Client {
 }
 
 impl Client {
-    fn client(&self) -> Result<Arc<blocking::Client>, Error> {
+    pub(crate) fn client(&self) -> Result<Arc<blocking::Client>, Error> {
         self.inner
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -194,7 +194,7 @@ impl Client {
     fn processing(&self, py: Python<'_>, task_id: i64) -> PyQtaskResult<Option<f64>> {
         let client = self.client()?;
         let lease = py.detach(move || {
-            let client = client.as_async().clone();
+            let client = client.live()?.clone();
             blocking::wait(async move { client.processing_lease(task_id).await })
         })?;
         Ok(lease.map(|d| d.as_secs_f64()))

@@ -9,6 +9,8 @@ use pyo3::prelude::*;
 
 mod client;
 mod error;
+mod logs;
+mod worker;
 
 /// `CARGO_PKG_VERSION` in PEP 440 form (`0.1.0-alpha.1` → `0.1.0a1`).
 fn version() -> String {
@@ -29,6 +31,9 @@ fn _qtask(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", version())?;
     m.add_class::<client::Client>()?;
     m.add_class::<client::Invoke>()?;
+    m.add_class::<worker::WorkerStop>()?;
     m.add_function(wrap_pyfunction!(redact, m)?)?;
+    m.add_function(wrap_pyfunction!(worker::run_worker, m)?)?;
+    logs::install();
     Ok(())
 }

@@ -4,15 +4,20 @@ use std::time::Duration;
 
 use super::wait;
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::maintenance::SweepReport;
 use crate::task::{Created, Message, NewTask, Stats, Status, Task};
 
 /// A blocking handle to a task table and its queue. `Send + Sync`: share it between
 /// threads (by reference or in an `Arc`). Dropping it stops its sweeper.
+///
+/// A client belongs to the process that opened it: in a forked child every call
+/// fails with [`Error::Closed`] (its connections and sweeper live on the parent's
+/// runtime); open a new one in the child.
 #[derive(Debug)]
 pub struct Client {
     inner: crate::Client,
+    opened_in: u32,
 }
 
 /// Blocking form of [`crate::client::Invoke`].
@@ -31,7 +36,7 @@ impl Invoke {
 
 macro_rules! blocking {
     ($self:ident, |$c:ident| $body:expr) => {{
-        let $c = $self.inner.clone();
+        let $c = $self.live()?.clone();
         wait(async move { $body.await })
     }};
 }
@@ -40,12 +45,24 @@ impl Client {
     /// Connects and, unless `config.sweeper` is false, starts the sweeper on the shared runtime.
     pub fn open(config: Config) -> Result<Client> {
         let inner = wait(crate::Client::open(config))?;
-        Ok(Client { inner })
+        Ok(Client {
+            inner,
+            opened_in: std::process::id(),
+        })
     }
 
     /// The async client behind this one, for async code in the same program.
     pub fn as_async(&self) -> &crate::Client {
         &self.inner
+    }
+
+    /// The async client, or [`Error::Closed`] in a process forked after it was opened.
+    pub fn live(&self) -> Result<&crate::Client> {
+        if self.opened_in == std::process::id() {
+            Ok(&self.inner)
+        } else {
+            Err(Error::Closed)
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -109,7 +126,9 @@ impl Client {
 
     /// Stops the sweeper and closes the pool; later calls fail with `Error::Closed`.
     pub fn close(&self) {
-        let c = self.inner.clone();
+        let Ok(c) = self.live().cloned() else {
+            return; // inherited across fork: the parent owns it
+        };
         let _ = wait(async move {
             c.close().await;
             Ok(())
@@ -119,6 +138,13 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
+        if self.live().is_err() {
+            // Inherited across fork: its tasks, pool and sweeper belong to the parent's
+            // runtime, and dropping them here could wait on threads that are not
+            // there. Keep one reference forever, so that nothing of it is dropped.
+            std::mem::forget(self.inner.clone());
+            return;
+        }
         self.close();
     }
 }

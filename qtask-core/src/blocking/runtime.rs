@@ -1,9 +1,15 @@
 //! The one runtime that blocking calls run on, shared by the C and Python bindings.
+//!
+//! One runtime per process: a forked child (gunicorn `--preload`, `multiprocessing`
+//! with fork, prefork workers) starts its own on first use and never touches the
+//! parent's, whose threads do not exist in the child. Lock-free on purpose: a lock
+//! held by a parent thread at the time of the fork would stay held in the child.
 
 use std::future::Future;
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::mpsc;
 
-use once_cell::sync::OnceCell;
 use tokio::runtime::Runtime;
 
 use crate::error::{Error, Result};
@@ -13,29 +19,48 @@ struct Shared {
     pid: u32,
 }
 
-static SHARED: OnceCell<Shared> = OnceCell::new();
+/// The current process's runtime, leaked: a runtime is never dropped, because
+/// dropping the parent's in a child would wait for threads that are not there.
+static CURRENT: AtomicPtr<Shared> = AtomicPtr::new(ptr::null_mut());
 
-/// The process-wide runtime, started on first use. Fails in a forked child: the
-/// parent's runtime threads do not exist there.
+/// The runtime of this process, started on first use (again in a forked child).
 pub fn runtime() -> Result<&'static Runtime> {
-    let shared = SHARED.get_or_try_init(|| {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("qtask-runtime")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::Internal(format!("cannot start the qtask runtime: {e}")))?;
-        Ok::<_, Error>(Shared {
-            runtime,
-            pid: std::process::id(),
-        })
-    })?;
-    if shared.pid != std::process::id() {
-        return Err(Error::Internal(
-            "qtask was used in a forked child process; open clients after fork, not before".into(),
-        ));
+    let pid = std::process::id();
+    let seen = CURRENT.load(Ordering::Acquire);
+    // SAFETY: every non-null pointer stored in CURRENT comes from Box::leak and is
+    // never freed.
+    if let Some(shared) = unsafe { seen.as_ref() } {
+        if shared.pid == pid {
+            return Ok(&shared.runtime);
+        }
     }
-    Ok(&shared.runtime)
+    let started = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("qtask-runtime")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start the qtask runtime: {e}")))?;
+    let fresh = Box::into_raw(Box::new(Shared {
+        runtime: started,
+        pid,
+    }));
+    match CURRENT.compare_exchange(seen, fresh, Ordering::AcqRel, Ordering::Acquire) {
+        // The parent's runtime, if `seen` was one, stays leaked in this process.
+        // SAFETY: `fresh` was just leaked and is never freed.
+        Ok(_) => Ok(unsafe { &(*fresh).runtime }),
+        Err(winner) => {
+            // Another thread of this process started one first: use that one.
+            // SAFETY: `fresh` was never shared; `winner` is leaked like every other.
+            let ours = unsafe { Box::from_raw(fresh) };
+            ours.runtime.shutdown_background();
+            let winner = unsafe { &*winner };
+            if winner.pid == pid {
+                Ok(&winner.runtime)
+            } else {
+                runtime()
+            }
+        }
+    }
 }
 
 /// Runs `future` on the shared runtime and waits for it on this thread. Never panics

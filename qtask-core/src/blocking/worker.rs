@@ -43,7 +43,8 @@ impl StopSignal {
 
 /// Runs a blocking handler on the tasks of one queue.
 pub struct Worker {
-    client: crate::Client,
+    /// `Err(Closed)` when the client was opened before a fork.
+    client: Result<crate::Client>,
     queue: String,
     concurrency: usize,
 }
@@ -51,7 +52,7 @@ pub struct Worker {
 impl Worker {
     pub fn new(client: &Client, queue: impl Into<String>) -> Self {
         Worker {
-            client: client.as_async().clone(),
+            client: client.live().cloned(),
             queue: queue.into(),
             concurrency: 1,
         }
@@ -73,7 +74,7 @@ impl Worker {
     {
         let handler = Arc::new(handler);
         let stop = stop.clone();
-        let engine = crate::Worker::new(self.client, self.queue).concurrency(self.concurrency);
+        let engine = crate::Worker::new(self.client?, self.queue).concurrency(self.concurrency);
         wait(async move {
             let run_one = move |message: Message| {
                 let handler = handler.clone();
