@@ -264,9 +264,9 @@ qtask_result qtask_install(struct qtask_client *client);
  * `name` (UTF-8, not empty), `input_json` (a JSON object: the message a worker
  * pops is this object plus `task_id` and `attempt`), `queue` and
  * `options_json` are borrowed for the call and copied. `timeout_s` is the lease
- * of one dispatch in seconds, at least 1. `options_json` may be NULL, or a JSON
- * object with `deadline` and `delete_deadline` (seconds), `max_count` and
- * `order_no`; if a live task of this queue already has this `order_no`, its id
+ * of one dispatch in seconds (fractions allowed, at least 0.001). `options_json`
+ * may be NULL, or a JSON object with `deadline` and `delete_deadline` (seconds),
+ * `max_count` and `order_no` (any other key is `QTASK_RESULT_INVALID_ARGUMENT`); if a live task of this queue already has this `order_no`, its id
  * is returned and nothing is written. `out_id` may be NULL; otherwise it
  * receives the task id (0 on failure). Bad input writes nothing. If the queue
  * is down the task is still saved and the sweeper dispatches it later.
@@ -274,7 +274,7 @@ qtask_result qtask_install(struct qtask_client *client);
 qtask_result qtask_create(struct qtask_client *client,
                           const char *name,
                           const char *input_json,
-                          int64_t timeout_s,
+                          double timeout_s,
                           const char *queue,
                           const char *options_json,
                           int64_t *out_id);
@@ -292,7 +292,7 @@ qtask_result qtask_create(struct qtask_client *client,
 qtask_result qtask_create_deferred(struct qtask_client *client,
                                    const char *name,
                                    const char *input_json,
-                                   int64_t timeout_s,
+                                   double timeout_s,
                                    const char *queue,
                                    const char *options_json,
                                    int64_t *out_id,
@@ -315,20 +315,72 @@ void qtask_invoke_free(struct qtask_invoke *invoke);
 
 /**
  * Writes a task that the sweeper dispatches `delay_s` seconds from now (the
- * seed's `Delay`). `delay_s` must be non-negative; the other arguments are as
+ * seed's `Delay`). `delay_s` must be non-negative (fractions allowed); the other arguments are as
  * for `qtask_create`.
  */
 qtask_result qtask_delay(struct qtask_client *client,
                          const char *name,
                          const char *input_json,
-                         int64_t delay_s,
-                         int64_t timeout_s,
+                         double delay_s,
+                         double timeout_s,
                          const char *queue,
                          const char *options_json,
                          int64_t *out_id);
 
 /**
- * Waits up to `wait_ms` milliseconds (0: do not wait) for a message of `queue`
+ * Writes a task described by `task_json` (borrowed): a JSON object with `name`,
+ * `input` (a JSON object), `queue`, and optionally `timeout`, `deadline`,
+ * `delete_deadline`, `delay` (seconds, fractions allowed), `max_count` and
+ * `order_no`; any other key is `QTASK_RESULT_INVALID_ARGUMENT`. Without a delay
+ * the task is dispatched now, with one the sweeper dispatches it when due.
+ * `*out_created_json` (not NULL) receives a new string the caller owns and must
+ * free with `qtask_string_free`: `{"id": …, "existing": bool, "dispatched":
+ * bool}` (`existing`: a live task of the queue held the `order_no`, its id is
+ * returned; `dispatched` false: delayed, existing, or the queue was down and the
+ * sweeper dispatches it). NULL on failure.
+ */
+qtask_result qtask_create_task(struct qtask_client *client,
+                               const char *task_json,
+                               char **out_created_json);
+
+/**
+ * Renders the insert of the task `task_json` (as for `qtask_create_task`) for the
+ * caller to run on its own database connection, inside its own transaction: the
+ * task exists, and workers see it, only once that transaction commits; a
+ * rollback leaves nothing. Nothing is written by this call. `param_style` is
+ * NULL for the database's usual placeholders (`$1…` for PostgreSQL as libpq
+ * takes them, `?` for SQLite and MySQL), or "qmark", "dollar", "format" (`%s`)
+ * or "numeric" (`:1`).
+ *
+ * `*out_statement_json` (not NULL) receives a new string the caller owns and
+ * must free with `qtask_string_free` (NULL on failure):
+ * `{"insert": {"sql": "…", "params": […]}, "returns_id": bool,
+ *   "existing": {"sql": "…", "params": […]} or null}`. Params are JSON strings,
+ * integers and nulls, in placeholder order. Run `insert`: when `returns_id`, it
+ * returns one row holding the new id, or no row when a live task of the queue
+ * already holds the `order_no`; otherwise (MySQL) one affected row means inserted
+ * (the id is `LAST_INSERT_ID()`), none means held. When held, run `existing` in
+ * the same transaction: its one row is the live task's id. No row: that task just
+ * ended; run both again. The task is written waiting and due after its delay: a
+ * `db`-queue worker claims it after the commit, and the sweeper offers it to a
+ * Redis queue within a sweep interval, or at once with `qtask_dispatch`.
+ */
+qtask_result qtask_create_statement(struct qtask_client *client,
+                                    const char *task_json,
+                                    const char *param_style,
+                                    char **out_statement_json);
+
+/**
+ * After the caller's transaction with a `qtask_create_statement` insert committed:
+ * offers the task to its Redis queue now instead of at the next sweep.
+ * `*out_dispatched` (may be NULL) is true when the message is on the queue now or
+ * the queue is `db`; false when the task was not waiting and due (already
+ * offered or claimed, ended, delayed, not committed) or Redis was down.
+ */
+qtask_result qtask_dispatch(struct qtask_client *client, int64_t task_id, bool *out_dispatched);
+
+/**
+ * Waits up to `wait_s` seconds (0: do not wait; fractions allowed) for a message of `queue`
  * (borrowed). On success `*out_message_json` is NULL when there was none, or a
  * new string the caller owns and must free with `qtask_string_free`: the
  * task's input object plus `task_id` and `attempt` (the dispatch number).
@@ -336,7 +388,7 @@ qtask_result qtask_delay(struct qtask_client *client,
  */
 qtask_result qtask_pop(struct qtask_client *client,
                        const char *queue,
-                       int64_t wait_ms,
+                       double wait_s,
                        char **out_message_json);
 
 /**

@@ -99,6 +99,9 @@ have_chromium() { [ -x /usr/bin/chromium ]; }
 have_node() { command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; }
 # A CJK font, so that screenshots show task names like 订单绑定任务.
 have_cjk_font() { [ -e /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc ]; }
+# The C outbox test (tests/c/outbox_test.c) runs the caller's statements with these.
+have_sqlite_dev() { [ -e /usr/include/sqlite3.h ]; }
+have_libpq_dev() { [ -e /usr/include/postgresql/libpq-fe.h ]; }
 
 want=()
 have_pg || want+=(postgresql)
@@ -109,6 +112,8 @@ have_valgrind || want+=(valgrind)
 have_chromium || want+=(chromium)
 have_node || want+=(nodejs npm)
 have_cjk_font || want+=(fonts-wqy-zenhei)
+have_sqlite_dev || want+=(libsqlite3-dev)
+have_libpq_dev || want+=(libpq-dev)
 
 if [ ${#want[@]} -gt 0 ]; then
     if [ "$NO_INSTALL" = 1 ]; then

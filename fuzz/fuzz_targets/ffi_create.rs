@@ -48,7 +48,7 @@ fuzz_target!(|data: &[u8]| {
         client(),
         name.as_ptr(),
         input.as_ptr(),
-        i64::from(*timeout as i8),
+        f64::from(*timeout as i8),
         queue.as_ptr(),
         options_ptr,
         &mut id,
@@ -59,7 +59,7 @@ fuzz_target!(|data: &[u8]| {
         other => panic!("qtask_create returned {other:?}"),
     }
     let mut message: *mut c_char = std::ptr::null_mut();
-    let result = qtask_pop(client(), queue.as_ptr(), 0, &mut message);
+    let result = qtask_pop(client(), queue.as_ptr(), 0.0, &mut message);
     assert!(
         matches!(result, qtask_result::Ok | qtask_result::InvalidArgument),
         "qtask_pop returned {result:?}"

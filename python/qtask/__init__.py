@@ -32,12 +32,13 @@ from .errors import (
     QueueError,
     TimeoutError,
 )
-from .types import Message, NewTask, QueueSummary, RatePoint, Stats, SweepReport, Task, TaskPage, WorkerReport
+from .types import Created, Message, NewTask, QueueSummary, RatePoint, Stats, SweepReport, Task, TaskPage, WorkerReport
 
 __all__ = [
     "__version__",
     "Client",
     "Invoke",
+    "Created",
     "Handler",
     "Message",
     "NewTask",

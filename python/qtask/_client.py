@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Mapping, Option
 from . import _qtask
 from .errors import InvalidArgument
 from .types import (
+    Created,
     Message,
     NewTask,
     QueueSummary,
@@ -25,8 +26,6 @@ _log = logging.getLogger("qtask")
 
 if TYPE_CHECKING:
     from types import TracebackType
-
-    from ._qtask import TaskArgs
 
 Handler = Callable[[Message], Any]
 """A task handler: called with the message dict; may be ``async def``."""
@@ -62,28 +61,45 @@ def _seconds(value: Optional[float], what: str) -> Optional[float]:
     return float(value)
 
 
-def _task_args(
+def _task_json(
     name: str,
     input: Mapping[str, Any],
     queue: str,
-    timeout: Optional[float],
-    deadline: Optional[float],
-    delete_deadline: Optional[float],
-    max_count: Optional[int],
-    order_no: Optional[str],
-) -> TaskArgs:
+    timeout: Optional[float] = None,
+    deadline: Optional[float] = None,
+    delete_deadline: Optional[float] = None,
+    max_count: Optional[int] = None,
+    order_no: Optional[str] = None,
+    delay: Optional[float] = None,
+) -> str:
+    """One task as the engine reads it (qtask-core's ``TaskArgs``, as JSON text)."""
     if max_count is not None and (isinstance(max_count, bool) or not isinstance(max_count, int)):
         raise InvalidArgument(f"max_count must be an int, got {max_count!r}")
-    return (
-        _text(name, "name"),
-        _dumps(input, "input"),
-        _text(queue, "queue"),
-        _seconds(timeout, "timeout"),
-        _seconds(deadline, "deadline"),
-        _seconds(delete_deadline, "delete_deadline"),
-        max_count,
-        None if order_no is None else _text(order_no, "order_no"),
-    )
+    if not isinstance(input, Mapping):
+        raise InvalidArgument(f"input must be a dict, got {type(input).__name__}")
+    task: dict[str, Any] = {"name": _text(name, "name"), "input": input, "queue": _text(queue, "queue")}
+    options = {
+        "timeout": _seconds(timeout, "timeout"),
+        "deadline": _seconds(deadline, "deadline"),
+        "delete_deadline": _seconds(delete_deadline, "delete_deadline"),
+        "max_count": max_count,
+        "order_no": None if order_no is None else _text(order_no, "order_no"),
+        "delay": _seconds(delay, "delay"),
+        # The `priorities` work adds "priority" here.
+    }
+    task.update((k, v) for k, v in options.items() if v is not None)
+    return _dumps(task, "input")
+
+
+def _item_json(i: int, task: object) -> str:
+    """One item of ``create_many``."""
+    if not isinstance(task, Mapping):
+        raise InvalidArgument(f"tasks[{i}] must be a dict, got {type(task).__name__}")
+    unknown = set(task) - set(NewTask.__annotations__)
+    missing = {"name", "input", "queue"} - set(task)
+    if unknown or missing:
+        raise InvalidArgument(f"tasks[{i}]: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
+    return _task_json(**task)
 
 
 class Invoke:
@@ -200,8 +216,10 @@ class Client:
         delete_deadline: Optional[float] = None,
         max_count: Optional[int] = None,
         order_no: Optional[str] = None,
-    ) -> int:
-        """Writes the task and dispatches it; returns its id.
+        connection: Any = None,
+    ) -> Created:
+        """Writes the task and dispatches it; returns its id, an ``int`` that also tells
+        whether the task already ``existed`` and whether it was ``dispatched``.
 
         Arguments:
             name: for people ("订单绑定任务").
@@ -213,7 +231,14 @@ class Client:
             delete_deadline: seconds a finished row is kept (default 0).
             max_count: dispatches at most (default 100).
             order_no: business number; a live task with the same queue and number is
-                returned instead of a new one.
+                returned instead of a new one (``existing`` is then true).
+            connection: your own open connection to the same database (``sqlite3``,
+                ``psycopg``, ``PyMySQL``, or a SQLAlchemy ``Connection`` / ``Session``):
+                the row is written in your current transaction, and workers see the
+                task only once you commit; a rollback leaves nothing. Nothing is
+                dispatched then (``dispatched`` is false): a ``db``-queue worker claims
+                it after the commit and the sweeper offers it to Redis within a sweep
+                interval, or call :meth:`dispatch` after the commit.
 
         If the queue (Redis) is down, the task is still saved, a warning is logged on the
         ``qtask`` logger, and the sweeper dispatches it once the queue is back.
@@ -221,12 +246,15 @@ class Client:
         Raises:
             qtask.InvalidArgument: bad input; nothing was written.
         """
-        task_id, existing, dispatched = self._native.create(
-            _task_args(name, input, queue, timeout, deadline, delete_deadline, max_count, order_no)
-        )
-        if not existing and not dispatched:
-            _log.warning("task %d is saved but its queue is unreachable; the sweeper will dispatch it", task_id)
-        return task_id
+        task = _task_json(name, input, queue, timeout, deadline, delete_deadline, max_count, order_no)
+        if connection is not None:
+            from ._outbox import create_on
+
+            return create_on(self._native, connection, [task])[0]
+        created = Created(*self._native.create(task))
+        if not created.existing and not created.dispatched:
+            _log.warning("task %d is saved but its queue is unreachable; the sweeper will dispatch it", created)
+        return created
 
     def create_deferred(
         self,
@@ -240,12 +268,14 @@ class Client:
         max_count: Optional[int] = None,
         order_no: Optional[str] = None,
     ) -> tuple[int, Invoke]:
-        """Writes the task without dispatching it; returns ``(id, invoke)``.
+        """Writes the task on qtask's own connection without dispatching it; returns
+        ``(id, invoke)``; call ``invoke()`` to dispatch it.
 
-        Call ``invoke()`` after your own transaction commits (the outbox pattern).
+        The row is committed at once, whatever your transaction does: to tie the task
+        to your transaction, pass ``connection=`` to :meth:`create` instead.
         """
         task_id, _existing, invoke = self._native.create_deferred(
-            _task_args(name, input, queue, timeout, deadline, delete_deadline, max_count, order_no)
+            _task_json(name, input, queue, timeout, deadline, delete_deadline, max_count, order_no)
         )
         return task_id, Invoke(invoke)
 
@@ -261,46 +291,43 @@ class Client:
         delete_deadline: Optional[float] = None,
         max_count: Optional[int] = None,
         order_no: Optional[str] = None,
-    ) -> int:
-        """Writes the task only; the sweeper dispatches it ``delay`` seconds from now."""
-        delay_s = _seconds(delay, "delay")
-        if delay_s is None:
+        connection: Any = None,
+    ) -> Created:
+        """Writes the task only; the sweeper dispatches it ``delay`` seconds from now.
+        ``connection``: as for :meth:`create`."""
+        if _seconds(delay, "delay") is None:
             raise InvalidArgument("delay is required")
-        task_id, _existing = self._native.delay(
-            _task_args(name, input, queue, timeout, deadline, delete_deadline, max_count, order_no),
-            delay_s,
-        )
-        return task_id
+        task = _task_json(name, input, queue, timeout, deadline, delete_deadline, max_count, order_no, delay)
+        if connection is not None:
+            from ._outbox import create_on
 
-    def create_many(self, tasks: Iterable[NewTask]) -> list[int]:
-        """Creates and dispatches several tasks in one transaction; returns their ids.
+            return create_on(self._native, connection, [task])[0]
+        return Created(*self._native.delay(task))
+
+    def create_many(self, tasks: Iterable[NewTask], *, connection: Any = None) -> list[Created]:
+        """Creates and dispatches several tasks in one transaction; returns their ids
+        (``int``s with ``existing`` and ``dispatched``).
 
         Each item is a dict with ``name``, ``input``, ``queue`` and optionally the
-        options of :meth:`create`. All or nothing: one bad task writes none.
+        options of :meth:`create`. All or nothing: one bad task writes none. With
+        ``connection``, every row is written in your transaction, as for :meth:`create`.
         """
-        args: list[TaskArgs] = []
-        for i, task in enumerate(tasks):
-            if not isinstance(task, Mapping):
-                raise InvalidArgument(f"tasks[{i}] must be a dict, got {type(task).__name__}")
-            unknown = set(task) - set(NewTask.__annotations__)
-            missing = {"name", "input", "queue"} - set(task)
-            if unknown or missing:
-                raise InvalidArgument(
-                    f"tasks[{i}]: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}"
-                )
-            args.append(
-                _task_args(
-                    task["name"],
-                    task["input"],
-                    task["queue"],
-                    task.get("timeout"),
-                    task.get("deadline"),
-                    task.get("delete_deadline"),
-                    task.get("max_count"),
-                    task.get("order_no"),
-                )
-            )
-        return self._native.create_many(args)
+        items = [_item_json(i, task) for i, task in enumerate(tasks)]
+        if connection is not None:
+            from ._outbox import create_on
+
+            return create_on(self._native, connection, items)
+        return [Created(*c) for c in self._native.create_many(items)]
+
+    def dispatch(self, task_id: int) -> bool:
+        """Offers a task created with ``connection=``, after your commit, to its Redis
+        queue now instead of at the next sweep.
+
+        Returns ``True`` when it is on the queue now (always, on the ``db`` queue),
+        ``False`` when it was not waiting and due (already offered or claimed, ended,
+        delayed, not committed) or Redis was down (the sweeper offers it later).
+        """
+        return self._native.dispatch(int(task_id))
 
     # --- consuming
 

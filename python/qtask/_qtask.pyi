@@ -4,23 +4,12 @@ Private: use :mod:`qtask`. Dicts cross as JSON text; the Python layer converts t
 Every method that does I/O releases the GIL. Errors are ``qtask.errors`` classes.
 """
 
-from typing import Callable, Optional, Tuple, final
+from typing import Callable, List, Optional, Tuple, final
 
 __version__: str
 
 def redact(text: str) -> str:
     """The text with every URL password replaced by ``***``."""
-
-TaskArgs = Tuple[
-    str,  # name
-    str,  # input, a JSON object as text
-    str,  # queue
-    Optional[float],  # timeout, seconds
-    Optional[float],  # deadline, seconds
-    Optional[float],  # delete_deadline, seconds
-    Optional[int],  # max_count
-    Optional[str],  # order_no
-]
 
 @final
 class Client:
@@ -49,16 +38,20 @@ class Client:
     @property
     def closed(self) -> bool: ...
     def install(self) -> None: ...
-    def create(self, task: TaskArgs) -> Tuple[int, bool, bool]:
-        """Returns ``(id, existing, dispatched)``."""
+    def create(self, task_json: str) -> Tuple[int, bool, bool]:
+        """``task_json`` is qtask-core's ``TaskArgs`` as JSON. Returns ``(id, existing, dispatched)``."""
 
-    def create_deferred(self, task: TaskArgs) -> Tuple[int, bool, Invoke]:
+    def create_deferred(self, task_json: str) -> Tuple[int, bool, Invoke]:
         """Returns ``(id, existing, invoke)``."""
 
-    def delay(self, task: TaskArgs, delay: float) -> Tuple[int, bool]:
-        """Returns ``(id, existing)``."""
+    def delay(self, task_json: str) -> Tuple[int, bool, bool]:
+        """The delay is the task's ``delay`` key. Returns ``(id, existing, dispatched)``."""
 
-    def create_many(self, tasks: list[TaskArgs]) -> list[int]: ...
+    def create_many(self, tasks: List[str]) -> List[Tuple[int, bool, bool]]: ...
+    def create_statement(self, task_json: str, param_style: str) -> str:
+        """The insert for the caller's connection, as JSON (``qtask_core::CallerInsert``)."""
+
+    def dispatch(self, task_id: int) -> bool: ...
     def pop(self, queue: str, wait: float) -> Optional[str]:
         """The message as JSON text, or ``None`` after ``wait`` seconds."""
 

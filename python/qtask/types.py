@@ -11,11 +11,38 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.9 and 3.10
     from typing import TypedDict
 
-__all__ = ["Message", "NewTask", "Stats", "SweepReport", "Task", "WorkerReport"]
+__all__ = ["Created", "Message", "NewTask", "Stats", "SweepReport", "Task", "WorkerReport"]
 
 Message = Dict[str, Any]
 """What a worker receives: the task's input plus ``task_id`` (int) and ``attempt``
 (int, the dispatch number: 2 or more is a re-dispatch)."""
+
+
+class Created(int):
+    """What a create returns: the task id (an ``int``, so code that kept the id
+    works as before), plus whether a live task of the queue already held the
+    ``order_no`` (``existing``: the id is that task's) and whether the message is on
+    its queue now (``dispatched``: false for delayed and existing tasks, tasks created
+    on your connection, and when the queue was down; the sweeper dispatches them)."""
+
+    existing: bool
+    dispatched: bool
+
+    def __new__(cls, id: int, existing: bool = False, dispatched: bool = False) -> "Created":
+        self = super().__new__(cls, id)
+        self.existing = bool(existing)
+        self.dispatched = bool(dispatched)
+        return self
+
+    @property
+    def id(self) -> int:
+        return int(self)
+
+    def __repr__(self) -> str:
+        return f"Created(id={int(self)}, existing={self.existing}, dispatched={self.dispatched})"
+
+    def __reduce__(self) -> Any:
+        return (Created, (int(self), self.existing, self.dispatched))
 
 
 class Task(TypedDict):

@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::error::{invalid, Error, Result};
 use crate::maintenance::{self, Context, Maintainer, Metrics, SweepReport};
 use crate::queue::{self, Queue};
-use crate::store::{retry_conflicts, Inserted, Offer, Store};
+use crate::store::{retry_conflicts, CallerInsert, Inserted, Offer, ParamStyle, Store};
 use crate::task::{check_key, Created, Fence, Fenced, Message, NewTask, Stats, Status, Task, ValidTask};
 
 /// A connection to one namespace of a task table and its queue. Cheap to clone;
@@ -141,6 +141,40 @@ impl Client {
         let offers = self.inner.queue.carries_offers();
         let inserted = self.inner.store.insert(conn, &valid, offers).await?;
         Ok(self.created(inserted, &valid, offers))
+    }
+
+    /// The insert of `task` for the caller to run in its own transaction on its own
+    /// connection (Python DB-API, Go `*sql.Tx`, C): see [`CallerInsert`]. Nothing is
+    /// written here. The row is written waiting and due after `delay`: workers see it
+    /// once the caller commits; a rollback leaves nothing. On a Redis queue the sweeper
+    /// offers it within a sweep interval, or the caller calls [`Client::dispatch`].
+    pub fn caller_insert(
+        &self,
+        task: &NewTask,
+        delay: Duration,
+        style: Option<ParamStyle>,
+    ) -> Result<CallerInsert> {
+        self.check_open()?;
+        let valid = ValidTask::check(task, delay, self.inner.config.max_payload_bytes)?;
+        let store = &self.inner.store;
+        let style = style.unwrap_or_else(|| ParamStyle::of(store.dialect()));
+        Ok(store.caller_insert(&valid, style, !self.inner.queue.carries_offers()))
+    }
+
+    /// Offers a committed, waiting, due task to its Redis queue now instead of at the
+    /// next sweep (after a [`Client::caller_insert`] committed). True when the message is
+    /// on the queue now, or the queue is `db` (workers claim due rows themselves); false
+    /// when the task was not waiting and due (already offered, claimed, ended, not yet
+    /// committed, or delayed) or the queue was down (the sweeper offers it later).
+    pub async fn dispatch(&self, task_id: i64) -> Result<bool> {
+        self.check_open()?;
+        if !self.inner.queue.carries_offers() {
+            return Ok(true);
+        }
+        let Some(queue) = self.inner.store.offer_one(task_id).await? else {
+            return Ok(false);
+        };
+        self.offer_or_withdraw(&[Offer { task_id, queue }]).await
     }
 
     /// What a create returns once its row is written.

@@ -35,6 +35,7 @@ pub mod queue;
 mod secret;
 pub mod store;
 mod task;
+mod task_args;
 mod telemetry;
 mod worker;
 
@@ -44,10 +45,12 @@ pub use config::{Config, DB_QUEUE, DEFAULT_DB_URL};
 pub use error::{Error, Result};
 pub use maintenance::SweepReport;
 pub use secret::redact;
+pub use store::{CallerInsert, CallerStatement, ParamStyle};
 pub use task::{
     check_new_task, seconds, Created, Fence, Fenced, Message, NewTask, Stats, Status, Task, TaskOptions,
     DEFAULT_DEADLINE, DEFAULT_MAX_COUNT, DEFAULT_TIMEOUT, RESERVED_KEYS,
 };
+pub use task_args::{TaskArgs, OPTION_KEYS};
 pub use worker::{Worker, WorkerReport};
 
 /// The driver behind `Store::pool`, re-exported so callers' transactions match qtask's.

@@ -127,27 +127,32 @@ func (c *Client) Install() error {
 }
 
 // Option is one of the seed's task options.
-type Option func(map[string]interface{})
+type Option func(*TaskArgs)
 
 // WithDeadline: after created+d the task is never dispatched again (default 7 days).
 func WithDeadline(d time.Duration) Option {
-	return func(m map[string]interface{}) { m["deadline"] = d.Seconds() }
+	return func(t *TaskArgs) { t.Deadline = d; t.mark("deadline") }
 }
 
 // WithDeleteDeadline: a finished task's row is deleted d after it finished (default at once).
 func WithDeleteDeadline(d time.Duration) Option {
-	return func(m map[string]interface{}) { m["delete_deadline"] = d.Seconds() }
+	return func(t *TaskArgs) { t.DeleteDeadline = d; t.mark("delete_deadline") }
 }
 
 // WithMaxCount: the task is dispatched at most n times (default 100).
 func WithMaxCount(n int) Option {
-	return func(m map[string]interface{}) { m["max_count"] = n }
+	return func(t *TaskArgs) { t.MaxCount = n; t.mark("max_count") }
 }
 
 // WithOrderNO sets an external business number: while a task of the same
 // queue with this number is live, creating it again returns that task's id.
 func WithOrderNO(orderNO string) Option {
-	return func(m map[string]interface{}) { m["order_no"] = orderNO }
+	return func(t *TaskArgs) { t.OrderNO = orderNO; t.mark("order_no") }
+}
+
+// WithDelay makes the task first due d from now (for CreateTask and CreateTx).
+func WithDelay(d time.Duration) Option {
+	return func(t *TaskArgs) { t.Delay = d; t.mark("delay") }
 }
 
 // Invoke dispatches a task written by Create; call it after the caller's own
@@ -166,9 +171,12 @@ func freeInvoke(i *invokeHandle) { C.qtask_invoke_free(i.h) }
 // Create writes a task and returns its id and the Invoke that dispatches it
 // (the seed's qtask.Create). input is marshalled with encoding/json and must
 // be a JSON object (json.RawMessage and []byte are taken as JSON text).
-// timeout, the lease of one dispatch, is rounded up to whole seconds.
+// timeout is the lease of one dispatch (fractions of a second are kept).
+//
+// The row is committed on qtask's own connection: to create a task inside
+// your own database transaction, use CreateTx.
 func (c *Client) Create(name string, input interface{}, timeout time.Duration, queue string, opts ...Option) (int64, Invoke, error) {
-	args, err := newTaskArgs(name, input, queue, opts)
+	args, err := newCTaskArgs(name, input, queue, opts)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -192,22 +200,14 @@ func (c *Client) Create(name string, input interface{}, timeout time.Duration, q
 
 // CreateNow writes a task and dispatches it at once (Create followed by its Invoke).
 func (c *Client) CreateNow(name string, input interface{}, timeout time.Duration, queue string, opts ...Option) (int64, error) {
-	args, err := newTaskArgs(name, input, queue, opts)
-	if err != nil {
-		return 0, err
-	}
-	defer args.free()
-	var id C.int64_t
-	err = call(func() C.qtask_result {
-		return C.qtask_create(c.h, args.name, args.input, seconds(timeout), args.queue, args.options, &id)
-	})
-	return int64(id), err
+	created, err := c.CreateTask(NewTaskArgs(name, input, timeout, queue, opts...))
+	return created.ID, err
 }
 
 // Delay writes a task that the sweeper dispatches delay from now (the seed's
-// qtask.Delay). Durations are rounded up to whole seconds.
+// qtask.Delay).
 func (c *Client) Delay(name string, input interface{}, delay, timeout time.Duration, queue string, opts ...Option) (int64, error) {
-	args, err := newTaskArgs(name, input, queue, opts)
+	args, err := newCTaskArgs(name, input, queue, opts)
 	if err != nil {
 		return 0, err
 	}
@@ -217,6 +217,22 @@ func (c *Client) Delay(name string, input interface{}, delay, timeout time.Durat
 		return C.qtask_delay(c.h, args.name, args.input, seconds(delay), seconds(timeout), args.queue, args.options, &id)
 	})
 	return int64(id), err
+}
+
+// CreateTask writes the task; without a Delay it is dispatched now.
+func (c *Client) CreateTask(task TaskArgs) (Created, error) {
+	var created Created
+	text, err := task.json()
+	if err != nil {
+		return created, err
+	}
+	ctext, err := cString("task", string(text))
+	if err != nil {
+		return created, err
+	}
+	defer C.free(unsafe.Pointer(ctext))
+	err = c.jsonOut(&created, func(out **C.char) C.qtask_result { return C.qtask_create_task(c.h, ctext, out) })
+	return created, err
 }
 
 // Message is what a worker pops: the task's input plus its id and dispatch number.
@@ -237,12 +253,8 @@ func (c *Client) Pop(queue string, wait time.Duration) (*Message, error) {
 		return nil, err
 	}
 	defer C.free(unsafe.Pointer(q))
-	ms := int64(-1)
-	if wait >= 0 {
-		ms = int64((wait + time.Millisecond - 1) / time.Millisecond)
-	}
 	var out *C.char
-	if err := call(func() C.qtask_result { return C.qtask_pop(c.h, q, C.int64_t(ms), &out) }); err != nil {
+	if err := call(func() C.qtask_result { return C.qtask_pop(c.h, q, seconds(wait), &out) }); err != nil {
 		return nil, err
 	}
 	if out == nil {
@@ -390,37 +402,25 @@ func cString(what, s string) (*C.char, error) {
 	return C.CString(s), nil
 }
 
-type taskArgs struct {
+type cTaskArgs struct {
 	name, input, queue, options *C.char
 }
 
-func newTaskArgs(name string, input interface{}, queue string, opts []Option) (*taskArgs, error) {
-	var inputJSON []byte
-	switch v := input.(type) {
-	case json.RawMessage:
-		inputJSON = v
-	case []byte:
-		inputJSON = v
-	default:
-		var err error
-		if inputJSON, err = json.Marshal(input); err != nil {
-			return nil, &Error{Code: CodeInvalidArgument, Message: "invalid argument: input: " + err.Error()}
-		}
+func newCTaskArgs(name string, input interface{}, queue string, opts []Option) (*cTaskArgs, error) {
+	inputJSON, err := inputJSON(input)
+	if err != nil {
+		return nil, err
 	}
 	options := ""
 	if len(opts) > 0 {
-		m := map[string]interface{}{}
+		var task TaskArgs
 		for _, opt := range opts {
-			opt(m)
+			opt(&task)
 		}
-		b, err := json.Marshal(m)
-		if err != nil {
-			return nil, &Error{Code: CodeInvalidArgument, Message: "invalid argument: options: " + err.Error()}
-		}
+		b, _ := json.Marshal(task.options()) // strings and numbers always marshal
 		options = string(b)
 	}
-	args := &taskArgs{}
-	var err error
+	args := &cTaskArgs{}
 	for _, s := range []struct {
 		dst  **C.char
 		what string
@@ -434,7 +434,7 @@ func newTaskArgs(name string, input interface{}, queue string, opts []Option) (*
 	return args, nil
 }
 
-func (a *taskArgs) free() {
+func (a *cTaskArgs) free() {
 	for _, p := range []*C.char{a.name, a.input, a.queue, a.options} {
 		if p != nil {
 			C.free(unsafe.Pointer(p))
@@ -442,11 +442,8 @@ func (a *taskArgs) free() {
 	}
 }
 
-// seconds rounds a duration up to whole seconds; negative ones stay negative,
-// so that libqtask refuses them.
-func seconds(d time.Duration) C.int64_t {
-	if d < 0 {
-		return -1
-	}
-	return C.int64_t((d + time.Second - 1) / time.Second)
+// seconds converts a duration to the seconds libqtask takes; negative ones
+// stay negative, so that libqtask refuses them.
+func seconds(d time.Duration) C.double {
+	return C.double(d.Seconds())
 }

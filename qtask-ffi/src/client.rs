@@ -5,11 +5,12 @@ use std::ffi::{c_char, CString};
 use std::sync::Arc;
 
 use qtask_core::blocking::{Client, Invoke};
-use qtask_core::{Config, Error, NewTask, TaskOptions};
-use serde::Deserialize;
+use std::time::Duration;
+
+use qtask_core::{Config, Error, NewTask, ParamStyle, TaskArgs};
 
 use crate::error::qtask_result;
-use crate::ffi::{invalid, json_out, millis_arg, opt_str_arg, seconds_arg, str_arg, try_ref};
+use crate::ffi::{json_out, opt_str_arg, seconds_arg, str_arg, try_ref};
 use crate::handle::{Registry, Space};
 use crate::panic::ffi_boundary;
 
@@ -42,52 +43,30 @@ pub(crate) fn client(handle: *const qtask_client) -> Result<Arc<Client>, Error> 
     CLIENTS.get(handle)
 }
 
-/// The seed's options, as a JSON object from C: durations in seconds.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Options {
-    deadline: Option<f64>,
-    delete_deadline: Option<f64>,
-    max_count: Option<u32>,
-    order_no: Option<String>,
-}
-
-impl Options {
-    fn parse(text: Option<&str>) -> Result<TaskOptions, Error> {
-        let text = text.map(str::trim).filter(|t| !t.is_empty()).unwrap_or("null");
-        qtask_core::input::check_settings_text("options_json", text)?;
-        let options: Option<Options> =
-            serde_json::from_str(text).map_err(|e| invalid(format!("options_json: {e}")))?;
-        let options = options.unwrap_or_default();
-        let seconds = |what, v: Option<f64>| v.map(|v| qtask_core::seconds(what, v)).transpose();
-        Ok(TaskOptions {
-            deadline: seconds("deadline", options.deadline)?,
-            delete_deadline: seconds("delete_deadline", options.delete_deadline)?,
-            max_count: options.max_count,
-            order_no: options.order_no,
-        })
-    }
-}
-
-/// Converts the arguments of a create or delay into a `NewTask`. The input text is
-/// measured against the client's `max_payload_bytes` before it is parsed.
+/// Converts the arguments of a create or delay into a `NewTask` through the one
+/// description of a task, `qtask_core::TaskArgs`. The input text is measured against
+/// the client's `max_payload_bytes` before it is parsed.
 unsafe fn new_task(
     client: &Client,
     name: *const c_char,
     input_json: *const c_char,
-    timeout_s: i64,
+    timeout_s: f64,
     queue: *const c_char,
     options_json: *const c_char,
 ) -> Result<NewTask, Error> {
     let name = unsafe { str_arg(name, "name") }?;
     let input_json = unsafe { str_arg(input_json, "input_json") }?;
     let input = qtask_core::input::parse_input(input_json, client.config().max_payload_bytes)?;
-    let timeout = seconds_arg(timeout_s, "timeout")?;
     let queue = unsafe { str_arg(queue, "queue") }?;
-    let options = Options::parse(unsafe { opt_str_arg(options_json, "options_json") }?)?;
-    let mut task = NewTask::new(name, input, queue).timeout(timeout);
-    task.options = options;
-    Ok(task)
+    let options = unsafe { opt_str_arg(options_json, "options_json") }?;
+    let args = TaskArgs::from_parts(name, input, queue, Some(timeout_s), options)?;
+    Ok(args.into_task()?.0)
+}
+
+/// Parses a whole task (`qtask_core::TaskArgs` as JSON): the task and its delay.
+unsafe fn task_from_json(client: &Client, task_json: *const c_char) -> Result<(NewTask, Duration), Error> {
+    let text = unsafe { str_arg(task_json, "task_json") }?;
+    TaskArgs::from_json(text, client.config().max_payload_bytes)?.into_task()
 }
 
 /// Writes 0 / NULL to an out-parameter first, so it is defined when the call fails.
@@ -160,9 +139,9 @@ pub extern "C" fn qtask_install(client: *mut qtask_client) -> qtask_result {
 /// `name` (UTF-8, not empty), `input_json` (a JSON object: the message a worker
 /// pops is this object plus `task_id` and `attempt`), `queue` and
 /// `options_json` are borrowed for the call and copied. `timeout_s` is the lease
-/// of one dispatch in seconds, at least 1. `options_json` may be NULL, or a JSON
-/// object with `deadline` and `delete_deadline` (seconds), `max_count` and
-/// `order_no`; if a live task of this queue already has this `order_no`, its id
+/// of one dispatch in seconds (fractions allowed, at least 0.001). `options_json`
+/// may be NULL, or a JSON object with `deadline` and `delete_deadline` (seconds),
+/// `max_count` and `order_no` (any other key is `QTASK_RESULT_INVALID_ARGUMENT`); if a live task of this queue already has this `order_no`, its id
 /// is returned and nothing is written. `out_id` may be NULL; otherwise it
 /// receives the task id (0 on failure). Bad input writes nothing. If the queue
 /// is down the task is still saved and the sweeper dispatches it later.
@@ -171,7 +150,7 @@ pub extern "C" fn qtask_create(
     client: *mut qtask_client,
     name: *const c_char,
     input_json: *const c_char,
-    timeout_s: i64,
+    timeout_s: f64,
     queue: *const c_char,
     options_json: *const c_char,
     out_id: *mut i64,
@@ -199,7 +178,7 @@ pub extern "C" fn qtask_create_deferred(
     client: *mut qtask_client,
     name: *const c_char,
     input_json: *const c_char,
-    timeout_s: i64,
+    timeout_s: f64,
     queue: *const c_char,
     options_json: *const c_char,
     out_id: *mut i64,
@@ -248,15 +227,15 @@ pub extern "C" fn qtask_invoke_free(invoke: *mut qtask_invoke) {
 }
 
 /// Writes a task that the sweeper dispatches `delay_s` seconds from now (the
-/// seed's `Delay`). `delay_s` must be non-negative; the other arguments are as
+/// seed's `Delay`). `delay_s` must be non-negative (fractions allowed); the other arguments are as
 /// for `qtask_create`.
 #[no_mangle]
 pub extern "C" fn qtask_delay(
     client: *mut qtask_client,
     name: *const c_char,
     input_json: *const c_char,
-    delay_s: i64,
-    timeout_s: i64,
+    delay_s: f64,
+    timeout_s: f64,
     queue: *const c_char,
     options_json: *const c_char,
     out_id: *mut i64,
@@ -272,7 +251,98 @@ pub extern "C" fn qtask_delay(
     })
 }
 
-/// Waits up to `wait_ms` milliseconds (0: do not wait) for a message of `queue`
+/// Writes a task described by `task_json` (borrowed): a JSON object with `name`,
+/// `input` (a JSON object), `queue`, and optionally `timeout`, `deadline`,
+/// `delete_deadline`, `delay` (seconds, fractions allowed), `max_count` and
+/// `order_no`; any other key is `QTASK_RESULT_INVALID_ARGUMENT`. Without a delay
+/// the task is dispatched now, with one the sweeper dispatches it when due.
+/// `*out_created_json` (not NULL) receives a new string the caller owns and must
+/// free with `qtask_string_free`: `{"id": …, "existing": bool, "dispatched":
+/// bool}` (`existing`: a live task of the queue held the `order_no`, its id is
+/// returned; `dispatched` false: delayed, existing, or the queue was down and the
+/// sweeper dispatches it). NULL on failure.
+#[no_mangle]
+pub extern "C" fn qtask_create_task(
+    client: *mut qtask_client,
+    task_json: *const c_char,
+    out_created_json: *mut *mut c_char,
+) -> qtask_result {
+    ffi_boundary!(result: {
+        let out = try_ref!(mut out_created_json, "out_created_json");
+        *out = std::ptr::null_mut();
+        let client = self::client(client)?;
+        let (task, delay) = unsafe { task_from_json(&client, task_json) }?;
+        let created = if delay.is_zero() {
+            client.create(task)?
+        } else {
+            client.delay(task, delay)?
+        };
+        *out = json_out(&created)?;
+        Ok(())
+    })
+}
+
+/// Renders the insert of the task `task_json` (as for `qtask_create_task`) for the
+/// caller to run on its own database connection, inside its own transaction: the
+/// task exists, and workers see it, only once that transaction commits; a
+/// rollback leaves nothing. Nothing is written by this call. `param_style` is
+/// NULL for the database's usual placeholders (`$1…` for PostgreSQL as libpq
+/// takes them, `?` for SQLite and MySQL), or "qmark", "dollar", "format" (`%s`)
+/// or "numeric" (`:1`).
+///
+/// `*out_statement_json` (not NULL) receives a new string the caller owns and
+/// must free with `qtask_string_free` (NULL on failure):
+/// `{"insert": {"sql": "…", "params": […]}, "returns_id": bool,
+///   "existing": {"sql": "…", "params": […]} or null}`. Params are JSON strings,
+/// integers and nulls, in placeholder order. Run `insert`: when `returns_id`, it
+/// returns one row holding the new id, or no row when a live task of the queue
+/// already holds the `order_no`; otherwise (MySQL) one affected row means inserted
+/// (the id is `LAST_INSERT_ID()`), none means held. When held, run `existing` in
+/// the same transaction: its one row is the live task's id. No row: that task just
+/// ended; run both again. The task is written waiting and due after its delay: a
+/// `db`-queue worker claims it after the commit, and the sweeper offers it to a
+/// Redis queue within a sweep interval, or at once with `qtask_dispatch`.
+#[no_mangle]
+pub extern "C" fn qtask_create_statement(
+    client: *mut qtask_client,
+    task_json: *const c_char,
+    param_style: *const c_char,
+    out_statement_json: *mut *mut c_char,
+) -> qtask_result {
+    ffi_boundary!(result: {
+        let out = try_ref!(mut out_statement_json, "out_statement_json");
+        *out = std::ptr::null_mut();
+        let client = self::client(client)?;
+        let style = unsafe { opt_str_arg(param_style, "param_style") }?
+            .map(ParamStyle::from_name)
+            .transpose()?;
+        let (task, delay) = unsafe { task_from_json(&client, task_json) }?;
+        let statement = client.caller_insert(&task, delay, style)?;
+        *out = json_out(&statement)?;
+        Ok(())
+    })
+}
+
+/// After the caller's transaction with a `qtask_create_statement` insert committed:
+/// offers the task to its Redis queue now instead of at the next sweep.
+/// `*out_dispatched` (may be NULL) is true when the message is on the queue now or
+/// the queue is `db`; false when the task was not waiting and due (already
+/// offered or claimed, ended, delayed, not committed) or Redis was down.
+#[no_mangle]
+pub extern "C" fn qtask_dispatch(
+    client: *mut qtask_client,
+    task_id: i64,
+    out_dispatched: *mut bool,
+) -> qtask_result {
+    ffi_boundary!(result: {
+        reset(out_dispatched, false);
+        let dispatched = self::client(client)?.dispatch(task_id)?;
+        reset(out_dispatched, dispatched);
+        Ok(())
+    })
+}
+
+/// Waits up to `wait_s` seconds (0: do not wait; fractions allowed) for a message of `queue`
 /// (borrowed). On success `*out_message_json` is NULL when there was none, or a
 /// new string the caller owns and must free with `qtask_string_free`: the
 /// task's input object plus `task_id` and `attempt` (the dispatch number).
@@ -281,7 +351,7 @@ pub extern "C" fn qtask_delay(
 pub extern "C" fn qtask_pop(
     client: *mut qtask_client,
     queue: *const c_char,
-    wait_ms: i64,
+    wait_s: f64,
     out_message_json: *mut *mut c_char,
 ) -> qtask_result {
     ffi_boundary!(result: {
@@ -289,7 +359,7 @@ pub extern "C" fn qtask_pop(
         *out = std::ptr::null_mut();
         let client = self::client(client)?;
         let queue = unsafe { str_arg(queue, "queue") }?;
-        let wait = millis_arg(wait_ms, "wait_ms")?;
+        let wait = seconds_arg(wait_s, "wait_s")?;
         if let Some(message) = client.pop(queue, wait)? {
             *out = json_out(&message.to_json())?;
         }

@@ -51,18 +51,11 @@ pub(crate) unsafe fn opt_str_arg<'a>(ptr: *const c_char, what: &str) -> Result<O
     unsafe { str_arg(ptr, what) }.map(Some)
 }
 
-/// Whole seconds from C: negative values are refused (zero is left to the engine,
-/// which refuses it where a duration must be positive).
-pub(crate) fn seconds_arg(secs: i64, what: &str) -> Result<Duration, Error> {
-    qtask_core::seconds(what, secs as f64)
-}
-
-pub(crate) fn millis_arg(ms: i64, what: &str) -> Result<Duration, Error> {
-    u64::try_from(ms).map(Duration::from_millis).map_err(|_| {
-        invalid(format!(
-            "{what} must be a non-negative number of milliseconds, got {ms}"
-        ))
-    })
+/// Seconds from C (fractions allowed): negative, NaN and infinite values are
+/// refused (zero is left to the engine, which refuses it where a duration must be
+/// positive).
+pub(crate) fn seconds_arg(secs: f64, what: &str) -> Result<Duration, Error> {
+    qtask_core::seconds(what, secs)
 }
 
 /// Serializes `value` into a string the caller frees with `qtask_string_free`.

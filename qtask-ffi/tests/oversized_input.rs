@@ -60,7 +60,7 @@ fn a_huge_input_is_refused_before_it_is_parsed() {
         client,
         name.as_ptr(),
         input.as_ptr(),
-        60,
+        60.0,
         queue.as_ptr(),
         std::ptr::null::<c_char>(),
         &mut id,

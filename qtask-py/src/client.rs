@@ -10,52 +10,33 @@ use std::sync::{Arc, Mutex, PoisonError};
 use pyo3::prelude::*;
 use qtask_core::admin::TaskFilter;
 use qtask_core::blocking;
-use qtask_core::{seconds, Config, Error, NewTask, Task};
+use std::time::Duration;
+
+use qtask_core::{seconds, Config, Created, Error, NewTask, ParamStyle, Task, TaskArgs};
 
 use crate::error::PyQtaskResult;
 
-/// One task as the Python layer passes it:
-/// `(name, input_json, queue, timeout, deadline, delete_deadline, max_count, order_no)`,
-/// durations in seconds, `None` for the engine's default.
-#[derive(FromPyObject)]
-pub struct TaskArgs(
-    String,
-    String,
-    String,
-    Option<f64>,
-    Option<f64>,
-    Option<f64>,
-    Option<i64>,
-    Option<String>,
-);
+/// A task as the Python layer sends it: `qtask_core::TaskArgs` as JSON text, parsed
+/// (and its size bounded) before anything is built.
+fn task_args(text: &str, client: &blocking::Client) -> Result<(NewTask, Duration), Error> {
+    TaskArgs::from_json(text, client.config().max_payload_bytes)?.into_task()
+}
 
-impl TaskArgs {
-    /// Owned, checked enough to build a `NewTask`; the engine checks the rest. The
-    /// input text is measured against `max_payload_bytes` before it is parsed.
-    fn into_task(self, max_payload_bytes: usize) -> Result<NewTask, Error> {
-        let TaskArgs(name, input, queue, timeout, deadline, delete_deadline, max_count, order_no) = self;
-        let input = qtask_core::input::parse_input(&input, max_payload_bytes)?;
-        let mut task = NewTask::new(name, input, queue);
-        if let Some(t) = timeout {
-            task = task.timeout(seconds("timeout", t)?);
-        }
-        if let Some(d) = deadline {
-            task = task.deadline(seconds("deadline", d)?);
-        }
-        if let Some(d) = delete_deadline {
-            task = task.delete_deadline(seconds("delete_deadline", d)?);
-        }
-        if let Some(n) = max_count {
-            let n = u32::try_from(n).map_err(|_| {
-                Error::InvalidArgument(format!("max_count must be 1 to {}, got {n}", u32::MAX))
-            })?;
-            task = task.max_count(n);
-        }
-        if let Some(order_no) = order_no {
-            task = task.order_no(order_no);
-        }
-        Ok(task)
+/// A task for `create`: a delay belongs to `delay`, not here.
+fn task_now(text: &str, client: &blocking::Client) -> Result<NewTask, Error> {
+    let (task, delay) = task_args(text, client)?;
+    if !delay.is_zero() {
+        return Err(Error::InvalidArgument(
+            "delay is not an option of create: use delay()".into(),
+        ));
     }
+    Ok(task)
+}
+
+type CreatedTuple = (i64, bool, bool);
+
+fn created_tuple(c: Created) -> CreatedTuple {
+    (c.id, c.existing, c.dispatched)
 }
 
 /// A blocking qtask client. Thread-safe: share one per process.
@@ -138,17 +119,16 @@ impl Client {
     }
 
     /// Returns `(id, existing, dispatched)`.
-    fn create(&self, py: Python<'_>, task: TaskArgs) -> PyQtaskResult<(i64, bool, bool)> {
+    fn create(&self, py: Python<'_>, task_json: String) -> PyQtaskResult<CreatedTuple> {
         let client = self.client()?;
-        let created = py.detach(move || client.create(task.into_task(client.config().max_payload_bytes)?))?;
-        Ok((created.id, created.existing, created.dispatched))
+        let created = py.detach(move || client.create(task_now(&task_json, &client)?))?;
+        Ok(created_tuple(created))
     }
 
     /// Returns `(id, existing, invoke)`; call `invoke()` after your transaction commits.
-    fn create_deferred(&self, py: Python<'_>, task: TaskArgs) -> PyQtaskResult<(i64, bool, Invoke)> {
+    fn create_deferred(&self, py: Python<'_>, task_json: String) -> PyQtaskResult<(i64, bool, Invoke)> {
         let client = self.client()?;
-        let (created, invoke) =
-            py.detach(move || client.create_deferred(task.into_task(client.config().max_payload_bytes)?))?;
+        let (created, invoke) = py.detach(move || client.create_deferred(task_now(&task_json, &client)?))?;
         let invoke = Invoke {
             task_id: created.id,
             inner: Mutex::new(Some(invoke)),
@@ -156,28 +136,45 @@ impl Client {
         Ok((created.id, created.existing, invoke))
     }
 
-    /// Returns `(id, existing)`.
-    fn delay(&self, py: Python<'_>, task: TaskArgs, delay: f64) -> PyQtaskResult<(i64, bool)> {
+    /// Writes the task only (its `delay` is in the task); returns `(id, existing, dispatched)`.
+    fn delay(&self, py: Python<'_>, task_json: String) -> PyQtaskResult<CreatedTuple> {
         let client = self.client()?;
         let created = py.detach(move || {
-            let delay = seconds("delay", delay)?;
-            client.delay(task.into_task(client.config().max_payload_bytes)?, delay)
+            let (task, delay) = task_args(&task_json, &client)?;
+            client.delay(task, delay)
         })?;
-        Ok((created.id, created.existing))
+        Ok(created_tuple(created))
     }
 
-    /// Returns the ids, in order. All or nothing: one bad task writes none.
-    fn create_many(&self, py: Python<'_>, tasks: Vec<TaskArgs>) -> PyQtaskResult<Vec<i64>> {
+    /// Returns `(id, existing, dispatched)` per task, in order. All or nothing.
+    fn create_many(&self, py: Python<'_>, tasks: Vec<String>) -> PyQtaskResult<Vec<CreatedTuple>> {
         let client = self.client()?;
         let created = py.detach(move || {
-            let limit = client.config().max_payload_bytes;
             let tasks = tasks
-                .into_iter()
-                .map(|task| task.into_task(limit))
+                .iter()
+                .enumerate()
+                .map(|(i, text)| {
+                    task_now(text, &client).map_err(|e| Error::InvalidArgument(format!("tasks[{i}]: {e}")))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             client.create_many(tasks)
         })?;
-        Ok(created.into_iter().map(|c| c.id).collect())
+        Ok(created.into_iter().map(created_tuple).collect())
+    }
+
+    /// The insert of a task for the caller's own connection, as JSON text
+    /// (`qtask_core::CallerInsert`); `param_style` is the driver's placeholder style.
+    fn create_statement(&self, task_json: String, param_style: String) -> PyQtaskResult<String> {
+        let client = self.client()?;
+        let style = ParamStyle::from_name(&param_style)?;
+        let (task, delay) = task_args(&task_json, &client)?;
+        Ok(to_json(&client.caller_insert(&task, delay, Some(style))?)?)
+    }
+
+    /// Offers a committed, waiting, due task to its Redis queue now.
+    fn dispatch(&self, py: Python<'_>, task_id: i64) -> PyQtaskResult<bool> {
+        let client = self.client()?;
+        Ok(py.detach(move || client.dispatch(task_id))?)
     }
 
     /// The message as JSON text (input plus `task_id` and `attempt`), or `None`.

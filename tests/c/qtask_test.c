@@ -116,7 +116,7 @@ static void test_cycle(qtask_client *client) {
     expect_status(client, id, "waiting");
 
     char *msg = NULL;
-    OK(qtask_pop(client, "C:CYCLE", 3000, &msg));
+    OK(qtask_pop(client, "C:CYCLE", 3.0, &msg));
     CHECK(msg != NULL, "nothing popped");
     CHECK(json_int(msg, "task_id") == id, "task_id in %s", msg);
     CHECK(json_int(msg, "attempt") == 1, "attempt in %s", msg);
@@ -148,12 +148,12 @@ static void test_delay(qtask_client *client) {
     OK(qtask_delay(client, "delayed", "{}", 1, 60, "C:DELAY", NULL, &id));
     CHECK(id > 0, "id %lld", (long long)id);
     char *msg = NULL;
-    OK(qtask_pop(client, "C:DELAY", 300, &msg));
+    OK(qtask_pop(client, "C:DELAY", 0.3, &msg));
     CHECK(msg == NULL, "delayed task popped after %.2fs: %s", now_s() - t0, msg);
     qtask_string_free(msg);
 
     msg = NULL;
-    OK(qtask_pop(client, "C:DELAY", 5000, &msg));
+    OK(qtask_pop(client, "C:DELAY", 5.0, &msg));
     double waited = now_s() - t0;
     CHECK(msg != NULL, "delayed task not popped within 5 s");
     CHECK(json_int(msg, "task_id") == id, "task_id in %s", msg);
@@ -203,7 +203,7 @@ static void test_deferred(qtask_client *client) {
     qtask_invoke_free(invoke);                                          /* no-op now */
 
     char *msg = NULL;
-    OK(qtask_pop(client, "C:DEFER", 3000, &msg));
+    OK(qtask_pop(client, "C:DEFER", 3.0, &msg));
     CHECK(json_int(msg, "task_id") == id, "popped %s", msg ? msg : "NULL");
     qtask_string_free(msg);
     bool may_run = false;
@@ -226,7 +226,7 @@ static void test_fail(qtask_client *client) {
     int64_t id = 0;
     OK(qtask_create(client, "flaky", "{}", 60, "C:FAIL", "{\"max_count\": 5}", &id));
     char *msg = NULL;
-    OK(qtask_pop(client, "C:FAIL", 3000, &msg));
+    OK(qtask_pop(client, "C:FAIL", 3.0, &msg));
     CHECK(json_int(msg, "task_id") == id, "popped %s", msg ? msg : "NULL");
     qtask_string_free(msg);
     OK(qtask_fail(client, id, "boom: disk full"));
@@ -249,7 +249,7 @@ static void test_admin(qtask_client *client) {
     int64_t id = 0;
     OK(qtask_create(client, "doomed", "{}", 60, queue, "{\"max_count\": 1}", &id));
     char *msg = NULL;
-    OK(qtask_pop(client, queue, 3000, &msg));
+    OK(qtask_pop(client, queue, 3.0, &msg));
     qtask_string_free(msg);
     bool may_run = false;
     OK(qtask_processing(client, id, &may_run));
@@ -279,7 +279,7 @@ static void test_admin(qtask_client *client) {
     OK(qtask_pop(client, queue, 0, &msg));
     CHECK(msg == NULL, "a paused queue delivered %s", msg ? msg : "NULL");
     OK(qtask_resume_queue(client, queue));
-    OK(qtask_pop(client, queue, 3000, &msg));
+    OK(qtask_pop(client, queue, 3.0, &msg));
     CHECK(json_int(msg, "task_id") == id && json_int(msg, "attempt") == 2, "popped %s", msg ? msg : "NULL");
     qtask_string_free(msg);
 
@@ -333,7 +333,7 @@ static void test_threads(qtask_client *client) {
     int popped = 0;
     for (;;) {
         char *msg = NULL;
-        if (qtask_pop(client, "C:THREADS", 500, &msg) != QTASK_RESULT_OK || msg == NULL) break;
+        if (qtask_pop(client, "C:THREADS", 0.5, &msg) != QTASK_RESULT_OK || msg == NULL) break;
         OK(qtask_finish(client, json_int(msg, "task_id")));
         qtask_string_free(msg);
         popped++;

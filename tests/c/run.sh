@@ -49,6 +49,19 @@ echo "--- run (static library, cycle only)"
 mkdir "$work/static"
 "$work/qtask_test_static" "$work/static" cycle
 
+echo "--- outbox: the caller's own SQLite (libsqlite3) and PostgreSQL (libpq) transactions"
+cc "${cflags[@]}" -I/usr/include/postgresql tests/c/outbox_test.c -o "$work/outbox_test" \
+    -L"$libdir" -Wl,-rpath,"$libdir" -lqtask -lsqlite3 -lpq -lpthread
+mkdir "$work/outbox"
+pg_url=
+if (exec 3<>"/dev/tcp/127.0.0.1/5432") 2>/dev/null; then
+    pg_url=$QTASK_TEST_PG_URL
+elif [ "${CI:-}" = true ]; then
+    echo "PostgreSQL is not reachable" >&2
+    exit 1
+fi
+"$work/outbox_test" "$work/outbox" "$pg_url"
+
 if [ "${QTASK_C_VALGRIND:-1}" = 0 ]; then
     echo "valgrind run skipped (QTASK_C_VALGRIND=0)"
 elif ! command -v valgrind >/dev/null 2>&1; then

@@ -32,7 +32,18 @@ fi
 unset QTASK_DB_URL QTASK_QUEUE_URL QTASK_NAMESPACE
 export CGO_ENABLED=1
 export CGO_LDFLAGS="-L$libdir -Wl,-rpath,$libdir ${CGO_LDFLAGS:-}"
+root=$PWD
 cd qtask-ffi/go
 go vet ./...
-go test -count=1 -race -v ./... 2>&1 | grep -Ev '^=== (RUN|PAUSE|CONT)' 
-exit "${PIPESTATUS[0]}"
+set +e
+go test -count=1 -race -v ./... 2>&1 | grep -Ev '^=== (RUN|PAUSE|CONT)'
+rc=${PIPESTATUS[0]}
+set -e
+
+# CreateTx on the caller's *sql.Tx: a module of its own with the database
+# drivers (go-sqlite3 built on the system libsqlite3: -tags libsqlite3).
+cd "$root/tests/go/outbox"
+go vet -tags libsqlite3 ./...
+go test -count=1 -tags libsqlite3 -v ./... 2>&1 | grep -Ev '^=== (RUN|PAUSE|CONT)'
+outbox_rc=${PIPESTATUS[0]}
+[ "$rc" -eq 0 ] && [ "$outbox_rc" -eq 0 ]

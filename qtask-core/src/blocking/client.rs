@@ -90,6 +90,20 @@ impl Client {
         blocking!(self, |c| c.create_many(tasks))
     }
 
+    /// See [`crate::Client::caller_insert`]; does no I/O.
+    pub fn caller_insert(
+        &self,
+        task: &NewTask,
+        delay: Duration,
+        style: Option<crate::ParamStyle>,
+    ) -> Result<crate::CallerInsert> {
+        self.live()?.caller_insert(task, delay, style)
+    }
+
+    pub fn dispatch(&self, task_id: i64) -> Result<bool> {
+        blocking!(self, |c| c.dispatch(task_id))
+    }
+
     pub fn pop(&self, queue: &str, wait_for: Duration) -> Result<Option<Message>> {
         let queue = queue.to_owned();
         blocking!(self, |c| c.pop(&queue, wait_for))

@@ -7,6 +7,7 @@ pub(crate) mod admin;
 mod claims;
 mod dialect;
 mod explain;
+mod outbox;
 mod outcomes;
 mod schema;
 mod statements;
@@ -20,6 +21,7 @@ use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Connection, Executor, Row};
 pub use claims::Offer;
 pub use dialect::{redact, Dialect};
 pub use explain::Plan;
+pub use outbox::{CallerInsert, CallerStatement, ParamStyle};
 pub(crate) use outcomes::MAX_BATCH;
 
 use crate::clock::Clock;
@@ -381,18 +383,43 @@ impl Store {
     }
 
     async fn batched_write_once(&self, head: &str, filter: &str, limit: u32) -> Result<u64> {
-        let sql = match self.dialect {
-            Dialect::MySql => format!("{head} WHERE {filter} LIMIT ?"),
-            d => format!(
-                "{head} WHERE id IN (SELECT id FROM {{t}} WHERE {filter} LIMIT ? {})",
-                d.skip_locked()
-            ),
-        };
+        if self.dialect == Dialect::MySql {
+            return self.batched_write_locking(head, filter, limit).await;
+        }
+        let sql = format!(
+            "{head} WHERE id IN (SELECT id FROM {{t}} WHERE {filter} LIMIT ? {})",
+            self.dialect.skip_locked()
+        );
         let done = sqlx::query(self.sql(&sql))
             .bind(&self.namespace)
             .bind(i64::from(limit))
             .execute(&self.pool)
             .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// MariaDB: lock the batch with SKIP LOCKED, then write it by id. A plain
+    /// `UPDATE … LIMIT` would wait on a row that a caller's open transaction just
+    /// inserted (the outbox) until that transaction ends.
+    async fn batched_write_locking(&self, head: &str, filter: &str, limit: u32) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<i64> = sqlx::query_scalar(self.sql(&format!(
+            "SELECT id FROM {{t}} WHERE {filter} LIMIT ? {}",
+            self.dialect.skip_locked()
+        )))
+        .bind(&self.namespace)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        if ids.is_empty() {
+            tx.commit().await?;
+            return Ok(0);
+        }
+        let list = statements::id_list(ids);
+        let done = sqlx::query(self.sql(&format!("{head} WHERE id IN ({list})")))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(done.rows_affected())
     }
 }

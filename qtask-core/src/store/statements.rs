@@ -133,21 +133,8 @@ impl Statements {
             "UPDATE {t} SET next_at = {now} + timeout_ms, updated_at = {now} \
              WHERE id = ? AND namespace = ? AND status = 30 AND deadline_at > {now}",
         );
-        let (insert_head, insert_tail) = dialect.insert_unless_live();
-        let insert = fill(&format!(
-            "{insert_head} {{t}} (namespace, name, queue, payload, order_no, live_key, status, \
-             timeout_ms, next_at, deadline_at, delete_at, delete_after_ms, max_count, \
-             dispatch_count, last_error, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, {{now}} + ?, {{now}} + ?, {{now}} + ?, ?, ?, 0, NULL, \
-             {{now}}, {{now}}) {insert_tail}"
-        ));
-        let insert_and_wake = (dialect == Dialect::Postgres).then(|| {
-            let insert = insert.replace("RETURNING id", "RETURNING id, queue");
-            format!(
-                "WITH ins AS ({insert}) SELECT ins.id FROM ins \
-                 CROSS JOIN LATERAL (SELECT pg_notify($14, ins.queue)) AS wake"
-            )
-        });
+        let insert = fill(&insert_template(dialect, false));
+        let insert_and_wake = (dialect == Dialect::Postgres).then(|| fill(&insert_template(dialect, true)));
         Statements {
             insert,
             insert_and_wake,
@@ -159,6 +146,28 @@ impl Statements {
             processing,
         }
     }
+}
+
+/// The insert of one task, with `{t}`, `{now}` and `?` placeholders (binds as for
+/// [`Statements::insert`]). `wake` (PostgreSQL): also NOTIFY the `db` queue's fetchers
+/// when the inserting transaction commits; one more bind, the channel.
+pub(crate) fn insert_template(dialect: Dialect, wake: bool) -> String {
+    let (insert_head, insert_tail) = dialect.insert_unless_live();
+    let insert = format!(
+        "{insert_head} {{t}} (namespace, name, queue, payload, order_no, live_key, status, \
+         timeout_ms, next_at, deadline_at, delete_at, delete_after_ms, max_count, \
+         dispatch_count, last_error, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, {{now}} + ?, {{now}} + ?, {{now}} + ?, ?, ?, 0, NULL, \
+         {{now}}, {{now}}) {insert_tail}"
+    );
+    if !wake {
+        return insert;
+    }
+    let insert = insert.replace("RETURNING id", "RETURNING id, queue");
+    format!(
+        "WITH ins AS ({insert}) SELECT ins.id FROM ins \
+         CROSS JOIN LATERAL (SELECT pg_notify(?, ins.queue)) AS wake"
+    )
 }
 
 /// `{ids}` and `{fence}` for a batch of (task id, attempt): an id list and a CASE that
