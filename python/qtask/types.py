@@ -38,6 +38,10 @@ class Created(int):
     def id(self) -> int:
         return int(self)
 
+    def __str__(self) -> str:
+        # The id, as for an int: "task %s" % created, str(created), f"{created}".
+        return int.__repr__(self)
+
     def __repr__(self) -> str:
         return f"Created(id={int(self)}, existing={self.existing}, dispatched={self.dispatched})"
 

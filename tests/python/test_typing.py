@@ -21,13 +21,21 @@ from conftest import CI, Backend
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
+def outbox_usage(c: qtask.Client, conn: Any) -> None:
+    """Type-checked only (test_mypy)."""
+    in_tx: qtask.Created = c.create("n", {}, queue="Q", connection=conn)
+    offered: bool = c.dispatch(in_tx)
+
+
 def typed_usage(c: qtask.Client) -> None:
     c.install()
     task_id: int = c.create("n", {"a": 1}, queue="Q", timeout=5.0, deadline=60, max_count=3, order_no="X-1")
     deferred: Tuple[int, qtask.Invoke] = c.create_deferred("n", {"a": 2}, queue="Q")
     pushed: bool = deferred[1]()
     later: int = c.delay("n", {}, queue="Q", delay=3600)
-    many: List[int] = c.create_many([{"name": "m", "input": {}, "queue": "Q", "timeout": 2.0}])
+    many: List[qtask.Created] = c.create_many([{"name": "m", "input": {}, "queue": "Q", "timeout": 2.0}])
+    first_id: int = many[0].id
+    seen: bool = many[0].existing or many[0].dispatched
     message: Optional[qtask.Message] = c.pop("Q", wait=0.5)
     if message is not None:
         tid: Any = message["task_id"]
