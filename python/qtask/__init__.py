@@ -32,7 +32,19 @@ from .errors import (
     QueueError,
     TimeoutError,
 )
-from .types import Message, NewTask, QueueSummary, RatePoint, Stats, SweepReport, Task, TaskPage, WorkerReport
+from .types import (
+    Message,
+    Missed,
+    NewTask,
+    QueueSummary,
+    RatePoint,
+    ScheduleInfo,
+    Stats,
+    SweepReport,
+    Task,
+    TaskPage,
+    WorkerReport,
+)
 
 __all__ = [
     "__version__",
@@ -47,6 +59,8 @@ __all__ = [
     "TaskPage",
     "QueueSummary",
     "RatePoint",
+    "ScheduleInfo",
+    "Missed",
     "WorkerReport",
     "Error",
     "InvalidArgument",
