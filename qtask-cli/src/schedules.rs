@@ -13,7 +13,14 @@ pub async fn run(client: &Client, command: SchedulesCommand) -> Result<u8> {
                 json(&schedules);
                 return Ok(0);
             }
-            let mut t = table(&["name", "queue", "timing", "missed", "next tick (UTC)", "last task"]);
+            let mut t = table(&[
+                "name",
+                "queue",
+                "timing",
+                "missed",
+                "next tick (UTC)",
+                "last task",
+            ]);
             for s in &schedules {
                 t.add_row([
                     s.name.clone(),
@@ -28,11 +35,18 @@ pub async fn run(client: &Client, command: SchedulesCommand) -> Result<u8> {
         }
         SchedulesCommand::Add(args) => {
             let as_json = args.json.json;
-            let info = client.schedule(schedule(args, client.config().max_payload_bytes)?).await?;
+            let info = client
+                .schedule(schedule(args, client.config().max_payload_bytes)?)
+                .await?;
             if as_json {
                 json(&info);
             } else {
-                line(format!("scheduled {} ({}); next tick {}", info.name, timing(&info), time(info.next_at)));
+                line(format!(
+                    "scheduled {} ({}); next tick {}",
+                    info.name,
+                    timing(&info),
+                    time(info.next_at)
+                ));
             }
         }
         SchedulesCommand::Remove { name, json: flag } => {
@@ -74,7 +88,10 @@ fn schedule(args: ScheduleArgs, max_payload_bytes: usize) -> Result<Schedule> {
 fn timing(s: &ScheduleInfo) -> String {
     match (&s.cron, &s.time_zone, s.every_ms) {
         (Some(cron), Some(zone), _) => format!("{cron} ({zone})"),
-        (_, _, Some(ms)) => format!("every {}", humantime::format_duration(std::time::Duration::from_millis(ms.max(0) as u64))),
+        (_, _, Some(ms)) => format!(
+            "every {}",
+            humantime::format_duration(std::time::Duration::from_millis(ms.max(0) as u64))
+        ),
         _ => String::new(),
     }
 }

@@ -253,17 +253,49 @@ fn schedules_are_added_listed_and_removed() {
         assert_eq!(added["time_zone"], "Asia/Shanghai", "{}", db.name);
         // 09:00 in Shanghai is 01:00 UTC.
         assert_eq!(added["next_at"].as_i64().unwrap() % 86_400_000, 3_600_000);
-        assert_eq!((added["missed"].as_str(), added["timeout_ms"].as_i64()), (Some("skip"), Some(30_000)));
-        let pulse = w.json(&["schedules", "add", "pulse", "--queue", Q, "--every", "5m", "--json"]);
+        assert_eq!(
+            (added["missed"].as_str(), added["timeout_ms"].as_i64()),
+            (Some("skip"), Some(30_000))
+        );
+        let pulse = w.json(&[
+            "schedules",
+            "add",
+            "pulse",
+            "--queue",
+            Q,
+            "--every",
+            "5m",
+            "--json",
+        ]);
         assert_eq!(pulse["every_ms"], 300_000);
-        let again = w.json(&["schedules", "add", "pulse", "--queue", Q, "--every", "300", "--json"]);
-        assert_eq!(again["next_at"], pulse["next_at"], "same timing: the next tick stays");
+        let again = w.json(&[
+            "schedules",
+            "add",
+            "pulse",
+            "--queue",
+            Q,
+            "--every",
+            "300",
+            "--json",
+        ]);
+        assert_eq!(
+            again["next_at"], pulse["next_at"],
+            "same timing: the next tick stays"
+        );
 
         let listed = w.json(&["schedules", "list", "--json"]);
-        let names: Vec<&str> = listed.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
         assert_eq!(names, ["nightly report", "pulse"]);
         let text = String::from_utf8(w.qtask(&["schedules", "list"]).stdout).unwrap();
-        assert!(text.contains("0 9 * * * (Asia/Shanghai)") && text.contains("every 5m"), "{text}");
+        assert!(
+            text.contains("0 9 * * * (Asia/Shanghai)") && text.contains("every 5m"),
+            "{text}"
+        );
         // The engine's own view agrees.
         assert_eq!(w.client.schedules().unwrap().len(), 2);
 
@@ -281,7 +313,10 @@ fn schedules_are_added_listed_and_removed() {
             args.extend_from_slice(bad);
             assert_eq!(w.qtask(&args).status.code(), Some(2), "{bad:?}");
         }
-        assert_eq!(w.json(&["schedules", "list", "--json"]).as_array().unwrap().len(), 2);
+        assert_eq!(
+            w.json(&["schedules", "list", "--json"]).as_array().unwrap().len(),
+            2
+        );
 
         let removed = w.json(&["schedules", "remove", "pulse", "--json"]);
         assert_eq!(removed["removed"], true);

@@ -31,15 +31,27 @@ where
 async fn drop_tables(client: &Client) {
     let task_table = client.store().table().to_string();
     let prefix = task_table.strip_suffix("task").unwrap();
-    for table in [task_table.clone(), format!("{prefix}queue"), format!("{prefix}schedule")] {
+    for table in [
+        task_table.clone(),
+        format!("{prefix}queue"),
+        format!("{prefix}schedule"),
+    ] {
         let sql = format!("DROP TABLE IF EXISTS {table}");
-        client.store().pool().execute(AssertSqlSafe(sql)).await.expect("drop");
+        client
+            .store()
+            .pool()
+            .execute(AssertSqlSafe(sql))
+            .await
+            .expect("drop");
     }
     client.close().await;
 }
 
 async fn tasks_of(client: &Client) -> Vec<Task> {
-    let page = client.list_tasks(&TaskFilter::default(), None, 1000).await.unwrap();
+    let page = client
+        .list_tasks(&TaskFilter::default(), None, 1000)
+        .await
+        .unwrap();
     page.tasks
 }
 
@@ -61,13 +73,23 @@ async fn schedules_are_declared_listed_replaced_and_removed() {
         let info = c.schedule(cron.clone()).await.unwrap();
         assert_eq!(info.cron.as_deref(), Some("0 9 * * *"));
         assert_eq!(info.time_zone.as_deref(), Some("Asia/Shanghai"));
-        assert_eq!((info.every_ms, info.missed, info.timeout_ms, info.max_count), (None, Missed::Skip, 30_000, 3));
+        assert_eq!(
+            (info.every_ms, info.missed, info.timeout_ms, info.max_count),
+            (None, Missed::Skip, 30_000, 3)
+        );
         // 09:00 in Shanghai is 01:00 UTC.
         assert_eq!(info.next_at % 86_400_000, 3_600_000, "{info:?}");
         assert_eq!(info.last_task_id, None);
 
         let interval = c.schedule(every_minute("pulse")).await.unwrap();
-        assert_eq!((interval.every_ms, interval.cron.clone(), interval.time_zone.clone()), (Some(60_000), None, None));
+        assert_eq!(
+            (
+                interval.every_ms,
+                interval.cron.clone(),
+                interval.time_zone.clone()
+            ),
+            (Some(60_000), None, None)
+        );
         let names: Vec<String> = c.schedules().await.unwrap().into_iter().map(|s| s.name).collect();
         assert_eq!(names, ["nightly", "pulse"]);
 
@@ -78,9 +100,15 @@ async fn schedules_are_declared_listed_replaced_and_removed() {
         // A new input or queue keeps the tick too; a new interval starts a new series.
         let new_input = Schedule::every("pulse", json!({"v": 2}), "SCHED:OTHER", MINUTE);
         let replaced = c.schedule(new_input).await.unwrap();
-        assert_eq!((replaced.next_at, replaced.queue.as_str()), (interval.next_at, "SCHED:OTHER"));
+        assert_eq!(
+            (replaced.next_at, replaced.queue.as_str()),
+            (interval.next_at, "SCHED:OTHER")
+        );
         assert_eq!(replaced.input, json!({"v": 2}));
-        let faster = c.schedule(Schedule::every("pulse", json!({}), Q, Duration::from_secs(5))).await.unwrap();
+        let faster = c
+            .schedule(Schedule::every("pulse", json!({}), Q, Duration::from_secs(5)))
+            .await
+            .unwrap();
         assert!(faster.next_at < interval.next_at, "{faster:?}");
         assert_eq!(faster.created_at, interval.created_at);
 
@@ -109,7 +137,10 @@ async fn bad_schedules_are_invalid_arguments_and_write_nothing() {
         ];
         for schedule in bad {
             let result = c.schedule(schedule.clone()).await;
-            assert!(matches!(result, Err(Error::InvalidArgument(_))), "{schedule:?}: {result:?}");
+            assert!(
+                matches!(result, Err(Error::InvalidArgument(_))),
+                "{schedule:?}: {result:?}"
+            );
         }
         assert!(c.schedules().await.unwrap().is_empty());
         drop_tables(&c).await;
@@ -123,15 +154,26 @@ async fn a_due_tick_becomes_one_task_that_a_worker_receives() {
     for pair in pairs().await {
         println!("-- {}", pair.name());
         let (c, clock) = common::fresh_pair(&pair).await;
-        let info = c.schedule(every_minute("pulse").timeout(Duration::from_secs(30))).await.unwrap();
+        let info = c
+            .schedule(every_minute("pulse").timeout(Duration::from_secs(30)))
+            .await
+            .unwrap();
         assert_eq!(c.sweep_once().await.unwrap().scheduled, 0, "not due yet");
 
         clock.advance(MINUTE + Duration::from_secs(1));
         let report = c.sweep_once().await.unwrap();
         assert_eq!(report.scheduled, 1);
-        assert_eq!(c.sweep_once().await.unwrap().scheduled, 0, "a tick makes one task");
+        assert_eq!(
+            c.sweep_once().await.unwrap().scheduled,
+            0,
+            "a tick makes one task"
+        );
 
-        let message = c.pop(Q, Duration::from_secs(5)).await.unwrap().expect("the tick's task");
+        let message = c
+            .pop(Q, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .expect("the tick's task");
         assert_eq!(message.input.get("report"), Some(&json!("pulse")));
         let task = c.get(message.task_id).await.unwrap();
         assert_eq!((task.name.as_str(), task.timeout_ms), ("pulse", 30_000));
@@ -140,7 +182,11 @@ async fn a_due_tick_becomes_one_task_that_a_worker_receives() {
         let after = c.schedules().await.unwrap().remove(0);
         assert_eq!(after.last_tick_at, Some(info.next_at));
         assert_eq!(after.last_task_id, Some(message.task_id));
-        assert_eq!(after.next_at, info.next_at + 60_000, "an interval keeps its phase");
+        assert_eq!(
+            after.next_at,
+            info.next_at + 60_000,
+            "an interval keeps its phase"
+        );
         drop_tables(&c).await;
     }
 }
@@ -195,13 +241,24 @@ async fn missed_ticks_run_once_then_resume_in_the_future() {
         let info = c.schedule(every_minute("catch-up")).await.unwrap();
         // Everything was down for ten ticks.
         clock.advance(10 * MINUTE + Duration::from_secs(1));
-        assert_eq!(c.sweep_once().await.unwrap().scheduled, 1, "one catch-up task, not ten");
+        assert_eq!(
+            c.sweep_once().await.unwrap().scheduled,
+            1,
+            "one catch-up task, not ten"
+        );
         assert_eq!(c.sweep_once().await.unwrap().scheduled, 0);
         let after = c.schedules().await.unwrap().remove(0);
         // updated_at is when the sweep took the tick (database clock).
-        assert!(after.next_at > after.updated_at, "the next tick is in the future: {after:?}");
+        assert!(
+            after.next_at > after.updated_at,
+            "the next tick is in the future: {after:?}"
+        );
         assert_eq!((after.next_at - info.next_at) % 60_000, 0, "same phase");
-        assert_eq!(after.last_tick_at, Some(info.next_at), "the catch-up task is the first missed tick's");
+        assert_eq!(
+            after.last_tick_at,
+            Some(info.next_at),
+            "the catch-up task is the first missed tick's"
+        );
 
         clock.advance(MINUTE);
         assert_eq!(c.sweep_once().await.unwrap().scheduled, 1, "back on time");
@@ -215,16 +272,25 @@ async fn missed_ticks_run_once_then_resume_in_the_future() {
 async fn missed_ticks_are_skipped_with_the_skip_policy() {
     on_each_db(|db| async move {
         let (c, clock) = fresh(&db).await;
-        c.schedule(every_minute("skipper").missed(Missed::Skip)).await.unwrap();
+        c.schedule(every_minute("skipper").missed(Missed::Skip))
+            .await
+            .unwrap();
         // On time: the tick just came.
         clock.advance(MINUTE + Duration::from_secs(1));
         assert_eq!(c.sweep_once().await.unwrap().scheduled, 1);
 
         // Down for ten ticks: nothing is made for them.
         clock.advance(10 * MINUTE);
-        assert_eq!(c.sweep_once().await.unwrap().scheduled, 0, "missed ticks are skipped");
+        assert_eq!(
+            c.sweep_once().await.unwrap().scheduled,
+            0,
+            "missed ticks are skipped"
+        );
         let skipped = c.schedules().await.unwrap().remove(0);
-        assert!(skipped.next_at > skipped.updated_at, "straight to the next future tick");
+        assert!(
+            skipped.next_at > skipped.updated_at,
+            "straight to the next future tick"
+        );
         assert_eq!(tasks_of(&c).await.len(), 1);
 
         // The next tick in the future runs as usual.
@@ -240,7 +306,10 @@ async fn missed_ticks_are_skipped_with_the_skip_policy() {
 async fn cron_schedules_tick_on_their_expression() {
     on_each_db(|db| async move {
         let (c, clock) = fresh(&db).await;
-        let info = c.schedule(Schedule::cron("minutely", json!({}), Q, "* * * * *")).await.unwrap();
+        let info = c
+            .schedule(Schedule::cron("minutely", json!({}), Q, "* * * * *"))
+            .await
+            .unwrap();
         assert_eq!(info.next_at % 60_000, 0, "on a minute boundary");
         clock.advance(MINUTE);
         assert_eq!(c.sweep_once().await.unwrap().scheduled, 1);

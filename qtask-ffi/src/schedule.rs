@@ -72,7 +72,10 @@ pub extern "C" fn qtask_unschedule(
 /// (not NULL) receives a new string the caller owns and must free with
 /// `qtask_string_free`, or NULL on failure.
 #[no_mangle]
-pub extern "C" fn qtask_schedules(client: *mut qtask_client, out_schedules_json: *mut *mut c_char) -> qtask_result {
+pub extern "C" fn qtask_schedules(
+    client: *mut qtask_client,
+    out_schedules_json: *mut *mut c_char,
+) -> qtask_result {
     ffi_boundary!(result: {
         let out = try_ref!(mut out_schedules_json, "out_schedules_json");
         *out = std::ptr::null_mut();

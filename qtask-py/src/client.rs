@@ -304,11 +304,22 @@ impl Client {
 
     /// Declares or replaces the periodic task `name`; `options_json` as
     /// `qtask_core::Schedule::from_json` reads it. The stored schedule as JSON text.
-    fn schedule(&self, py: Python<'_>, name: String, input_json: String, options_json: String) -> PyQtaskResult<String> {
+    fn schedule(
+        &self,
+        py: Python<'_>,
+        name: String,
+        input_json: String,
+        options_json: String,
+    ) -> PyQtaskResult<String> {
         let client = self.client()?;
         let info = py.detach(move || {
             let max = client.config().max_payload_bytes;
-            client.schedule(qtask_core::Schedule::from_json(&name, &input_json, &options_json, max)?)
+            client.schedule(qtask_core::Schedule::from_json(
+                &name,
+                &input_json,
+                &options_json,
+                max,
+            )?)
         })?;
         Ok(to_json(&info)?)
     }

@@ -16,8 +16,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use timing::{is_time_zone, show_in_zone, MIN_EVERY};
 pub(crate) use timing::Ticks;
+pub use timing::{is_time_zone, show_in_zone, MIN_EVERY};
 
 use crate::client::Client;
 use crate::error::{invalid, Error, Result};
@@ -49,7 +49,9 @@ impl Missed {
         match text.trim() {
             "run_once" => Ok(Missed::RunOnce),
             "skip" => Ok(Missed::Skip),
-            other => Err(invalid(format!("missed must be \"run_once\" or \"skip\", got {other:?}"))),
+            other => Err(invalid(format!(
+                "missed must be \"run_once\" or \"skip\", got {other:?}"
+            ))),
         }
     }
 }
@@ -143,7 +145,12 @@ impl Schedule {
     /// options `{"queue": "Q", "cron": "0 9 * * *", "time_zone": "Asia/Shanghai"}` or
     /// `{"queue": "Q", "every": 60}`, plus `missed` (`"run_once"`/`"skip"`), `timeout`,
     /// `deadline`, `delete_deadline` (seconds) and `max_count`.
-    pub fn from_json(name: &str, input_json: &str, options_json: &str, max_payload_bytes: usize) -> Result<Self> {
+    pub fn from_json(
+        name: &str,
+        input_json: &str,
+        options_json: &str,
+        max_payload_bytes: usize,
+    ) -> Result<Self> {
         let input = crate::input::parse_input(input_json, max_payload_bytes)?;
         let args: ScheduleArgs =
             serde_json::from_str(options_json).map_err(|e| invalid(format!("schedule options: {e}")))?;
@@ -153,7 +160,9 @@ impl Schedule {
     /// Checks everything before any write: the tasks it makes, and its timing.
     pub(crate) fn check(&self, max_payload_bytes: usize) -> Result<(ValidTask, Ticks)> {
         if self.options.order_no.is_some() {
-            return Err(invalid("a schedule's tasks take no order_no (each tick makes a new task)"));
+            return Err(invalid(
+                "a schedule's tasks take no order_no (each tick makes a new task)",
+            ));
         }
         if self.name.len() > 191 {
             return Err(invalid("schedule name is limited to 191 bytes"));
@@ -201,7 +210,12 @@ impl ScheduleArgs {
             cron: self.cron,
             every: self.every.map(|e| seconds("every", e)).transpose()?,
             time_zone: self.time_zone,
-            missed: self.missed.as_deref().map(Missed::parse).transpose()?.unwrap_or_default(),
+            missed: self
+                .missed
+                .as_deref()
+                .map(Missed::parse)
+                .transpose()?
+                .unwrap_or_default(),
             ..Schedule::new(name, input, self.queue)
         };
         if let Some(t) = self.timeout {
@@ -214,7 +228,8 @@ impl ScheduleArgs {
             schedule.options.delete_deadline = Some(seconds("delete_deadline", d)?);
         }
         if let Some(n) = self.max_count {
-            let n = u32::try_from(n).map_err(|_| invalid(format!("max_count must be 1 to {}, got {n}", u32::MAX)))?;
+            let n = u32::try_from(n)
+                .map_err(|_| invalid(format!("max_count must be 1 to {}, got {n}", u32::MAX)))?;
             schedule.options.max_count = Some(n);
         }
         Ok(schedule)
@@ -258,10 +273,12 @@ impl Client {
         let now = store.now_ms().await?;
         let first = ticks.first(now)?;
         store.upsert_schedule(&schedule, &valid, first).await?;
-        store
-            .schedule_info(&schedule.name)
-            .await?
-            .ok_or_else(|| Error::Internal(format!("schedule {:?} vanished after it was written", schedule.name)))
+        store.schedule_info(&schedule.name).await?.ok_or_else(|| {
+            Error::Internal(format!(
+                "schedule {:?} vanished after it was written",
+                schedule.name
+            ))
+        })
     }
 
     /// Removes a schedule; returns whether it existed. Tasks it already made stay.

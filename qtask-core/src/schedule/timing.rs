@@ -74,9 +74,12 @@ impl Ticks {
                 let at = DateTime::<Utc>::from_timestamp_millis(now_ms)
                     .ok_or_else(|| invalid(format!("time {now_ms} ms is out of range")))?
                     .with_timezone(zone);
-                let next = cron
-                    .find_next_occurrence(&at, false)
-                    .map_err(|e| invalid(format!("cron expression {:?} has no next tick: {e}", cron.pattern.to_string())))?;
+                let next = cron.find_next_occurrence(&at, false).map_err(|e| {
+                    invalid(format!(
+                        "cron expression {:?} has no next tick: {e}",
+                        cron.pattern.to_string()
+                    ))
+                })?;
                 Ok(next.timestamp_millis())
             }
         }
@@ -96,9 +99,7 @@ pub fn is_time_zone(zone: &str) -> bool {
 /// A time shown in a zone, for people (`2026-01-01T09:00:00+08:00`).
 pub fn show_in_zone(ms: i64, zone: &str) -> Option<String> {
     let zone = Tz::from_str(zone.trim()).ok()?;
-    zone.timestamp_millis_opt(ms)
-        .single()
-        .map(|t| t.to_rfc3339())
+    zone.timestamp_millis_opt(ms).single().map(|t| t.to_rfc3339())
 }
 
 #[cfg(test)]
@@ -126,7 +127,10 @@ mod tests {
         assert_eq!(t.following(NEW_YEAR + HOUR).unwrap(), NEW_YEAR + 25 * HOUR);
         let utc = Ticks::cron("@hourly", "UTC").unwrap();
         assert_eq!(utc.first(NEW_YEAR + 1).unwrap(), NEW_YEAR + HOUR);
-        assert_eq!(show_in_zone(NEW_YEAR + HOUR, "Asia/Shanghai").unwrap(), "2026-01-01T09:00:00+08:00");
+        assert_eq!(
+            show_in_zone(NEW_YEAR + HOUR, "Asia/Shanghai").unwrap(),
+            "2026-01-01T09:00:00+08:00"
+        );
     }
 
     #[test]
@@ -138,14 +142,23 @@ mod tests {
             ("* * * * *", "Mars/Olympus"),
         ] {
             let result = Ticks::cron(cron, zone);
-            assert!(matches!(result, Err(crate::Error::InvalidArgument(_))), "{cron:?} {zone:?}");
+            assert!(
+                matches!(result, Err(crate::Error::InvalidArgument(_))),
+                "{cron:?} {zone:?}"
+            );
         }
         for every in [Duration::from_millis(999), Duration::ZERO] {
-            assert!(matches!(Ticks::every(every), Err(crate::Error::InvalidArgument(_))));
+            assert!(matches!(
+                Ticks::every(every),
+                Err(crate::Error::InvalidArgument(_))
+            ));
         }
         // Never matches (February 30th): refused when the first tick is computed.
         let never = Ticks::cron("0 0 30 2 *", "UTC").unwrap();
-        assert!(matches!(never.first(NEW_YEAR), Err(crate::Error::InvalidArgument(_))));
+        assert!(matches!(
+            never.first(NEW_YEAR),
+            Err(crate::Error::InvalidArgument(_))
+        ));
         assert!(is_time_zone("Europe/Paris") && !is_time_zone("Paris"));
     }
 }

@@ -18,7 +18,10 @@ use crate::task::ValidTask;
 
 /// The schedule table's name, from the task table's (same prefix).
 pub(crate) fn schedule_table(task_table: &str) -> String {
-    format!("{}schedule", task_table.strip_suffix("task").unwrap_or(task_table))
+    format!(
+        "{}schedule",
+        task_table.strip_suffix("task").unwrap_or(task_table)
+    )
 }
 
 /// Created by install beside the task table; never dropped.
@@ -123,11 +126,18 @@ impl Store {
 
     /// The database's clock (with a test's offset), in Unix milliseconds.
     pub(crate) async fn now_ms(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar(self.sql("SELECT {now}")).fetch_one(&self.pool).await?)
+        Ok(sqlx::query_scalar(self.sql("SELECT {now}"))
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     /// Writes or replaces a schedule; keeps its next tick while its timing is unchanged.
-    pub(crate) async fn upsert_schedule(&self, schedule: &Schedule, task: &ValidTask, first_tick: i64) -> Result<()> {
+    pub(crate) async fn upsert_schedule(
+        &self,
+        schedule: &Schedule,
+        task: &ValidTask,
+        first_tick: i64,
+    ) -> Result<()> {
         let s = self.schedule_table();
         let same_timing = |old: &str, new: &dyn Fn(&str) -> String| {
             ["cron", "time_zone", "every_ms"]
@@ -171,12 +181,13 @@ impl Store {
                 )
             }
         };
-        let sql = self.sql(&format!(
-            "INSERT INTO {s} (namespace, name, queue, payload, cron, time_zone, every_ms, missed, \
+        let sql = self
+            .sql(&format!(
+                "INSERT INTO {s} (namespace, name, queue, payload, cron, time_zone, every_ms, missed, \
              timeout_ms, deadline_ms, delete_after_ms, max_count, next_at, created_at, updated_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {{now}}, {{now}}) {upsert}"
-        ))
-        .0;
+            ))
+            .0;
         let (cron, zone, every_ms) = match (&schedule.cron, schedule.every) {
             (Some(cron), _) => (
                 cron.trim().to_owned(),
@@ -228,7 +239,10 @@ impl Store {
     }
 
     pub(crate) async fn delete_schedule(&self, name: &str) -> Result<bool> {
-        let sql = format!("DELETE FROM {} WHERE namespace = ? AND name = ?", self.schedule_table());
+        let sql = format!(
+            "DELETE FROM {} WHERE namespace = ? AND name = ?",
+            self.schedule_table()
+        );
         let done = sqlx::query(self.sql(&sql))
             .bind(&self.namespace)
             .bind(name)
@@ -242,7 +256,11 @@ impl Store {
             "SELECT {COLUMNS} FROM {} WHERE namespace = ? ORDER BY name",
             self.schedule_table()
         );
-        let rows = match sqlx::query(self.sql(&sql)).bind(&self.namespace).fetch_all(&self.pool).await {
+        let rows = match sqlx::query(self.sql(&sql))
+            .bind(&self.namespace)
+            .fetch_all(&self.pool)
+            .await
+        {
             Ok(rows) => rows,
             // Installed before schedules existed: there are none until install runs again.
             Err(err) if is_missing_table(&err) => return Ok(Vec::new()),
@@ -274,7 +292,12 @@ impl Store {
     /// Takes the tick `due.info.next_at`: moves the schedule to `next_at` and, when
     /// `make_task`, writes its task, in one transaction. None when another sweeper took
     /// this tick first (nothing written); else the task written, if any.
-    pub(crate) async fn take_tick(&self, due: &DueSchedule, next_at: i64, make_task: bool) -> Result<Option<Option<i64>>> {
+    pub(crate) async fn take_tick(
+        &self,
+        due: &DueSchedule,
+        next_at: i64,
+        make_task: bool,
+    ) -> Result<Option<Option<i64>>> {
         let s = self.schedule_table();
         let tick = due.info.next_at;
         let advance = self.sql(&format!(
