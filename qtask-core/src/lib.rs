@@ -44,7 +44,7 @@ pub use clock::{Clock, MAX_WAIT};
 pub use config::{Config, DB_QUEUE, DEFAULT_DB_URL};
 pub use error::{Error, Result};
 pub use maintenance::SweepReport;
-pub use schedule::{is_time_zone, show_in_zone, Missed, Schedule, ScheduleInfo, MIN_EVERY, MISSED_AFTER};
+pub use schedule::{Missed, Schedule, ScheduleInfo, MIN_EVERY, MISSED_AFTER, NO_MORE_TICKS};
 pub use secret::redact;
 pub use task::{
     check_new_task, seconds, Created, Fence, Fenced, Message, NewTask, Stats, Status, Task, TaskOptions,

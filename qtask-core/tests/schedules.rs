@@ -340,3 +340,26 @@ async fn the_background_sweeper_makes_scheduled_tasks() {
     assert!(message.is_some(), "the sweeper made the tick's task");
     drop_tables(&c).await;
 }
+
+/// A cron expression with a year ticks for the last time in that year, then never.
+#[tokio::test]
+async fn a_cron_with_a_passed_year_stops_ticking() {
+    let db = databases().await.remove(0);
+    let (c, clock) = fresh(&db).await;
+    // 2090-01-01T00:00:00Z, seconds-first with a year field.
+    const AT_MS: i64 = 3_786_912_000_000;
+    let info = c
+        .schedule(Schedule::cron("once", json!({}), Q, "0 0 0 1 1 * 2090"))
+        .await
+        .unwrap();
+    assert_eq!(info.next_at, AT_MS);
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    clock.advance(Duration::from_millis(AT_MS as u64) - wall + MINUTE);
+    assert_eq!(c.sweep_once().await.unwrap().scheduled, 1);
+    let after = c.schedules().await.unwrap().remove(0);
+    assert_eq!(after.next_at, qtask_core::NO_MORE_TICKS);
+    assert_eq!(c.sweep_once().await.unwrap().scheduled, 0);
+    drop_tables(&c).await;
+}

@@ -6,7 +6,7 @@
 
 use super::Context;
 use crate::error::Result;
-use crate::schedule::{Missed, MISSED_AFTER};
+use crate::schedule::{Missed, MISSED_AFTER, NO_MORE_TICKS};
 use crate::store::DueSchedule;
 
 /// Schedules whose tick is due are read at most this many at a time.
@@ -31,14 +31,11 @@ pub(crate) async fn run_once(ctx: &Context) -> Result<u64> {
 /// Takes one schedule's due tick; returns how many tasks it made (0 or 1).
 async fn take_tick(ctx: &Context, due: &DueSchedule, now: i64) -> Result<u64> {
     let tick = due.info.next_at;
-    let next = match due.ticks.after(tick, now) {
-        Ok(next) => next,
-        Err(err) => {
-            // A cron expression that matches no future time: leave the row for people.
-            tracing::warn!(schedule = %due.info.name, error = %err, "qtask: schedule has no next tick");
-            return Ok(0);
-        }
-    };
+    let next = due.ticks.after(tick, now).unwrap_or_else(|err| {
+        // A cron expression with a year that has passed: this tick is its last.
+        tracing::info!(schedule = %due.info.name, error = %err, "qtask: schedule has no further tick");
+        NO_MORE_TICKS
+    });
     let make_task = match due.info.missed {
         Missed::RunOnce => true,
         Missed::Skip => !was_missed(due, now),

@@ -17,11 +17,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub(crate) use timing::Ticks;
-pub use timing::{is_time_zone, show_in_zone, MIN_EVERY};
+pub use timing::MIN_EVERY;
 
 use crate::client::Client;
 use crate::error::{invalid, Error, Result};
 use crate::task::{seconds, NewTask, TaskOptions, ValidTask};
+
+/// The `next_at` of a schedule whose cron expression has no further tick (its year passed).
+pub const NO_MORE_TICKS: i64 = i64::MAX;
 
 /// A tick seen later than this counts as missed.
 pub const MISSED_AFTER: Duration = Duration::from_secs(60);
@@ -253,7 +256,7 @@ pub struct ScheduleInfo {
     pub deadline_ms: i64,
     pub delete_after_ms: i64,
     pub max_count: i64,
-    /// When the next tick is due.
+    /// When the next tick is due; [`NO_MORE_TICKS`] when there is none.
     pub next_at: i64,
     /// The last tick taken (with or without a task), and the task it made.
     pub last_tick_at: Option<i64>,

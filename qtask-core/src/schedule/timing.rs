@@ -4,7 +4,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 
@@ -91,17 +91,6 @@ impl Ticks {
     }
 }
 
-/// Whether `zone` names an IANA time zone (for callers that check early).
-pub fn is_time_zone(zone: &str) -> bool {
-    Tz::from_str(zone.trim()).is_ok()
-}
-
-/// A time shown in a zone, for people (`2026-01-01T09:00:00+08:00`).
-pub fn show_in_zone(ms: i64, zone: &str) -> Option<String> {
-    let zone = Tz::from_str(zone.trim()).ok()?;
-    zone.timestamp_millis_opt(ms).single().map(|t| t.to_rfc3339())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,10 +116,6 @@ mod tests {
         assert_eq!(t.following(NEW_YEAR + HOUR).unwrap(), NEW_YEAR + 25 * HOUR);
         let utc = Ticks::cron("@hourly", "UTC").unwrap();
         assert_eq!(utc.first(NEW_YEAR + 1).unwrap(), NEW_YEAR + HOUR);
-        assert_eq!(
-            show_in_zone(NEW_YEAR + HOUR, "Asia/Shanghai").unwrap(),
-            "2026-01-01T09:00:00+08:00"
-        );
     }
 
     #[test]
@@ -159,6 +144,5 @@ mod tests {
             never.first(NEW_YEAR),
             Err(crate::Error::InvalidArgument(_))
         ));
-        assert!(is_time_zone("Europe/Paris") && !is_time_zone("Paris"));
     }
 }

@@ -286,7 +286,15 @@ impl Store {
             Err(err) if is_missing_table(&err) => return Ok(Vec::new()),
             Err(err) => return Err(err.into()),
         };
-        rows.iter().map(due_from_row).collect()
+        // A row this build cannot read (edited by hand) must not stop the other schedules.
+        Ok(rows
+            .iter()
+            .filter_map(|row| {
+                due_from_row(row)
+                    .map_err(|err| tracing::warn!(error = %err, "qtask: skipping an unreadable schedule"))
+                    .ok()
+            })
+            .collect())
     }
 
     /// Takes the tick `due.info.next_at`: moves the schedule to `next_at` and, when
