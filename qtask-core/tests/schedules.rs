@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use common::{databases, fresh, pairs, Db};
 use qtask_core::admin::TaskFilter;
-use qtask_core::sqlx::{AssertSqlSafe, Executor};
 use qtask_core::{Client, Clock, Error, Missed, Schedule, Task};
 use serde_json::json;
 
@@ -25,26 +24,6 @@ where
         println!("-- {}", db.name);
         scenario(db).await;
     }
-}
-
-/// Drops the task, queue settings and schedule tables, and closes.
-async fn drop_tables(client: &Client) {
-    let task_table = client.store().table().to_string();
-    let prefix = task_table.strip_suffix("task").unwrap();
-    for table in [
-        task_table.clone(),
-        format!("{prefix}queue"),
-        format!("{prefix}schedule"),
-    ] {
-        let sql = format!("DROP TABLE IF EXISTS {table}");
-        client
-            .store()
-            .pool()
-            .execute(AssertSqlSafe(sql))
-            .await
-            .expect("drop");
-    }
-    client.close().await;
 }
 
 async fn tasks_of(client: &Client) -> Vec<Task> {
@@ -115,7 +94,7 @@ async fn schedules_are_declared_listed_replaced_and_removed() {
         assert!(c.unschedule("pulse").await.unwrap());
         assert!(!c.unschedule("pulse").await.unwrap());
         assert_eq!(c.schedules().await.unwrap().len(), 1);
-        drop_tables(&c).await;
+        common::drop_table(&c).await;
     })
     .await;
 }
@@ -143,7 +122,7 @@ async fn bad_schedules_are_invalid_arguments_and_write_nothing() {
             );
         }
         assert!(c.schedules().await.unwrap().is_empty());
-        drop_tables(&c).await;
+        common::drop_table(&c).await;
     })
     .await;
 }
@@ -187,7 +166,7 @@ async fn a_due_tick_becomes_one_task_that_a_worker_receives() {
             info.next_at + 60_000,
             "an interval keeps its phase"
         );
-        drop_tables(&c).await;
+        common::drop_table(&c).await;
     }
 }
 
@@ -229,7 +208,7 @@ async fn racing_sweepers_make_one_task_per_tick() {
         }
         assert!(per_schedule.values().all(|n| *n == TICKS), "{per_schedule:?}");
         b.close().await;
-        drop_tables(&a).await;
+        common::drop_table(&a).await;
     })
     .await;
 }
@@ -263,7 +242,7 @@ async fn missed_ticks_run_once_then_resume_in_the_future() {
         clock.advance(MINUTE);
         assert_eq!(c.sweep_once().await.unwrap().scheduled, 1, "back on time");
         assert_eq!(tasks_of(&c).await.len(), 2);
-        drop_tables(&c).await;
+        common::drop_table(&c).await;
     })
     .await;
 }
@@ -297,7 +276,7 @@ async fn missed_ticks_are_skipped_with_the_skip_policy() {
         clock.advance(MINUTE);
         assert_eq!(c.sweep_once().await.unwrap().scheduled, 1);
         assert_eq!(tasks_of(&c).await.len(), 2);
-        drop_tables(&c).await;
+        common::drop_table(&c).await;
     })
     .await;
 }
@@ -316,7 +295,7 @@ async fn cron_schedules_tick_on_their_expression() {
         let after = c.schedules().await.unwrap().remove(0);
         assert_eq!(after.next_at % 60_000, 0);
         assert!(after.next_at > info.next_at);
-        drop_tables(&c).await;
+        common::drop_table(&c).await;
     })
     .await;
 }
@@ -338,7 +317,7 @@ async fn the_background_sweeper_makes_scheduled_tasks() {
     clock.advance(MINUTE + Duration::from_secs(1));
     let message = c.pop(Q, Duration::from_secs(10)).await.unwrap();
     assert!(message.is_some(), "the sweeper made the tick's task");
-    drop_tables(&c).await;
+    common::drop_table(&c).await;
 }
 
 /// A cron expression with a year ticks for the last time in that year, then never.
@@ -361,5 +340,5 @@ async fn a_cron_with_a_passed_year_stops_ticking() {
     let after = c.schedules().await.unwrap().remove(0);
     assert_eq!(after.next_at, qtask_core::NO_MORE_TICKS);
     assert_eq!(c.sweep_once().await.unwrap().scheduled, 0);
-    drop_tables(&c).await;
+    common::drop_table(&c).await;
 }
