@@ -7,7 +7,7 @@
 use super::Context;
 use crate::error::Result;
 use crate::schedule::{Missed, MISSED_AFTER, NO_MORE_TICKS};
-use crate::store::DueSchedule;
+use crate::store::{DueSchedule, TickTaken};
 
 /// Schedules whose tick is due are read at most this many at a time.
 const BATCH: u32 = 100;
@@ -41,16 +41,16 @@ async fn take_tick(ctx: &Context, due: &DueSchedule, now: i64) -> Result<u64> {
         Missed::Skip => !was_missed(due, now),
     };
     match ctx.store.take_tick(due, next, make_task).await? {
-        Some(Some(task_id)) => {
+        TickTaken::Task(task_id) => {
             crate::telemetry::created(&due.info.queue);
             tracing::debug!(schedule = %due.info.name, tick, task_id, "qtask: schedule made a task");
             Ok(1)
         }
-        Some(None) => {
+        TickTaken::NoTask => {
             tracing::info!(schedule = %due.info.name, tick, "qtask: skipped a missed schedule tick");
             Ok(0)
         }
-        None => Ok(0), // another sweeper took this tick
+        TickTaken::ByAnother => Ok(0),
     }
 }
 

@@ -22,7 +22,7 @@ pub use claims::Offer;
 pub use dialect::{redact, Dialect};
 pub use explain::Plan;
 pub(crate) use outcomes::MAX_BATCH;
-pub(crate) use schedules::DueSchedule;
+pub(crate) use schedules::{DueSchedule, TickTaken};
 
 use crate::clock::Clock;
 use crate::config::Config;

@@ -60,6 +60,17 @@ pub(super) fn statements(dialect: Dialect, task_table: &str) -> Vec<String> {
 const COLUMNS: &str = "name, queue, payload, cron, time_zone, every_ms, missed, timeout_ms, \
      deadline_ms, delete_after_ms, max_count, next_at, last_tick_at, last_task_id, created_at, updated_at";
 
+/// What taking one tick did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TickTaken {
+    /// This sweeper took the tick and wrote this task.
+    Task(i64),
+    /// This sweeper took the tick and wrote no task (a missed tick, skipped).
+    NoTask,
+    /// Another sweeper took it first: nothing was written.
+    ByAnother,
+}
+
 /// A schedule whose tick is due, as the sweeper reads it.
 #[derive(Debug)]
 pub(crate) struct DueSchedule {
@@ -298,14 +309,13 @@ impl Store {
     }
 
     /// Takes the tick `due.info.next_at`: moves the schedule to `next_at` and, when
-    /// `make_task`, writes its task, in one transaction. None when another sweeper took
-    /// this tick first (nothing written); else the task written, if any.
+    /// `make_task`, writes its task, in one transaction.
     pub(crate) async fn take_tick(
         &self,
         due: &DueSchedule,
         next_at: i64,
         make_task: bool,
-    ) -> Result<Option<Option<i64>>> {
+    ) -> Result<TickTaken> {
         let s = self.schedule_table();
         let tick = due.info.next_at;
         let advance = self.sql(&format!(
@@ -326,9 +336,9 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             if taken.rows_affected() == 0 {
-                return Ok(None); // dropping the transaction rolls it back
+                return Ok(TickTaken::ByAnother); // dropping the transaction rolls it back
             }
-            let mut task_id = None;
+            let mut outcome = TickTaken::NoTask;
             if make_task {
                 let id = self.insert(&mut tx, &due.task, false).await?.id;
                 sqlx::query(AssertSqlSafe(record.0.clone()))
@@ -337,10 +347,10 @@ impl Store {
                     .bind(&due.info.name)
                     .execute(&mut *tx)
                     .await?;
-                task_id = Some(id);
+                outcome = TickTaken::Task(id);
             }
             tx.commit().await?;
-            Ok(Some(task_id))
+            Ok(outcome)
         })
         .await
     }
