@@ -119,6 +119,20 @@ mod tests {
     }
 
     #[test]
+    fn cron_follows_daylight_saving_time() {
+        // 09:00 in Paris: 08:00 UTC on Saturday 2026-03-28, 07:00 UTC on Sunday, the
+        // day the clocks go forward.
+        let t = Ticks::cron("0 9 * * *", "Europe/Paris").unwrap();
+        const SATURDAY_NOON: i64 = 1_774_699_200_000;
+        const SUNDAY_0700: i64 = 1_774_767_600_000;
+        assert_eq!(
+            t.first(SATURDAY_NOON - 4 * HOUR - 1).unwrap(),
+            SATURDAY_NOON - 4 * HOUR
+        );
+        assert_eq!(t.first(SATURDAY_NOON).unwrap(), SUNDAY_0700);
+    }
+
+    #[test]
     fn bad_timings_are_invalid_arguments() {
         for (cron, zone) in [
             ("61 * * * *", "UTC"),
