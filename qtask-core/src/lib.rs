@@ -36,6 +36,7 @@ mod secret;
 pub mod store;
 mod task;
 mod telemetry;
+mod trace;
 mod worker;
 
 pub use client::{Client, Invoke};

@@ -13,8 +13,10 @@ pub(crate) const LIVE: &str = "(20, 21, 30)";
 /// Status of an offered task: waiting, and on a queue that carries offers.
 pub(crate) const OFFERED: i64 = 21;
 
-/// Columns a claim returns, in this order.
-pub(crate) const CLAIMED: &str = "id, queue, payload, dispatch_count, timeout_ms";
+/// Columns a claim returns, in this order: the last is how long ago the task was
+/// created (for the create-to-start histogram).
+pub(crate) const CLAIMED: &str =
+    "id, queue, payload, dispatch_count, timeout_ms, trace_context, {now} - created_at";
 
 /// Rows a claim may take now. Served by the `due` / `queue_due` indexes.
 pub(crate) const DUE: &str = "namespace = ? {queue} AND next_at <= {now} \
@@ -38,7 +40,7 @@ pub(crate) enum TwoStep {
 pub(crate) struct Statements {
     /// Insert one task unless a live one holds its order number; returns the id.
     /// Binds: namespace, name, queue, payload, order_no, live_key, status, timeout_ms,
-    /// next-in ms, deadline ms, delete ms, delete_after_ms, max_count.
+    /// next-in ms, deadline ms, delete ms, delete_after_ms, max_count, trace_context.
     pub insert: String,
     /// PostgreSQL: [`Statements::insert`] that also wakes the `db` queue's fetchers
     /// (NOTIFY, sent when the inserting transaction commits). Extra binds: channel, queue.
@@ -137,15 +139,15 @@ impl Statements {
         let insert = fill(&format!(
             "{insert_head} {{t}} (namespace, name, queue, payload, order_no, live_key, status, \
              timeout_ms, next_at, deadline_at, delete_at, delete_after_ms, max_count, \
-             dispatch_count, last_error, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, {{now}} + ?, {{now}} + ?, {{now}} + ?, ?, ?, 0, NULL, \
+             trace_context, dispatch_count, last_error, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, {{now}} + ?, {{now}} + ?, {{now}} + ?, ?, ?, ?, 0, NULL, \
              {{now}}, {{now}}) {insert_tail}"
         ));
         let insert_and_wake = (dialect == Dialect::Postgres).then(|| {
             let insert = insert.replace("RETURNING id", "RETURNING id, queue");
             format!(
                 "WITH ins AS ({insert}) SELECT ins.id FROM ins \
-                 CROSS JOIN LATERAL (SELECT pg_notify($14, ins.queue)) AS wake"
+                 CROSS JOIN LATERAL (SELECT pg_notify($15, ins.queue)) AS wake"
             )
         });
         Statements {
