@@ -69,6 +69,7 @@ impl Client {
     pub async fn open(config: Config) -> Result<Client> {
         config.validate()?;
         crate::telemetry::serve(&config)?;
+        crate::otlp::start(&config)?;
         let store = Store::connect(&config).await?;
         let queue = queue::connect(&config, &store).await?;
         let client = Client {
@@ -420,6 +421,7 @@ impl Client {
         }
         self.inner.completer.close().await;
         self.inner.store.close().await;
+        crate::otlp::flush().await;
     }
 
     pub fn is_closed(&self) -> bool {

@@ -31,6 +31,7 @@ mod error;
 pub mod input;
 pub mod logs;
 mod maintenance;
+mod otlp;
 pub mod queue;
 mod secret;
 pub mod store;
