@@ -6,7 +6,8 @@
 //! (`first`, or `again` for a dispatch after a lease ran out or a retry),
 //! `tasks_finished_total`, `tasks_failed_total{outcome}` (`retry` or `gave_up`),
 //! `tasks_gave_up_total` (sweeper: deadline or max_count), `tasks_deleted_total`,
-//! `tasks_retried_total` (operators' retries) and `tasks_cancelled_total` (cancels by filter),
+//! `tasks_rescued_total{queue}` (claims of a task whose previous attempt's lease ran
+//! out), `tasks_retried_total` (operators' retries) and `tasks_cancelled_total` (cancels by filter),
 //! `handler_duration_seconds{queue,outcome}` (a worker's handler run),
 //! `claim_to_finish_seconds{queue,outcome}` (a worker's claim until its outcome
 //! committed), `create_to_start_seconds{queue}` (create until the first attempt was
@@ -27,6 +28,11 @@ pub(crate) fn created(queue: &str) {
 pub(crate) fn dispatched(attempt: i64) {
     let attempt = if attempt > 1 { "again" } else { "first" };
     counter!("qtask_tasks_dispatched_total", "attempt" => attempt).increment(1);
+}
+
+/// A claim began the attempt after one whose lease ran out.
+pub(crate) fn rescued(queue: &str) {
+    counter!("qtask_tasks_rescued_total", "queue" => queue.to_string()).increment(1);
 }
 
 pub(crate) fn finished() {

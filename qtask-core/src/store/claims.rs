@@ -103,6 +103,10 @@ impl Store {
             if fence.attempt == 1 {
                 crate::telemetry::started(&queue, row.try_get(6)?);
             }
+            let lease_lost: Option<i64> = row.try_get(7)?;
+            if lease_lost.is_some_and(|lost| lost == fence.attempt - 1) {
+                crate::telemetry::rescued(&queue);
+            }
             match Message::from_claim(fence, queue, &payload, row.try_get(4)?, row.try_get(5)?) {
                 Ok(message) => messages.push(message),
                 Err(reason) => {
