@@ -368,6 +368,16 @@ fn dashboard_serves_metrics_and_guards_writes() {
     assert_eq!(code, 409, "retrying a waiting task");
     let (_, overview) = d.request("GET", "/api/overview", &[]);
     assert!(!overview.contains("password"));
+    // The engine's own series of the dashboard's process: its retry, and the latency
+    // of the pages it served.
+    let (_, metrics) = d.request("GET", "/metrics", &[]);
+    for series in [
+        "qtask_tasks_retried_total 1",
+        "qtask_dashboard_actions_total{action=\"retry\"} 1",
+        "qtask_dashboard_request_duration_seconds_count{route=\"overview\"} 1",
+    ] {
+        assert!(metrics.contains(series), "{series} missing in:\n{metrics}");
+    }
     drop(d);
 
     let d = Dashboard::start(&w, &["--token", "s3cret-token-for-tests"]);
