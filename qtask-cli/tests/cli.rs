@@ -459,7 +459,9 @@ fn passwords_never_show_in_the_cli_or_the_dashboard() {
         vec!["tasks", "list", "--status", "failed"],
         vec!["tasks", "get", &id.to_string(), "--json"],
         // A Redis queue that is down: the retry's offer fails and is made later.
-        vec!["--queue", &queue, "tasks", "retry", "--status", "failed", "--json"],
+        vec![
+            "--queue", &queue, "tasks", "retry", "--status", "failed", "--json",
+        ],
     ] {
         let out = w.qtask(&args);
         hidden(&args.join(" "), &out);
@@ -473,7 +475,10 @@ fn passwords_never_show_in_the_cli_or_the_dashboard() {
 
     let d = Dashboard::spawn(w.command(&["--queue", &queue, "dashboard", "--listen", "127.0.0.1:0"]));
     let (_, overview) = d.request("GET", "/api/overview", &[]);
-    assert!(overview.contains("postgres:***@") && overview.contains(":***@127.0.0.1:1"), "{overview}");
+    assert!(
+        overview.contains("postgres:***@") && overview.contains(":***@127.0.0.1:1"),
+        "{overview}"
+    );
     for path in [
         "/".to_string(),
         "/api/overview".to_string(),
@@ -483,7 +488,10 @@ fn passwords_never_show_in_the_cli_or_the_dashboard() {
         "/api/tasks/999999999".to_string(),
     ] {
         let (code, body) = d.request("GET", &path, &[]);
-        assert!(!body.contains(SECRET), "{path} ({code}) shows the password: {body}");
+        assert!(
+            !body.contains(SECRET),
+            "{path} ({code}) shows the password: {body}"
+        );
     }
     drop(d);
     w.drop();

@@ -216,7 +216,9 @@ impl Client {
     /// checked first: one bad task and nothing is written.
     pub async fn create_many(&self, tasks: Vec<NewTask>) -> Result<Vec<Created>> {
         let span = crate::trace::create_many_span(tasks.len());
-        self.create_many_in_span(tasks, &span).instrument(span.clone()).await
+        self.create_many_in_span(tasks, &span)
+            .instrument(span.clone())
+            .await
     }
 
     async fn create_many_in_span(&self, tasks: Vec<NewTask>, span: &Span) -> Result<Vec<Created>> {

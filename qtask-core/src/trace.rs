@@ -17,7 +17,13 @@ use crate::task::Message;
 
 /// The span of one create (or delay); `task_id` is recorded once the row is written.
 pub(crate) fn create_span(queue: &str, operation: &'static str) -> Span {
-    info_span!("qtask.create", otel.kind = "producer", operation, queue, task_id = Empty)
+    info_span!(
+        "qtask.create",
+        otel.kind = "producer",
+        operation,
+        queue,
+        task_id = Empty
+    )
 }
 
 /// The span of one batch create.
@@ -103,7 +109,8 @@ mod carry {
 
     /// Makes `span` a child of the carried context; false when there is none to adopt.
     pub fn adopt(span: &Span, carried: Option<&str>) -> bool {
-        let Some(carrier) = carried.and_then(|text| serde_json::from_str::<HashMap<String, String>>(text).ok())
+        let Some(carrier) =
+            carried.and_then(|text| serde_json::from_str::<HashMap<String, String>>(text).ok())
         else {
             return false;
         };

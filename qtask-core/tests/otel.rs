@@ -123,7 +123,10 @@ async fn the_handler_span_continues_the_producers_trace() {
         let dispatch = span_of(&spans, "qtask.dispatch", created.id);
         assert_eq!(dispatch.span_context.trace_id(), trace_id, "{name}");
         assert_eq!(dispatch.parent_span_id, create.span_context.span_id(), "{name}");
-        assert!(dispatch.parent_span_is_remote, "{name}: the parent came from the row");
+        assert!(
+            dispatch.parent_span_is_remote,
+            "{name}: the parent came from the row"
+        );
         assert_eq!(attribute(dispatch, "queue").as_deref(), Some(queue));
         assert_eq!(attribute(dispatch, "attempt").as_deref(), Some("1"));
         // Linked to the fetch that claimed it.

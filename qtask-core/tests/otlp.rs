@@ -37,7 +37,9 @@ fn collector() -> (String, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
             let mut body = vec![0; length];
             reader.read_exact(&mut body).unwrap();
             stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n")
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n",
+                )
                 .unwrap();
             let _ = tx.send((request, body));
         }
@@ -74,12 +76,13 @@ async fn spans_reach_the_collector() {
         .unwrap()
         .unwrap();
     assert_eq!(message.task_id, created.id);
-    assert!(message.trace_context.is_some(), "the exporter gives spans a context");
+    assert!(
+        message.trace_context.is_some(),
+        "the exporter gives spans a context"
+    );
     common::drop_table(&client).await; // closing flushes the batch
 
-    let (request, body) = received
-        .recv_timeout(std::time::Duration::from_secs(30))
-        .unwrap();
+    let (request, body) = received.recv_timeout(std::time::Duration::from_secs(30)).unwrap();
     assert!(request.starts_with("POST /v1/traces "), "{request}");
     let body = String::from_utf8_lossy(&body);
     for name in ["qtask.create", "qtask.claim", "qtask.dispatch", "OTLP:Q"] {

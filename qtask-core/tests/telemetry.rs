@@ -118,13 +118,19 @@ async fn a_worker_process_serves_its_metrics() {
     ] {
         assert!(text.contains(series), "{series} missing in:\n{text}");
     }
-    assert!(!text.contains("qtask_tasks_rescued_total{queue=\"METRICS:Q\"}"), "{text}");
+    assert!(
+        !text.contains("qtask_tasks_rescued_total{queue=\"METRICS:Q\"}"),
+        "{text}"
+    );
     // Latencies are sane: positive, and well under a minute on a fresh table.
     for sum in [
         "qtask_create_to_start_seconds_sum{queue=\"METRICS:Q\"} ",
         "qtask_claim_to_finish_seconds_sum{queue=\"METRICS:Q\",outcome=\"finished\"} ",
     ] {
-        let line = text.lines().find(|l| l.starts_with(sum)).unwrap_or_else(|| panic!("{sum}"));
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(sum))
+            .unwrap_or_else(|| panic!("{sum}"));
         let value: f64 = line[sum.len()..].trim().parse().unwrap();
         assert!((0.0..60.0).contains(&value), "{line}");
     }
