@@ -12,6 +12,7 @@ use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::sleep;
+use tracing::Instrument;
 
 use crate::client::Client;
 use crate::error::Result;
@@ -24,6 +25,9 @@ const MAX_FETCHES: usize = 2;
 /// After the first slot frees up, the fetcher waits at most this long for half of the
 /// slots to be free, so that claims go in batches instead of one by one as handlers end.
 const GATHER: Duration = Duration::from_millis(2);
+/// Claimed tasks awaiting their outcome's commit, per slot: enough that claims go on
+/// while earlier finishes commit, few enough that a killed worker leaves few to run again.
+const UNSETTLED_PER_SLOT: usize = 4;
 /// Back-off while the database or queue is unreachable: never exit, never spin.
 const MAX_ERROR_PAUSE: Duration = Duration::from_secs(5);
 
@@ -81,7 +85,7 @@ impl Worker {
         // Claimed tasks whose outcome has not committed yet: bounded, so a slow
         // database holds the fetcher back, and a worker that dies leaves at most this
         // many tasks to run again.
-        let capacity = self.concurrency * 2;
+        let capacity = self.concurrency * UNSETTLED_PER_SLOT;
         let unsettled = Arc::new(Semaphore::new(capacity));
         let fetches = Arc::new(Semaphore::new(MAX_FETCHES));
         let errors = Arc::new(AtomicU32::new(0));
@@ -189,7 +193,8 @@ impl Fetch {
                         permit: free.pop(),
                         _settle: settle.split(1),
                     };
-                    tokio::spawn(slot.run(message, handler.clone()));
+                    let span = crate::trace::handle_span(&message);
+                    tokio::spawn(slot.run(message, handler.clone()).instrument(span));
                 }
             }
             Err(err) => {
@@ -221,7 +226,8 @@ impl Slot {
         let mut lease = message.lease;
         let queue = message.queue.clone();
         let started = std::time::Instant::now();
-        let mut job = tokio::spawn(handler(message));
+        // The handler's own spans nest in this attempt's `qtask.handle` span.
+        let mut job = tokio::spawn(handler(message).in_current_span());
         let mut current = true;
         // Renew the lease at half its length while the handler runs; once the attempt
         // is stale there is nothing left to renew.
@@ -243,6 +249,12 @@ impl Slot {
             Err(join) => Err(format!("handler panicked: {join}")),
         };
         crate::telemetry::handler_done(&queue, result.is_ok(), started.elapsed());
+        let span = tracing::Span::current();
+        span.record("outcome", if result.is_ok() { "finished" } else { "failed" });
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        let ok = result.is_ok();
         let counters = &self.counters;
         match result {
             Ok(()) => match self.client.finish_attempt(fence).await {
@@ -273,5 +285,6 @@ impl Slot {
                 }
             }
         }
+        crate::telemetry::claim_to_finish(&queue, ok, started.elapsed());
     }
 }

@@ -9,6 +9,7 @@ mod dialect;
 mod explain;
 mod outbox;
 mod outcomes;
+mod schedules;
 mod schema;
 mod statements;
 
@@ -23,6 +24,7 @@ pub use dialect::{redact, Dialect};
 pub use explain::Plan;
 pub use outbox::{CallerInsert, CallerStatement, ParamStyle};
 pub(crate) use outcomes::MAX_BATCH;
+pub(crate) use schedules::{DueSchedule, TickTaken};
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -84,8 +86,15 @@ impl Store {
         let options: AnyConnectOptions = url
             .parse()
             .map_err(|e| crate::error::invalid(format!("database URL {:?}: {e}", redact(&config.db))))?;
+        // SQLite lets one connection write at a time and makes the others sleep in its
+        // busy handler (1 ms, 2 ms, 5 ms … 100 ms): one connection queues this process's
+        // statements in order instead, several times faster under concurrent writers.
+        let connections = match dialect {
+            Dialect::Sqlite => 1,
+            _ => config.max_connections,
+        };
         let mut pool = AnyPoolOptions::new()
-            .max_connections(config.max_connections)
+            .max_connections(connections)
             .acquire_timeout(config.connect_timeout);
         if dialect == Dialect::Sqlite {
             // WAL lets readers run beside the one writer; busy_timeout makes writers queue.
@@ -176,6 +185,7 @@ impl Store {
     pub async fn install(&self) -> Result<()> {
         let mut statements = schema::statements(self.dialect, &self.table);
         statements.extend(admin::statements(self.dialect, &self.table)); // issue 11: queue settings
+        statements.extend(schedules::statements(self.dialect, &self.table)); // issue 12: periodic tasks
         let mut conn = self.pool.acquire().await?;
         match self.dialect {
             Dialect::Postgres => {
@@ -242,7 +252,8 @@ impl Store {
                 .bind(task.deadline_ms)
                 .bind(task.deadline_ms.max(LIVE_RETENTION_MS))
                 .bind(task.delete_after_ms)
-                .bind(task.max_count);
+                .bind(task.max_count)
+                .bind(&task.trace_context);
             if wake.is_some() {
                 query = query.bind(channel.clone());
             }

@@ -122,6 +122,7 @@ impl Store {
             task.deadline_ms.max(LIVE_RETENTION_MS).into(),
             task.delete_after_ms.into(),
             task.max_count.into(),
+            task.trace_context.clone().map_or(Value::Null, Value::String),
         ];
         if wake {
             params.push(self.wake_channel().into());
