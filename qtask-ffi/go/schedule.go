@@ -92,7 +92,7 @@ func (c *Client) Schedule(name string, input interface{}, s Schedule) (*Schedule
 	if err != nil {
 		return nil, &Error{Code: CodeInvalidArgument, Message: "invalid argument: schedule: " + err.Error()}
 	}
-	args, err := newTaskArgs(name, input, "", nil)
+	args, err := newCTaskArgs(name, input, "", nil)
 	if err != nil {
 		return nil, err
 	}
