@@ -367,6 +367,8 @@ pub struct Task {
     pub last_error: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Claims take higher priority first (default 0).
+    pub priority: i64,
 }
 
 /// Counts of one namespace's tasks plus what this client's sweeper did since it opened.

@@ -26,8 +26,9 @@ const LIVE_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
 const MINUTE_MS: i64 = 60_000;
 
 /// The columns a [`Task`] is read from.
-const TASK_COLUMNS: &str = "id, namespace, name, queue, payload, order_no, status, timeout_ms, next_at, \
-     deadline_at, delete_at, max_count, dispatch_count, last_error, created_at, updated_at";
+pub(super) const TASK_COLUMNS: &str =
+    "id, namespace, name, queue, payload, order_no, status, timeout_ms, next_at, \
+     deadline_at, delete_at, max_count, dispatch_count, last_error, created_at, updated_at, priority";
 
 /// The failed rows a list of failed tasks reads (checked by explain).
 pub(super) const LIST_FAILED: &str =
@@ -136,29 +137,6 @@ pub(crate) fn queue_table(task_table: &str) -> String {
     format!("{}queue", task_table.strip_suffix("task").unwrap_or(task_table))
 }
 
-/// The per-queue settings table; created by install beside the task table.
-pub(super) fn statements(dialect: Dialect, task_table: &str) -> Vec<String> {
-    let (key, int, tail) = match dialect {
-        Dialect::MySql => (
-            "VARCHAR(191)",
-            "BIGINT",
-            " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-        ),
-        Dialect::Postgres => ("TEXT", "BIGINT", ""),
-        Dialect::Sqlite => ("TEXT", "INTEGER", ""),
-    };
-    let namespace = if dialect == Dialect::MySql {
-        "VARCHAR(64)"
-    } else {
-        key
-    };
-    vec![format!(
-        "CREATE TABLE IF NOT EXISTS {} (namespace {namespace} NOT NULL, queue {key} NOT NULL, \
-         paused {int} NOT NULL, updated_at {int} NOT NULL, PRIMARY KEY (namespace, queue)){tail}",
-        queue_table(task_table)
-    )]
-}
-
 /// "No such table": SQLSTATE 42P01 (PostgreSQL), 42S02 (MySQL), SQLite's message.
 fn is_missing_table(err: &sqlx::Error) -> bool {
     let Some(db) = err.as_database_error() else {
@@ -197,6 +175,7 @@ pub(super) fn task_from_row(row: &AnyRow) -> Result<Task> {
         last_error: row.try_get("last_error")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        priority: row.try_get("priority")?,
     })
 }
 
