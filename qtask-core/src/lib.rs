@@ -46,7 +46,7 @@ pub use maintenance::SweepReport;
 pub use secret::redact;
 pub use task::{
     check_new_task, seconds, Created, Fence, Fenced, Message, NewTask, Stats, Status, Task, TaskOptions,
-    DEFAULT_DEADLINE, DEFAULT_MAX_COUNT, DEFAULT_TIMEOUT, RESERVED_KEYS,
+    DEFAULT_DEADLINE, DEFAULT_MAX_COUNT, DEFAULT_TIMEOUT, MAX_PRIORITY, RESERVED_KEYS,
 };
 pub use worker::{Worker, WorkerReport};
 

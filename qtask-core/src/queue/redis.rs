@@ -309,13 +309,13 @@ impl Queue for RedisQueue {
         if offers.is_empty() {
             return Ok(());
         }
-        let score = unix_ms();
+        let now = unix_ms();
         // One ZADD per queue, in the order given.
-        let mut groups: Vec<(&str, Vec<i64>)> = Vec::new();
+        let mut groups: Vec<(&str, Vec<&Offer>)> = Vec::new();
         for offer in offers {
             match groups.iter_mut().find(|(q, _)| *q == offer.queue) {
-                Some((_, ids)) => ids.push(offer.task_id),
-                None => groups.push((&offer.queue, vec![offer.task_id])),
+                Some((_, group)) => group.push(offer),
+                None => groups.push((&offer.queue, vec![offer])),
             }
         }
         let all_failed = |error| OfferError {
@@ -323,11 +323,15 @@ impl Queue for RedisQueue {
             error,
         };
         let (conn, generation) = self.shared_conn().await.map_err(all_failed)?;
-        let zadd = |queue: &str, ids: &[i64]| {
+        // Offers come in due order; each is scored a millisecond after the one before,
+        // the last at now, so that equal priorities pop earliest due first.
+        let zadd = |queue: &str, group: &[&Offer]| {
             let mut cmd = redis::cmd("ZADD");
             cmd.arg(self.key(queue)).arg("NX");
-            for id in ids {
-                cmd.arg(score).arg(member(*id));
+            let first = now - group.len() as i64 + 1;
+            for (i, offer) in group.iter().enumerate() {
+                cmd.arg(score(first + i as i64, offer.priority))
+                    .arg(member(offer.task_id));
             }
             cmd
         };
@@ -350,9 +354,9 @@ impl Queue for RedisQueue {
                 // queues that failed are withdrawn.
                 let mut failed = Vec::new();
                 let mut first_error = None;
-                for (queue, ids) in &groups {
-                    if let Err(err) = zadd(queue, ids).query_async::<()>(&mut c).await {
-                        failed.extend_from_slice(ids);
+                for (queue, group) in &groups {
+                    if let Err(err) = zadd(queue, group).query_async::<()>(&mut c).await {
+                        failed.extend(group.iter().map(|o| o.task_id));
                         first_error.get_or_insert(err);
                     }
                 }
@@ -411,11 +415,19 @@ fn member(id: i64) -> String {
     format!("{id:019}")
 }
 
-fn unix_ms() -> f64 {
+fn unix_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as f64)
-        .unwrap_or(0.0)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// An offer's score: lower pops first. Each priority step outweighs any offer time
+/// (2^42 ms is 139 years), and with priorities within ±1000 every score is an integer
+/// below 2^53, exact in a double.
+fn score(unix_ms: i64, priority: i64) -> f64 {
+    const STEP: i64 = 1 << 42;
+    (unix_ms - priority * STEP) as f64
 }
 
 /// Whether an error may have left the connection unusable (anything but a plain
@@ -523,6 +535,17 @@ fn cluster_nodes(scheme: &str, rest: &str) -> std::result::Result<Vec<String>, S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn higher_priority_scores_lower_whenever_offered() {
+        let (now, later) = (1_800_000_000_000, 4_000_000_000_000);
+        assert!(score(later, 1) < score(now, 0));
+        assert!(score(later, -999) < score(now, -1000));
+        assert!(score(now, 0) < score(later, 0));
+        let max = i64::from(crate::task::MAX_PRIORITY);
+        assert!(score(later, -max).abs() < 2f64.powi(53));
+        assert!(score(0, max).abs() < 2f64.powi(53));
+    }
 
     #[test]
     fn keys_share_the_queue_hash_tag() {

@@ -6,7 +6,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Executor, Row};
 
 use super::statements::{id_list, TwoStep};
-use super::{retry_conflicts, Store};
+use super::{retry_conflicts, Dialect, Store};
 use crate::error::Result;
 use crate::task::{Fence, Message};
 
@@ -15,6 +15,8 @@ use crate::task::{Fence, Message};
 pub struct Offer {
     pub task_id: i64,
     pub queue: String,
+    /// Higher priority is taken from the queue first.
+    pub priority: i64,
 }
 
 /// A value bound to a `?` of a hot statement.
@@ -69,6 +71,7 @@ impl Store {
                 Ok(Offer {
                     task_id: row.try_get(0)?,
                     queue: row.try_get(1)?,
+                    priority: row.try_get(2)?,
                 })
             })
             .collect()
@@ -135,7 +138,11 @@ impl Store {
                 Ok(Changed { rows, before: false })
             }
             TwoStep::Locking { select, update } => {
-                let mut tx = self.pool.begin().await?;
+                // SQLite: take the write lock first, so that no writer slips in between.
+                let mut tx = match self.dialect {
+                    Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+                    _ => self.pool.begin().await?,
+                };
                 let rows = self.fetch(&mut *tx, &fill(select), binds).await?;
                 if !rows.is_empty() {
                     let locked = rows

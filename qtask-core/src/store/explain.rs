@@ -3,6 +3,7 @@
 
 use sqlx::Row;
 
+use super::statements::CLAIM_ORDER;
 use super::{Dialect, Store, DUE, EXPIRED, SPENT};
 use crate::error::Result;
 
@@ -24,7 +25,14 @@ impl Store {
     pub async fn explain(&self) -> Result<Vec<Plan>> {
         let statements = [
             ("claim", DUE.replace("{queue}", ""), false),
-            ("pop", DUE.replace("{queue}", "AND queue = ?"), true),
+            (
+                "pop",
+                format!(
+                    "{} ORDER BY {CLAIM_ORDER}",
+                    DUE.replace("{queue}", "AND queue = ?")
+                ),
+                true,
+            ),
             ("give_up", SPENT.to_string(), false),
             ("cleanup", EXPIRED.to_string(), false),
             ("list_failed", super::admin::LIST_FAILED.to_string(), false),

@@ -19,6 +19,8 @@ pub(crate) const CLAIMED: &str = "id, queue, payload, dispatch_count, timeout_ms
 /// Rows a claim may take now. Served by the `due` / `queue_due` indexes.
 pub(crate) const DUE: &str = "namespace = ? {queue} AND next_at <= {now} \
                               AND dispatch_count < max_count AND deadline_at > {now}";
+/// The order in which the `db` queue claims due rows of one queue (index `queue_priority_due`).
+pub(crate) const CLAIM_ORDER: &str = "priority DESC, next_at";
 /// Due rows that may not be attempted again.
 pub(crate) const SPENT: &str = "namespace = ? AND next_at <= {now} \
                                 AND (deadline_at <= {now} OR dispatch_count >= max_count)";
@@ -38,14 +40,15 @@ pub(crate) enum TwoStep {
 pub(crate) struct Statements {
     /// Insert one task unless a live one holds its order number; returns the id.
     /// Binds: namespace, name, queue, payload, order_no, live_key, status, timeout_ms,
-    /// next-in ms, deadline ms, delete ms, delete_after_ms, max_count.
+    /// next-in ms, deadline ms, delete ms, delete_after_ms, max_count, priority.
     pub insert: String,
     /// PostgreSQL: [`Statements::insert`] that also wakes the `db` queue's fetchers
     /// (NOTIFY, sent when the inserting transaction commits). Extra binds: channel, queue.
     pub insert_and_wake: Option<String>,
     /// `db` queue: claim up to N due rows of one queue. Binds: namespace, queue, limit.
     pub claim_due: TwoStep,
-    /// Redis: mark up to N due rows offered. Binds: namespace, limit. Returns id, queue.
+    /// Redis: mark up to N due rows offered. Binds: namespace, limit. Returns id, queue,
+    /// priority, in due order.
     pub offer_due: TwoStep,
     /// Claim offered rows by id (`{ids}`), for this namespace (`{ns}`).
     pub claim_offered: TwoStep,
@@ -68,9 +71,9 @@ impl Statements {
         };
         let claim_set = "status = 30, dispatch_count = dispatch_count + 1, \
                          next_at = {now} + timeout_ms, updated_at = {now}";
-        let due_select = |columns: &str, queue: &str| {
+        let due_select = |columns: &str, queue: &str, order: &str| {
             format!(
-                "SELECT {columns} FROM {{t}} WHERE {} ORDER BY next_at LIMIT ? {}",
+                "SELECT {columns} FROM {{t}} WHERE {} ORDER BY {order} LIMIT ? {}",
                 DUE.replace("{queue}", queue),
                 dialect.skip_locked()
             )
@@ -90,17 +93,17 @@ impl Statements {
         let queue_filter = "AND queue = ?";
         let claim_due = two_step(
             claim_set,
-            &format!("id IN ({})", due_select("id", queue_filter)),
+            &format!("id IN ({})", due_select("id", queue_filter, CLAIM_ORDER)),
             CLAIMED,
-            due_select(CLAIMED, queue_filter),
+            due_select(CLAIMED, queue_filter, CLAIM_ORDER),
         );
         let offer_set = "status = 21, next_at = {now} + timeout_ms, updated_at = {now}";
-        let offer_due = two_step(
-            offer_set,
-            &format!("id IN ({})", due_select("id", "")),
-            "id, queue",
-            due_select("id, queue", ""),
-        );
+        // Two steps on every database, so that the offers come back in due order (the
+        // Redis queue scores them by it; UPDATE … RETURNING gives no order).
+        let offer_due = TwoStep::Locking {
+            select: fill(&due_select("id, queue, priority", "", "next_at")),
+            update: fill(&format!("UPDATE {{t}} SET {offer_set} WHERE id IN ({{ids}})")),
+        };
         // Offered rows of this namespace that may still be attempted. Locks taken by id.
         let offered = "id IN ({ids}) AND namespace = {ns} AND status = 21 \
                        AND dispatch_count < max_count AND deadline_at > {now}";
@@ -137,15 +140,15 @@ impl Statements {
         let insert = fill(&format!(
             "{insert_head} {{t}} (namespace, name, queue, payload, order_no, live_key, status, \
              timeout_ms, next_at, deadline_at, delete_at, delete_after_ms, max_count, \
-             dispatch_count, last_error, created_at, updated_at) \
+             dispatch_count, last_error, created_at, updated_at, priority) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, {{now}} + ?, {{now}} + ?, {{now}} + ?, ?, ?, 0, NULL, \
-             {{now}}, {{now}}) {insert_tail}"
+             {{now}}, {{now}}, ?) {insert_tail}"
         ));
         let insert_and_wake = (dialect == Dialect::Postgres).then(|| {
             let insert = insert.replace("RETURNING id", "RETURNING id, queue");
             format!(
                 "WITH ins AS ({insert}) SELECT ins.id FROM ins \
-                 CROSS JOIN LATERAL (SELECT pg_notify($14, ins.queue)) AS wake"
+                 CROSS JOIN LATERAL (SELECT pg_notify($15, ins.queue)) AS wake"
             )
         });
         Statements {
