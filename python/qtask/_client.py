@@ -71,9 +71,12 @@ def _task_args(
     delete_deadline: Optional[float],
     max_count: Optional[int],
     order_no: Optional[str],
+    priority: Optional[int] = None,
 ) -> TaskArgs:
     if max_count is not None and (isinstance(max_count, bool) or not isinstance(max_count, int)):
         raise InvalidArgument(f"max_count must be an int, got {max_count!r}")
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
+        raise InvalidArgument(f"priority must be an int, got {priority!r}")
     return (
         _text(name, "name"),
         _dumps(input, "input"),
@@ -83,6 +86,7 @@ def _task_args(
         _seconds(delete_deadline, "delete_deadline"),
         max_count,
         None if order_no is None else _text(order_no, "order_no"),
+        priority,
     )
 
 
@@ -200,6 +204,7 @@ class Client:
         delete_deadline: Optional[float] = None,
         max_count: Optional[int] = None,
         order_no: Optional[str] = None,
+        priority: Optional[int] = None,
     ) -> int:
         """Writes the task and dispatches it; returns its id.
 
@@ -214,6 +219,8 @@ class Client:
             max_count: dispatches at most (default 100).
             order_no: business number; a live task with the same queue and number is
                 returned instead of a new one.
+            priority: claims take higher priority first, then the earliest due
+                (default 0, from -1000 to 1000).
 
         If the queue (Redis) is down, the task is still saved, a warning is logged on the
         ``qtask`` logger, and the sweeper dispatches it once the queue is back.
@@ -222,7 +229,7 @@ class Client:
             qtask.InvalidArgument: bad input; nothing was written.
         """
         task_id, existing, dispatched = self._native.create(
-            _task_args(name, input, queue, timeout, deadline, delete_deadline, max_count, order_no)
+            _task_args(name, input, queue, timeout, deadline, delete_deadline, max_count, order_no, priority)
         )
         if not existing and not dispatched:
             _log.warning("task %d is saved but its queue is unreachable; the sweeper will dispatch it", task_id)
@@ -239,13 +246,14 @@ class Client:
         delete_deadline: Optional[float] = None,
         max_count: Optional[int] = None,
         order_no: Optional[str] = None,
+        priority: Optional[int] = None,
     ) -> tuple[int, Invoke]:
         """Writes the task without dispatching it; returns ``(id, invoke)``.
 
         Call ``invoke()`` after your own transaction commits (the outbox pattern).
         """
         task_id, _existing, invoke = self._native.create_deferred(
-            _task_args(name, input, queue, timeout, deadline, delete_deadline, max_count, order_no)
+            _task_args(name, input, queue, timeout, deadline, delete_deadline, max_count, order_no, priority)
         )
         return task_id, Invoke(invoke)
 
@@ -261,13 +269,14 @@ class Client:
         delete_deadline: Optional[float] = None,
         max_count: Optional[int] = None,
         order_no: Optional[str] = None,
+        priority: Optional[int] = None,
     ) -> int:
         """Writes the task only; the sweeper dispatches it ``delay`` seconds from now."""
         delay_s = _seconds(delay, "delay")
         if delay_s is None:
             raise InvalidArgument("delay is required")
         task_id, _existing = self._native.delay(
-            _task_args(name, input, queue, timeout, deadline, delete_deadline, max_count, order_no),
+            _task_args(name, input, queue, timeout, deadline, delete_deadline, max_count, order_no, priority),
             delay_s,
         )
         return task_id
@@ -298,6 +307,7 @@ class Client:
                     task.get("delete_deadline"),
                     task.get("max_count"),
                     task.get("order_no"),
+                    task.get("priority"),
                 )
             )
         return self._native.create_many(args)

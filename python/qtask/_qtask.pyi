@@ -20,6 +20,7 @@ TaskArgs = Tuple[
     Optional[float],  # delete_deadline, seconds
     Optional[int],  # max_count
     Optional[str],  # order_no
+    Optional[int],  # priority
 ]
 
 @final

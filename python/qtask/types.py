@@ -39,6 +39,8 @@ class Task(TypedDict):
     last_error: Optional[str]
     created_at: int
     updated_at: int
+    priority: int
+    """Claims take higher priority first (default 0)."""
 
 
 class Stats(TypedDict):
@@ -105,6 +107,7 @@ if sys.version_info >= (3, 11):
         delete_deadline: NotRequired[float]
         max_count: NotRequired[int]
         order_no: NotRequired[str]
+        priority: NotRequired[int]
 
 else:  # pragma: no cover
 
@@ -121,6 +124,7 @@ else:  # pragma: no cover
         delete_deadline: float
         max_count: int
         order_no: str
+        priority: int
 
 
 @dataclass(frozen=True)

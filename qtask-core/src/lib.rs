@@ -44,6 +44,7 @@ pub use config::{Config, DB_QUEUE, DEFAULT_DB_URL};
 pub use error::{Error, Result};
 pub use maintenance::SweepReport;
 pub use secret::redact;
+pub use store::QueueLimits;
 pub use task::{
     check_new_task, seconds, Created, Fence, Fenced, Message, NewTask, Stats, Status, Task, TaskOptions,
     DEFAULT_DEADLINE, DEFAULT_MAX_COUNT, DEFAULT_TIMEOUT, MAX_PRIORITY, RESERVED_KEYS,

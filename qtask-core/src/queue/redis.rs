@@ -224,6 +224,21 @@ impl RedisQueue {
         }
     }
 
+    /// How many tasks a limited queue may take, polling until `until` while it is none:
+    /// ids popped beyond it would only be withdrawn again.
+    async fn room(&self, queue: &str, max: usize, until: Instant) -> Result<usize> {
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let room = self.store.room(queue, max as i64).await?;
+            let left = until.saturating_duration_since(Instant::now());
+            if room > 0 || left.is_zero() {
+                return Ok(usize::try_from(room).unwrap_or(0));
+            }
+            tokio::time::sleep(pause.min(left)).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
     /// Up to `max` ids, without waiting (ZPOPMIN on the shared connection).
     async fn take_now(&self, key: &str, max: usize) -> Result<Vec<String>> {
         let (conn, generation) = self.shared_conn().await?;
@@ -378,6 +393,13 @@ impl Queue for RedisQueue {
         let key = self.key(queue);
         let until = deadline_after(wait);
         loop {
+            let max = match self.store.is_limited(queue) {
+                true => self.room(queue, max, until).await?,
+                false => max,
+            };
+            if max == 0 {
+                return Ok(Vec::new());
+            }
             let mut ids = self.take_now(&key, max).await?;
             if ids.is_empty() {
                 let left = until.saturating_duration_since(Instant::now());
@@ -401,7 +423,14 @@ impl Queue for RedisQueue {
                 })
                 .collect();
             // Ids no longer offered (a second copy, an ended task) are skipped here.
-            let messages = self.store.claim_offered(&ids).await?;
+            let messages = if self.store.is_limited(queue) {
+                // Ids refused for the queue's limits are offered again by the next sweep.
+                let (messages, refused) = self.store.claim_offered_limited(queue, &ids).await?;
+                self.store.withdraw(&refused).await?;
+                messages
+            } else {
+                self.store.claim_offered(&ids).await?
+            };
             if !messages.is_empty() || Instant::now() >= until {
                 return Ok(messages);
             }

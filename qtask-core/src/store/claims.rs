@@ -3,7 +3,7 @@
 //! statement that marks it processing, starts its lease and counts the attempt.
 
 use sqlx::any::AnyRow;
-use sqlx::{AssertSqlSafe, Executor, Row};
+use sqlx::{AnyConnection, AssertSqlSafe, Executor, Row};
 
 use super::statements::{id_list, TwoStep};
 use super::{retry_conflicts, Dialect, Store};
@@ -36,6 +36,9 @@ impl Store {
     /// The `db` queue: claims up to `limit` due tasks of `queue` (a row becoming due is
     /// the offer). Concurrent claimers never share a row.
     pub(crate) async fn claim_due(&self, queue: &str, limit: u32) -> Result<Vec<Message>> {
+        if self.is_limited(queue) {
+            return self.claim_due_limited(queue, limit).await;
+        }
         let statements = self.statements();
         let binds = [
             Bind::Text(self.namespace()),
@@ -93,7 +96,7 @@ impl Store {
 
     /// Turns claimed rows into messages. A row whose payload cannot be read fails with
     /// its reason; the others are delivered.
-    async fn claimed(&self, changed: Changed) -> Result<Vec<Message>> {
+    pub(super) async fn claimed(&self, changed: Changed) -> Result<Vec<Message>> {
         let mut messages = Vec::with_capacity(changed.rows.len());
         for row in &changed.rows {
             let count: i64 = row.try_get(3)?;
@@ -137,22 +140,43 @@ impl Store {
                 let rows = self.fetch(&self.pool, &fill(sql), binds).await?;
                 Ok(Changed { rows, before: false })
             }
-            TwoStep::Locking { select, update } => {
+            TwoStep::Locking { .. } => {
                 // SQLite: take the write lock first, so that no writer slips in between.
                 let mut tx = match self.dialect {
                     Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
                     _ => self.pool.begin().await?,
                 };
-                let rows = self.fetch(&mut *tx, &fill(select), binds).await?;
+                let changed = self.change_on(&mut tx, step, binds, ids).await?;
+                tx.commit().await?;
+                Ok(changed)
+            }
+        }
+    }
+
+    /// Runs a [`TwoStep`] on a connection inside the caller's transaction.
+    pub(super) async fn change_on(
+        &self,
+        conn: &mut AnyConnection,
+        step: &TwoStep,
+        binds: &[Bind<'_>],
+        ids: &str,
+    ) -> Result<Changed> {
+        let fill = |sql: &str| sql.replace("{ids}", ids);
+        match step {
+            TwoStep::Returning(sql) => {
+                let rows = self.fetch(&mut *conn, &fill(sql), binds).await?;
+                Ok(Changed { rows, before: false })
+            }
+            TwoStep::Locking { select, update } => {
+                let rows = self.fetch(&mut *conn, &fill(select), binds).await?;
                 if !rows.is_empty() {
                     let locked = rows
                         .iter()
                         .map(|row| row.try_get::<i64, _>(0))
                         .collect::<Result<Vec<_>, _>>()?;
                     let sql = update.replace("{ids}", &id_list(locked));
-                    tx.execute(AssertSqlSafe(sql)).await?;
+                    conn.execute(AssertSqlSafe(sql)).await?;
                 }
-                tx.commit().await?;
                 Ok(Changed { rows, before: true })
             }
         }

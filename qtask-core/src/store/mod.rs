@@ -7,11 +7,13 @@ pub(crate) mod admin;
 mod claims;
 mod dialect;
 mod explain;
+mod limits;
 mod outcomes;
 mod schema;
 mod statements;
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -20,6 +22,7 @@ use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Connection, Executor, Row};
 pub use claims::Offer;
 pub use dialect::{redact, Dialect};
 pub use explain::Plan;
+pub use limits::QueueLimits;
 pub(crate) use outcomes::MAX_BATCH;
 
 use crate::clock::Clock;
@@ -65,6 +68,8 @@ pub struct Store {
     clock: Clock,
     /// The hot statements, rendered for the clock offset they were made with.
     rendered: Arc<Mutex<(i64, Arc<Statements>)>>,
+    /// Queues with limits, as last read with the pause flags (limits.rs).
+    limited: Arc<RwLock<HashSet<String>>>,
 }
 
 impl Store {
@@ -112,6 +117,7 @@ impl Store {
             namespace: config.namespace.clone(),
             clock,
             rendered: Arc::new(Mutex::new((offset, Arc::new(statements)))),
+            limited: Arc::default(),
         })
     }
 

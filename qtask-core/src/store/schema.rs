@@ -24,6 +24,7 @@ pub(super) enum Kind {
     Text,
     LongText,
     Int,
+    Real,
     /// An integer with a default, so that install can add it to a table that has rows.
     IntDefault(i64),
 }
@@ -72,12 +73,17 @@ const TASK_INDEXES: &[Index] = &[
     ("status", "", "namespace, status, id"),
 ];
 
-/// Every column of the per-queue settings table (pause; admin.rs).
+/// Every column of the per-queue settings table (pause, admin.rs; limits, limits.rs).
 const QUEUE_COLUMNS: &[Column] = &[
     ("namespace", Kind::Key(64), true),
     ("queue", Kind::Key(191), true),
     ("paused", Kind::Int, true),
     ("updated_at", Kind::Int, true),
+    // Limits (NULL: none) and the rate limit's token bucket (store/limits.rs).
+    ("max_processing", Kind::Int, false),
+    ("max_per_second", Kind::Real, false),
+    ("tokens", Kind::Real, false),
+    ("tokens_at", Kind::Int, false),
 ];
 
 /// One table as install makes it.
@@ -174,6 +180,9 @@ fn column(dialect: Dialect, (name, kind, not_null): &Column) -> String {
         (_, Kind::Key(_) | Kind::Text | Kind::LongText) => "TEXT".into(),
         (Dialect::Sqlite, Kind::Int) => "INTEGER".into(),
         (_, Kind::Int) => "BIGINT".into(),
+        (Dialect::Sqlite, Kind::Real) => "REAL".into(),
+        (Dialect::Postgres, Kind::Real) => "DOUBLE PRECISION".into(),
+        (Dialect::MySql, Kind::Real) => "DOUBLE".into(),
         (Dialect::Sqlite, Kind::IntDefault(n)) => format!("INTEGER DEFAULT {n}"),
         (_, Kind::IntDefault(n)) => format!("BIGINT DEFAULT {n}"),
     };
