@@ -149,6 +149,7 @@ impl Client {
             task_id: inserted.id,
             queue: valid.queue.clone(),
             priority: valid.priority,
+            overdue_ms: 0,
         });
         if !inserted.existing {
             crate::telemetry::created(&valid.queue);
@@ -218,6 +219,7 @@ impl Client {
                 task_id: ins.id,
                 queue: task.queue,
                 priority: task.priority,
+                overdue_ms: 0,
             })
             .collect();
         let dispatched = self.offer_or_withdraw(&new_offers).await?;

@@ -338,14 +338,12 @@ impl Queue for RedisQueue {
             error,
         };
         let (conn, generation) = self.shared_conn().await.map_err(all_failed)?;
-        // Offers come in due order; each is scored a millisecond after the one before,
-        // the last at now, so that equal priorities pop earliest due first.
+        // Scored by when each became due, so that equal priorities pop earliest due first.
         let zadd = |queue: &str, group: &[&Offer]| {
             let mut cmd = redis::cmd("ZADD");
             cmd.arg(self.key(queue)).arg("NX");
-            let first = now - group.len() as i64 + 1;
-            for (i, offer) in group.iter().enumerate() {
-                cmd.arg(score(first + i as i64, offer.priority))
+            for offer in group {
+                cmd.arg(score(now - offer.overdue_ms.max(0), offer.priority))
                     .arg(member(offer.task_id));
             }
             cmd

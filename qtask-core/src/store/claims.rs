@@ -17,6 +17,9 @@ pub struct Offer {
     pub queue: String,
     /// Higher priority is taken from the queue first.
     pub priority: i64,
+    /// How long it has been due (0 for a task created now): equal priorities are taken
+    /// earliest due first.
+    pub overdue_ms: i64,
 }
 
 /// A value bound to a `?` of a hot statement.
@@ -75,6 +78,7 @@ impl Store {
                     task_id: row.try_get(0)?,
                     queue: row.try_get(1)?,
                     priority: row.try_get(2)?,
+                    overdue_ms: row.try_get(3)?,
                 })
             })
             .collect()

@@ -48,7 +48,7 @@ pub(crate) struct Statements {
     /// `db` queue: claim up to N due rows of one queue. Binds: namespace, queue, limit.
     pub claim_due: TwoStep,
     /// Redis: mark up to N due rows offered. Binds: namespace, limit. Returns id, queue,
-    /// priority, in due order.
+    /// priority and how long each has been due (ms).
     pub offer_due: TwoStep,
     /// Claim offered rows by id (`{ids}`), for this namespace (`{ns}`).
     pub claim_offered: TwoStep,
@@ -98,10 +98,10 @@ impl Statements {
             due_select(CLAIMED, queue_filter, CLAIM_ORDER),
         );
         let offer_set = "status = 21, next_at = {now} + timeout_ms, updated_at = {now}";
-        // Two steps on every database, so that the offers come back in due order (the
-        // Redis queue scores them by it; UPDATE … RETURNING gives no order).
+        // Two steps on every database, so that the select reads next_at before the update
+        // moves it (the Redis queue scores offers by how long they have been due).
         let offer_due = TwoStep::Locking {
-            select: fill(&due_select("id, queue, priority", "", "next_at")),
+            select: fill(&due_select("id, queue, priority, {now} - next_at", "", "next_at")),
             update: fill(&format!("UPDATE {{t}} SET {offer_set} WHERE id IN ({{ids}})")),
         };
         // Offered rows of this namespace that may still be attempted. Locks taken by id.
