@@ -32,7 +32,7 @@ from .errors import (
     QueueError,
     TimeoutError,
 )
-from .types import Message, NewTask, QueueSummary, RatePoint, Stats, SweepReport, Task, TaskPage, WorkerReport
+from .types import Message, NewTask, QueueLimits, QueueSummary, RatePoint, Stats, SweepReport, Task, TaskPage, WorkerReport
 
 __all__ = [
     "__version__",
@@ -45,6 +45,7 @@ __all__ = [
     "Stats",
     "SweepReport",
     "TaskPage",
+    "QueueLimits",
     "QueueSummary",
     "RatePoint",
     "WorkerReport",

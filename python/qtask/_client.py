@@ -404,8 +404,39 @@ class Client:
     def resume_queue(self, queue: str) -> None:
         self._native.resume_queue(queue)
 
+    def set_queue_limits(
+        self,
+        queue: str,
+        *,
+        max_processing: Optional[int] = None,
+        max_per_second: Optional[float] = None,
+    ) -> None:
+        """Limits ``queue`` across every worker of every process; ``None`` is no limit.
+
+        Arguments:
+            max_processing: tasks of the queue processing at once (at least 1).
+            max_per_second: claims per second (above 0; fractions allowed).
+
+        Enforced where tasks are claimed, in the database; other processes notice
+        within one sweep interval. Call with no limits to remove them.
+
+        Raises:
+            qtask.InvalidArgument: a limit out of range; nothing was changed.
+        """
+        if max_processing is not None and (isinstance(max_processing, bool) or not isinstance(max_processing, int)):
+            raise InvalidArgument(f"max_processing must be an int, got {max_processing!r}")
+        if max_processing is not None and not 0 <= max_processing < 2**32:
+            raise InvalidArgument(f"max_processing must be 1 to {2**32 - 1}, got {max_processing}")
+        if max_per_second is not None and (
+            isinstance(max_per_second, bool) or not isinstance(max_per_second, (int, float))
+        ):
+            raise InvalidArgument(f"max_per_second must be a number, got {max_per_second!r}")
+        rate = None if max_per_second is None else float(max_per_second)
+        limits = {"max_processing": max_processing, "max_per_second": rate}
+        self._native.set_queue_limits(queue, json.dumps(limits))
+
     def queues(self) -> List[QueueSummary]:
-        """Every queue of the namespace with its counts by status and pause flag."""
+        """Every queue of the namespace with its counts by status, pause flag and limits."""
         return cast(List[QueueSummary], json.loads(self._native.queues()))
 
     def rates(self, minutes: int = 60) -> List[RatePoint]:

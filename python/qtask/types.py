@@ -74,11 +74,19 @@ class TaskPage(TypedDict):
     next_before_id: Optional[int]
 
 
+class QueueLimits(TypedDict):
+    """A queue's limits across every worker (``None``: no limit)."""
+
+    max_processing: Optional[int]
+    max_per_second: Optional[float]
+
+
 class QueueSummary(TypedDict):
-    """From :meth:`qtask.Client.queues`: one queue's counts by status and pause flag."""
+    """From :meth:`qtask.Client.queues`: one queue's counts, pause flag and limits."""
 
     queue: str
     paused: bool
+    limits: QueueLimits
     waiting: int
     processing: int
     finished: int

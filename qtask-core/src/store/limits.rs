@@ -19,7 +19,8 @@ use crate::error::Result;
 use crate::task::Message;
 
 /// The limits of one queue; `None` is no limit.
-#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct QueueLimits {
     /// Tasks of the queue processing at once (live leases), across every worker.
     pub max_processing: Option<u32>,
@@ -30,6 +31,17 @@ pub struct QueueLimits {
 impl QueueLimits {
     pub fn is_unlimited(&self) -> bool {
         self.max_processing.is_none() && self.max_per_second.is_none()
+    }
+
+    /// Reads limits from a JSON object with the same keys (for C, Go and Python):
+    /// `{"max_processing": 4, "max_per_second": 2.5}`; a missing key or `null` is no
+    /// limit, and `""`, `null` or `{}` remove both.
+    pub fn from_json(text: &str) -> Result<QueueLimits> {
+        let text = text.trim();
+        if text.is_empty() || text == "null" {
+            return Ok(QueueLimits::default());
+        }
+        serde_json::from_str(text).map_err(|e| crate::error::invalid(format!("queue limits: {e}")))
     }
 }
 
