@@ -5,7 +5,7 @@ mod common;
 
 use common::{config, databases, drop_table, unique_prefix};
 use qtask_core::sqlx::{AssertSqlSafe, Executor};
-use qtask_core::{Client, Clock, NewTask, Status};
+use qtask_core::{Client, Clock, NewTask, QueueLimits, Status};
 use serde_json::json;
 
 #[tokio::test]
@@ -33,6 +33,16 @@ async fn install_adds_missing_columns_and_keeps_rows() {
             .await
             .unwrap();
         assert!(c.get(id).await.is_err(), "{}: the column is gone", db.name);
+        // The settings table as the release before limits made it.
+        let queue_table = format!("{}queue", table.strip_suffix("task").unwrap());
+        pool.execute(AssertSqlSafe(format!(
+            "ALTER TABLE {queue_table} DROP COLUMN max_per_second"
+        )))
+        .await
+        .unwrap();
+        // Until install runs again, pause flags still read (limits are then ignored).
+        c.pause_queue("Q").await.unwrap();
+        assert!(c.queues().await.unwrap()[0].paused, "{}", db.name);
 
         // Two installers at once: one adds the column, the other finds it there.
         let other = Client::open(config(&db, &prefix, &clock)).await.unwrap();
@@ -54,6 +64,17 @@ async fn install_adds_missing_columns_and_keeps_rows() {
             .await
             .unwrap();
         assert!(again.existing && again.id == id, "{}: {again:?}", db.name);
+        let limits = QueueLimits {
+            max_processing: None,
+            max_per_second: Some(2.5),
+        };
+        c.set_queue_limits("Q", limits).await.unwrap();
+        let queues = c.queues().await.unwrap();
+        assert!(
+            queues[0].paused && queues[0].limits == limits,
+            "{}: {queues:?}",
+            db.name
+        );
         let indexes = index_names(&c, db.name).await;
         assert!(
             indexes.iter().any(|i| i.eq_ignore_ascii_case(&index)),

@@ -143,9 +143,16 @@ fn is_missing_table(err: &sqlx::Error) -> bool {
     let Some(db) = err.as_database_error() else {
         return false;
     };
-    matches!(db.code().as_deref(), Some("42P01" | "42S02" | "42703" | "42S22"))
+    matches!(db.code().as_deref(), Some("42P01" | "42S02"))
         || db.message().contains("no such table")
-        || db.message().contains("no such column")
+        || is_missing_column(err)
+}
+
+fn is_missing_column(err: &sqlx::Error) -> bool {
+    let Some(db) = err.as_database_error() else {
+        return false;
+    };
+    matches!(db.code().as_deref(), Some("42703" | "42S22")) || db.message().contains("no such column")
 }
 
 fn summary_of(queues: &mut BTreeMap<String, QueueSummary>, queue: String) -> &mut QueueSummary {
@@ -315,6 +322,16 @@ impl Store {
         ));
         let rows = match sqlx::query(sql).bind(&self.namespace).fetch_all(&self.pool).await {
             Ok(rows) => rows,
+            Err(err) if is_missing_column(&err) => {
+                // The table from before limits: pause flags only.
+                let sql = self.sql(&format!(
+                    "SELECT queue, paused, 0 FROM {table} WHERE namespace = ? AND paused = 1"
+                ));
+                sqlx::query(sql)
+                    .bind(&self.namespace)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
             Err(err) if is_missing_table(&err) => return Ok(HashSet::new()),
             Err(err) => return Err(err.into()),
         };
