@@ -5,7 +5,7 @@
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AssertSqlSafe, Executor, Row};
 
-use super::statements::{id_list, TwoStep};
+use super::statements::{id_list, Statements, TwoStep};
 use super::{retry_conflicts, Dialect, Store};
 use crate::error::Result;
 use crate::task::{Fence, Message};
@@ -43,6 +43,15 @@ impl Store {
             return self.claim_due_limited(queue, limit).await;
         }
         let statements = self.statements();
+        if statements.claim_level.is_some() {
+            let changed = retry_conflicts(|| async {
+                let mut conn = self.pool.acquire().await?;
+                self.claim_due_on(&mut conn, &statements, queue, i64::from(limit))
+                    .await
+            })
+            .await?;
+            return self.claimed(changed).await;
+        }
         let binds = [
             Bind::Text(self.namespace()),
             Bind::Text(queue),
@@ -50,6 +59,49 @@ impl Store {
         ];
         let changed = retry_conflicts(|| self.change(&statements.claim_due, &binds, "")).await?;
         self.claimed(changed).await
+    }
+
+    /// Claims up to `limit` due rows of `queue` on `conn`: in one statement, or (SQLite)
+    /// one priority level at a time, highest first, until `limit` rows are claimed.
+    pub(super) async fn claim_due_on(
+        &self,
+        conn: &mut AnyConnection,
+        statements: &Statements,
+        queue: &str,
+        limit: i64,
+    ) -> Result<Changed> {
+        let (Some(claim_level), Some(next_level)) = (&statements.claim_level, &statements.next_level) else {
+            let binds = [Bind::Text(self.namespace()), Bind::Text(queue), Bind::Int(limit)];
+            return self.change_on(conn, &statements.claim_due, &binds, "").await;
+        };
+        let mut changed = Changed {
+            rows: Vec::new(),
+            before: false,
+        };
+        let mut below = i64::from(crate::task::MAX_PRIORITY) + 1;
+        while (changed.rows.len() as i64) < limit {
+            let level: Option<i64> = sqlx::query_scalar(AssertSqlSafe(next_level.as_str()))
+                .bind(self.namespace())
+                .bind(queue)
+                .bind(below)
+                .fetch_one(&mut *conn)
+                .await?;
+            let Some(level) = level else {
+                break;
+            };
+            let left = limit - changed.rows.len() as i64;
+            let binds = [
+                Bind::Text(self.namespace()),
+                Bind::Text(queue),
+                Bind::Int(level),
+                Bind::Int(left),
+            ];
+            changed
+                .rows
+                .extend(self.change_on(conn, claim_level, &binds, "").await?.rows);
+            below = level;
+        }
+        Ok(changed)
     }
 
     /// Claims offered tasks by id (ids taken from a Redis queue). Ids that are no longer

@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use sqlx::{AnyConnection, Row};
 
 use super::admin::queue_table;
-use super::claims::{Bind, Changed};
+use super::claims::Changed;
 use super::{retry_conflicts, Dialect, Store};
 use crate::error::Result;
 use crate::task::Message;
@@ -107,12 +107,9 @@ impl Store {
                 before: false,
             };
             if allowance.claims > 0 {
-                let binds = [
-                    Bind::Text(self.namespace()),
-                    Bind::Text(queue),
-                    Bind::Int(allowance.claims),
-                ];
-                changed = self.change_on(&mut tx, &statements.claim_due, &binds, "").await?;
+                changed = self
+                    .claim_due_on(&mut tx, &statements, queue, allowance.claims)
+                    .await?;
                 self.spend(&mut tx, queue, &allowance, changed.rows.len()).await?;
             }
             tx.commit().await?;

@@ -21,6 +21,9 @@ pub(crate) const DUE: &str = "namespace = ? {queue} AND next_at <= {now} \
                               AND dispatch_count < max_count AND deadline_at > {now}";
 /// The order in which the `db` queue claims due rows of one queue (index `queue_priority_due`).
 pub(crate) const CLAIM_ORDER: &str = "priority DESC, next_at";
+/// The next priority level down of one queue (SQLite's claim walks levels with it).
+pub(crate) const NEXT_LEVEL: &str =
+    "SELECT MAX(priority) FROM {t} WHERE namespace = ? AND queue = ? AND priority < ?";
 /// Due rows that may not be attempted again.
 pub(crate) const SPENT: &str = "namespace = ? AND next_at <= {now} \
                                 AND (deadline_at <= {now} OR dispatch_count >= max_count)";
@@ -47,6 +50,13 @@ pub(crate) struct Statements {
     pub insert_and_wake: Option<String>,
     /// `db` queue: claim up to N due rows of one queue. Binds: namespace, queue, limit.
     pub claim_due: TwoStep,
+    /// SQLite: [`Statements::claim_due`] one priority at a time, so that each claim is a
+    /// range on `queue_priority_due` (SQLite's planner would otherwise walk the queue's
+    /// rows that are not due yet). Binds: namespace, queue, priority, limit.
+    pub claim_level: Option<TwoStep>,
+    /// SQLite: the highest priority below a bound among the queue's rows (one index
+    /// seek). Binds: namespace, queue, bound.
+    pub next_level: Option<String>,
     /// Redis: mark up to N due rows offered. Binds: namespace, limit. Returns id, queue,
     /// priority and how long each has been due (ms).
     pub offer_due: TwoStep,
@@ -97,6 +107,20 @@ impl Statements {
             CLAIMED,
             due_select(CLAIMED, queue_filter, CLAIM_ORDER),
         );
+        let (claim_level, next_level) = match dialect {
+            Dialect::Sqlite => {
+                let level_filter = "AND queue = ? AND priority = ?";
+                let level = two_step(
+                    claim_set,
+                    &format!("id IN ({})", due_select("id", level_filter, "next_at")),
+                    CLAIMED,
+                    due_select(CLAIMED, level_filter, "next_at"),
+                );
+                let next = fill(NEXT_LEVEL);
+                (Some(level), Some(next))
+            }
+            _ => (None, None),
+        };
         let offer_set = "status = 21, next_at = {now} + timeout_ms, updated_at = {now}";
         // Two steps on every database, so that the select reads next_at before the update
         // moves it (the Redis queue scores offers by how long they have been due).
@@ -155,6 +179,8 @@ impl Statements {
             insert,
             insert_and_wake,
             claim_due,
+            claim_level,
+            next_level,
             offer_due,
             claim_offered,
             renew,
