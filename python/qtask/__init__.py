@@ -32,7 +32,20 @@ from .errors import (
     QueueError,
     TimeoutError,
 )
-from .types import Message, NewTask, QueueLimits, QueueSummary, RatePoint, Stats, SweepReport, Task, TaskPage, WorkerReport
+from .types import (
+    Message,
+    Missed,
+    NewTask,
+    QueueLimits,
+    QueueSummary,
+    RatePoint,
+    ScheduleInfo,
+    Stats,
+    SweepReport,
+    Task,
+    TaskPage,
+    WorkerReport,
+)
 
 __all__ = [
     "__version__",
@@ -48,6 +61,8 @@ __all__ = [
     "QueueLimits",
     "QueueSummary",
     "RatePoint",
+    "ScheduleInfo",
+    "Missed",
     "WorkerReport",
     "Error",
     "InvalidArgument",

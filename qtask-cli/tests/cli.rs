@@ -127,9 +127,10 @@ impl World {
     fn drop(self) {
         let task = self.client.config().task_table();
         let queue = format!("{}queue", self.prefix);
+        let schedule = format!("{}schedule", self.prefix);
         let pool = self.client.as_async().store().pool().clone();
         qtask_core::blocking::wait(async move {
-            for table in [task, queue] {
+            for table in [task, queue, schedule] {
                 pool.execute(AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
                     .await?;
             }
@@ -228,6 +229,105 @@ fn failed_tasks_are_listed_retried_and_cancelled() {
 }
 
 #[test]
+fn schedules_are_added_listed_and_removed() {
+    for db in databases() {
+        let w = World::new(&db, "sched");
+        let added = w.json(&[
+            "schedules",
+            "add",
+            "nightly report",
+            "--queue",
+            Q,
+            "--cron",
+            "0 9 * * *",
+            "--time-zone",
+            "Asia/Shanghai",
+            "--missed",
+            "skip",
+            "--input",
+            r#"{"kind": "report"}"#,
+            "--timeout",
+            "30",
+            "--json",
+        ]);
+        assert_eq!(added["time_zone"], "Asia/Shanghai", "{}", db.name);
+        // 09:00 in Shanghai is 01:00 UTC.
+        assert_eq!(added["next_at"].as_i64().unwrap() % 86_400_000, 3_600_000);
+        assert_eq!(
+            (added["missed"].as_str(), added["timeout_ms"].as_i64()),
+            (Some("skip"), Some(30_000))
+        );
+        let pulse = w.json(&[
+            "schedules",
+            "add",
+            "pulse",
+            "--queue",
+            Q,
+            "--every",
+            "5m",
+            "--json",
+        ]);
+        assert_eq!(pulse["every_ms"], 300_000);
+        let again = w.json(&[
+            "schedules",
+            "add",
+            "pulse",
+            "--queue",
+            Q,
+            "--every",
+            "300",
+            "--json",
+        ]);
+        assert_eq!(
+            again["next_at"], pulse["next_at"],
+            "same timing: the next tick stays"
+        );
+
+        let listed = w.json(&["schedules", "list", "--json"]);
+        let names: Vec<&str> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["nightly report", "pulse"]);
+        let text = String::from_utf8(w.qtask(&["schedules", "list"]).stdout).unwrap();
+        assert!(
+            text.contains("0 9 * * * (Asia/Shanghai)") && text.contains("every 5m"),
+            "{text}"
+        );
+        // The engine's own view agrees.
+        assert_eq!(w.client.schedules().unwrap().len(), 2);
+
+        // Bad timings are usage errors (exit 2) and write nothing.
+        for bad in [
+            &["--cron", "61 * * * *"][..],
+            &["--cron", "* * * * *", "--time-zone", "Mars/Olympus"],
+            &["--every", "0"],
+            &["--every", "soon"],
+            &["--every", "5", "--cron", "* * * * *"],
+            &[],
+            &["--every", "5", "--input", "[1]"],
+        ] {
+            let mut args = vec!["schedules", "add", "bad", "--queue", Q];
+            args.extend_from_slice(bad);
+            assert_eq!(w.qtask(&args).status.code(), Some(2), "{bad:?}");
+        }
+        assert_eq!(
+            w.json(&["schedules", "list", "--json"]).as_array().unwrap().len(),
+            2
+        );
+
+        let removed = w.json(&["schedules", "remove", "pulse", "--json"]);
+        assert_eq!(removed["removed"], true);
+        let twice = w.json(&["schedules", "remove", "pulse", "--json"]);
+        assert_eq!(twice["removed"], false);
+        assert_eq!(w.client.schedules().unwrap().len(), 1);
+        w.drop();
+    }
+}
+
+#[test]
 fn bulk_work_over_thousands_of_tasks_and_paused_queues() {
     for db in databases() {
         let w = World::new(&db, "bulk");
@@ -277,8 +377,12 @@ impl Dashboard {
     fn start(w: &World, extra: &[&str]) -> Dashboard {
         let mut args = vec!["dashboard", "--listen", "127.0.0.1:0"];
         args.extend_from_slice(extra);
-        let mut child = w
-            .command(&args)
+        Dashboard::spawn(w.command(&args))
+    }
+
+    /// Starts `qtask … dashboard …` and waits for its listening line.
+    fn spawn(mut command: Command) -> Dashboard {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -364,6 +468,16 @@ fn dashboard_serves_metrics_and_guards_writes() {
     assert_eq!(code, 409, "retrying a waiting task");
     let (_, overview) = d.request("GET", "/api/overview", &[]);
     assert!(!overview.contains("password"));
+    // The engine's own series of the dashboard's process: its retry, and the latency
+    // of the pages it served.
+    let (_, metrics) = d.request("GET", "/metrics", &[]);
+    for series in [
+        "qtask_tasks_retried_total 1",
+        "qtask_dashboard_actions_total{action=\"retry\"} 1",
+        "qtask_dashboard_request_duration_seconds_count{route=\"overview\"} 1",
+    ] {
+        assert!(metrics.contains(series), "{series} missing in:\n{metrics}");
+    }
     drop(d);
 
     let d = Dashboard::start(&w, &["--token", "s3cret-token-for-tests"]);
@@ -406,6 +520,79 @@ fn dashboard_serves_metrics_and_guards_writes() {
             .0,
         200
     );
+    drop(d);
+    w.drop();
+}
+
+/// A password in the database or queue URL shows in no output of the `qtask` command
+/// (tables, JSON, errors) and on no page of the dashboard (HTML, API, /metrics).
+#[test]
+fn passwords_never_show_in_the_cli_or_the_dashboard() {
+    const SECRET: &str = "s3cret-in-the-url";
+    let Some(pg) = databases().into_iter().find(|d| d.name == "postgres") else {
+        eprintln!("SKIP: the password test needs PostgreSQL (loopback logins take any password)");
+        return;
+    };
+    let db = Db {
+        name: "postgres",
+        url: pg.url.replacen("postgres@", &format!("postgres:{SECRET}@"), 1),
+    };
+    assert!(db.url.contains(SECRET), "{}", db.url);
+    let w = World::new(&db, "secret");
+    let id = w.failed_task(1, "gave up");
+    let hidden = |what: &str, out: &Output| {
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!text.contains(SECRET), "{what} shows the password: {text}");
+        text
+    };
+    let installed = hidden("install", &w.qtask(&["install"]));
+    assert!(installed.contains("postgres:***@"), "{installed}");
+    let queue = format!("redis://:{SECRET}@127.0.0.1:1/0");
+    for args in [
+        vec!["stats"],
+        vec!["stats", "--json"],
+        vec!["queues", "list", "--json"],
+        vec!["tasks", "list", "--status", "failed"],
+        vec!["tasks", "get", &id.to_string(), "--json"],
+        // A Redis queue that is down: the retry's offer fails and is made later.
+        vec![
+            "--queue", &queue, "tasks", "retry", "--status", "failed", "--json",
+        ],
+    ] {
+        let out = w.qtask(&args);
+        hidden(&args.join(" "), &out);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");
+    }
+    let unreachable = format!("postgres://u:{SECRET}@127.0.0.1:1/none");
+    let mut refused = Command::cargo_bin("qtask").unwrap();
+    let out = refused.args(["--db", &unreachable, "stats"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    hidden("an unreachable database", &out);
+
+    let d = Dashboard::spawn(w.command(&["--queue", &queue, "dashboard", "--listen", "127.0.0.1:0"]));
+    let (_, overview) = d.request("GET", "/api/overview", &[]);
+    assert!(
+        overview.contains("postgres:***@") && overview.contains(":***@127.0.0.1:1"),
+        "{overview}"
+    );
+    for path in [
+        "/".to_string(),
+        "/api/overview".to_string(),
+        "/api/tasks?status=waiting".to_string(),
+        format!("/api/tasks/{id}"),
+        "/metrics".to_string(),
+        "/api/tasks/999999999".to_string(),
+    ] {
+        let (code, body) = d.request("GET", &path, &[]);
+        assert!(
+            !body.contains(SECRET),
+            "{path} ({code}) shows the password: {body}"
+        );
+    }
     drop(d);
     w.drop();
 }

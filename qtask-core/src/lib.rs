@@ -31,11 +31,14 @@ mod error;
 pub mod input;
 pub mod logs;
 mod maintenance;
+mod otlp;
 pub mod queue;
+mod schedule;
 mod secret;
 pub mod store;
 mod task;
 mod telemetry;
+mod trace;
 mod worker;
 
 pub use client::{Client, Invoke};
@@ -43,6 +46,7 @@ pub use clock::{Clock, MAX_WAIT};
 pub use config::{Config, DB_QUEUE, DEFAULT_DB_URL};
 pub use error::{Error, Result};
 pub use maintenance::SweepReport;
+pub use schedule::{Missed, Schedule, ScheduleInfo, MIN_EVERY, MISSED_AFTER, NO_MORE_TICKS};
 pub use secret::redact;
 pub use store::QueueLimits;
 pub use task::{

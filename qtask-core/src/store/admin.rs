@@ -139,7 +139,7 @@ pub(crate) fn queue_table(task_table: &str) -> String {
 
 /// "No such table" or "no such column" (install has not run since an upgrade):
 /// SQLSTATE 42P01 / 42703 (PostgreSQL), 42S02 / 42S22 (MySQL), SQLite's messages.
-fn is_missing_table(err: &sqlx::Error) -> bool {
+pub(super) fn is_missing_table(err: &sqlx::Error) -> bool {
     let Some(db) = err.as_database_error() else {
         return false;
     };

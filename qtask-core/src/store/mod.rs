@@ -9,6 +9,7 @@ mod dialect;
 mod explain;
 mod limits;
 mod outcomes;
+mod schedules;
 mod schema;
 mod statements;
 
@@ -24,6 +25,7 @@ pub use dialect::{redact, Dialect};
 pub use explain::Plan;
 pub use limits::QueueLimits;
 pub(crate) use outcomes::MAX_BATCH;
+pub(crate) use schedules::{DueSchedule, TickTaken};
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -235,6 +237,10 @@ impl Store {
                 conn.execute(AssertSqlSafe(statement)).await?;
             }
         }
+        // Issue 12: periodic tasks (schedules.rs).
+        for statement in schedules::statements(self.dialect, &self.table) {
+            conn.execute(AssertSqlSafe(statement)).await?;
+        }
         Ok(())
     }
 
@@ -298,6 +304,7 @@ impl Store {
                 .bind(task.deadline_ms.max(LIVE_RETENTION_MS))
                 .bind(task.delete_after_ms)
                 .bind(task.max_count)
+                .bind(&task.trace_context)
                 .bind(task.priority);
             if wake.is_some() {
                 query = query.bind(channel.clone());

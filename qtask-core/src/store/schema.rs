@@ -56,6 +56,10 @@ const TASK_COLUMNS: &[Column] = &[
     ("last_error", Kind::Text, false),
     ("created_at", Kind::Int, true),
     ("updated_at", Kind::Int, true),
+    // The creating span's W3C trace context, JSON (trace.rs); NULL without one.
+    ("trace_context", Kind::Text, false),
+    // The latest attempt whose lease ran out before it ended (statements.rs).
+    ("rescued_attempt", Kind::Int, false),
     // Claims take higher priority first.
     ("priority", Kind::IntDefault(0), true),
 ];
