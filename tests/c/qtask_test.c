@@ -331,6 +331,8 @@ static void test_priority_and_limits(qtask_client *client) {
     OK(qtask_pop(client, queue, 3000, &msg));
     CHECK(msg != NULL, "no pop once the limits are removed");
     qtask_string_free(msg);
+}
+
 /* Periodic tasks: declare (cron in a zone, an interval), replace, list, remove; a tick
  * of a one-second interval reaches a worker; bad timings write nothing. */
 static void test_schedules(qtask_client *client) {
