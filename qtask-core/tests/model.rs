@@ -22,11 +22,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use qtask_core::{Client, Clock, Config, Fence, Fenced, NewTask, Status};
 use serde_json::json;
 
 const QUEUE: &str = "MODEL";
 const STEP: Duration = Duration::from_secs(60);
+const REGRESSIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/model.proptest-regressions");
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -110,8 +112,8 @@ fn cases() -> u32 {
     std::env::var("QTASK_MODEL_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(default)
 }
 
-async fn run_everywhere(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    for db in databases() {
+async fn run_everywhere(dbs: Vec<common::Db>, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    for db in dbs {
         run(&db, ops.clone())
             .await
             .map_err(|e| TestCaseError::fail(format!("{}: {e}", db.name)))?;
@@ -271,11 +273,17 @@ async fn check(client: &Client, clock: &Clock, ops: Vec<Op>) -> Result<(), TestC
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: cases(),
+        // A shrunk failure is kept here and replayed first by every later run.
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(REGRESSIONS))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn the_table_follows_the_model(ops in proptest::collection::vec(op(), 1..40)) {
+        let dbs = databases();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(run_everywhere(ops))?;
+        runtime.block_on(run_everywhere(dbs, ops))?;
     }
 }
