@@ -32,10 +32,16 @@ const REGRESSIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/model.prop
 
 #[derive(Clone, Debug)]
 enum Op {
-    Create { max_count: u32 },
-    Delay { max_count: u32 },
+    Create {
+        max_count: u32,
+    },
+    Delay {
+        max_count: u32,
+    },
     /// The producer dies between the row write and the dispatch: the `Invoke` is dropped.
-    CreateDeferredThenCrash { max_count: u32 },
+    CreateDeferredThenCrash {
+        max_count: u32,
+    },
     Pop,
     /// The worker vanishes right after its claim: nobody ends that attempt.
     PopThenVanish,
@@ -90,7 +96,10 @@ fn databases() -> Vec<common::Db> {
     DATABASES
         .get_or_init(|| {
             if full_run() {
-                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
                 runtime.block_on(common::databases())
             } else {
                 let file = std::env::temp_dir().join(format!("qtask-model-{}.db", std::process::id()));
@@ -109,7 +118,10 @@ fn full_run() -> bool {
 
 fn cases() -> u32 {
     let default = if full_run() { 256 } else { 48 };
-    std::env::var("QTASK_MODEL_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(default)
+    std::env::var("QTASK_MODEL_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
 }
 
 async fn run_everywhere(dbs: Vec<common::Db>, ops: Vec<Op>) -> Result<(), TestCaseError> {
@@ -143,7 +155,9 @@ async fn check(client: &Client, clock: &Clock, ops: Vec<Op>) -> Result<(), TestC
     for (step, op) in ops.into_iter().enumerate() {
         let at = format!("step {step}: {op:?}");
         match op {
-            Op::Create { max_count } | Op::Delay { max_count } | Op::CreateDeferredThenCrash { max_count } => {
+            Op::Create { max_count }
+            | Op::Delay { max_count }
+            | Op::CreateDeferredThenCrash { max_count } => {
                 let task = NewTask::new("model", json!({}), QUEUE)
                     .timeout(STEP)
                     // Ended rows stay for the whole run: the model checks every row.
