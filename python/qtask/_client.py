@@ -73,10 +73,13 @@ def _task_json(
     max_count: Optional[int] = None,
     order_no: Optional[str] = None,
     delay: Optional[float] = None,
+    priority: Optional[int] = None,
 ) -> str:
     """One task as the engine reads it (qtask-core's ``TaskArgs``, as JSON text)."""
     if max_count is not None and (isinstance(max_count, bool) or not isinstance(max_count, int)):
         raise InvalidArgument(f"max_count must be an int, got {max_count!r}")
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
+        raise InvalidArgument(f"priority must be an int, got {priority!r}")
     if not isinstance(input, Mapping):
         raise InvalidArgument(f"input must be a dict, got {type(input).__name__}")
     task: dict[str, Any] = {"name": _text(name, "name"), "input": input, "queue": _text(queue, "queue")}
@@ -87,7 +90,7 @@ def _task_json(
         "max_count": max_count,
         "order_no": None if order_no is None else _text(order_no, "order_no"),
         "delay": _seconds(delay, "delay"),
-        # The `priorities` work adds "priority" here.
+        "priority": priority,
     }
     task.update((k, v) for k, v in options.items() if v is not None)
     return _dumps(task, "input")
@@ -218,6 +221,7 @@ class Client:
         delete_deadline: Optional[float] = None,
         max_count: Optional[int] = None,
         order_no: Optional[str] = None,
+        priority: Optional[int] = None,
         connection: Any = None,
     ) -> Created:
         """Writes the task and dispatches it; returns its id, an ``int`` that also tells
@@ -234,6 +238,8 @@ class Client:
             max_count: dispatches at most (default 100).
             order_no: business number; a live task with the same queue and number is
                 returned instead of a new one (``existing`` is then true).
+            priority: claims take higher priority first, then the earliest due
+                (default 0, from -1000 to 1000).
             connection: your own open connection to the same database (``sqlite3``,
                 ``psycopg``, ``PyMySQL``, or a SQLAlchemy ``Connection`` / ``Session``):
                 the row is written in your current transaction, and workers see the
@@ -248,7 +254,9 @@ class Client:
         Raises:
             qtask.InvalidArgument: bad input; nothing was written.
         """
-        task = _task_json(name, input, queue, timeout, deadline, delete_deadline, max_count, order_no)
+        task = _task_json(
+            name, input, queue, timeout, deadline, delete_deadline, max_count, order_no, priority=priority
+        )
         if connection is not None:
             from ._outbox import create_on
 
@@ -269,6 +277,7 @@ class Client:
         delete_deadline: Optional[float] = None,
         max_count: Optional[int] = None,
         order_no: Optional[str] = None,
+        priority: Optional[int] = None,
     ) -> tuple[int, Invoke]:
         """Writes the task on qtask's own connection without dispatching it; returns
         ``(id, invoke)``; call ``invoke()`` to dispatch it.
@@ -277,7 +286,9 @@ class Client:
         to your transaction, pass ``connection=`` to :meth:`create` instead.
         """
         task_id, _existing, invoke = self._native.create_deferred(
-            _task_json(name, input, queue, timeout, deadline, delete_deadline, max_count, order_no)
+            _task_json(
+                name, input, queue, timeout, deadline, delete_deadline, max_count, order_no, priority=priority
+            )
         )
         return task_id, Invoke(invoke)
 
@@ -293,13 +304,16 @@ class Client:
         delete_deadline: Optional[float] = None,
         max_count: Optional[int] = None,
         order_no: Optional[str] = None,
+        priority: Optional[int] = None,
         connection: Any = None,
     ) -> Created:
         """Writes the task only; the sweeper dispatches it ``delay`` seconds from now.
         ``connection``: as for :meth:`create`."""
         if _seconds(delay, "delay") is None:
             raise InvalidArgument("delay is required")
-        task = _task_json(name, input, queue, timeout, deadline, delete_deadline, max_count, order_no, delay)
+        task = _task_json(
+            name, input, queue, timeout, deadline, delete_deadline, max_count, order_no, delay, priority
+        )
         if connection is not None:
             from ._outbox import create_on
 
@@ -423,8 +437,39 @@ class Client:
     def resume_queue(self, queue: str) -> None:
         self._native.resume_queue(queue)
 
+    def set_queue_limits(
+        self,
+        queue: str,
+        *,
+        max_processing: Optional[int] = None,
+        max_per_second: Optional[float] = None,
+    ) -> None:
+        """Limits ``queue`` across every worker of every process; ``None`` is no limit.
+
+        Arguments:
+            max_processing: tasks of the queue processing at once (at least 1).
+            max_per_second: claims per second (above 0; fractions allowed).
+
+        Enforced where tasks are claimed, in the database; other processes notice
+        within one sweep interval. Call with no limits to remove them.
+
+        Raises:
+            qtask.InvalidArgument: a limit out of range; nothing was changed.
+        """
+        if max_processing is not None and (isinstance(max_processing, bool) or not isinstance(max_processing, int)):
+            raise InvalidArgument(f"max_processing must be an int, got {max_processing!r}")
+        if max_processing is not None and not 0 <= max_processing < 2**32:
+            raise InvalidArgument(f"max_processing must be 1 to {2**32 - 1}, got {max_processing}")
+        if max_per_second is not None and (
+            isinstance(max_per_second, bool) or not isinstance(max_per_second, (int, float))
+        ):
+            raise InvalidArgument(f"max_per_second must be a number, got {max_per_second!r}")
+        rate = None if max_per_second is None else float(max_per_second)
+        limits = {"max_processing": max_processing, "max_per_second": rate}
+        self._native.set_queue_limits(queue, json.dumps(limits))
+
     def queues(self) -> List[QueueSummary]:
-        """Every queue of the namespace with its counts by status and pause flag."""
+        """Every queue of the namespace with its counts by status, pause flag and limits."""
         return cast(List[QueueSummary], json.loads(self._native.queues()))
 
     def rates(self, minutes: int = 60) -> List[RatePoint]:

@@ -195,10 +195,10 @@ impl Client {
         if !self.inner.queue.carries_offers() {
             return Ok(true);
         }
-        let Some(queue) = self.inner.store.offer_one(task_id).await? else {
+        let Some(offer) = self.inner.store.offer_one(task_id).await? else {
             return Ok(false);
         };
-        self.offer_or_withdraw(&[Offer { task_id, queue }]).await
+        self.offer_or_withdraw(&[offer]).await
     }
 
     /// What a create returns once its row is written.
@@ -207,6 +207,8 @@ impl Client {
         let offer = (offers && !inserted.existing).then(|| Offer {
             task_id: inserted.id,
             queue: valid.queue.clone(),
+            priority: valid.priority,
+            overdue_ms: 0,
         });
         if !inserted.existing {
             crate::telemetry::created(&valid.queue);
@@ -281,13 +283,15 @@ impl Client {
                 crate::telemetry::created(&task.queue);
             }
         }
-        let new_offers: Vec<Offer> = tasks
+        let new_offers: Vec<Offer> = valid
             .into_iter()
             .zip(&inserted)
             .filter(|(_, ins)| offers && !ins.existing)
             .map(|(task, ins)| Offer {
                 task_id: ins.id,
                 queue: task.queue,
+                priority: task.priority,
+                overdue_ms: 0,
             })
             .collect();
         let dispatched = self.offer_or_withdraw(&new_offers).await?;

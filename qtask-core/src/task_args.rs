@@ -9,11 +9,11 @@ use serde_json::{Map, Value};
 
 use crate::error::{invalid, Result};
 use crate::input::{check_settings_text, MAX_SETTINGS_TEXT, RAW_TEXT_FACTOR};
-use crate::task::{seconds, NewTask};
+use crate::task::{seconds, NewTask, MAX_PRIORITY};
 
 /// A task's arguments: `name`, `input` (a JSON object), `queue`, and optionally
-/// `timeout`, `deadline`, `delete_deadline`, `delay` (seconds, floats), `max_count`
-/// and `order_no`. Unknown keys are refused.
+/// `timeout`, `deadline`, `delete_deadline`, `delay` (seconds, floats), `max_count`,
+/// `order_no` and `priority`. Unknown keys are refused.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskArgs {
@@ -33,11 +33,13 @@ pub struct TaskArgs {
     /// Seconds before the task is first due (the seed's `Delay`); 0 or absent: now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay: Option<f64>,
-    // The `priorities` work adds `priority: Option<i64>` here.
+    /// Claims take higher priority first (default 0; at most [`MAX_PRIORITY`] either way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
 }
 
 /// The keys an options object (C's `options_json`, Go's `Option`s) may hold.
-pub const OPTION_KEYS: [&str; 4] = ["deadline", "delete_deadline", "max_count", "order_no"];
+pub const OPTION_KEYS: [&str; 5] = ["deadline", "delete_deadline", "max_count", "order_no", "priority"];
 
 impl TaskArgs {
     /// Parses one task's JSON text. Text far over `max_payload_bytes` is refused
@@ -106,6 +108,15 @@ impl TaskArgs {
         if let Some(order_no) = self.order_no {
             task = task.order_no(order_no);
         }
+        if let Some(p) = self.priority {
+            // Out of i32 is out of range too; ValidTask::check bounds the rest.
+            let p = i32::try_from(p).map_err(|_| {
+                invalid(format!(
+                    "priority must be between -{MAX_PRIORITY} and {MAX_PRIORITY}, got {p}"
+                ))
+            })?;
+            task = task.priority(p);
+        }
         let delay = self.delay.map(|d| seconds("delay", d)).transpose()?;
         Ok((task, delay.unwrap_or_default()))
     }
@@ -146,6 +157,20 @@ mod tests {
             Some(r#"{"max_count":0}"#),
         );
         assert_eq!(parts.unwrap().max_count, Some(0));
+        let prioritized =
+            TaskArgs::from_parts("a", serde_json::json!({}), "q", None, Some(r#"{"priority":7}"#));
+        let (task, _) = prioritized.unwrap().into_task().unwrap();
+        assert_eq!(task.options.priority, Some(7));
+        let huge = TaskArgs::from_json(
+            r#"{"name":"a","input":{},"queue":"q","priority":4294967296}"#,
+            1024,
+        );
+        assert!(huge
+            .unwrap()
+            .into_task()
+            .unwrap_err()
+            .to_string()
+            .contains("priority"));
     }
 
     #[test]

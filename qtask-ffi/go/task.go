@@ -27,6 +27,9 @@ type TaskArgs struct {
 	OrderNO string
 	// Delay: the task is first due this long from now (default: now).
 	Delay time.Duration
+	// Priority: claims take higher priority first, then the earliest due
+	// (default 0, from -1000 to 1000).
+	Priority int
 
 	// explicit names the fields set by an Option or an argument, so that a zero
 	// given on purpose reaches libqtask (which refuses it) instead of the default.
@@ -79,6 +82,9 @@ func (t TaskArgs) options() map[string]interface{} {
 	}
 	if t.has("order_no", t.OrderNO == "") {
 		m["order_no"] = t.OrderNO
+	}
+	if t.has("priority", t.Priority == 0) {
+		m["priority"] = t.Priority
 	}
 	return m
 }

@@ -141,8 +141,10 @@ pub extern "C" fn qtask_install(client: *mut qtask_client) -> qtask_result {
 /// `options_json` are borrowed for the call and copied. `timeout_s` is the lease
 /// of one dispatch in seconds (fractions allowed, at least 0.001). `options_json`
 /// may be NULL, or a JSON object with `deadline` and `delete_deadline` (seconds),
-/// `max_count` and `order_no` (any other key is `QTASK_RESULT_INVALID_ARGUMENT`); if a live task of this queue already has this `order_no`, its id
-/// is returned and nothing is written. `out_id` may be NULL; otherwise it
+/// `max_count`, `priority` (claims take higher priority first, then the earliest
+/// due; default 0, from -1000 to 1000) and `order_no` (any other key is
+/// `QTASK_RESULT_INVALID_ARGUMENT`); if a live task of this queue already has this
+/// `order_no`, its id is returned and nothing is written. `out_id` may be NULL; otherwise it
 /// receives the task id (0 on failure). Bad input writes nothing. If the queue
 /// is down the task is still saved and the sweeper dispatches it later.
 #[no_mangle]
@@ -253,8 +255,8 @@ pub extern "C" fn qtask_delay(
 
 /// Writes a task described by `task_json` (borrowed): a JSON object with `name`,
 /// `input` (a JSON object), `queue`, and optionally `timeout`, `deadline`,
-/// `delete_deadline`, `delay` (seconds, fractions allowed), `max_count` and
-/// `order_no`; any other key is `QTASK_RESULT_INVALID_ARGUMENT`. Without a delay
+/// `delete_deadline`, `delay` (seconds, fractions allowed), `max_count`,
+/// `priority` and `order_no`; any other key is `QTASK_RESULT_INVALID_ARGUMENT`. Without a delay
 /// the task is dispatched now, with one the sweeper dispatches it when due.
 /// `*out_created_json` (not NULL) receives a new string the caller owns and must
 /// free with `qtask_string_free`: `{"id": …, "existing": bool, "dispatched":
@@ -416,7 +418,7 @@ pub extern "C" fn qtask_cancel(client: *mut qtask_client, task_id: i64) -> qtask
 
 /// The task's row as a JSON object (`id`, `name`, `queue`, `input`, `order_no`,
 /// `status` as "waiting"/"processing"/"finished"/"failed"/"cancelled",
-/// `count`, `max_count`, `last_error`, and times in Unix milliseconds).
+/// `count`, `max_count`, `priority`, `last_error`, and times in Unix milliseconds).
 /// `*out_task_json` (not NULL) receives a new string the caller owns and must
 /// free with `qtask_string_free`, or NULL on failure.
 #[no_mangle]

@@ -285,7 +285,15 @@ impl Client {
         Ok(py.detach(move || client.resume_queue(&queue))?)
     }
 
-    /// Every queue with its counts by status and pause flag, as JSON text.
+    /// Sets (or, with `{}`, removes) a queue's limits, given as JSON text.
+    fn set_queue_limits(&self, py: Python<'_>, queue: String, limits_json: String) -> PyQtaskResult<()> {
+        let client = self.client()?;
+        Ok(py.detach(move || {
+            client.set_queue_limits(&queue, qtask_core::QueueLimits::from_json(&limits_json)?)
+        })?)
+    }
+
+    /// Every queue with its counts by status, pause flag and limits, as JSON text.
     fn queues(&self, py: Python<'_>) -> PyQtaskResult<String> {
         let client = self.client()?;
         let queues = py.detach(move || client.queues())?;

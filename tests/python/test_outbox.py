@@ -187,6 +187,34 @@ def test_dispatch_after_commit_offers_at_once(outbox: Backend) -> None:
             assert c.dispatch(created) is False  # claimed: not waiting any more
 
 
+def test_a_task_in_the_callers_transaction_equals_a_created_one(outbox: Backend) -> None:
+    with _client(outbox) as c:
+        options: Any = dict(delay=60, timeout=30, deadline=600, delete_deadline=5, max_count=4, priority=7)
+        own = c.delay("same", {"k": 1}, queue="OB", order_no="SAME-1", **options)
+        conn = connect(outbox)
+        theirs = c.delay("same", {"k": 1}, queue="OB", order_no="SAME-2", connection=conn, **options)
+        conn.commit()
+        times = {"id", "order_no", "created_at", "updated_at", "next_at", "deadline_at", "delete_at"}
+        a, b = c.get(own), c.get(theirs)
+        assert a["priority"] == 7
+        assert {k: v for k, v in a.items() if k not in times} == {k: v for k, v in b.items() if k not in times}
+
+
+def test_priority_survives_the_callers_transaction(outbox: Backend) -> None:
+    with _client(outbox) as c:
+        low = c.create("low", {}, queue="OB", priority=-2)
+        conn = connect(outbox)
+        high = c.create_many([{"name": "high", "input": {}, "queue": "OB", "priority": 9}], connection=conn)[0]
+        conn.commit()
+        assert c.get(high)["priority"] == 9
+        # Higher priority is taken first, though created later.
+        assert _take(c, outbox, "OB")["task_id"] == high
+        assert _take(c, outbox, "OB")["task_id"] == low
+        conn = connect(outbox)
+        with pytest.raises(qtask.InvalidArgument, match="priority"):
+            c.create("bad", {}, queue="OB", priority=5000, connection=conn)
+
+
 CRASH = """
 import sys, time
 sys.path.insert(0, {tests!r})

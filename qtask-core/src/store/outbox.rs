@@ -7,7 +7,7 @@ use serde_json::Value;
 use sqlx::Row;
 
 use super::statements::{insert_template, OFFERED};
-use super::{Dialect, Store, LIVE_RETENTION_MS};
+use super::{Dialect, Offer, Store, LIVE_RETENTION_MS};
 use crate::error::{invalid, Result};
 use crate::task::{Status, ValidTask};
 
@@ -123,6 +123,7 @@ impl Store {
             task.delete_after_ms.into(),
             task.max_count.into(),
             task.trace_context.clone().map_or(Value::Null, Value::String),
+            task.priority.into(),
         ];
         if wake {
             params.push(self.wake_channel().into());
@@ -156,20 +157,26 @@ impl Store {
     }
 
     /// Offers a waiting, due task to a queue that carries offers, as the sweeper would:
-    /// `Some(queue)` when this call marked it offered, `None` when it is not waiting
+    /// `Some(offer)` when this call marked it offered, `None` when it is not waiting
     /// and due (already offered, claimed, ended, or not committed yet).
-    pub(crate) async fn offer_one(&self, id: i64) -> Result<Option<String>> {
+    pub(crate) async fn offer_one(&self, id: i64) -> Result<Option<Offer>> {
         let filter = "id = ? AND namespace = ? AND status = 20 AND next_at <= {now} \
                       AND dispatch_count < max_count AND deadline_at > {now}";
-        let queue: Option<String> = sqlx::query(self.sql(&format!("SELECT queue FROM {{t}} WHERE {filter}")))
-            .bind(id)
-            .bind(self.namespace())
-            .fetch_optional(self.pool())
-            .await?
-            .map(|row| row.try_get(0))
-            .transpose()?;
-        let Some(queue) = queue else {
+        let row = sqlx::query(self.sql(&format!(
+            "SELECT queue, priority, {{now}} - next_at FROM {{t}} WHERE {filter}"
+        )))
+        .bind(id)
+        .bind(self.namespace())
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(row) = row else {
             return Ok(None);
+        };
+        let offer = Offer {
+            task_id: id,
+            queue: row.try_get(0)?,
+            priority: row.try_get(1)?,
+            overdue_ms: row.try_get(2)?,
         };
         let done = sqlx::query(self.sql(&format!(
             "UPDATE {{t}} SET status = {OFFERED}, next_at = {{now}} + timeout_ms, updated_at = {{now}} \
@@ -179,7 +186,7 @@ impl Store {
         .bind(self.namespace())
         .execute(self.pool())
         .await?;
-        Ok((done.rows_affected() == 1).then_some(queue))
+        Ok((done.rows_affected() == 1).then_some(offer))
     }
 }
 
