@@ -194,7 +194,7 @@ static void test_sqlite(const char *dir) {
     CHECK(sqlite3_open(path, &db) == SQLITE_OK);
     sqlite3_busy_timeout(db, 10000);
     const char *task = "{\"name\": \"outbox\", \"input\": {\"k\": \"v\\\"q\"}, \"queue\": \"C:OUTBOX\", "
-                       "\"timeout\": 30.5, \"order_no\": \"C-1\"}";
+                       "\"timeout\": 30.5, \"order_no\": \"C-1\", \"priority\": 7}";
     bool existing;
 
     /* Rollback: nothing. */
@@ -212,6 +212,9 @@ static void test_sqlite(const char *dir) {
     CHECK(qtask_get(client, kept, &row) == QTASK_RESULT_NOT_FOUND);
     CHECK(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK);
     CHECK(sqlite_insert(db, client, task, &existing) == kept && existing);
+    OK(qtask_get(client, kept, &row));
+    CHECK(strstr(row, "\"priority\":7") != NULL);
+    qtask_string_free(row);
     char *msg = NULL;
     OK(qtask_pop(client, "C:OUTBOX", 3.0, &msg));
     CHECK(msg != NULL);
@@ -228,7 +231,7 @@ static void test_sqlite(const char *dir) {
     /* qtask's own copy of SQLite is separate: close the client before the caller's connection. */
     qtask_close(client);
     sqlite3_close(db);
-    printf("ok - sqlite: rollback leaves nothing, commit is seen, order_no returns the live task\n");
+    printf("ok - sqlite: rollback leaves nothing, commit is seen, order_no returns the live task, priority kept\n");
 }
 
 /* --- PostgreSQL (libpq) */

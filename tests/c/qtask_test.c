@@ -300,7 +300,7 @@ static void test_priority_and_limits(qtask_client *client) {
     OK(qtask_create(client, "low", "{}", 60, "C:PRIO", "{\"priority\": 1}", &low));
     OK(qtask_create(client, "high", "{}", 60, "C:PRIO", "{\"priority\": 5}", &high));
     char *msg = NULL;
-    OK(qtask_pop(client, "C:PRIO", 3000, &msg));
+    OK(qtask_pop(client, "C:PRIO", 3.0, &msg));
     CHECK(json_int(msg, "task_id") == high, "popped %s", msg ? msg : "NULL");
     qtask_string_free(msg);
     char *task = NULL;
@@ -313,11 +313,11 @@ static void test_priority_and_limits(qtask_client *client) {
     OK(qtask_set_queue_limits(client, queue, "{\"max_processing\": 1, \"max_per_second\": 100}"));
     OK(qtask_create(client, "a", "{}", 60, queue, NULL, NULL));
     OK(qtask_create(client, "b", "{}", 60, queue, NULL, NULL));
-    OK(qtask_pop(client, queue, 3000, &msg));
+    OK(qtask_pop(client, queue, 3.0, &msg));
     CHECK(msg != NULL, "first pop under the limit");
     qtask_string_free(msg);
     msg = (char *)"sentinel";
-    OK(qtask_pop(client, queue, 200, &msg));
+    OK(qtask_pop(client, queue, 0.2, &msg));
     CHECK(msg == NULL, "a second task ran beside the first: %s", msg ? msg : "NULL");
     char *queues = NULL;
     OK(qtask_queues(client, &queues));
@@ -328,7 +328,7 @@ static void test_priority_and_limits(qtask_client *client) {
     EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_set_queue_limits(client, queue, "{\"max_running\": 2}"));
     EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_set_queue_limits(client, NULL, NULL));
     OK(qtask_set_queue_limits(client, queue, NULL));
-    OK(qtask_pop(client, queue, 3000, &msg));
+    OK(qtask_pop(client, queue, 3.0, &msg));
     CHECK(msg != NULL, "no pop once the limits are removed");
     qtask_string_free(msg);
 }
@@ -356,7 +356,7 @@ static void test_schedules(qtask_client *client) {
 
     /* The sweeper (every 0.2 s) makes the tick's task. */
     char *msg = NULL;
-    OK(qtask_pop(client, "C:SCHED", 10000, &msg));
+    OK(qtask_pop(client, "C:SCHED", 10.0, &msg));
     CHECK(msg && json_int(msg, "n") == 7, "tick message %s", msg ? msg : "NULL");
     if (msg) {
         OK(qtask_finish(client, json_int(msg, "task_id")));

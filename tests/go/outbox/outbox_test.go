@@ -88,7 +88,7 @@ func exerciseTx(t *testing.T, client *qtask.Client, db *sql.DB, canPopBeforeComm
 	create := func(tx *sql.Tx) qtask.Created {
 		t.Helper()
 		created, err := client.CreateTx(ctx, tx, "outbox", map[string]string{"k": "v"}, 30*time.Second, queue,
-			qtask.WithOrderNO("GO-1"))
+			qtask.WithOrderNO("GO-1"), qtask.WithPriority(7))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -138,6 +138,9 @@ func exerciseTx(t *testing.T, client *qtask.Client, db *sql.DB, canPopBeforeComm
 	}
 	if again.ID != kept.ID || !again.Existing {
 		t.Fatalf("again %+v, kept %+v", again, kept)
+	}
+	if task, err := client.Get(kept.ID); err != nil || task.Priority != 7 {
+		t.Fatalf("get: %+v %v", task, err)
 	}
 
 	msg, err := client.Pop(queue, 3*time.Second)
