@@ -31,7 +31,9 @@ mod error;
 pub mod input;
 pub mod logs;
 mod maintenance;
+mod outcome;
 pub mod queue;
+mod results;
 mod secret;
 pub mod store;
 mod task;
@@ -43,6 +45,7 @@ pub use clock::{Clock, MAX_WAIT};
 pub use config::{Config, DB_QUEUE, DEFAULT_DB_URL};
 pub use error::{Error, Result};
 pub use maintenance::SweepReport;
+pub use outcome::{Outcome, TimeUp};
 pub use secret::redact;
 pub use task::{
     check_new_task, seconds, Created, Fence, Fenced, Message, NewTask, Stats, Status, Task, TaskOptions,

@@ -9,6 +9,7 @@ mod dialect;
 mod explain;
 mod outcomes;
 mod schema;
+mod settle;
 mod statements;
 
 use std::sync::{Arc, Mutex};

@@ -55,7 +55,7 @@ enum Kind {
 }
 
 /// Every column of the task table: name, kind, NOT NULL.
-const COLUMNS: [(&str, Kind, bool); 18] = [
+const COLUMNS: [(&str, Kind, bool); 19] = [
     ("id", Kind::Id, true),
     ("namespace", Kind::Key(64), true),
     ("name", Kind::Key(255), true),
@@ -74,6 +74,8 @@ const COLUMNS: [(&str, Kind, bool); 18] = [
     ("last_error", Kind::Text, false),
     ("created_at", Kind::Int, true),
     ("updated_at", Kind::Int, true),
+    // A finished task's result (JSON), kept until the row is deleted.
+    ("result", Kind::LongText, false),
 ];
 
 fn columns(dialect: Dialect) -> String {
