@@ -28,7 +28,8 @@ impl Client {
         self.check_open()?;
         let store = self.store();
         let ended = match outcome {
-            Outcome::Finish(None) => self.finish_attempt(fence).await?.map(|()| Status::Finished),
+            // Counted in its telemetry already.
+            Outcome::Finish(None) => return Ok(self.finish_attempt(fence).await?.map(|()| Status::Finished)),
             Outcome::Finish(Some(result)) => {
                 let text = result.to_string();
                 let max = self.config().max_payload_bytes;
