@@ -149,7 +149,10 @@ mod tests {
             Outcome::Finish(Some(serde_json::json!({"a": 1})))
         );
         assert_eq!(outcome_of::<()>(Err("x".into())), Outcome::Retry("x".into()));
-        assert_eq!(time_limit_reason(Duration::from_millis(1500)), "time limit of 1.5s exceeded");
+        assert_eq!(
+            time_limit_reason(Duration::from_millis(1500)),
+            "time limit of 1.5s exceeded"
+        );
     }
 
     #[test]

@@ -38,9 +38,15 @@ impl Client {
                         "the result is {} bytes, more than max_payload_bytes ({max})",
                         text.len()
                     );
-                    store.fail_attempt_now(fence, &reason).await?.map(|()| Status::Failed)
+                    store
+                        .fail_attempt_now(fence, &reason)
+                        .await?
+                        .map(|()| Status::Failed)
                 } else {
-                    store.finish_with_result(fence, &text).await?.map(|()| Status::Finished)
+                    store
+                        .finish_with_result(fence, &text)
+                        .await?
+                        .map(|()| Status::Finished)
                 }
             }
             Outcome::Retry(text) => return self.fail_attempt(fence, text).await,
@@ -85,7 +91,13 @@ impl Client {
                 .ending(task_id)
                 .await?
                 .ok_or(Error::NotFound(task_id))?;
-            let reason = || ending.last_error.as_deref().unwrap_or("no reason given").to_owned();
+            let reason = || {
+                ending
+                    .last_error
+                    .as_deref()
+                    .unwrap_or("no reason given")
+                    .to_owned()
+            };
             match ending.status {
                 Status::Finished => {
                     let Some(text) = ending.result.as_deref() else {
@@ -95,7 +107,10 @@ impl Client {
                         .map_err(|e| Error::Internal(format!("task {task_id} result: {e}")));
                 }
                 Status::Failed => {
-                    return Err(Error::InvalidState(format!("task {task_id} failed: {}", reason())))
+                    return Err(Error::InvalidState(format!(
+                        "task {task_id} failed: {}",
+                        reason()
+                    )))
                 }
                 Status::Cancelled => {
                     return Err(Error::InvalidState(format!(

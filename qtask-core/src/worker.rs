@@ -313,8 +313,12 @@ impl Slot {
             if self.limits.abort_on_time_up {
                 job.abort();
             }
-            tracing::warn!(task_id = fence.task_id, attempt = fence.attempt, "qtask worker: {}",
-                time_limit_reason(limit.unwrap_or_default()));
+            tracing::warn!(
+                task_id = fence.task_id,
+                attempt = fence.attempt,
+                "qtask worker: {}",
+                time_limit_reason(limit.unwrap_or_default())
+            );
         } else {
             drop(self.permit.take());
         }

@@ -79,7 +79,13 @@ async fn each_outcome_ends_the_task_its_way() {
         stop.send(()).unwrap();
         let report = running.await.unwrap().unwrap();
         assert_eq!(
-            (report.finished, report.failed, report.snoozed, report.cancelled, report.skipped),
+            (
+                report.finished,
+                report.failed,
+                report.snoozed,
+                report.cancelled,
+                report.skipped
+            ),
             (2, 2, 1, 1, 0),
             "{name}: {report:?}"
         );
@@ -90,7 +96,10 @@ async fn each_outcome_ends_the_task_its_way() {
             async move { c.get(id).await.unwrap() }
         };
         assert_eq!(row("finish").await.status, Status::Finished, "{name}");
-        assert_eq!(c.result(ids["finish"], Duration::ZERO).await.unwrap(), Value::Null);
+        assert_eq!(
+            c.result(ids["finish"], Duration::ZERO).await.unwrap(),
+            Value::Null
+        );
         assert_eq!(
             c.result(ids["result"], Duration::ZERO).await.unwrap(),
             json!({"sum": 3, "名": "任务"}),
@@ -98,11 +107,22 @@ async fn each_outcome_ends_the_task_its_way() {
         );
 
         let failed = row("error").await;
-        assert_eq!((failed.status, failed.last_error.as_deref()), (Status::Waiting, Some("boom")), "{name}");
+        assert_eq!(
+            (failed.status, failed.last_error.as_deref()),
+            (Status::Waiting, Some("boom")),
+            "{name}"
+        );
 
         let snoozed = row("retry_after").await;
-        assert_eq!((snoozed.status, snoozed.count, snoozed.max_count), (Status::Waiting, 1, 4), "{name}");
-        assert!(snoozed.next_at.unwrap() - snoozed.updated_at >= 3_599_000, "{name}: {snoozed:?}");
+        assert_eq!(
+            (snoozed.status, snoozed.count, snoozed.max_count),
+            (Status::Waiting, 1, 4),
+            "{name}"
+        );
+        assert!(
+            snoozed.next_at.unwrap() - snoozed.updated_at >= 3_599_000,
+            "{name}: {snoozed:?}"
+        );
         assert_eq!(snoozed.last_error, None);
 
         let cancelled = row("cancel").await;
@@ -112,7 +132,10 @@ async fn each_outcome_ends_the_task_its_way() {
             "{name}"
         );
         let err = c.result(ids["cancel"], Duration::ZERO).await.unwrap_err();
-        assert!(matches!(&err, Error::InvalidState(m) if m.contains("no longer wanted")), "{err}");
+        assert!(
+            matches!(&err, Error::InvalidState(m) if m.contains("no longer wanted")),
+            "{err}"
+        );
 
         let given_up = row("fail_now").await;
         assert_eq!(
@@ -121,7 +144,10 @@ async fn each_outcome_ends_the_task_its_way() {
             "{name}: attempts were left, none used"
         );
         let err = c.result(ids["fail_now"], Duration::ZERO).await.unwrap_err();
-        assert!(matches!(&err, Error::InvalidState(m) if m.contains("bad input")), "{err}");
+        assert!(
+            matches!(&err, Error::InvalidState(m) if m.contains("bad input")),
+            "{err}"
+        );
 
         // The snoozed task comes back after its delay, as attempt 2 (the number only
         // goes up), and its attempt was given back.
@@ -228,7 +254,10 @@ async fn result_waits_times_out_and_reports() {
             "{name}"
         );
         assert!(
-            matches!(c.result(id, Duration::from_millis(50)).await, Err(Error::Timeout(_))),
+            matches!(
+                c.result(id, Duration::from_millis(50)).await,
+                Err(Error::Timeout(_))
+            ),
             "{name}"
         );
         let m = next(&c).await;

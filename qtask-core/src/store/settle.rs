@@ -65,9 +65,9 @@ impl Store {
 
     /// Status, result and last error of a task of this namespace; None when it is gone.
     pub(crate) async fn ending(&self, id: i64) -> Result<Option<Ending>> {
-        let row = sqlx::query(self.sql(
-            "SELECT status, result, last_error FROM {t} WHERE id = ? AND namespace = ?",
-        ))
+        let row = sqlx::query(
+            self.sql("SELECT status, result, last_error FROM {t} WHERE id = ? AND namespace = ?"),
+        )
         .bind(id)
         .bind(&self.namespace)
         .fetch_optional(&self.pool)
@@ -83,7 +83,13 @@ impl Store {
 
     /// `UPDATE … SET {set} WHERE` the fence's attempt is current `{also}`; `args` bind
     /// the `?` of `set` and `also`, in order. Stale when no row changed.
-    async fn fenced_update(&self, set: &str, also: &str, args: &[Arg<'_>], fence: Fence) -> Result<Fenced<()>> {
+    async fn fenced_update(
+        &self,
+        set: &str,
+        also: &str,
+        args: &[Arg<'_>],
+        fence: Fence,
+    ) -> Result<Fenced<()>> {
         let sql = self
             .sql(&format!(
                 "UPDATE {{t}} SET {set} WHERE id = ? AND namespace = ? AND status IN {LIVE} \
@@ -99,7 +105,10 @@ impl Store {
                     Arg::Text(text) => query.bind(*text),
                 };
             }
-            query = query.bind(fence.task_id).bind(self.namespace()).bind(fence.attempt);
+            query = query
+                .bind(fence.task_id)
+                .bind(self.namespace())
+                .bind(fence.attempt);
             for arg in also_args {
                 query = match arg {
                     Arg::Int(n) => query.bind(*n),
