@@ -37,6 +37,7 @@ func exerciseWorker(t *testing.T, cfg qtask.Config) {
 	t.Run("BadOptions", func(t *testing.T) { testWorkerBadOptions(t, client) })
 	t.Run("Outcomes", func(t *testing.T) { testWorkerOutcomes(t, client) })
 	t.Run("TimeLimit", func(t *testing.T) { testWorkerTimeLimit(t, client) })
+	t.Run("StaleOutcomeSkipped", func(t *testing.T) { testWorkerStaleOutcome(t, client) })
 }
 
 // runWorker runs w until ctx is done, and returns Run's error through a channel.
@@ -331,6 +332,45 @@ func testWorkerTimeLimit(t *testing.T, c *qtask.Client) {
 		t.Fatal(err)
 	}
 	if task.Status != "failed" || task.LastError == nil || *task.LastError != "time limit of 0.2s exceeded" {
+		t.Errorf("task %+v", task)
+	}
+}
+
+// Fencing: the task is cancelled while its handler runs; the handler's outcome
+// names an attempt that is no longer current, changes nothing and is skipped.
+func testWorkerStaleOutcome(t *testing.T, c *qtask.Client) {
+	q := queue("worker-stale")
+	id, err := c.CreateNow("stale", map[string]int{}, time.Minute, q, qtask.WithDeleteDeadline(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan struct{})
+	release := make(chan struct{})
+	w := qtask.NewWorker(c, q, qtask.WorkerOptions{})
+	w.Handle(func(context.Context, *qtask.Message) error {
+		close(started)
+		<-release
+		return qtask.FailNow("too late")
+	})
+	done := runWorker(ctx, w)
+	<-started
+	if err := c.Cancel(id); err != nil {
+		t.Fatal(err)
+	}
+	cancel() // a graceful stop: the handler ends and its outcome is written first
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if r := w.LastReport(); r.Skipped != 1 || r.Failed != 0 {
+		t.Errorf("report %+v", r)
+	}
+	task, err := c.Get(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if task.Status != "cancelled" || task.LastError != nil {
 		t.Errorf("task %+v", task)
 	}
 }

@@ -553,6 +553,35 @@ static void test_worker_time_limit(qtask_client *client) {
     CHECK(!qtask_outcome_time_up(NULL), "NULL outcome");
 }
 
+struct stale {
+    qtask_worker *worker;
+    qtask_client *client;
+};
+
+/* Cancels its own task (unfenced, as an operator would), then fails it now: that
+ * outcome names an attempt that is no longer current. */
+static int stale_callback(const char *message_json, qtask_outcome *outcome, void *user_data) {
+    struct stale *s = user_data;
+    OK(qtask_cancel(s->client, json_int(message_json, "task_id")));
+    qtask_outcome_set_error(outcome, "too late");
+    qtask_worker_stop(s->worker);
+    return QTASK_OUTCOME_CODE_FAIL_NOW;
+}
+
+/* A stale outcome changes nothing and is counted as skipped. */
+static void test_worker_stale_outcome(qtask_client *client) {
+    int64_t id = 0;
+    OK(qtask_create(client, "stale", "{}", 60, "C:STALE", NULL, &id));
+    struct stale s = {NULL, client};
+    OK(qtask_worker_new(client, "C:STALE", 1, stale_callback, &s, &s.worker));
+    qtask_worker_report report = {0};
+    OK(qtask_worker_run(s.worker, &report));
+    qtask_worker_free(s.worker);
+    CHECK(report.skipped == 1 && report.failed == 0, "report skipped %llu failed %llu",
+          (unsigned long long)report.skipped, (unsigned long long)report.failed);
+    expect_task(client, id, "\"status\":\"cancelled\"", "\"last_error\":null");
+}
+
 static int never_called(const char *message_json, qtask_outcome *outcome, void *user_data) {
     (void)message_json;
     (void)outcome;
@@ -841,6 +870,7 @@ int main(int argc, char **argv) {
         RUN(test_worker_failure(client));
         RUN(test_worker_outcomes(client));
         RUN(test_worker_time_limit(client));
+        RUN(test_worker_stale_outcome(client));
         RUN(test_worker_stop_from_thread(client));
         RUN(test_worker_stop_from_signal(client));
     }

@@ -152,3 +152,35 @@ def test_time_limit_interrupts_sync_and_cancels_async(backend: Backend) -> None:
             c.cancel(i)
         with pytest.raises(ValueError):
             c.run_worker(time_limit="soon", handle_signals=False)  # type: ignore[arg-type]
+
+
+def test_an_outcome_of_an_ended_task_is_skipped(backend: Backend) -> None:
+    """Fencing: the task is cancelled while its handler runs; the handler's outcome
+    then names an attempt that is no longer current, changes nothing, and is counted
+    as skipped."""
+    with backend.client(sweep_interval=0.2) as c:
+        c.install()
+        started, release = threading.Event(), threading.Event()
+
+        @c.task("STALE")
+        def handle(message: qtask.Message) -> None:
+            started.set()
+            release.wait(30)
+            raise qtask.FailNow("too late")
+
+        task_id = c.create("s", {}, queue="STALE", delete_deadline=KEEP)
+        stop = threading.Event()
+        reports: List[qtask.WorkerReport] = []
+        t = threading.Thread(target=lambda: reports.append(c.run_worker(stop=stop, handle_signals=False)))
+        t.start()
+        try:
+            assert started.wait(30)
+            c.cancel(task_id)
+        finally:
+            # A graceful stop lets the handler end and writes its outcome first.
+            release.set()
+            stop.set()
+            t.join()
+        assert (reports[0].skipped, reports[0].failed) == (1, 0), reports[0]
+        task = c.get(task_id)
+        assert (task["status"], task["last_error"]) == ("cancelled", None)
