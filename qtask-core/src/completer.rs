@@ -1,17 +1,22 @@
 //! Group commit of outcomes. Lease renewals and finishes from worker loops and from
 //! user calls queue up while the previous write runs, then go to the database in one
 //! statement per kind. There is no timer: an idle completer writes a lone outcome at
-//! once, a busy one writes whatever gathered meanwhile. A caller hears back only after
-//! its batch committed.
+//! once, a busy one writes whatever gathered meanwhile, up to [`WRITES_IN_FLIGHT`]
+//! batches at once. A caller hears back only after its batch committed.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::error::{Error, Result};
 use crate::store::{Store, MAX_BATCH};
 use crate::task::{Fence, Fenced};
+
+/// Batches written at once: the database overlaps their commits. A deadlock between
+/// two of them (a renewal and a finish of one task) is retried like any other.
+const WRITES_IN_FLIGHT: usize = 4;
 
 enum Request {
     Renew(Fence, oneshot::Sender<Result<Fenced<Duration>>>),
@@ -66,9 +71,17 @@ impl Completer {
 }
 
 async fn write_loop(store: Store, mut incoming: mpsc::UnboundedReceiver<Request>) {
+    let writers = Arc::new(Semaphore::new(WRITES_IN_FLIGHT));
+    let mut writes = JoinSet::new();
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut closing = false;
-    while !closing && incoming.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    while !closing {
+        // A free writer first: while every writer is busy, requests gather into the
+        // next batch.
+        let writer = writers.clone().acquire_owned().await.expect("never closed");
+        if incoming.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            break;
+        }
         let mut renews = Vec::new();
         let mut finishes = Vec::new();
         for request in batch.drain(..) {
@@ -78,16 +91,23 @@ async fn write_loop(store: Store, mut incoming: mpsc::UnboundedReceiver<Request>
                 Request::Close => closing = true,
             }
         }
-        // Finishes first: a finished task needs no renewal.
-        if !finishes.is_empty() {
-            let fences: Vec<Fence> = finishes.iter().map(|(f, _)| *f).collect();
-            answer(store.finish_many(&fences).await, finishes);
-        }
-        if !renews.is_empty() {
-            let fences: Vec<Fence> = renews.iter().map(|(f, _)| *f).collect();
-            answer(store.renew_many(&fences).await, renews);
-        }
+        let store = store.clone();
+        writes.spawn(async move {
+            let _writer = writer;
+            // Finishes first: a finished task needs no renewal.
+            if !finishes.is_empty() {
+                let fences: Vec<Fence> = finishes.iter().map(|(f, _)| *f).collect();
+                answer(store.finish_many(&fences).await, finishes);
+            }
+            if !renews.is_empty() {
+                let fences: Vec<Fence> = renews.iter().map(|(f, _)| *f).collect();
+                answer(store.renew_many(&fences).await, renews);
+            }
+        });
+        while writes.try_join_next().is_some() {}
     }
+    // Close: every write sent before it has committed.
+    while writes.join_next().await.is_some() {}
 }
 
 /// Hands each caller its own result, or a copy of the batch's error.

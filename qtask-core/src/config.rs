@@ -54,7 +54,9 @@ pub struct Config {
     /// Longest retry delay after `fail`.
     #[serde(deserialize_with = "seconds")]
     pub retry_backoff_max: Duration,
-    /// Database connections in this client's pool.
+    /// Database connections in this client's pool. SQLite always uses one: it has one
+    /// writer at a time, so a connection held in a caller's transaction makes this
+    /// client's other calls wait for that transaction to end.
     pub max_connections: u32,
     /// Seconds to wait for a database connection before failing (sqlx retries meanwhile).
     #[serde(deserialize_with = "seconds")]

@@ -28,6 +28,9 @@ const MAX_FETCHES: usize = 2;
 const GATHER: Duration = Duration::from_millis(2);
 /// Stands for "no time limit" where an instant is needed.
 const NO_LIMIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+/// Claimed tasks awaiting their outcome's commit, per slot: enough that claims go on
+/// while earlier finishes commit, few enough that a killed worker leaves few to run again.
+const UNSETTLED_PER_SLOT: usize = 4;
 /// Back-off while the database or queue is unreachable: never exit, never spin.
 const MAX_ERROR_PAUSE: Duration = Duration::from_secs(5);
 
@@ -134,7 +137,7 @@ impl Worker {
         // Claimed tasks whose outcome has not committed yet: bounded, so a slow
         // database holds the fetcher back, and a worker that dies leaves at most this
         // many tasks to run again.
-        let capacity = self.concurrency * 2;
+        let capacity = self.concurrency * UNSETTLED_PER_SLOT;
         let unsettled = Arc::new(Semaphore::new(capacity));
         let fetches = Arc::new(Semaphore::new(MAX_FETCHES));
         let errors = Arc::new(AtomicU32::new(0));

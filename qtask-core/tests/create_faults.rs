@@ -92,10 +92,11 @@ async fn same_order_no_from_an_older_snapshot_returns_the_existing_task() {
         let sql = format!("SELECT COUNT(*) FROM {}", a.store().table());
         tx.execute(AssertSqlSafe(sql)).await.unwrap();
         if db.name == "sqlite" {
-            // SQLite has one writer at a time: the other create would wait for this one.
+            // SQLite has one writer at a time (a client holds one connection): the other
+            // create goes first, then the transaction.
             tx.rollback().await.unwrap();
-            tx = a.store().pool().begin().await.unwrap();
             let first = b.create(task(1).order_no("ORDER-1")).await.unwrap();
+            tx = a.store().pool().begin().await.unwrap();
             let (second, _) = a.create_in(&mut tx, task(2).order_no("ORDER-1")).await.unwrap();
             tx.commit().await.unwrap();
             assert_eq!((second.id, second.existing), (first.id, true), "{}", db.name);

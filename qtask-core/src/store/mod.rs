@@ -83,8 +83,15 @@ impl Store {
         let options: AnyConnectOptions = url
             .parse()
             .map_err(|e| crate::error::invalid(format!("database URL {:?}: {e}", redact(&config.db))))?;
+        // SQLite lets one connection write at a time and makes the others sleep in its
+        // busy handler (1 ms, 2 ms, 5 ms … 100 ms): one connection queues this process's
+        // statements in order instead, several times faster under concurrent writers.
+        let connections = match dialect {
+            Dialect::Sqlite => 1,
+            _ => config.max_connections,
+        };
         let mut pool = AnyPoolOptions::new()
-            .max_connections(config.max_connections)
+            .max_connections(connections)
             .acquire_timeout(config.connect_timeout);
         if dialect == Dialect::Sqlite {
             // WAL lets readers run beside the one writer; busy_timeout makes writers queue.
