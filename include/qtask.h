@@ -496,6 +496,45 @@ const char *qtask_result_name(int32_t code);
 qtask_result qtask_set_log_callback(qtask_log_callback callback, void *user_data);
 
 /**
+ * Declares a periodic task, or replaces the one with the same `name` (its next
+ * tick is kept while its timing is unchanged). Each tick makes one task named
+ * `name` with `input_json` (a JSON object) as its input, however many processes
+ * sweep. `options_json` is a JSON object with `queue` and exactly one of `cron`
+ * (5 fields, 6 with seconds first, or "@hourly"…, read in `time_zone`, an IANA
+ * name, default "UTC") and `every` (seconds, at least 1); optional `missed`
+ * ("run_once": one task for ticks missed while nothing ran, the default; "skip":
+ * none), `timeout`, `deadline`, `delete_deadline` (seconds) and `max_count`.
+ * A bad expression, zone or interval is `QTASK_RESULT_INVALID_ARGUMENT` and
+ * writes nothing. All strings are borrowed and must be valid UTF-8.
+ *
+ * `out_schedule_json` may be NULL; otherwise it receives the stored schedule
+ * as a JSON object (as in `qtask_schedules`), a new string the caller owns and
+ * must free with `qtask_string_free`, or NULL on failure.
+ */
+qtask_result qtask_schedule(struct qtask_client *client,
+                            const char *name,
+                            const char *input_json,
+                            const char *options_json,
+                            char **out_schedule_json);
+
+/**
+ * Removes the schedule `name` (borrowed); tasks it already made stay.
+ * `out_existed` may be NULL; otherwise it receives whether the schedule existed.
+ */
+qtask_result qtask_unschedule(struct qtask_client *client, const char *name, bool *out_existed);
+
+/**
+ * Every schedule of the client's namespace, by name, as a JSON array of objects:
+ * `name`, `queue`, `input`, `cron` and `time_zone` (null for intervals),
+ * `every_ms` (null for cron), `missed`, `timeout_ms`, `deadline_ms`,
+ * `delete_after_ms`, `max_count`, `next_at`, `last_tick_at`, `last_task_id`,
+ * `created_at`, `updated_at` (times in Unix milliseconds). `*out_schedules_json`
+ * (not NULL) receives a new string the caller owns and must free with
+ * `qtask_string_free`, or NULL on failure.
+ */
+qtask_result qtask_schedules(struct qtask_client *client, char **out_schedules_json);
+
+/**
  * Creates a worker for the tasks of `queue` (borrowed, copied) of `client`,
  * running `callback` on up to `concurrency` (at least 1) tasks at once with
  * `user_data` passed through untouched (qtask never reads or frees it; it must

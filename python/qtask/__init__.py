@@ -35,7 +35,19 @@ from .errors import (
     TimeoutError,
 )
 from .outcomes import Cancel, FailNow, Retry, TimeLimitExceeded
-from .types import Message, NewTask, QueueSummary, RatePoint, Stats, SweepReport, Task, TaskPage, WorkerReport
+from .types import (
+    Message,
+    Missed,
+    NewTask,
+    QueueSummary,
+    RatePoint,
+    ScheduleInfo,
+    Stats,
+    SweepReport,
+    Task,
+    TaskPage,
+    WorkerReport,
+)
 
 __all__ = [
     "__version__",
@@ -50,6 +62,8 @@ __all__ = [
     "TaskPage",
     "QueueSummary",
     "RatePoint",
+    "ScheduleInfo",
+    "Missed",
     "WorkerReport",
     "Retry",
     "Cancel",

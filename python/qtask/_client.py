@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Mapping, Optional, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, TypeVar, cast
 
 from . import _qtask
 from .errors import InvalidArgument
@@ -13,7 +13,9 @@ from .types import (
     Message,
     NewTask,
     QueueSummary,
+    Missed,
     RatePoint,
+    ScheduleInfo,
     Stats,
     SweepReport,
     Task,
@@ -416,6 +418,69 @@ class Client:
     def rates(self, minutes: int = 60) -> List[RatePoint]:
         """Tasks finished and failed per minute over the last ``minutes``, oldest first."""
         return cast(List[RatePoint], json.loads(self._native.rates(minutes)))
+
+    # --- periodic tasks
+
+    def schedule(
+        self,
+        name: str,
+        input: Mapping[str, Any],
+        *,
+        queue: str,
+        cron: Optional[str] = None,
+        every: Optional[float] = None,
+        time_zone: Optional[str] = None,
+        missed: Missed = "run_once",
+        timeout: Optional[float] = None,
+        deadline: Optional[float] = None,
+        delete_deadline: Optional[float] = None,
+        max_count: Optional[int] = None,
+    ) -> ScheduleInfo:
+        """Declares the periodic task ``name``, or replaces the one of that name.
+
+        Each tick makes exactly one task named ``name`` with ``input``, however many
+        processes sweep. Declaring it again with the same timing keeps its next tick,
+        so a program may declare its schedules at every start.
+
+        Arguments:
+            cron: a cron expression (5 fields, 6 with seconds first, or ``"@hourly"``…),
+                read in ``time_zone`` (an IANA name such as ``"Asia/Shanghai"``,
+                default UTC). Exactly one of ``cron`` and ``every``.
+            every: an interval in seconds (at least 1), the first tick one interval
+                from now.
+            missed: ticks missed while no process swept: ``"run_once"`` makes one
+                catch-up task, ``"skip"`` none; then the next future tick.
+            timeout, deadline, delete_deadline, max_count: as for :meth:`create`,
+                for each task it makes.
+
+        Returns the stored schedule (``next_at``: its next tick, Unix ms).
+
+        Raises:
+            qtask.InvalidArgument: a bad expression, time zone or interval (or input);
+                nothing was written.
+        """
+        options: Dict[str, Any] = {"queue": _text(queue, "queue"), "missed": _text(missed, "missed")}
+        if cron is not None:
+            options["cron"] = _text(cron, "cron")
+        if time_zone is not None:
+            options["time_zone"] = _text(time_zone, "time_zone")
+        for key, value in (("every", every), ("timeout", timeout), ("deadline", deadline), ("delete_deadline", delete_deadline)):
+            if value is not None:
+                options[key] = _seconds(value, key)
+        if max_count is not None:
+            if isinstance(max_count, bool) or not isinstance(max_count, int):
+                raise InvalidArgument(f"max_count must be an int, got {max_count!r}")
+            options["max_count"] = max_count
+        text = self._native.schedule(_text(name, "name"), _dumps(input, "input"), _dumps(options, "schedule options"))
+        return cast(ScheduleInfo, json.loads(text))
+
+    def unschedule(self, name: str) -> bool:
+        """Removes the schedule ``name``; returns whether it existed. Tasks it made stay."""
+        return self._native.unschedule(_text(name, "name"))
+
+    def schedules(self) -> List[ScheduleInfo]:
+        """Every schedule of the namespace, by name."""
+        return cast(List[ScheduleInfo], json.loads(self._native.schedules()))
 
     # --- worker
 

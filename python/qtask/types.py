@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Literal, Optional
 
 if sys.version_info >= (3, 11):
     from typing import NotRequired, TypedDict
 else:  # pragma: no cover - Python 3.9 and 3.10
     from typing import TypedDict
 
-__all__ = ["Message", "NewTask", "Stats", "SweepReport", "Task", "WorkerReport"]
+__all__ = ["Message", "Missed", "NewTask", "ScheduleInfo", "Stats", "SweepReport", "Task", "WorkerReport"]
 
 Message = Dict[str, Any]
 """What a worker receives: the task's input plus ``task_id`` (int) and ``attempt``
@@ -62,6 +62,37 @@ class SweepReport(TypedDict):
     dispatched: int
     gave_up: int
     deleted: int
+    scheduled: int
+    """Tasks made by schedules whose tick came."""
+
+
+Missed = Literal["run_once", "skip"]
+"""What a schedule does about ticks missed while no process swept."""
+
+
+class ScheduleInfo(TypedDict):
+    """A periodic task as the database keeps it, from :meth:`qtask.Client.schedule`
+    and :meth:`qtask.Client.schedules`. Times are Unix ms (database clock)."""
+
+    name: str
+    queue: str
+    input: Dict[str, Any]
+    cron: Optional[str]
+    """``None`` for an interval."""
+    time_zone: Optional[str]
+    every_ms: Optional[int]
+    """``None`` for a cron expression."""
+    missed: Missed
+    timeout_ms: int
+    deadline_ms: int
+    delete_after_ms: int
+    max_count: int
+    next_at: int
+    """When the next tick is due."""
+    last_tick_at: Optional[int]
+    last_task_id: Optional[int]
+    created_at: int
+    updated_at: int
 
 
 class TaskPage(TypedDict):

@@ -46,6 +46,9 @@ pub enum Command {
     /// Tasks: list, show, retry, cancel.
     #[command(subcommand)]
     Tasks(TasksCommand),
+    /// Periodic tasks: list, add (or replace), remove.
+    #[command(subcommand)]
+    Schedules(SchedulesCommand),
     /// Serve the web dashboard and /metrics.
     Dashboard(DashboardArgs),
 }
@@ -135,6 +138,68 @@ pub struct BulkArgs {
     pub filter: FilterArgs,
     #[command(flatten)]
     pub json: JsonFlag,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchedulesCommand {
+    /// Every schedule of the namespace, with its next tick.
+    List(JsonFlag),
+    /// Declare a periodic task, or replace the one of the same name (its next tick is
+    /// kept while its timing is unchanged).
+    Add(ScheduleArgs),
+    /// Remove a schedule (the tasks it made stay).
+    Remove {
+        name: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("timing").required(true).args(["cron", "every"]))]
+pub struct ScheduleArgs {
+    /// The schedule's name, also the name of every task it makes.
+    pub name: String,
+    /// Queue name of its tasks (the global --queue, before the command, is the queue URL).
+    #[arg(long)]
+    pub queue: String,
+    /// A cron expression: 5 fields, 6 with seconds first, or @hourly, @daily…
+    #[arg(long)]
+    pub cron: Option<String>,
+    /// The IANA time zone the cron expression is read in (default UTC).
+    #[arg(long, requires = "cron")]
+    pub time_zone: Option<String>,
+    /// A fixed interval: seconds, or a duration such as 90s, 5m, 1h 30m (at least 1s).
+    #[arg(long, value_parser = interval)]
+    pub every: Option<std::time::Duration>,
+    /// The input of each task, a JSON object.
+    #[arg(long, default_value = "{}")]
+    pub input: String,
+    /// Ticks missed while no process swept: run_once (one catch-up task) or skip.
+    #[arg(long, default_value = "run_once", value_parser = ["run_once", "skip"])]
+    pub missed: String,
+    /// Lease of one dispatch of each task, in seconds.
+    #[arg(long)]
+    pub timeout: Option<f64>,
+    /// Seconds after its creation that each task is never dispatched again.
+    #[arg(long)]
+    pub deadline: Option<f64>,
+    /// Seconds a finished task's row is kept.
+    #[arg(long)]
+    pub delete_deadline: Option<f64>,
+    /// Dispatches of each task at most.
+    #[arg(long)]
+    pub max_count: Option<u32>,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+/// Seconds (`90`, `1.5`) or a duration as people write it (`90s`, `5m`, `1h 30m`).
+fn interval(text: &str) -> Result<std::time::Duration, String> {
+    match text.trim().parse::<f64>() {
+        Ok(secs) => std::time::Duration::try_from_secs_f64(secs).map_err(|e| format!("{e}")),
+        Err(_) => humantime::parse_duration(text).map_err(|e| format!("{e} (expected e.g. 60, 90s, 5m, 1h)")),
+    }
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@ mod args;
 mod commands;
 mod dashboard;
 mod output;
+mod schedules;
 
 use std::process::ExitCode;
 
@@ -71,6 +72,7 @@ async fn run(cli: Cli) -> qtask_core::Result<u8> {
         Command::Stats(json) => commands::stats(&client, json.json).await,
         Command::Queues(command) => commands::queues(&client, command).await,
         Command::Tasks(command) => commands::tasks(&client, command).await,
+        Command::Schedules(command) => schedules::run(&client, command).await,
         Command::Dashboard(args) => dashboard::serve(client.clone(), args).await,
     };
     client.close().await;

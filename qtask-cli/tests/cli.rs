@@ -127,9 +127,10 @@ impl World {
     fn drop(self) {
         let task = self.client.config().task_table();
         let queue = format!("{}queue", self.prefix);
+        let schedule = format!("{}schedule", self.prefix);
         let pool = self.client.as_async().store().pool().clone();
         qtask_core::blocking::wait(async move {
-            for table in [task, queue] {
+            for table in [task, queue, schedule] {
                 pool.execute(AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
                     .await?;
             }
@@ -223,6 +224,105 @@ fn failed_tasks_are_listed_retried_and_cancelled() {
         assert_eq!(w.client.get(m.task_id).unwrap().status, Status::Processing);
         let by_id = w.json(&["tasks", "retry", &other.to_string(), "--json"]);
         assert_eq!(by_id["changed"], 1);
+        w.drop();
+    }
+}
+
+#[test]
+fn schedules_are_added_listed_and_removed() {
+    for db in databases() {
+        let w = World::new(&db, "sched");
+        let added = w.json(&[
+            "schedules",
+            "add",
+            "nightly report",
+            "--queue",
+            Q,
+            "--cron",
+            "0 9 * * *",
+            "--time-zone",
+            "Asia/Shanghai",
+            "--missed",
+            "skip",
+            "--input",
+            r#"{"kind": "report"}"#,
+            "--timeout",
+            "30",
+            "--json",
+        ]);
+        assert_eq!(added["time_zone"], "Asia/Shanghai", "{}", db.name);
+        // 09:00 in Shanghai is 01:00 UTC.
+        assert_eq!(added["next_at"].as_i64().unwrap() % 86_400_000, 3_600_000);
+        assert_eq!(
+            (added["missed"].as_str(), added["timeout_ms"].as_i64()),
+            (Some("skip"), Some(30_000))
+        );
+        let pulse = w.json(&[
+            "schedules",
+            "add",
+            "pulse",
+            "--queue",
+            Q,
+            "--every",
+            "5m",
+            "--json",
+        ]);
+        assert_eq!(pulse["every_ms"], 300_000);
+        let again = w.json(&[
+            "schedules",
+            "add",
+            "pulse",
+            "--queue",
+            Q,
+            "--every",
+            "300",
+            "--json",
+        ]);
+        assert_eq!(
+            again["next_at"], pulse["next_at"],
+            "same timing: the next tick stays"
+        );
+
+        let listed = w.json(&["schedules", "list", "--json"]);
+        let names: Vec<&str> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["nightly report", "pulse"]);
+        let text = String::from_utf8(w.qtask(&["schedules", "list"]).stdout).unwrap();
+        assert!(
+            text.contains("0 9 * * * (Asia/Shanghai)") && text.contains("every 5m"),
+            "{text}"
+        );
+        // The engine's own view agrees.
+        assert_eq!(w.client.schedules().unwrap().len(), 2);
+
+        // Bad timings are usage errors (exit 2) and write nothing.
+        for bad in [
+            &["--cron", "61 * * * *"][..],
+            &["--cron", "* * * * *", "--time-zone", "Mars/Olympus"],
+            &["--every", "0"],
+            &["--every", "soon"],
+            &["--every", "5", "--cron", "* * * * *"],
+            &[],
+            &["--every", "5", "--input", "[1]"],
+        ] {
+            let mut args = vec!["schedules", "add", "bad", "--queue", Q];
+            args.extend_from_slice(bad);
+            assert_eq!(w.qtask(&args).status.code(), Some(2), "{bad:?}");
+        }
+        assert_eq!(
+            w.json(&["schedules", "list", "--json"]).as_array().unwrap().len(),
+            2
+        );
+
+        let removed = w.json(&["schedules", "remove", "pulse", "--json"]);
+        assert_eq!(removed["removed"], true);
+        let twice = w.json(&["schedules", "remove", "pulse", "--json"]);
+        assert_eq!(twice["removed"], false);
+        assert_eq!(w.client.schedules().unwrap().len(), 1);
         w.drop();
     }
 }

@@ -34,6 +34,7 @@ mod maintenance;
 mod outcome;
 pub mod queue;
 mod results;
+mod schedule;
 mod secret;
 pub mod store;
 mod task;
@@ -46,6 +47,7 @@ pub use config::{Config, DB_QUEUE, DEFAULT_DB_URL};
 pub use error::{Error, Result};
 pub use maintenance::SweepReport;
 pub use outcome::{Outcome, TimeUp};
+pub use schedule::{Missed, Schedule, ScheduleInfo, MIN_EVERY, MISSED_AFTER, NO_MORE_TICKS};
 pub use secret::redact;
 pub use task::{
     check_new_task, seconds, Created, Fence, Fenced, Message, NewTask, Stats, Status, Task, TaskOptions,

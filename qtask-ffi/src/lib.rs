@@ -21,10 +21,12 @@ mod ffi;
 mod handle;
 mod logs;
 mod panic;
+mod schedule;
 mod worker;
 
 pub use admin::*;
 pub use client::*;
 pub use error::{qtask_last_error, qtask_result, qtask_result_name};
 pub use logs::*;
+pub use schedule::*;
 pub use worker::*;

@@ -310,6 +310,41 @@ impl Client {
         Ok(to_json(&rates)?)
     }
 
+    /// Declares or replaces the periodic task `name`; `options_json` as
+    /// `qtask_core::Schedule::from_json` reads it. The stored schedule as JSON text.
+    fn schedule(
+        &self,
+        py: Python<'_>,
+        name: String,
+        input_json: String,
+        options_json: String,
+    ) -> PyQtaskResult<String> {
+        let client = self.client()?;
+        let info = py.detach(move || {
+            let max = client.config().max_payload_bytes;
+            client.schedule(qtask_core::Schedule::from_json(
+                &name,
+                &input_json,
+                &options_json,
+                max,
+            )?)
+        })?;
+        Ok(to_json(&info)?)
+    }
+
+    /// Removes a schedule; whether it existed.
+    fn unschedule(&self, py: Python<'_>, name: String) -> PyQtaskResult<bool> {
+        let client = self.client()?;
+        Ok(py.detach(move || client.unschedule(&name))?)
+    }
+
+    /// Every schedule of the namespace, by name, as JSON text.
+    fn schedules(&self, py: Python<'_>) -> PyQtaskResult<String> {
+        let client = self.client()?;
+        let schedules = py.detach(move || client.schedules())?;
+        Ok(to_json(&schedules)?)
+    }
+
     /// Stops the sweeper and closes the pool; later calls raise `qtask.ClosedError`.
     /// Closing twice is fine.
     fn close(&self, py: Python<'_>) {

@@ -1,6 +1,6 @@
 /*
  * The C ABI's test program: a full task cycle, a delayed task, order_no
- * dedupe, the deferred create, threads sharing one handle, and every kind of
+ * dedupe, the deferred create, periodic tasks, threads sharing one handle, and every kind of
  * bad input, each checked for its result code and for writing nothing; the
  * worker (drain, a failing callback, stop from another thread and from a signal
  * handler) and the log callback.
@@ -291,6 +291,64 @@ static void test_admin(qtask_client *client) {
     qtask_string_free(rates);
     EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_pause_queue(client, NULL));
     EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_retry_matching(client, NULL, NULL));
+}
+
+/* Periodic tasks: declare (cron in a zone, an interval), replace, list, remove; a tick
+ * of a one-second interval reaches a worker; bad timings write nothing. */
+static void test_schedules(qtask_client *client) {
+    char *info = NULL;
+    OK(qtask_schedule(client, "c nightly", "{\"kind\": \"report\"}",
+                      "{\"queue\": \"C:SCHED\", \"cron\": \"0 9 * * *\", \"time_zone\": \"Asia/Shanghai\", "
+                      "\"missed\": \"skip\", \"timeout\": 30}",
+                      &info));
+    CHECK(info && strstr(info, "\"time_zone\":\"Asia/Shanghai\"") && strstr(info, "\"missed\":\"skip\""),
+          "schedule %s", info ? info : "NULL");
+    /* 09:00 in Shanghai is 01:00 UTC. */
+    CHECK(json_int(info, "next_at") % 86400000 == 3600000, "next_at of %s", info ? info : "NULL");
+    qtask_string_free(info);
+    OK(qtask_schedule(client, "c pulse", "{\"n\": 7}", "{\"queue\": \"C:SCHED\", \"every\": 1}", NULL));
+
+    char *list = NULL;
+    OK(qtask_schedules(client, &list));
+    CHECK(list && list[0] == '[' && strstr(list, "\"name\":\"c nightly\"") && strstr(list, "\"every_ms\":1000"),
+          "schedules %s", list ? list : "NULL");
+    qtask_string_free(list);
+
+    /* The sweeper (every 0.2 s) makes the tick's task. */
+    char *msg = NULL;
+    OK(qtask_pop(client, "C:SCHED", 10000, &msg));
+    CHECK(msg && json_int(msg, "n") == 7, "tick message %s", msg ? msg : "NULL");
+    if (msg) {
+        OK(qtask_finish(client, json_int(msg, "task_id")));
+    }
+    qtask_string_free(msg);
+
+    bool existed = false;
+    OK(qtask_unschedule(client, "c pulse", &existed));
+    CHECK(existed, "pulse did not exist");
+    OK(qtask_unschedule(client, "c pulse", &existed));
+    CHECK(!existed, "pulse removed twice");
+    OK(qtask_unschedule(client, "c nightly", NULL));
+
+    const char *bad[] = {
+        "{\"queue\": \"C:SCHED\", \"cron\": \"61 * * * *\"}",
+        "{\"queue\": \"C:SCHED\", \"cron\": \"* * * * *\", \"time_zone\": \"Mars/Olympus\"}",
+        "{\"queue\": \"C:SCHED\", \"every\": 0}",
+        "{\"queue\": \"C:SCHED\", \"every\": 5, \"cron\": \"* * * * *\"}",
+        "{\"queue\": \"C:SCHED\"}",
+        "{\"queue\": \"C:SCHED\", \"every\": 5, \"missed\": \"twice\"}",
+        "not json",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        info = (char *)"sentinel";
+        EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_schedule(client, "c bad", "{}", bad[i], &info));
+        CHECK(info == NULL, "out not reset on failure");
+    }
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_schedule(client, NULL, "{}", "{\"queue\": \"Q\", \"every\": 5}", NULL));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_schedules(client, NULL));
+    OK(qtask_schedules(client, &list));
+    CHECK(list && strcmp(list, "[]") == 0, "bad schedules were written: %s", list ? list : "NULL");
+    qtask_string_free(list);
 }
 
 struct worker_arg {
@@ -864,6 +922,7 @@ int main(int argc, char **argv) {
         RUN(test_deferred(client));
         RUN(test_fail(client));
         RUN(test_admin(client));
+        RUN(test_schedules(client));
         RUN(test_threads(client));
         RUN(test_bad_input(client, dir));
         RUN(test_worker_drain(client));

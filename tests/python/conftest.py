@@ -151,7 +151,7 @@ def make_backend(kind: str, tmp_path: Any) -> Iterator[Backend]:
     try:
         yield Backend(kind, pg, queue, prefix, redis_prefix)
     finally:
-        drop_pg_table(pg, f"{prefix}task")
+        drop_pg_table(pg, f"{prefix}task, {prefix}queue, {prefix}schedule")
 
 
 @pytest.fixture(params=["sqlite", "pg", "pg+redis"])

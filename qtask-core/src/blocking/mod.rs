@@ -9,6 +9,7 @@
 mod admin;
 mod client;
 mod runtime;
+mod schedule;
 mod worker;
 
 pub use client::{Client, Invoke};

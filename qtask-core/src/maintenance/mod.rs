@@ -5,6 +5,7 @@ mod cleaner;
 mod dispatcher;
 mod maintainer;
 mod reaper;
+mod scheduler;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,6 +31,8 @@ pub struct SweepReport {
     pub gave_up: u64,
     /// Rows deleted.
     pub deleted: u64,
+    /// Tasks made by schedules (periodic tasks) whose tick came.
+    pub scheduled: u64,
 }
 
 /// Counters of one client, shown by `stats()`.
@@ -62,10 +65,12 @@ pub(crate) struct Context {
     pub batch_size: u32,
 }
 
-/// One pass of every service, in the order that keeps the contract: give up on what
-/// may not run again, then dispatch what is due, then delete what has expired.
+/// One pass of every service, in the order that keeps the contract: make the tasks
+/// of due schedule ticks, give up on what may not run again, then dispatch what is
+/// due, then delete what has expired.
 pub(crate) async fn sweep_once(ctx: &Context) -> Result<SweepReport> {
     use crate::telemetry::timed;
+    let scheduled = timed("scheduler", scheduler::run_once(ctx)).await?;
     let gave_up = timed("reaper", reaper::run_once(ctx)).await?;
     let dispatched = timed("dispatcher", dispatcher::run_once(ctx)).await?;
     let deleted = timed("cleaner", cleaner::run_once(ctx)).await?;
@@ -74,6 +79,7 @@ pub(crate) async fn sweep_once(ctx: &Context) -> Result<SweepReport> {
         dispatched,
         gave_up,
         deleted,
+        scheduled,
     })
 }
 

@@ -160,7 +160,7 @@ pub(super) fn statements(dialect: Dialect, task_table: &str) -> Vec<String> {
 }
 
 /// "No such table": SQLSTATE 42P01 (PostgreSQL), 42S02 (MySQL), SQLite's message.
-fn is_missing_table(err: &sqlx::Error) -> bool {
+pub(super) fn is_missing_table(err: &sqlx::Error) -> bool {
     let Some(db) = err.as_database_error() else {
         return false;
     };

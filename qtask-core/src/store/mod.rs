@@ -8,6 +8,7 @@ mod claims;
 mod dialect;
 mod explain;
 mod outcomes;
+mod schedules;
 mod schema;
 mod settle;
 mod statements;
@@ -22,6 +23,7 @@ pub use claims::Offer;
 pub use dialect::{redact, Dialect};
 pub use explain::Plan;
 pub(crate) use outcomes::MAX_BATCH;
+pub(crate) use schedules::{DueSchedule, TickTaken};
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -182,6 +184,7 @@ impl Store {
     pub async fn install(&self) -> Result<()> {
         let mut statements = schema::statements(self.dialect, &self.table);
         statements.extend(admin::statements(self.dialect, &self.table)); // issue 11: queue settings
+        statements.extend(schedules::statements(self.dialect, &self.table)); // issue 12: periodic tasks
         let mut conn = self.pool.acquire().await?;
         match self.dialect {
             Dialect::Postgres => {

@@ -105,15 +105,19 @@ pub async fn fresh_at(db: &Db, prefix: &str) -> (Client, Clock) {
     (client, clock)
 }
 
-/// Drops the test's table and closes the client.
+/// Drops the test's tables (tasks, queue settings, schedules) and closes the client.
 pub async fn drop_table(client: &Client) {
-    let sql = format!("DROP TABLE IF EXISTS {}", client.store().table());
-    client
-        .store()
-        .pool()
-        .execute(AssertSqlSafe(sql))
-        .await
-        .expect("drop table");
+    let task_table = client.store().table().to_string();
+    let prefix = task_table.strip_suffix("task").unwrap_or(&task_table).to_string();
+    for table in [task_table, format!("{prefix}queue"), format!("{prefix}schedule")] {
+        let sql = format!("DROP TABLE IF EXISTS {table}");
+        client
+            .store()
+            .pool()
+            .execute(AssertSqlSafe(sql))
+            .await
+            .expect("drop table");
+    }
     client.close().await;
 }
 
