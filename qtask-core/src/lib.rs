@@ -31,6 +31,7 @@ mod error;
 pub mod input;
 pub mod logs;
 mod maintenance;
+mod otlp;
 mod outcome;
 pub mod queue;
 mod results;
@@ -39,6 +40,7 @@ mod secret;
 pub mod store;
 mod task;
 mod telemetry;
+mod trace;
 mod worker;
 
 pub use client::{Client, Invoke};

@@ -13,6 +13,7 @@ use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::sleep;
+use tracing::Instrument;
 
 use crate::client::Client;
 use crate::error::{invalid, Result};
@@ -254,7 +255,8 @@ impl Fetch {
                         permit: free.pop(),
                         _settle: settle.split(1),
                     };
-                    tokio::spawn(slot.run(message, handler.clone()));
+                    let span = crate::trace::handle_span(&message);
+                    tokio::spawn(slot.run(message, handler.clone()).instrument(span));
                 }
             }
             Err(err) => {
@@ -284,7 +286,8 @@ impl Slot {
         let queue = message.queue.clone();
         let started = std::time::Instant::now();
         let time_up = TimeUp::new();
-        let mut job = tokio::spawn(handler(message, time_up.clone()));
+        // The handler's own spans nest in this attempt's `qtask.handle` span.
+        let mut job = tokio::spawn(handler(message, time_up.clone()).in_current_span());
         let limit = self.limits.time_limit;
         let time_limit_at = tokio::time::Instant::now() + limit.unwrap_or(NO_LIMIT);
         let mut current = true;
@@ -327,7 +330,13 @@ impl Slot {
         }
         let finished = matches!(outcome, Outcome::Finish(_));
         crate::telemetry::handler_done(&queue, finished, started.elapsed());
+        let span = tracing::Span::current();
+        span.record("outcome", outcome_name(&outcome));
+        if matches!(outcome, Outcome::Retry(_) | Outcome::FailNow(_)) {
+            span.record("otel.status_code", "ERROR");
+        }
         self.settle(fence, &outcome).await;
+        crate::telemetry::claim_to_finish(&queue, finished, started.elapsed());
         if timed_out {
             // A handler on a thread keeps its slot until it returns: never more threads
             // than the concurrency. Whatever it returns now is ignored.
@@ -362,5 +371,15 @@ impl Slot {
                 tracing::warn!(error = %err, task_id = fence.task_id, "qtask worker: writing the outcome failed")
             }
         }
+    }
+}
+
+/// How an attempt ended, for its span.
+fn outcome_name(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Finish(_) => "finished",
+        Outcome::Retry(_) | Outcome::FailNow(_) => "failed",
+        Outcome::RetryAfter(_) => "snoozed",
+        Outcome::Cancel(_) => "cancelled",
     }
 }
