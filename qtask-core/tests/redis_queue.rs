@@ -294,14 +294,18 @@ async fn worker_killed(kind: DbKind) {
     });
     let mut child = common::spawn_child(
         "child_worker",
-        &[("QTASK_CHILD_CONFIG", config.to_string()), ("QTASK_CHILD_QUEUE", q.clone())],
+        &[
+            ("QTASK_CHILD_CONFIG", config.to_string()),
+            ("QTASK_CHILD_QUEUE", q.clone()),
+        ],
     );
     let stdout = child.stdout.take().unwrap();
     let line = tokio::task::spawn_blocking(move || {
         BufReader::new(stdout)
             .lines()
             .map_while(Result::ok)
-            .find(|l| l.starts_with("QTASK-CHILD POPPED"))
+            // libtest may print "test child_worker ... " before the child's line.
+            .find_map(|l| l.find("QTASK-CHILD POPPED").map(|at| l[at..].to_string()))
     })
     .await
     .unwrap()

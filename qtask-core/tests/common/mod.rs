@@ -17,7 +17,7 @@ use qtask_core::{Client, Clock, Config, Error};
 #[allow(unused_imports)]
 pub use processes::{lines_with, spawn_child};
 #[allow(unused_imports)]
-pub use redis::{cluster_url, delete_prefix, redis, redis_url, Inspect, Setup};
+pub use redis::{cluster_url, delete_prefix, offer_copy, redis, redis_url, Inspect, Setup};
 #[allow(unused_imports)]
 pub use servers::RedisServer;
 
@@ -158,7 +158,12 @@ pub fn config(db: &Db, prefix: &str, clock: &Clock) -> Config {
 
 /// The one way to get a fresh table: opens a client of [`config`] with `queue`
 /// (`db` or a Redis URL), lets `adjust` change the config, installs.
-pub async fn fresh_table(db: &Db, prefix: &str, queue: &str, adjust: impl FnOnce(&mut Config)) -> (Client, Clock) {
+pub async fn fresh_table(
+    db: &Db,
+    prefix: &str,
+    queue: &str,
+    adjust: impl FnOnce(&mut Config),
+) -> (Client, Clock) {
     let clock = Clock::database();
     let mut config = Config {
         queue: queue.into(),

@@ -223,3 +223,18 @@ impl Setup {
         drop_table(&self.client).await;
     }
 }
+
+/// Puts a copy of `task_id`'s offer on `queue` by hand, as a stale duplicate left on
+/// the client's single Redis would be.
+pub async fn offer_copy(client: &Client, queue: &str, task_id: i64) {
+    let config = client.config();
+    let mut conn = redis_conn(&config.queue).await.expect("redis reachable");
+    let key = offers_key(&config.redis_prefix, &config.namespace, queue);
+    let _: i64 = ::redis::cmd("ZADD")
+        .arg(key)
+        .arg(0)
+        .arg(format!("{task_id:019}"))
+        .query_async(&mut conn)
+        .await
+        .expect("zadd");
+}
