@@ -32,6 +32,8 @@ fi
 
 # --- Rust: qtask-core unit and integration tests (and every other crate)
 step rust cargo test --workspace --all-targets
+# OTLP export is behind the `otlp` feature (off by default): its test runs with it.
+step otlp cargo test -p qtask-core --features otlp --test otlp
 
 # --- Placeholders. Each runs only once its directory and runner exist, so this
 # script works at every stage of the project. Runners must use

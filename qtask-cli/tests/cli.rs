@@ -377,8 +377,12 @@ impl Dashboard {
     fn start(w: &World, extra: &[&str]) -> Dashboard {
         let mut args = vec!["dashboard", "--listen", "127.0.0.1:0"];
         args.extend_from_slice(extra);
-        let mut child = w
-            .command(&args)
+        Dashboard::spawn(w.command(&args))
+    }
+
+    /// Starts `qtask … dashboard …` and waits for its listening line.
+    fn spawn(mut command: Command) -> Dashboard {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -464,6 +468,16 @@ fn dashboard_serves_metrics_and_guards_writes() {
     assert_eq!(code, 409, "retrying a waiting task");
     let (_, overview) = d.request("GET", "/api/overview", &[]);
     assert!(!overview.contains("password"));
+    // The engine's own series of the dashboard's process: its retry, and the latency
+    // of the pages it served.
+    let (_, metrics) = d.request("GET", "/metrics", &[]);
+    for series in [
+        "qtask_tasks_retried_total 1",
+        "qtask_dashboard_actions_total{action=\"retry\"} 1",
+        "qtask_dashboard_request_duration_seconds_count{route=\"overview\"} 1",
+    ] {
+        assert!(metrics.contains(series), "{series} missing in:\n{metrics}");
+    }
     drop(d);
 
     let d = Dashboard::start(&w, &["--token", "s3cret-token-for-tests"]);
@@ -506,6 +520,79 @@ fn dashboard_serves_metrics_and_guards_writes() {
             .0,
         200
     );
+    drop(d);
+    w.drop();
+}
+
+/// A password in the database or queue URL shows in no output of the `qtask` command
+/// (tables, JSON, errors) and on no page of the dashboard (HTML, API, /metrics).
+#[test]
+fn passwords_never_show_in_the_cli_or_the_dashboard() {
+    const SECRET: &str = "s3cret-in-the-url";
+    let Some(pg) = databases().into_iter().find(|d| d.name == "postgres") else {
+        eprintln!("SKIP: the password test needs PostgreSQL (loopback logins take any password)");
+        return;
+    };
+    let db = Db {
+        name: "postgres",
+        url: pg.url.replacen("postgres@", &format!("postgres:{SECRET}@"), 1),
+    };
+    assert!(db.url.contains(SECRET), "{}", db.url);
+    let w = World::new(&db, "secret");
+    let id = w.failed_task(1, "gave up");
+    let hidden = |what: &str, out: &Output| {
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!text.contains(SECRET), "{what} shows the password: {text}");
+        text
+    };
+    let installed = hidden("install", &w.qtask(&["install"]));
+    assert!(installed.contains("postgres:***@"), "{installed}");
+    let queue = format!("redis://:{SECRET}@127.0.0.1:1/0");
+    for args in [
+        vec!["stats"],
+        vec!["stats", "--json"],
+        vec!["queues", "list", "--json"],
+        vec!["tasks", "list", "--status", "failed"],
+        vec!["tasks", "get", &id.to_string(), "--json"],
+        // A Redis queue that is down: the retry's offer fails and is made later.
+        vec![
+            "--queue", &queue, "tasks", "retry", "--status", "failed", "--json",
+        ],
+    ] {
+        let out = w.qtask(&args);
+        hidden(&args.join(" "), &out);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");
+    }
+    let unreachable = format!("postgres://u:{SECRET}@127.0.0.1:1/none");
+    let mut refused = Command::cargo_bin("qtask").unwrap();
+    let out = refused.args(["--db", &unreachable, "stats"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    hidden("an unreachable database", &out);
+
+    let d = Dashboard::spawn(w.command(&["--queue", &queue, "dashboard", "--listen", "127.0.0.1:0"]));
+    let (_, overview) = d.request("GET", "/api/overview", &[]);
+    assert!(
+        overview.contains("postgres:***@") && overview.contains(":***@127.0.0.1:1"),
+        "{overview}"
+    );
+    for path in [
+        "/".to_string(),
+        "/api/overview".to_string(),
+        "/api/tasks?status=waiting".to_string(),
+        format!("/api/tasks/{id}"),
+        "/metrics".to_string(),
+        "/api/tasks/999999999".to_string(),
+    ] {
+        let (code, body) = d.request("GET", &path, &[]);
+        assert!(
+            !body.contains(SECRET),
+            "{path} ({code}) shows the password: {body}"
+        );
+    }
     drop(d);
     w.drop();
 }

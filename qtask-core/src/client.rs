@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use sqlx::AnyConnection;
 use tokio::sync::Mutex;
+use tracing::{Instrument, Span};
 
 use crate::clock::duration_ms;
 use crate::completer::Completer;
@@ -68,6 +69,7 @@ impl Client {
     pub async fn open(config: Config) -> Result<Client> {
         config.validate()?;
         crate::telemetry::serve(&config)?;
+        crate::otlp::start(&config)?;
         let store = Store::connect(&config).await?;
         let queue = queue::connect(&config, &store).await?;
         let client = Client {
@@ -111,40 +113,63 @@ impl Client {
 
     /// Writes the task and dispatches it now (the seed's `Create` followed by `invoke`).
     pub async fn create(&self, task: NewTask) -> Result<Created> {
-        let (created, invoke) = self.create_deferred(task).await?;
-        let dispatched = if created.existing {
-            false
-        } else {
-            invoke.invoke().await?
-        };
-        Ok(Created {
-            dispatched,
-            ..created
-        })
+        let span = crate::trace::create_span(&task.queue, "create");
+        async {
+            let (created, invoke) = self.create_alone(task, &Span::current()).await?;
+            let dispatched = if created.existing {
+                false
+            } else {
+                invoke.invoke().await?
+            };
+            Ok(Created {
+                dispatched,
+                ..created
+            })
+        }
+        .instrument(span)
+        .await
     }
 
     /// Writes the task and returns an [`Invoke`] that dispatches it.
     pub async fn create_deferred(&self, task: NewTask) -> Result<(Created, Invoke)> {
+        let span = crate::trace::create_span(&task.queue, "create_deferred");
+        self.create_alone(task, &span).instrument(span.clone()).await
+    }
+
+    async fn create_alone(&self, task: NewTask, span: &Span) -> Result<(Created, Invoke)> {
         self.check_open()?;
-        let valid = ValidTask::check(&task, Duration::ZERO, self.inner.config.max_payload_bytes)?;
+        let valid = self.check_task(&task, Duration::ZERO, span)?;
         let offers = self.inner.queue.carries_offers();
         let inserted = self.inner.store.insert_alone(&valid, offers).await?;
-        Ok(self.created(inserted, &valid, offers))
+        Ok(self.created(inserted, &valid, offers, span))
     }
 
     /// Writes the task on the caller's connection, typically inside the caller's own
     /// transaction (`client.store().pool().begin()`); call the returned [`Invoke`]
     /// after it commits. Until then no worker can see the task.
     pub async fn create_in(&self, conn: &mut AnyConnection, task: NewTask) -> Result<(Created, Invoke)> {
-        self.check_open()?;
-        let valid = ValidTask::check(&task, Duration::ZERO, self.inner.config.max_payload_bytes)?;
-        let offers = self.inner.queue.carries_offers();
-        let inserted = self.inner.store.insert(conn, &valid, offers).await?;
-        Ok(self.created(inserted, &valid, offers))
+        let span = crate::trace::create_span(&task.queue, "create_in");
+        async {
+            self.check_open()?;
+            let valid = self.check_task(&task, Duration::ZERO, &span)?;
+            let offers = self.inner.queue.carries_offers();
+            let inserted = self.inner.store.insert(conn, &valid, offers).await?;
+            Ok(self.created(inserted, &valid, offers, &span))
+        }
+        .instrument(span.clone())
+        .await
+    }
+
+    /// Checks a new task and gives it the trace context of its create span.
+    fn check_task(&self, task: &NewTask, delay: Duration, span: &Span) -> Result<ValidTask> {
+        let mut valid = ValidTask::check(task, delay, self.inner.config.max_payload_bytes)?;
+        valid.trace_context = crate::trace::context_of(span);
+        Ok(valid)
     }
 
     /// What a create returns once its row is written.
-    fn created(&self, inserted: Inserted, valid: &ValidTask, offers: bool) -> (Created, Invoke) {
+    fn created(&self, inserted: Inserted, valid: &ValidTask, offers: bool, span: &Span) -> (Created, Invoke) {
+        span.record("task_id", inserted.id);
         let offer = (offers && !inserted.existing).then(|| Offer {
             task_id: inserted.id,
             queue: valid.queue.clone(),
@@ -168,29 +193,42 @@ impl Client {
 
     /// Writes the task only; the sweeper dispatches it `delay` from now (the seed's `Delay`).
     pub async fn delay(&self, task: NewTask, delay: Duration) -> Result<Created> {
-        self.check_open()?;
-        let valid = ValidTask::check(&task, delay, self.inner.config.max_payload_bytes)?;
-        let inserted = self.inner.store.insert_alone(&valid, false).await?;
-        if !inserted.existing {
-            crate::telemetry::created(&valid.queue);
+        let span = crate::trace::create_span(&task.queue, "delay");
+        async {
+            self.check_open()?;
+            let valid = self.check_task(&task, delay, &span)?;
+            let inserted = self.inner.store.insert_alone(&valid, false).await?;
+            span.record("task_id", inserted.id);
+            if !inserted.existing {
+                crate::telemetry::created(&valid.queue);
+            }
+            Ok(Created {
+                id: inserted.id,
+                existing: inserted.existing,
+                dispatched: false,
+            })
         }
-        Ok(Created {
-            id: inserted.id,
-            existing: inserted.existing,
-            dispatched: false,
-        })
+        .instrument(span.clone())
+        .await
     }
 
     /// Creates many tasks in one transaction, then dispatches them together. All are
     /// checked first: one bad task and nothing is written.
     pub async fn create_many(&self, tasks: Vec<NewTask>) -> Result<Vec<Created>> {
+        let span = crate::trace::create_many_span(tasks.len());
+        self.create_many_in_span(tasks, &span)
+            .instrument(span.clone())
+            .await
+    }
+
+    async fn create_many_in_span(&self, tasks: Vec<NewTask>, span: &Span) -> Result<Vec<Created>> {
         self.check_open()?;
-        let max = self.inner.config.max_payload_bytes;
         let valid = tasks
             .iter()
             .enumerate()
             .map(|(i, t)| {
-                ValidTask::check(t, Duration::ZERO, max).map_err(|e| invalid(format!("task {i}: {e}")))
+                self.check_task(t, Duration::ZERO, span)
+                    .map_err(|e| invalid(format!("task {i}: {e}")))
             })
             .collect::<Result<Vec<_>>>()?;
         let offers = self.inner.queue.carries_offers();
@@ -245,9 +283,15 @@ impl Client {
         let Some(wait) = self.wait_while_paused(queue, wait).await? else {
             return Ok(Vec::new());
         };
-        let messages = self.inner.queue.fetch(queue, max, wait).await?;
-        for message in &messages {
+        let mut messages = self.inner.queue.fetch(queue, max, wait).await?;
+        if messages.is_empty() {
+            return Ok(messages);
+        }
+        // After the claim, so that an idle worker's empty polls make no spans.
+        let claim = crate::trace::claim_span(queue, messages.len());
+        for message in &mut messages {
             self.inner.metrics.count_claim(message.attempt);
+            crate::trace::dispatch(message, &claim);
         }
         Ok(messages)
     }
@@ -379,6 +423,7 @@ impl Client {
         }
         self.inner.completer.close().await;
         self.inner.store.close().await;
+        crate::otlp::flush().await;
     }
 
     pub fn is_closed(&self) -> bool {

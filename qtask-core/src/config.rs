@@ -64,6 +64,10 @@ pub struct Config {
     /// Serve this process's metrics for Prometheus at `http://ADDR/metrics`, e.g.
     /// `127.0.0.1:9464` (telemetry.rs). None by default; one address per process.
     pub metrics_listen: Option<String>,
+    /// Export this process's spans over OTLP/HTTP (protobuf) to this collector base URL,
+    /// e.g. `http://127.0.0.1:4318` (`/v1/traces` is added). Feature `otlp`; None by
+    /// default; one endpoint per process (export.rs).
+    pub otlp_endpoint: Option<String>,
     /// Shift of the database clock; tests only.
     #[serde(skip)]
     pub clock: Clock,
@@ -86,14 +90,15 @@ impl Default for Config {
             max_connections: 10,
             connect_timeout: Duration::from_secs(5),
             metrics_listen: None,
+            otlp_endpoint: None,
             clock: Clock::database(),
         }
     }
 }
 
 impl Config {
-    /// The defaults, with `QTASK_DB_URL`, `QTASK_QUEUE_URL`, `QTASK_NAMESPACE` and
-    /// `QTASK_METRICS_LISTEN` applied.
+    /// The defaults, with `QTASK_DB_URL`, `QTASK_QUEUE_URL`, `QTASK_NAMESPACE`,
+    /// `QTASK_METRICS_LISTEN` and `QTASK_OTLP_ENDPOINT` applied.
     pub fn from_env() -> Self {
         let mut config = Config::default();
         if let Some(db) = env_var("QTASK_DB_URL") {
@@ -106,6 +111,7 @@ impl Config {
             config.namespace = namespace;
         }
         config.metrics_listen = env_var("QTASK_METRICS_LISTEN");
+        config.otlp_endpoint = env_var("QTASK_OTLP_ENDPOINT");
         config
     }
 
@@ -210,6 +216,11 @@ impl fmt::Debug for Config {
             .field("retry_backoff_max", &self.retry_backoff_max)
             .field("max_connections", &self.max_connections)
             .field("connect_timeout", &self.connect_timeout)
+            .field("metrics_listen", &self.metrics_listen)
+            .field(
+                "otlp_endpoint",
+                &self.otlp_endpoint.as_deref().map(crate::secret::redact),
+            )
             .field("clock", &self.clock)
             .finish()
     }
@@ -266,9 +277,11 @@ mod tests {
         let config = Config {
             db: "postgres://u:s3cret-db@h/db".into(),
             queue: "redis://:s3cret-q@h:6379/0".into(),
+            otlp_endpoint: Some("http://u:s3cret-otlp@collector:4318".into()),
             ..Config::default()
         };
         let text = format!("{config:?}");
+        assert!(text.contains("http://u:***@collector:4318"), "{text}");
         assert!(!text.contains("s3cret"), "{text}");
         assert!(text.contains("postgres://u:***@h/db"), "{text}");
     }

@@ -31,12 +31,14 @@ mod error;
 pub mod input;
 pub mod logs;
 mod maintenance;
+mod otlp;
 pub mod queue;
 mod schedule;
 mod secret;
 pub mod store;
 mod task;
 mod telemetry;
+mod trace;
 mod worker;
 
 pub use client::{Client, Invoke};

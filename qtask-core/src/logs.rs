@@ -10,7 +10,7 @@ use once_cell::sync::OnceCell;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, SubscriberExt};
-use tracing_subscriber::Layer;
+use tracing_subscriber::{Layer, Registry};
 
 use crate::secret::redact;
 
@@ -29,13 +29,30 @@ pub type Sink = Arc<dyn Fn(LogLevel, &str) + Send + Sync>;
 static SINK: RwLock<Option<Sink>> = RwLock::new(None);
 static INSTALLED: OnceCell<bool> = OnceCell::new();
 
+/// A layer the process's subscriber carries beside the forwarder (the OTLP exporter).
+pub(crate) type ExtraLayer = Box<dyn Layer<Registry> + Send + Sync>;
+
 /// Sends the engine's log lines to `sink` from now on (replacing an earlier sink).
 /// Returns false when another `tracing` subscriber was already installed in this
 /// process (then that one keeps receiving them).
 pub fn forward_to(sink: Sink) -> bool {
     *SINK.write().unwrap_or_else(|e| e.into_inner()) = Some(sink);
+    install(None)
+}
+
+/// Installs the process's subscriber with `extra` (otlp.rs); false when a subscriber
+/// was installed before (ours without it, or another), so `extra` was not added.
+#[cfg_attr(not(feature = "otlp"), allow(dead_code))]
+pub(crate) fn install_with(extra: ExtraLayer) -> bool {
+    let mut extra = Some(extra);
+    install(Some(&mut extra)) && extra.is_none()
+}
+
+/// Installs, once, the registry with the forwarder and what `extra` holds (taken).
+fn install(extra: Option<&mut Option<ExtraLayer>>) -> bool {
     *INSTALLED.get_or_init(|| {
-        let subscriber = tracing_subscriber::registry().with(Forward);
+        let layer = extra.and_then(Option::take);
+        let subscriber = tracing_subscriber::registry().with(layer).with(Forward);
         tracing::subscriber::set_global_default(subscriber).is_ok()
     })
 }

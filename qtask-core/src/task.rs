@@ -153,6 +153,8 @@ pub(crate) struct ValidTask {
     pub deadline_ms: i64,
     pub delete_after_ms: i64,
     pub max_count: i64,
+    /// The W3C trace context of the create span (trace.rs), JSON; None without one.
+    pub trace_context: Option<String>,
 }
 
 impl ValidTask {
@@ -194,6 +196,7 @@ impl ValidTask {
             deadline_ms,
             delete_after_ms,
             max_count: i64::from(max_count),
+            trace_context: None,
         })
     }
 }
@@ -275,6 +278,11 @@ pub struct Message {
     pub input: Map<String, Value>,
     /// How long the claim holds before the task is offered to another worker.
     pub lease: Duration,
+    /// The W3C trace context (`{"traceparent": …, "tracestate": …}`) of this attempt's
+    /// `qtask.dispatch` span, a child of the producer's span; None when the producer had
+    /// no OpenTelemetry context (feature `otel`, trace.rs). Spans of a handler that
+    /// adopt it continue the producer's trace.
+    pub trace_context: Option<String>,
 }
 
 /// Names one attempt of one task: every fenced outcome carries it, so an outcome of an
@@ -314,6 +322,7 @@ impl Message {
         queue: String,
         payload: &str,
         lease_ms: i64,
+        trace_context: Option<String>,
     ) -> Result<Self, String> {
         let input = match serde_json::from_str(payload) {
             Ok(Value::Object(map)) => map,
@@ -326,6 +335,7 @@ impl Message {
             queue,
             input,
             lease: Duration::from_millis(lease_ms.max(0) as u64),
+            trace_context,
         })
     }
 

@@ -6,14 +6,18 @@
 //! (`first`, or `again` for a dispatch after a lease ran out or a retry),
 //! `tasks_finished_total`, `tasks_failed_total{outcome}` (`retry` or `gave_up`),
 //! `tasks_gave_up_total` (sweeper: deadline or max_count), `tasks_deleted_total`,
-//! `tasks_retried_total` (operators' retries) and `tasks_cancelled_total` (cancels by filter),
-//! `handler_duration_seconds{queue,outcome}` (a worker's claim to finish or fail),
-//! `sweep_duration_seconds{service}`.
+//! `tasks_rescued_total{queue}` (claims of a task whose previous attempt's lease ran
+//! out), `tasks_retried_total` (operators' retries) and `tasks_cancelled_total` (cancels by filter),
+//! `handler_duration_seconds{queue,outcome}` (a worker's handler run),
+//! `claim_to_finish_seconds{queue,outcome}` (a worker's claim until its outcome
+//! committed), `create_to_start_seconds{queue}` (create until the first attempt was
+//! claimed; a delayed task's delay included), `sweep_duration_seconds{service}`.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use metrics::{counter, histogram};
+use tracing::Instrument;
 
 use crate::task::Status;
 
@@ -24,6 +28,11 @@ pub(crate) fn created(queue: &str) {
 pub(crate) fn dispatched(attempt: i64) {
     let attempt = if attempt > 1 { "again" } else { "first" };
     counter!("qtask_tasks_dispatched_total", "attempt" => attempt).increment(1);
+}
+
+/// A claim began the attempt after one whose lease ran out.
+pub(crate) fn rescued(queue: &str) {
+    counter!("qtask_tasks_rescued_total", "queue" => queue.to_string()).increment(1);
 }
 
 pub(crate) fn finished() {
@@ -58,11 +67,31 @@ pub(crate) fn handler_done(queue: &str, ok: bool, took: Duration) {
         .record(took.as_secs_f64());
 }
 
-/// Runs one sweeper service and records how long it took.
-pub(crate) async fn timed<T>(service: &'static str, run: impl Future<Output = T>) -> T {
+/// A worker's attempt from its claim until its outcome committed.
+pub(crate) fn claim_to_finish(queue: &str, ok: bool, took: Duration) {
+    let outcome = if ok { "finished" } else { "failed" };
+    histogram!("qtask_claim_to_finish_seconds", "queue" => queue.to_string(), "outcome" => outcome)
+        .record(took.as_secs_f64());
+}
+
+/// A task's first attempt was claimed `waited_ms` (database clock) after its create.
+pub(crate) fn started(queue: &str, waited_ms: i64) {
+    histogram!("qtask_create_to_start_seconds", "queue" => queue.to_string())
+        .record(waited_ms.max(0) as f64 / 1000.0);
+}
+
+/// Runs one sweeper service in its span and records how long it took.
+pub(crate) async fn timed(
+    service: &'static str,
+    run: impl Future<Output = crate::Result<u64>>,
+) -> crate::Result<u64> {
+    let span = crate::trace::sweep_span(service);
     let started = Instant::now();
-    let out = run.await;
+    let out = run.instrument(span.clone()).await;
     histogram!("qtask_sweep_duration_seconds", "service" => service).record(started.elapsed().as_secs_f64());
+    if let Ok(tasks) = &out {
+        span.record("tasks", tasks);
+    }
     out
 }
 

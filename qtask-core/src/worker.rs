@@ -12,6 +12,7 @@ use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::sleep;
+use tracing::Instrument;
 
 use crate::client::Client;
 use crate::error::Result;
@@ -192,7 +193,8 @@ impl Fetch {
                         permit: free.pop(),
                         _settle: settle.split(1),
                     };
-                    tokio::spawn(slot.run(message, handler.clone()));
+                    let span = crate::trace::handle_span(&message);
+                    tokio::spawn(slot.run(message, handler.clone()).instrument(span));
                 }
             }
             Err(err) => {
@@ -224,7 +226,8 @@ impl Slot {
         let mut lease = message.lease;
         let queue = message.queue.clone();
         let started = std::time::Instant::now();
-        let mut job = tokio::spawn(handler(message));
+        // The handler's own spans nest in this attempt's `qtask.handle` span.
+        let mut job = tokio::spawn(handler(message).in_current_span());
         let mut current = true;
         // Renew the lease at half its length while the handler runs; once the attempt
         // is stale there is nothing left to renew.
@@ -246,6 +249,12 @@ impl Slot {
             Err(join) => Err(format!("handler panicked: {join}")),
         };
         crate::telemetry::handler_done(&queue, result.is_ok(), started.elapsed());
+        let span = tracing::Span::current();
+        span.record("outcome", if result.is_ok() { "finished" } else { "failed" });
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        let ok = result.is_ok();
         let counters = &self.counters;
         match result {
             Ok(()) => match self.client.finish_attempt(fence).await {
@@ -276,5 +285,6 @@ impl Slot {
                 }
             }
         }
+        crate::telemetry::claim_to_finish(&queue, ok, started.elapsed());
     }
 }

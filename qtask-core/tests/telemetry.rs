@@ -34,7 +34,8 @@ fn scrape(addr: &str) -> String {
 async fn a_worker_process_serves_its_metrics() {
     let db = common::databases().await.remove(0);
     let addr = format!("127.0.0.1:{}", free_port());
-    let mut config = common::config(&db, &common::unique_prefix(), &qtask_core::Clock::database());
+    let clock = qtask_core::Clock::database();
+    let mut config = common::config(&db, &common::unique_prefix(), &clock);
     config.metrics_listen = Some(addr.clone());
     let c = Client::open(config.clone()).await.unwrap();
     c.install().await.unwrap();
@@ -83,16 +84,86 @@ async fn a_worker_process_serves_its_metrics() {
     assert_eq!((report.finished, report.failed), (2, 1));
     c.sweep_once().await.unwrap();
 
+    // Its retry (attempt 2) is no rescue; a task whose lease ran out is.
+    let wait = std::time::Duration::from_secs(1);
+    clock.advance(std::time::Duration::from_secs(2));
+    let retry = c.pop("METRICS:Q", wait).await.unwrap().unwrap();
+    assert_eq!(retry.attempt, 2);
+    c.finish_attempt(retry.fence()).await.unwrap();
+    let lost = c
+        .create(NewTask::new("m", json!({}), "METRICS:R").timeout(std::time::Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let first = c.pop("METRICS:R", wait).await.unwrap().unwrap();
+    clock.advance(std::time::Duration::from_secs(6));
+    let rescue = c.pop("METRICS:R", wait).await.unwrap().unwrap();
+    assert_eq!((rescue.task_id, rescue.attempt), (lost.id, first.attempt + 1));
+    c.finish_attempt(rescue.fence()).await.unwrap();
+
     let text = scrape(&addr);
     for series in [
         "qtask_tasks_created_total{queue=\"METRICS:Q\"} 3",
-        "qtask_tasks_dispatched_total{attempt=\"first\"} 3",
-        "qtask_tasks_finished_total 2",
+        "qtask_tasks_dispatched_total{attempt=\"first\"} 4",
+        "qtask_tasks_dispatched_total{attempt=\"again\"} 2",
+        "qtask_tasks_finished_total 4",
         "qtask_tasks_failed_total{outcome=\"retry\"} 1",
         "qtask_handler_duration_seconds_count{queue=\"METRICS:Q\",outcome=\"finished\"} 2",
         "qtask_sweep_duration_seconds_count{service=\"reaper\"} 1",
+        "qtask_tasks_rescued_total{queue=\"METRICS:R\"} 1",
+        // First attempts only: three tasks of METRICS:Q, one of METRICS:R.
+        "qtask_create_to_start_seconds_count{queue=\"METRICS:Q\"} 3",
+        "qtask_create_to_start_seconds_count{queue=\"METRICS:R\"} 1",
+        "qtask_claim_to_finish_seconds_count{queue=\"METRICS:Q\",outcome=\"finished\"} 2",
+        "qtask_claim_to_finish_seconds_count{queue=\"METRICS:Q\",outcome=\"failed\"} 1",
     ] {
         assert!(text.contains(series), "{series} missing in:\n{text}");
     }
+    assert!(
+        !text.contains("qtask_tasks_rescued_total{queue=\"METRICS:Q\"}"),
+        "{text}"
+    );
+    // Latencies are sane: positive, and well under a minute on a fresh table.
+    for sum in [
+        "qtask_create_to_start_seconds_sum{queue=\"METRICS:Q\"} ",
+        "qtask_claim_to_finish_seconds_sum{queue=\"METRICS:Q\",outcome=\"finished\"} ",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(sum))
+            .unwrap_or_else(|| panic!("{sum}"));
+        let value: f64 = line[sum.len()..].trim().parse().unwrap();
+        assert!((0.0..60.0).contains(&value), "{line}");
+    }
     common::drop_table(&c).await;
+
+    // Every database × queue: a retry after a failure is no rescue; a claim after a
+    // lease ran out is one (MariaDB reads it before its change, Redis through an offer).
+    for pair in common::pairs().await {
+        let (c, clock) = common::fresh_pair(&pair).await;
+        let queue = format!("RESCUE:{}", pair.name().replace('+', "-"));
+        let rescued = format!("qtask_tasks_rescued_total{{queue=\"{queue}\"}}");
+        let five = std::time::Duration::from_secs(5);
+        let task = NewTask::new("r", json!({}), queue.as_str()).timeout(five);
+        let created = c.create(task).await.unwrap();
+        let next = |c: Client| {
+            let queue = queue.clone();
+            async move {
+                c.sweep_once().await.unwrap(); // Redis: offers what is due
+                c.pop(&queue, wait).await.unwrap().unwrap()
+            }
+        };
+        let first = next(c.clone()).await;
+        c.fail_attempt(first.fence(), "no").await.unwrap();
+        clock.advance(std::time::Duration::from_secs(2));
+        let second = next(c.clone()).await;
+        assert_eq!((second.task_id, second.attempt), (created.id, 2), "{queue}");
+        assert!(!scrape(&addr).contains(&rescued), "{queue}: a retry is no rescue");
+        clock.advance(std::time::Duration::from_secs(6));
+        let third = next(c.clone()).await;
+        assert_eq!(third.attempt, 3, "{queue}");
+        c.finish_attempt(third.fence()).await.unwrap();
+        let text = scrape(&addr);
+        assert!(text.contains(&format!("{rescued} 1")), "{queue}: {text}");
+        common::drop_table(&c).await;
+    }
 }

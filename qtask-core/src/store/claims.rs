@@ -99,7 +99,15 @@ impl Store {
                 attempt: count + i64::from(changed.before),
             };
             let payload: String = row.try_get(2)?;
-            match Message::from_claim(fence, row.try_get(1)?, &payload, row.try_get(4)?) {
+            let queue: String = row.try_get(1)?;
+            if fence.attempt == 1 {
+                crate::telemetry::started(&queue, row.try_get(6)?);
+            }
+            let lease_lost: Option<i64> = row.try_get(7)?;
+            if lease_lost.is_some_and(|lost| lost == fence.attempt - 1) {
+                crate::telemetry::rescued(&queue);
+            }
+            match Message::from_claim(fence, queue, &payload, row.try_get(4)?, row.try_get(5)?) {
                 Ok(message) => messages.push(message),
                 Err(reason) => {
                     tracing::warn!(task_id = fence.task_id, %reason, "qtask: task failed: unreadable payload");

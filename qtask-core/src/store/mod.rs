@@ -250,7 +250,8 @@ impl Store {
                 .bind(task.deadline_ms)
                 .bind(task.deadline_ms.max(LIVE_RETENTION_MS))
                 .bind(task.delete_after_ms)
-                .bind(task.max_count);
+                .bind(task.max_count)
+                .bind(&task.trace_context);
             if wake.is_some() {
                 query = query.bind(channel.clone());
             }

@@ -55,7 +55,7 @@ enum Kind {
 }
 
 /// Every column of the task table: name, kind, NOT NULL.
-const COLUMNS: [(&str, Kind, bool); 18] = [
+const COLUMNS: [(&str, Kind, bool); 20] = [
     ("id", Kind::Id, true),
     ("namespace", Kind::Key(64), true),
     ("name", Kind::Key(255), true),
@@ -74,6 +74,10 @@ const COLUMNS: [(&str, Kind, bool); 18] = [
     ("last_error", Kind::Text, false),
     ("created_at", Kind::Int, true),
     ("updated_at", Kind::Int, true),
+    // The creating span's W3C trace context, JSON (trace.rs); NULL without one.
+    ("trace_context", Kind::Text, false),
+    // The latest attempt whose lease ran out before it ended (statements.rs).
+    ("rescued_attempt", Kind::Int, false),
 ];
 
 fn columns(dialect: Dialect) -> String {

@@ -13,8 +13,16 @@ pub(crate) const LIVE: &str = "(20, 21, 30)";
 /// Status of an offered task: waiting, and on a queue that carries offers.
 pub(crate) const OFFERED: i64 = 21;
 
-/// Columns a claim returns, in this order.
-pub(crate) const CLAIMED: &str = "id, queue, payload, dispatch_count, timeout_ms";
+/// Columns a claim returns, in this order: then how long ago the task was created
+/// (for the create-to-start histogram), then the attempt whose lease ran out (below).
+pub(crate) const CLAIMED: &str =
+    "id, queue, payload, dispatch_count, timeout_ms, trace_context, {now} - created_at";
+
+/// `rescued_attempt` as a claim or an offer leaves it: a processing row that is
+/// dispatched again lost the lease of its current attempt. Read before the change (in
+/// a SET, and in MariaDB's locking select); first in a SET, as MySQL applies
+/// assignments in order. A claim whose previous attempt is this one rescued the task.
+const LEASE_LOST: &str = "CASE WHEN status = 30 THEN dispatch_count ELSE rescued_attempt END";
 
 /// Rows a claim may take now. Served by the `due` / `queue_due` indexes.
 pub(crate) const DUE: &str = "namespace = ? {queue} AND next_at <= {now} \
@@ -38,7 +46,7 @@ pub(crate) enum TwoStep {
 pub(crate) struct Statements {
     /// Insert one task unless a live one holds its order number; returns the id.
     /// Binds: namespace, name, queue, payload, order_no, live_key, status, timeout_ms,
-    /// next-in ms, deadline ms, delete ms, delete_after_ms, max_count.
+    /// next-in ms, deadline ms, delete ms, delete_after_ms, max_count, trace_context.
     pub insert: String,
     /// PostgreSQL: [`Statements::insert`] that also wakes the `db` queue's fetchers
     /// (NOTIFY, sent when the inserting transaction commits). Extra binds: channel, queue.
@@ -66,8 +74,13 @@ impl Statements {
             let sql = dialect.placeholders(sql.replace("{t}", table).replace("{now}", now));
             sql.replace("{ns}", namespace)
         };
-        let claim_set = "status = 30, dispatch_count = dispatch_count + 1, \
-                         next_at = {now} + timeout_ms, updated_at = {now}";
+        let claim_set = &format!(
+            "rescued_attempt = {LEASE_LOST}, status = 30, dispatch_count = dispatch_count + 1, \
+             next_at = {{now}} + timeout_ms, updated_at = {{now}}"
+        );
+        // What a claim returns: after the change (RETURNING), or before it (locking select).
+        let claimed_after = format!("{CLAIMED}, rescued_attempt");
+        let claimed_before = format!("{CLAIMED}, {LEASE_LOST}");
         let due_select = |columns: &str, queue: &str| {
             format!(
                 "SELECT {columns} FROM {{t}} WHERE {} ORDER BY next_at LIMIT ? {}",
@@ -91,10 +104,13 @@ impl Statements {
         let claim_due = two_step(
             claim_set,
             &format!("id IN ({})", due_select("id", queue_filter)),
-            CLAIMED,
-            due_select(CLAIMED, queue_filter),
+            &claimed_after,
+            due_select(&claimed_before, queue_filter),
         );
-        let offer_set = "status = 21, next_at = {now} + timeout_ms, updated_at = {now}";
+        let offer_set = &format!(
+            "rescued_attempt = {LEASE_LOST}, status = 21, next_at = {{now}} + timeout_ms, \
+             updated_at = {{now}}"
+        );
         let offer_due = two_step(
             offer_set,
             &format!("id IN ({})", due_select("id", "")),
@@ -107,8 +123,8 @@ impl Statements {
         let claim_offered = two_step(
             claim_set,
             offered,
-            CLAIMED,
-            format!("SELECT {CLAIMED} FROM {{t}} WHERE {offered} ORDER BY id FOR UPDATE"),
+            &claimed_after,
+            format!("SELECT {claimed_before} FROM {{t}} WHERE {offered} ORDER BY id FOR UPDATE"),
         );
         // The attempt named by the fence is the latest claimed one and the task is live.
         let fenced = "id IN ({ids}) AND namespace = {ns} AND status IN (20, 21, 30) \
@@ -137,15 +153,15 @@ impl Statements {
         let insert = fill(&format!(
             "{insert_head} {{t}} (namespace, name, queue, payload, order_no, live_key, status, \
              timeout_ms, next_at, deadline_at, delete_at, delete_after_ms, max_count, \
-             dispatch_count, last_error, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, {{now}} + ?, {{now}} + ?, {{now}} + ?, ?, ?, 0, NULL, \
+             trace_context, dispatch_count, last_error, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, {{now}} + ?, {{now}} + ?, {{now}} + ?, ?, ?, ?, 0, NULL, \
              {{now}}, {{now}}) {insert_tail}"
         ));
         let insert_and_wake = (dialect == Dialect::Postgres).then(|| {
             let insert = insert.replace("RETURNING id", "RETURNING id, queue");
             format!(
                 "WITH ins AS ({insert}) SELECT ins.id FROM ins \
-                 CROSS JOIN LATERAL (SELECT pg_notify($14, ins.queue)) AS wake"
+                 CROSS JOIN LATERAL (SELECT pg_notify($15, ins.queue)) AS wake"
             )
         });
         Statements {
