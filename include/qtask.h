@@ -267,7 +267,8 @@ qtask_result qtask_resume_queue(struct qtask_client *client, const char *queue);
 
 /**
  * Every queue of the namespace as a JSON array of objects (`queue`, `paused`,
- * `waiting`, `processing`, `finished`, `failed`, `cancelled`). `*out_queues_json`
+ * `limits` as `{"max_processing": n|null, "max_per_second": x|null}`, `waiting`,
+ * `processing`, `finished`, `failed`, `cancelled`). `*out_queues_json`
  * (not NULL) receives a new string the caller owns and must free with
  * `qtask_string_free`, or NULL on failure.
  */
@@ -280,6 +281,17 @@ qtask_result qtask_queues(struct qtask_client *client, char **out_queues_json);
  * caller owns and must free with `qtask_string_free`, or NULL on failure.
  */
 qtask_result qtask_rates(struct qtask_client *client, uint32_t minutes, char **out_rates_json);
+
+/**
+ * Sets the limits of `queue` (borrowed, copied, not NULL) across every worker of every
+ * process: `limits_json` (borrowed; NULL or `{}` removes them) is a JSON object with
+ * `max_processing` (tasks processing at once, at least 1) and `max_per_second`
+ * (claims per second, above 0; fractions allowed), each optional. Enforced when tasks
+ * are claimed; other processes notice within one sweep interval.
+ */
+qtask_result qtask_set_queue_limits(struct qtask_client *client,
+                                    const char *queue,
+                                    const char *limits_json);
 
 /**
  * The library's version ("0.1.0"). Static: never NULL, never to be freed. Thread-safe.
@@ -324,9 +336,10 @@ qtask_result qtask_install(struct qtask_client *client);
  * pops is this object plus `task_id` and `attempt`), `queue` and
  * `options_json` are borrowed for the call and copied. `timeout_s` is the lease
  * of one dispatch in seconds, at least 1. `options_json` may be NULL, or a JSON
- * object with `deadline` and `delete_deadline` (seconds), `max_count` and
- * `order_no`; if a live task of this queue already has this `order_no`, its id
- * is returned and nothing is written. `out_id` may be NULL; otherwise it
+ * object with `deadline` and `delete_deadline` (seconds), `max_count`,
+ * `priority` (claims take higher priority first, then the earliest due; default
+ * 0, from -1000 to 1000) and `order_no`; if a live task of this queue already
+ * has this `order_no`, its id is returned and nothing is written. `out_id` may be NULL; otherwise it
  * receives the task id (0 on failure). Bad input writes nothing. If the queue
  * is down the task is still saved and the sweeper dispatches it later.
  */
@@ -427,7 +440,7 @@ qtask_result qtask_cancel(struct qtask_client *client, int64_t task_id);
 /**
  * The task's row as a JSON object (`id`, `name`, `queue`, `input`, `order_no`,
  * `status` as "waiting"/"processing"/"finished"/"failed"/"cancelled",
- * `count`, `max_count`, `last_error`, and times in Unix milliseconds).
+ * `count`, `max_count`, `priority`, `last_error`, and times in Unix milliseconds).
  * `*out_task_json` (not NULL) receives a new string the caller owns and must
  * free with `qtask_string_free`, or NULL on failure.
  */

@@ -73,9 +73,12 @@ def _task_args(
     delete_deadline: Optional[float],
     max_count: Optional[int],
     order_no: Optional[str],
+    priority: Optional[int] = None,
 ) -> TaskArgs:
     if max_count is not None and (isinstance(max_count, bool) or not isinstance(max_count, int)):
         raise InvalidArgument(f"max_count must be an int, got {max_count!r}")
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
+        raise InvalidArgument(f"priority must be an int, got {priority!r}")
     return (
         _text(name, "name"),
         _dumps(input, "input"),
@@ -85,6 +88,7 @@ def _task_args(
         _seconds(delete_deadline, "delete_deadline"),
         max_count,
         None if order_no is None else _text(order_no, "order_no"),
+        priority,
     )
 
 
@@ -202,6 +206,7 @@ class Client:
         delete_deadline: Optional[float] = None,
         max_count: Optional[int] = None,
         order_no: Optional[str] = None,
+        priority: Optional[int] = None,
     ) -> int:
         """Writes the task and dispatches it; returns its id.
 
@@ -216,6 +221,8 @@ class Client:
             max_count: dispatches at most (default 100).
             order_no: business number; a live task with the same queue and number is
                 returned instead of a new one.
+            priority: claims take higher priority first, then the earliest due
+                (default 0, from -1000 to 1000).
 
         If the queue (Redis) is down, the task is still saved, a warning is logged on the
         ``qtask`` logger, and the sweeper dispatches it once the queue is back.
@@ -224,7 +231,7 @@ class Client:
             qtask.InvalidArgument: bad input; nothing was written.
         """
         task_id, existing, dispatched = self._native.create(
-            _task_args(name, input, queue, timeout, deadline, delete_deadline, max_count, order_no)
+            _task_args(name, input, queue, timeout, deadline, delete_deadline, max_count, order_no, priority)
         )
         if not existing and not dispatched:
             _log.warning("task %d is saved but its queue is unreachable; the sweeper will dispatch it", task_id)
@@ -241,13 +248,14 @@ class Client:
         delete_deadline: Optional[float] = None,
         max_count: Optional[int] = None,
         order_no: Optional[str] = None,
+        priority: Optional[int] = None,
     ) -> tuple[int, Invoke]:
         """Writes the task without dispatching it; returns ``(id, invoke)``.
 
         Call ``invoke()`` after your own transaction commits (the outbox pattern).
         """
         task_id, _existing, invoke = self._native.create_deferred(
-            _task_args(name, input, queue, timeout, deadline, delete_deadline, max_count, order_no)
+            _task_args(name, input, queue, timeout, deadline, delete_deadline, max_count, order_no, priority)
         )
         return task_id, Invoke(invoke)
 
@@ -263,13 +271,14 @@ class Client:
         delete_deadline: Optional[float] = None,
         max_count: Optional[int] = None,
         order_no: Optional[str] = None,
+        priority: Optional[int] = None,
     ) -> int:
         """Writes the task only; the sweeper dispatches it ``delay`` seconds from now."""
         delay_s = _seconds(delay, "delay")
         if delay_s is None:
             raise InvalidArgument("delay is required")
         task_id, _existing = self._native.delay(
-            _task_args(name, input, queue, timeout, deadline, delete_deadline, max_count, order_no),
+            _task_args(name, input, queue, timeout, deadline, delete_deadline, max_count, order_no, priority),
             delay_s,
         )
         return task_id
@@ -300,6 +309,7 @@ class Client:
                     task.get("delete_deadline"),
                     task.get("max_count"),
                     task.get("order_no"),
+                    task.get("priority"),
                 )
             )
         return self._native.create_many(args)
@@ -411,8 +421,39 @@ class Client:
     def resume_queue(self, queue: str) -> None:
         self._native.resume_queue(queue)
 
+    def set_queue_limits(
+        self,
+        queue: str,
+        *,
+        max_processing: Optional[int] = None,
+        max_per_second: Optional[float] = None,
+    ) -> None:
+        """Limits ``queue`` across every worker of every process; ``None`` is no limit.
+
+        Arguments:
+            max_processing: tasks of the queue processing at once (at least 1).
+            max_per_second: claims per second (above 0; fractions allowed).
+
+        Enforced where tasks are claimed, in the database; other processes notice
+        within one sweep interval. Call with no limits to remove them.
+
+        Raises:
+            qtask.InvalidArgument: a limit out of range; nothing was changed.
+        """
+        if max_processing is not None and (isinstance(max_processing, bool) or not isinstance(max_processing, int)):
+            raise InvalidArgument(f"max_processing must be an int, got {max_processing!r}")
+        if max_processing is not None and not 0 <= max_processing < 2**32:
+            raise InvalidArgument(f"max_processing must be 1 to {2**32 - 1}, got {max_processing}")
+        if max_per_second is not None and (
+            isinstance(max_per_second, bool) or not isinstance(max_per_second, (int, float))
+        ):
+            raise InvalidArgument(f"max_per_second must be a number, got {max_per_second!r}")
+        rate = None if max_per_second is None else float(max_per_second)
+        limits = {"max_processing": max_processing, "max_per_second": rate}
+        self._native.set_queue_limits(queue, json.dumps(limits))
+
     def queues(self) -> List[QueueSummary]:
-        """Every queue of the namespace with its counts by status and pause flag."""
+        """Every queue of the namespace with its counts by status, pause flag and limits."""
         return cast(List[QueueSummary], json.loads(self._native.queues()))
 
     def rates(self, minutes: int = 60) -> List[RatePoint]:

@@ -39,6 +39,8 @@ class Task(TypedDict):
     last_error: Optional[str]
     created_at: int
     updated_at: int
+    priority: int
+    """Claims take higher priority first (default 0)."""
 
 
 class Stats(TypedDict):
@@ -103,11 +105,19 @@ class TaskPage(TypedDict):
     next_before_id: Optional[int]
 
 
+class QueueLimits(TypedDict):
+    """A queue's limits across every worker (``None``: no limit)."""
+
+    max_processing: Optional[int]
+    max_per_second: Optional[float]
+
+
 class QueueSummary(TypedDict):
-    """From :meth:`qtask.Client.queues`: one queue's counts by status and pause flag."""
+    """From :meth:`qtask.Client.queues`: one queue's counts, pause flag and limits."""
 
     queue: str
     paused: bool
+    limits: QueueLimits
     waiting: int
     processing: int
     finished: int
@@ -136,6 +146,7 @@ if sys.version_info >= (3, 11):
         delete_deadline: NotRequired[float]
         max_count: NotRequired[int]
         order_no: NotRequired[str]
+        priority: NotRequired[int]
 
 else:  # pragma: no cover
 
@@ -152,6 +163,7 @@ else:  # pragma: no cover
         delete_deadline: float
         max_count: int
         order_no: str
+        priority: int
 
 
 @dataclass(frozen=True)

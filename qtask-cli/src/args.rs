@@ -62,12 +62,22 @@ pub struct JsonFlag {
 
 #[derive(Debug, Subcommand)]
 pub enum QueuesCommand {
-    /// Every queue with its counts by status and whether it is paused.
+    /// Every queue with its counts by status, whether it is paused, and its limits.
     List(JsonFlag),
     /// Stop dispatching a queue (every worker and sweeper notices within one sweep interval).
     Pause { queue: String },
     /// Dispatch a paused queue again.
     Resume { queue: String },
+    /// Limit a queue across every worker of every process; with neither flag, remove its limits.
+    Limit {
+        queue: String,
+        /// Tasks of the queue processing at once (at least 1).
+        #[arg(long)]
+        max_processing: Option<u32>,
+        /// Claims per second (above 0; fractions allowed, 0.5 is one per 2 s).
+        #[arg(long)]
+        max_per_second: Option<f64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

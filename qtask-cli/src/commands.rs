@@ -2,7 +2,7 @@
 
 use indicatif::{ProgressBar, ProgressStyle};
 use qtask_core::admin::{parse_status, BulkBatch, TaskFilter, BULK_BATCH};
-use qtask_core::{Client, Result, Task};
+use qtask_core::{Client, QueueLimits, Result, Task};
 use serde::Serialize;
 
 use crate::args::{BulkArgs, FilterArgs, QueuesCommand, TasksCommand};
@@ -51,6 +51,7 @@ pub async fn queues(client: &Client, command: QueuesCommand) -> Result<u8> {
             let mut t = table(&[
                 "queue",
                 "state",
+                "limits",
                 "waiting",
                 "processing",
                 "finished",
@@ -62,6 +63,7 @@ pub async fn queues(client: &Client, command: QueuesCommand) -> Result<u8> {
                 t.add_row([
                     q.queue.clone(),
                     state.into(),
+                    limits_text(&q.limits),
                     q.waiting.to_string(),
                     q.processing.to_string(),
                     q.finished.to_string(),
@@ -79,8 +81,35 @@ pub async fn queues(client: &Client, command: QueuesCommand) -> Result<u8> {
             client.resume_queue(&queue).await?;
             line(format!("resumed {queue}"));
         }
+        QueuesCommand::Limit {
+            queue,
+            max_processing,
+            max_per_second,
+        } => {
+            let limits = QueueLimits {
+                max_processing,
+                max_per_second,
+            };
+            client.set_queue_limits(&queue, limits).await?;
+            line(format!("{queue}: {}", limits_text(&limits)));
+        }
     }
     Ok(0)
+}
+
+/// `4 processing, 2.5/s`, or `-` without limits.
+fn limits_text(limits: &QueueLimits) -> String {
+    let mut parts = Vec::new();
+    if let Some(n) = limits.max_processing {
+        parts.push(format!("{n} processing"));
+    }
+    if let Some(rate) = limits.max_per_second {
+        parts.push(format!("{rate}/s"));
+    }
+    match parts.is_empty() {
+        true => "-".into(),
+        false => parts.join(", "),
+    }
 }
 
 pub async fn tasks(client: &Client, command: TasksCommand) -> Result<u8> {
@@ -128,6 +157,7 @@ fn print_tasks(tasks: &[Task]) {
         "queue",
         "name",
         "status",
+        "priority",
         "attempts",
         "updated (UTC)",
         "last error",
@@ -138,6 +168,7 @@ fn print_tasks(tasks: &[Task]) {
             task.queue.clone(),
             short(&task.name, 40),
             task.status.as_str().into(),
+            task.priority.to_string(),
             format!("{}/{}", task.count, task.max_count),
             time(task.updated_at),
             short(task.last_error.as_deref().unwrap_or(""), 60),
@@ -156,6 +187,7 @@ fn print_task(task: &Task) {
     row("queue", task.queue.clone());
     row("name", task.name.clone());
     row("status", task.status.as_str().into());
+    row("priority", task.priority.to_string());
     row("attempts", format!("{} of {}", task.count, task.max_count));
     row("order_no", task.order_no.clone().unwrap_or_default());
     row("timeout", format!("{} ms", task.timeout_ms));

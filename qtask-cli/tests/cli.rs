@@ -596,3 +596,51 @@ fn passwords_never_show_in_the_cli_or_the_dashboard() {
     drop(d);
     w.drop();
 }
+
+#[test]
+fn queue_limits_and_priorities_are_set_and_shown() {
+    for db in databases() {
+        let w = World::new(&db, "limit");
+        let id = w
+            .client
+            .create(NewTask::new("urgent", json!({}), Q).priority(7))
+            .unwrap()
+            .id;
+        let task = w.json(&["tasks", "get", &id.to_string(), "--json"]);
+        assert_eq!(task["priority"], 7, "{}", db.name);
+        let out = w.qtask(&["tasks", "get", &id.to_string()]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("priority") && text.contains('7'), "{text}");
+
+        let out = w.qtask(&[
+            "queues",
+            "limit",
+            Q,
+            "--max-processing",
+            "2",
+            "--max-per-second",
+            "0.5",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("{Q}: 2 processing, 0.5/s")
+        );
+        let queues = w.json(&["queues", "list", "--json"]);
+        assert_eq!(
+            queues[0]["limits"],
+            json!({"max_processing": 2, "max_per_second": 0.5})
+        );
+        let out = w.qtask(&["queues", "list"]);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("2 processing, 0.5/s"));
+        let out = w.qtask(&["queues", "limit", Q, "--max-processing", "0"]);
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        assert_eq!(w.qtask(&["queues", "limit", Q]).status.code(), Some(0));
+        let queues = w.json(&["queues", "list", "--json"]);
+        assert_eq!(
+            queues[0]["limits"],
+            json!({"max_processing": null, "max_per_second": null})
+        );
+        w.drop();
+    }
+}

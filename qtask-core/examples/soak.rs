@@ -4,13 +4,21 @@
 //! sweepers run as separate processes (this binary again, `soak worker` / `soak
 //! sweeper`), and injects faults at random: SIGKILL of a worker or a sweeper (then a
 //! restart), SIGSTOP of a worker past its lease (then SIGCONT), killed database
-//! connections, deleted Redis keys and a restarted private redis-server. Handlers append
-//! `task_id attempt pid ms` to a ledger (fsync) before returning. At the end the ledger
-//! and the table prove: lost 0, never-run 0, no outcome of a stale attempt applied, and
-//! the duplicates stay within the bound.
+//! connections, deleted Redis keys and a restarted private redis-server, and (only when
+//! asked) restarts PostgreSQL once. Handlers append `task_id attempt pid ms lang` to a
+//! ledger (fsync) before returning. At the end the ledger and the table prove: lost 0,
+//! never-run 0, no outcome of a stale attempt applied, and the duplicates stay within
+//! the bound.
+//!
+//! One worker of each pair is Python (`tests/faults/soak_worker.py`, the `qtask`
+//! package's `run_worker`) when `SOAK_PYTHON` names a python that has it; the others
+//! are Rust.
 //!
 //! Environment: `QTASK_SOAK_MINUTES` (fault time over all pairs; default 2.5),
-//! `QTASK_SOAK_PAIRS` (comma list, default all five), the test URLs of scripts/env.sh.
+//! `QTASK_SOAK_PAIRS` (comma list, default all five), `SOAK_PYTHON`,
+//! `QTASK_SOAK_RESTART_PG` (`1`: run `SOAK_PG_RESTART` once, in the first PostgreSQL
+//! pair, then wait for `pg_isready`; `dry-run`: only print the command), the test URLs
+//! of scripts/env.sh.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -79,7 +87,7 @@ fn child(sweeper: bool) -> ExitCode {
             async move {
                 tokio::time::sleep(Duration::from_millis(fastrand::u64(0..60))).await;
                 let line = format!(
-                    "{} {} {} {}\n",
+                    "{} {} {} {} 0\n",
                     message.task_id,
                     message.attempt,
                     std::process::id(),
@@ -167,9 +175,10 @@ fn coordinator() -> ExitCode {
     let per_pair = Duration::from_secs_f64(minutes * 60.0 / pairs.len().max(1) as f64);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut redis = PrivateRedis::start();
+    let mut pg_restart = PgRestart::from_env();
     let mut ok = true;
     for (n, pair) in pairs.iter().enumerate() {
-        match runtime.block_on(soak(pair, n, per_pair, &mut redis)) {
+        match runtime.block_on(soak(pair, n, per_pair, &mut redis, &mut pg_restart)) {
             Ok(summary) => {
                 println!("{}", summary.line);
                 ok &= summary.passed;
@@ -183,6 +192,10 @@ fn coordinator() -> ExitCode {
         }
     }
     redis.stop();
+    if pg_restart == PgRestart::Pending {
+        println!("postgres restart: asked for, but no PostgreSQL pair ran  FAILED");
+        ok = false;
+    }
     if ok {
         ExitCode::SUCCESS
     } else {
@@ -224,6 +237,71 @@ impl PrivateRedis {
     }
 }
 
+/// The one PostgreSQL restart (`QTASK_SOAK_RESTART_PG`): the server is shared, so it
+/// happens only when asked (CI, where the soak is the last step).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum PgRestart {
+    Off,
+    DryRun,
+    Pending,
+    Done,
+}
+
+impl PgRestart {
+    fn from_env() -> PgRestart {
+        match env("QTASK_SOAK_RESTART_PG").as_str() {
+            "1" => PgRestart::Pending,
+            "dry-run" => PgRestart::DryRun,
+            _ => PgRestart::Off,
+        }
+    }
+
+    fn command() -> String {
+        let command = env("SOAK_PG_RESTART");
+        if command.is_empty() {
+            "pg_ctlcluster --skip-systemctl-redirect 15 main restart".into()
+        } else {
+            command
+        }
+    }
+
+    /// Restarts PostgreSQL and waits (up to 60 s) until `pg_isready` answers. Returns
+    /// whether it ran: false for a dry run (which prints the command) or when off.
+    fn restart(&mut self) -> Result<bool, String> {
+        let command = PgRestart::command();
+        match *self {
+            PgRestart::DryRun => {
+                eprintln!("soak: dry run: would restart PostgreSQL with `{command}`, then wait for `pg_isready -h 127.0.0.1 -p 5432`");
+                *self = PgRestart::Done;
+                return Ok(false);
+            }
+            PgRestart::Pending => {}
+            _ => return Ok(false),
+        }
+        *self = PgRestart::Done;
+        let status = Command::new("sh")
+            .args(["-c", &command])
+            .stdout(Stdio::null())
+            .status()
+            .map_err(|e| format!("{command}: {e}"))?;
+        if !status.success() {
+            return Err(format!("{command}: {status}"));
+        }
+        let ready_by = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < ready_by {
+            let ready = Command::new("pg_isready")
+                .args(["-q", "-h", "127.0.0.1", "-p", "5432"])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready {
+                return Ok(true);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Err("PostgreSQL not ready 60 s after its restart".into())
+    }
+}
+
 struct Summary {
     line: String,
     passed: bool,
@@ -231,6 +309,8 @@ struct Summary {
 
 struct Procs {
     pair_env: Vec<(&'static str, String)>,
+    /// The venv's python with the `qtask` package: worker 0 is Python then.
+    python: Option<String>,
     workers: Vec<Child>,
     sweepers: Vec<Child>,
     /// Stopped workers and when to resume them.
@@ -238,9 +318,23 @@ struct Procs {
 }
 
 impl Procs {
+    /// Starts worker `i` (Python for worker 0 when there is a python).
+    fn spawn_worker(&self, i: usize) -> std::io::Result<Child> {
+        match &self.python {
+            Some(python) if i == 0 => {
+                let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/faults/soak_worker.py");
+                self.spawn_with(Command::new(python).arg(script))
+            }
+            _ => self.spawn("worker"),
+        }
+    }
+
     fn spawn(&self, mode: &str) -> std::io::Result<Child> {
-        let mut cmd = Command::new(std::env::current_exe()?);
-        cmd.arg(mode).stdout(Stdio::null()).stderr(Stdio::null());
+        self.spawn_with(Command::new(std::env::current_exe()?).arg(mode))
+    }
+
+    fn spawn_with(&self, cmd: &mut Command) -> std::io::Result<Child> {
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
         for (k, v) in &self.pair_env {
             cmd.env(k, v);
         }
@@ -251,7 +345,7 @@ impl Procs {
     fn keep_up(&mut self) -> std::io::Result<()> {
         for i in 0..self.workers.len() {
             if self.workers[i].try_wait()?.is_some() {
-                self.workers[i] = self.spawn("worker")?;
+                self.workers[i] = self.spawn_worker(i)?;
             }
         }
         for i in 0..self.sweepers.len() {
@@ -296,6 +390,7 @@ async fn soak(
     n: usize,
     fault_time: Duration,
     redis: &mut PrivateRedis,
+    pg_restart: &mut PgRestart,
 ) -> Result<Summary, String> {
     let table_prefix = format!("soak{}_{n}_", std::process::id());
     let redis_prefix = format!("soak{}x{n}", std::process::id());
@@ -324,12 +419,13 @@ async fn soak(
             ("SOAK_REDIS_PREFIX", redis_prefix.clone()),
             ("SOAK_LEDGER", ledger.display().to_string()),
         ],
+        python: Some(env("SOAK_PYTHON")).filter(|p| !p.is_empty()),
         workers: Vec::new(),
         sweepers: Vec::new(),
         stopped: Vec::new(),
     };
-    for _ in 0..WORKERS {
-        let w = procs.spawn("worker").map_err(|e| e.to_string())?;
+    for i in 0..WORKERS {
+        let w = procs.spawn_worker(i).map_err(|e| e.to_string())?;
         procs.workers.push(w);
     }
     for _ in 0..SWEEPERS {
@@ -366,12 +462,20 @@ async fn soak(
         }
         procs.resume_due(false);
         procs.keep_up().map_err(|e| e.to_string())?;
+        // The PostgreSQL restart, once, halfway through the first PostgreSQL pair.
+        let restart_now = matches!(pg_restart, PgRestart::Pending | PgRestart::DryRun)
+            && pair.db.starts_with("postgres")
+            && started.elapsed() >= fault_time / 2;
+        if restart_now && pg_restart.restart()? {
+            *faults.entry("restarted postgres").or_default() += 1;
+            continue;
+        }
         let fault = match fastrand::u8(0..10) {
             0 | 1 => {
                 let i = fastrand::usize(0..procs.workers.len());
                 let _ = procs.workers[i].kill();
                 let _ = procs.workers[i].wait();
-                procs.workers[i] = procs.spawn("worker").map_err(|e| e.to_string())?;
+                procs.workers[i] = procs.spawn_worker(i).map_err(|e| e.to_string())?;
                 "sigkill worker"
             }
             2 => {
@@ -430,10 +534,12 @@ async fn soak(
     .map_err(|e| e.to_string())?;
     let text = std::fs::read_to_string(&ledger).unwrap_or_default();
     let mut runs: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
+    let mut python_runs = 0;
     for line in text.lines() {
         let f: Vec<i64> = line.split(' ').filter_map(|x| x.parse().ok()).collect();
-        if let [id, attempt, _pid, at] = f[..] {
+        if let [id, attempt, _pid, at, lang] = f[..] {
             runs.entry(id).or_default().push((attempt, at));
+            python_runs += lang;
         }
     }
     let (mut lost, mut never_run, mut stale, mut duplicates) = (0, 0, 0, 0);
@@ -475,13 +581,16 @@ async fn soak(
     // Each fault can interrupt at most one process's claims in flight (fetched batches
     // included): a generous bound of 2 × concurrency × faults.
     let bound = 2 * CONCURRENCY as i64 * injected as i64;
-    let passed = lost == 0 && never_run == 0 && stale == 0 && duplicates <= bound && left == 0;
+    // A Python worker that was started must have run tasks too.
+    let python_ok = procs.python.is_none() || python_runs > 0;
+    let passed = lost == 0 && never_run == 0 && stale == 0 && duplicates <= bound && left == 0 && python_ok;
     let mut kinds: Vec<_> = faults.iter().filter(|(k, _)| **k != "none").collect();
     kinds.sort();
     let line = format!(
-        "{}: tasks {}, faults {} ({}), duplicates {} (bound {}), longest recovery {:.1}s (bound: timeout + sweep interval = {}s; {} re-runs over it), never-run {}, stale outcomes {}, lost {}{}",
+        "{}: tasks {} ({} runs by Python), faults {} ({}), duplicates {} (bound {}), longest recovery {:.1}s (bound: timeout + sweep interval = {}s; {} re-runs over it), never-run {}, stale outcomes {}, lost {}{}",
         pair.name,
         rows.len(),
+        python_runs,
         injected,
         kinds.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "),
         duplicates,

@@ -20,13 +20,15 @@ use serde::Serialize;
 use crate::client::Client;
 use crate::error::{invalid, Error, Result};
 use crate::store::admin::Bulk;
-use crate::store::Store;
+use crate::store::{QueueLimits, Store};
 use crate::task::{check_key, Status, Task};
 
 /// Rows one bulk statement changes at most.
 pub const BULK_BATCH: u32 = 1000;
 /// Most tasks one list page returns.
 pub const MAX_PAGE: u32 = 1000;
+/// Highest rate limit [`Client::set_queue_limits`] takes.
+pub const MAX_PER_SECOND: f64 = 1_000_000.0;
 /// Most minutes [`Client::rates`] looks back.
 pub const MAX_RATE_MINUTES: u32 = 24 * 60;
 
@@ -117,11 +119,12 @@ pub struct BulkBatch {
     pub next_after_id: Option<i64>,
 }
 
-/// One queue of the namespace: its task counts and whether it is paused.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+/// One queue of the namespace: its task counts, whether it is paused, its limits.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct QueueSummary {
     pub queue: String,
     pub paused: bool,
+    pub limits: crate::store::QueueLimits,
     pub waiting: i64,
     pub processing: i64,
     pub finished: i64,
@@ -248,7 +251,31 @@ impl Client {
         self.set_paused(queue, false).await
     }
 
-    /// Every queue of the namespace with its counts by status and its pause flag.
+    /// Sets (or, with `None`s, removes) `queue`'s limits: at most `max_processing` of its
+    /// tasks processing at once and `max_per_second` claims per second, across every
+    /// worker of every process, enforced in the claim. Every process notices within one
+    /// sweep interval; this one at once.
+    pub async fn set_queue_limits(&self, queue: &str, limits: QueueLimits) -> Result<()> {
+        self.check_usable()?;
+        check_key("queue", queue)?;
+        if limits.max_processing == Some(0) {
+            return Err(invalid(
+                "max_processing must be at least 1 (pause the queue to stop it)",
+            ));
+        }
+        if let Some(rate) = limits.max_per_second {
+            if !(rate.is_finite() && rate > 0.0 && rate <= MAX_PER_SECOND) {
+                return Err(invalid(format!(
+                    "max_per_second must be above 0 and at most {MAX_PER_SECOND}, got {rate}"
+                )));
+            }
+        }
+        self.store().set_limits(queue, limits).await?;
+        self.paused_cache().invalidate();
+        Ok(())
+    }
+
+    /// Every queue of the namespace with its counts by status, pause flag and limits.
     pub async fn queues(&self) -> Result<Vec<QueueSummary>> {
         self.check_usable()?;
         self.store().queue_summaries().await

@@ -173,6 +173,8 @@ impl Client {
         let offer = (offers && !inserted.existing).then(|| Offer {
             task_id: inserted.id,
             queue: valid.queue.clone(),
+            priority: valid.priority,
+            overdue_ms: 0,
         });
         if !inserted.existing {
             crate::telemetry::created(&valid.queue);
@@ -247,13 +249,15 @@ impl Client {
                 crate::telemetry::created(&task.queue);
             }
         }
-        let new_offers: Vec<Offer> = tasks
+        let new_offers: Vec<Offer> = valid
             .into_iter()
             .zip(&inserted)
             .filter(|(_, ins)| offers && !ins.existing)
             .map(|(task, ins)| Offer {
                 task_id: ins.id,
                 queue: task.queue,
+                priority: task.priority,
+                overdue_ms: 0,
             })
             .collect();
         let dispatched = self.offer_or_withdraw(&new_offers).await?;

@@ -51,9 +51,10 @@ pub use maintenance::SweepReport;
 pub use outcome::{Outcome, TimeUp};
 pub use schedule::{Missed, Schedule, ScheduleInfo, MIN_EVERY, MISSED_AFTER, NO_MORE_TICKS};
 pub use secret::redact;
+pub use store::QueueLimits;
 pub use task::{
     check_new_task, seconds, Created, Fence, Fenced, Message, NewTask, Stats, Status, Task, TaskOptions,
-    DEFAULT_DEADLINE, DEFAULT_MAX_COUNT, DEFAULT_TIMEOUT, RESERVED_KEYS,
+    DEFAULT_DEADLINE, DEFAULT_MAX_COUNT, DEFAULT_TIMEOUT, MAX_PRIORITY, RESERVED_KEYS,
 };
 pub use worker::{Worker, WorkerReport};
 

@@ -14,6 +14,8 @@ pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const DEFAULT_MAX_COUNT: u32 = 100;
 /// Default lease of one dispatch.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+/// Priorities run from -MAX_PRIORITY to MAX_PRIORITY (higher is claimed first; default 0).
+pub const MAX_PRIORITY: i32 = 1000;
 /// Keys qtask adds to every message, so an input may not use them.
 pub const RESERVED_KEYS: [&str; 2] = ["task_id", "attempt"];
 
@@ -90,6 +92,9 @@ pub struct TaskOptions {
     pub max_count: Option<u32>,
     /// External business number: a live task with the same queue and number is returned instead.
     pub order_no: Option<String>,
+    /// Claims take higher priority first, then the earliest due (default 0; at most
+    /// [`MAX_PRIORITY`] either way).
+    pub priority: Option<i32>,
 }
 
 /// What a producer asks for: the seed's `name, input, timeout, queue, opts…`.
@@ -139,6 +144,11 @@ impl NewTask {
         self.options.order_no = Some(order_no.into());
         self
     }
+
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.options.priority = Some(priority);
+        self
+    }
 }
 
 /// A `NewTask` checked and reduced to what the table stores (milliseconds, JSON text).
@@ -153,6 +163,7 @@ pub(crate) struct ValidTask {
     pub deadline_ms: i64,
     pub delete_after_ms: i64,
     pub max_count: i64,
+    pub priority: i64,
     /// The W3C trace context of the create span (trace.rs), JSON; None without one.
     pub trace_context: Option<String>,
 }
@@ -186,6 +197,12 @@ impl ValidTask {
         if max_count == 0 {
             return Err(invalid("max_count must be at least 1"));
         }
+        let priority = opts.priority.unwrap_or(0);
+        if priority.abs() > MAX_PRIORITY {
+            return Err(invalid(format!(
+                "priority must be between -{MAX_PRIORITY} and {MAX_PRIORITY}, got {priority}"
+            )));
+        }
         Ok(ValidTask {
             name: task.name.clone(),
             queue: task.queue.clone(),
@@ -196,6 +213,7 @@ impl ValidTask {
             deadline_ms,
             delete_after_ms,
             max_count: i64::from(max_count),
+            priority: i64::from(priority),
             trace_context: None,
         })
     }
@@ -384,6 +402,8 @@ pub struct Task {
     pub last_error: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Claims take higher priority first (default 0).
+    pub priority: i64,
 }
 
 /// Counts of one namespace's tasks plus what this client's sweeper did since it opened.

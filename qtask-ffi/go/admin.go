@@ -32,13 +32,14 @@ type TaskPage struct {
 
 // QueueSummary is one queue's counts by status and whether it is paused.
 type QueueSummary struct {
-	Queue      string `json:"queue"`
-	Paused     bool   `json:"paused"`
-	Waiting    int64  `json:"waiting"`
-	Processing int64  `json:"processing"`
-	Finished   int64  `json:"finished"`
-	Failed     int64  `json:"failed"`
-	Cancelled  int64  `json:"cancelled"`
+	Queue      string      `json:"queue"`
+	Paused     bool        `json:"paused"`
+	Limits     QueueLimits `json:"limits"`
+	Waiting    int64       `json:"waiting"`
+	Processing int64       `json:"processing"`
+	Finished   int64       `json:"finished"`
+	Failed     int64       `json:"failed"`
+	Cancelled  int64       `json:"cancelled"`
 }
 
 // RatePoint is how many tasks ended in one minute (MinuteAt: its start, Unix ms).
@@ -130,7 +131,29 @@ func (c *Client) queueCall(queue string, run func(*C.char) C.qtask_result) error
 	return call(func() C.qtask_result { return run(q) })
 }
 
-// Queues returns every queue of the namespace with its counts and pause flag.
+// QueueLimits are the limits of one queue across every worker of every
+// process; nil is no limit.
+type QueueLimits struct {
+	// MaxProcessing: tasks of the queue processing at once (at least 1).
+	MaxProcessing *uint32 `json:"max_processing"`
+	// MaxPerSecond: claims per second (above 0; fractions allowed).
+	MaxPerSecond *float64 `json:"max_per_second"`
+}
+
+// SetQueueLimits sets (or, with nil fields, removes) the limits of queue,
+// enforced when tasks are claimed; other processes notice within one sweep
+// interval.
+func (c *Client) SetQueueLimits(queue string, limits QueueLimits) error {
+	text, err := json.Marshal(limits)
+	if err != nil {
+		return err
+	}
+	l := C.CString(string(text))
+	defer C.free(unsafe.Pointer(l))
+	return c.queueCall(queue, func(q *C.char) C.qtask_result { return C.qtask_set_queue_limits(c.h, q, l) })
+}
+
+// Queues returns every queue of the namespace with its counts, pause flag and limits.
 func (c *Client) Queues() ([]QueueSummary, error) {
 	var queues []QueueSummary
 	err := c.jsonOut(&queues, func(out **C.char) C.qtask_result { return C.qtask_queues(c.h, out) })

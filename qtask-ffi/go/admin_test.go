@@ -75,3 +75,59 @@ func exerciseAdmin(t *testing.T, cfg qtask.Config) {
 		t.Fatalf("rates: %+v %v", rates, err)
 	}
 }
+
+// Priorities pop the higher first; a queue limited to one task processing at
+// once holds a second task back until its limits are removed.
+func TestPriorityAndLimitsSQLite(t *testing.T) {
+	c := open(t, qtask.Config{DB: "sqlite://" + filepath.Join(t.TempDir(), "limits.db")})
+	q := queue("PRIO")
+	low, err := c.CreateNow("low", map[string]int{}, time.Minute, q, qtask.WithPriority(-2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	high, err := c.CreateNow("high", map[string]int{}, time.Minute, q, qtask.WithPriority(7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := mustPop(t, c, q, 3*time.Second); m.TaskID != high {
+		t.Fatalf("popped %d before %d", m.TaskID, high)
+	}
+	if task, err := c.Get(low); err != nil || task.Priority != -2 {
+		t.Fatalf("get: %+v %v", task, err)
+	}
+	if _, err := c.CreateNow("bad", map[string]int{}, time.Minute, q, qtask.WithPriority(5000)); !errors.Is(err, qtask.ErrInvalidArgument) {
+		t.Fatalf("priority 5000: want ErrInvalidArgument, got %v", err)
+	}
+
+	lq := queue("LIMIT")
+	one := uint32(1)
+	if err := c.SetQueueLimits(lq, qtask.QueueLimits{MaxProcessing: &one}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if _, err := c.CreateNow("limited", map[string]int{"i": i}, time.Minute, lq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustPop(t, c, lq, 3*time.Second)
+	if m, err := c.Pop(lq, 200*time.Millisecond); m != nil || err != nil {
+		t.Fatalf("a second task ran beside the first: %+v %v", m, err)
+	}
+	queues, err := c.Queues()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range queues {
+		if s.Queue == lq && (s.Limits.MaxProcessing == nil || *s.Limits.MaxProcessing != 1 || s.Limits.MaxPerSecond != nil) {
+			t.Fatalf("limits: %+v", s.Limits)
+		}
+	}
+	zero := 0.0
+	if err := c.SetQueueLimits(lq, qtask.QueueLimits{MaxPerSecond: &zero}); !errors.Is(err, qtask.ErrInvalidArgument) {
+		t.Fatalf("rate 0: want ErrInvalidArgument, got %v", err)
+	}
+	if err := c.SetQueueLimits(lq, qtask.QueueLimits{}); err != nil {
+		t.Fatal(err)
+	}
+	mustPop(t, c, lq, 3*time.Second)
+}

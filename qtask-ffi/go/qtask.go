@@ -150,6 +150,12 @@ func WithOrderNO(orderNO string) Option {
 	return func(m map[string]interface{}) { m["order_no"] = orderNO }
 }
 
+// WithPriority: claims take higher priority first, then the earliest due
+// (default 0, from -1000 to 1000).
+func WithPriority(p int) Option {
+	return func(m map[string]interface{}) { m["priority"] = p }
+}
+
 // Invoke dispatches a task written by Create; call it after the caller's own
 // transaction commits (the seed's invoke). A nil error means the task is on
 // the queue, or the queue was down and the sweeper will dispatch it. Calling
@@ -320,6 +326,7 @@ type Task struct {
 	LastError  *string                `json:"last_error"`
 	CreatedAt  int64                  `json:"created_at"`
 	UpdatedAt  int64                  `json:"updated_at"`
+	Priority   int64                  `json:"priority"`
 }
 
 // Get reads one task.

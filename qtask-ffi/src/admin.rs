@@ -109,7 +109,8 @@ pub extern "C" fn qtask_resume_queue(client: *mut qtask_client, queue: *const c_
 }
 
 /// Every queue of the namespace as a JSON array of objects (`queue`, `paused`,
-/// `waiting`, `processing`, `finished`, `failed`, `cancelled`). `*out_queues_json`
+/// `limits` as `{"max_processing": n|null, "max_per_second": x|null}`, `waiting`,
+/// `processing`, `finished`, `failed`, `cancelled`). `*out_queues_json`
 /// (not NULL) receives a new string the caller owns and must free with
 /// `qtask_string_free`, or NULL on failure.
 #[no_mangle]
@@ -139,5 +140,25 @@ pub extern "C" fn qtask_rates(
         let rates = self::client(client)?.rates(minutes)?;
         *out = json_out(&rates)?;
         Ok(())
+    })
+}
+
+/// Sets the limits of `queue` (borrowed, copied, not NULL) across every worker of every
+/// process: `limits_json` (borrowed; NULL or `{}` removes them) is a JSON object with
+/// `max_processing` (tasks processing at once, at least 1) and `max_per_second`
+/// (claims per second, above 0; fractions allowed), each optional. Enforced when tasks
+/// are claimed; other processes notice within one sweep interval.
+#[no_mangle]
+pub extern "C" fn qtask_set_queue_limits(
+    client: *mut qtask_client,
+    queue: *const c_char,
+    limits_json: *const c_char,
+) -> qtask_result {
+    ffi_boundary!(result: {
+        let client = self::client(client)?;
+        let queue = unsafe { str_arg(queue, "queue") }?;
+        let limits = unsafe { opt_str_arg(limits_json, "limits_json") }?;
+        let limits = qtask_core::QueueLimits::from_json(limits.unwrap_or(""))?;
+        client.set_queue_limits(queue, limits)
     })
 }

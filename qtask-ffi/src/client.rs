@@ -50,6 +50,7 @@ struct Options {
     delete_deadline: Option<f64>,
     max_count: Option<u32>,
     order_no: Option<String>,
+    priority: Option<i32>,
 }
 
 impl Options {
@@ -65,6 +66,7 @@ impl Options {
             delete_deadline: seconds("delete_deadline", options.delete_deadline)?,
             max_count: options.max_count,
             order_no: options.order_no,
+            priority: options.priority,
         })
     }
 }
@@ -161,9 +163,10 @@ pub extern "C" fn qtask_install(client: *mut qtask_client) -> qtask_result {
 /// pops is this object plus `task_id` and `attempt`), `queue` and
 /// `options_json` are borrowed for the call and copied. `timeout_s` is the lease
 /// of one dispatch in seconds, at least 1. `options_json` may be NULL, or a JSON
-/// object with `deadline` and `delete_deadline` (seconds), `max_count` and
-/// `order_no`; if a live task of this queue already has this `order_no`, its id
-/// is returned and nothing is written. `out_id` may be NULL; otherwise it
+/// object with `deadline` and `delete_deadline` (seconds), `max_count`,
+/// `priority` (claims take higher priority first, then the earliest due; default
+/// 0, from -1000 to 1000) and `order_no`; if a live task of this queue already
+/// has this `order_no`, its id is returned and nothing is written. `out_id` may be NULL; otherwise it
 /// receives the task id (0 on failure). Bad input writes nothing. If the queue
 /// is down the task is still saved and the sweeper dispatches it later.
 #[no_mangle]
@@ -346,7 +349,7 @@ pub extern "C" fn qtask_cancel(client: *mut qtask_client, task_id: i64) -> qtask
 
 /// The task's row as a JSON object (`id`, `name`, `queue`, `input`, `order_no`,
 /// `status` as "waiting"/"processing"/"finished"/"failed"/"cancelled",
-/// `count`, `max_count`, `last_error`, and times in Unix milliseconds).
+/// `count`, `max_count`, `priority`, `last_error`, and times in Unix milliseconds).
 /// `*out_task_json` (not NULL) receives a new string the caller owns and must
 /// free with `qtask_string_free`, or NULL on failure.
 #[no_mangle]

@@ -15,7 +15,8 @@ use qtask_core::{seconds, Config, Error, NewTask, Task};
 use crate::error::PyQtaskResult;
 
 /// One task as the Python layer passes it:
-/// `(name, input_json, queue, timeout, deadline, delete_deadline, max_count, order_no)`,
+/// `(name, input_json, queue, timeout, deadline, delete_deadline, max_count, order_no,
+/// priority)`,
 /// durations in seconds, `None` for the engine's default.
 #[derive(FromPyObject)]
 pub struct TaskArgs(
@@ -27,13 +28,15 @@ pub struct TaskArgs(
     Option<f64>,
     Option<i64>,
     Option<String>,
+    Option<i64>,
 );
 
 impl TaskArgs {
     /// Owned, checked enough to build a `NewTask`; the engine checks the rest. The
     /// input text is measured against `max_payload_bytes` before it is parsed.
     fn into_task(self, max_payload_bytes: usize) -> Result<NewTask, Error> {
-        let TaskArgs(name, input, queue, timeout, deadline, delete_deadline, max_count, order_no) = self;
+        let TaskArgs(name, input, queue, timeout, deadline, delete_deadline, max_count, order_no, priority) =
+            self;
         let input = qtask_core::input::parse_input(&input, max_payload_bytes)?;
         let mut task = NewTask::new(name, input, queue);
         if let Some(t) = timeout {
@@ -53,6 +56,10 @@ impl TaskArgs {
         }
         if let Some(order_no) = order_no {
             task = task.order_no(order_no);
+        }
+        if let Some(p) = priority {
+            // Out of i32 is out of range too; the engine words the error.
+            task = task.priority(i32::try_from(p).unwrap_or(if p < 0 { i32::MIN } else { i32::MAX }));
         }
         Ok(task)
     }
@@ -296,7 +303,15 @@ impl Client {
         Ok(py.detach(move || client.resume_queue(&queue))?)
     }
 
-    /// Every queue with its counts by status and pause flag, as JSON text.
+    /// Sets (or, with `{}`, removes) a queue's limits, given as JSON text.
+    fn set_queue_limits(&self, py: Python<'_>, queue: String, limits_json: String) -> PyQtaskResult<()> {
+        let client = self.client()?;
+        Ok(py.detach(move || {
+            client.set_queue_limits(&queue, qtask_core::QueueLimits::from_json(&limits_json)?)
+        })?)
+    }
+
+    /// Every queue with its counts by status, pause flag and limits, as JSON text.
     fn queues(&self, py: Python<'_>) -> PyQtaskResult<String> {
         let client = self.client()?;
         let queues = py.detach(move || client.queues())?;

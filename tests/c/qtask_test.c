@@ -293,6 +293,46 @@ static void test_admin(qtask_client *client) {
     EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_retry_matching(client, NULL, NULL));
 }
 
+/* Priorities: the higher one is popped first. Limits: with max_processing 1 a second
+ * task waits until the limits are removed; bad limits are refused. */
+static void test_priority_and_limits(qtask_client *client) {
+    int64_t low = 0, high = 0;
+    OK(qtask_create(client, "low", "{}", 60, "C:PRIO", "{\"priority\": 1}", &low));
+    OK(qtask_create(client, "high", "{}", 60, "C:PRIO", "{\"priority\": 5}", &high));
+    char *msg = NULL;
+    OK(qtask_pop(client, "C:PRIO", 3000, &msg));
+    CHECK(json_int(msg, "task_id") == high, "popped %s", msg ? msg : "NULL");
+    qtask_string_free(msg);
+    char *task = NULL;
+    OK(qtask_get(client, low, &task));
+    CHECK(task && strstr(task, "\"priority\":1"), "task %s", task ? task : "NULL");
+    qtask_string_free(task);
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_create(client, "x", "{}", 60, "C:PRIO", "{\"priority\": 1001}", NULL));
+
+    const char *queue = "C:LIMIT";
+    OK(qtask_set_queue_limits(client, queue, "{\"max_processing\": 1, \"max_per_second\": 100}"));
+    OK(qtask_create(client, "a", "{}", 60, queue, NULL, NULL));
+    OK(qtask_create(client, "b", "{}", 60, queue, NULL, NULL));
+    OK(qtask_pop(client, queue, 3000, &msg));
+    CHECK(msg != NULL, "first pop under the limit");
+    qtask_string_free(msg);
+    msg = (char *)"sentinel";
+    OK(qtask_pop(client, queue, 200, &msg));
+    CHECK(msg == NULL, "a second task ran beside the first: %s", msg ? msg : "NULL");
+    char *queues = NULL;
+    OK(qtask_queues(client, &queues));
+    CHECK(queues && strstr(queues, "\"limits\":{\"max_processing\":1,\"max_per_second\":100.0}"), "queues %s",
+          queues ? queues : "NULL");
+    qtask_string_free(queues);
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_set_queue_limits(client, queue, "{\"max_processing\": 0}"));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_set_queue_limits(client, queue, "{\"max_running\": 2}"));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_set_queue_limits(client, NULL, NULL));
+    OK(qtask_set_queue_limits(client, queue, NULL));
+    OK(qtask_pop(client, queue, 3000, &msg));
+    CHECK(msg != NULL, "no pop once the limits are removed");
+    qtask_string_free(msg);
+}
+
 /* Periodic tasks: declare (cron in a zone, an interval), replace, list, remove; a tick
  * of a one-second interval reaches a worker; bad timings write nothing. */
 static void test_schedules(qtask_client *client) {
@@ -922,6 +962,7 @@ int main(int argc, char **argv) {
         RUN(test_deferred(client));
         RUN(test_fail(client));
         RUN(test_admin(client));
+        RUN(test_priority_and_limits(client));
         RUN(test_schedules(client));
         RUN(test_threads(client));
         RUN(test_bad_input(client, dir));

@@ -55,3 +55,47 @@ def test_failed_tasks_are_listed_retried_and_queues_paused(db_backend: Backend) 
         assert len(c.rates(5)) == 5
         if db_backend.db.startswith("postgres"):
             drop_pg_table(db_backend.db, f"{db_backend.table_prefix}queue")
+
+
+def test_priorities_and_queue_limits(backend: Backend) -> None:
+    """Higher priority pops first (create, delay, create_many); a queue limited to one
+    task processing at once holds the next back until its limits are removed."""
+    prio, limited = "PY:PRIO", "PY:LIMIT"
+    with backend.client(sweeper=False) as c:
+        c.install()
+        low = c.create("low", {}, queue=prio, priority=-1)
+        c.create_many(
+            [
+                {"name": "mid", "input": {}, "queue": prio},
+                {"name": "top", "input": {}, "queue": prio, "priority": 9},
+            ]
+        )
+        c.delay("later", {}, queue=prio, delay=3600, priority=100)
+        popped = []
+        while (message := c.pop(prio, wait=0.5)) is not None:
+            popped.append(c.get(message["task_id"])["name"])
+        assert popped == ["top", "mid", "low"]
+        assert c.get(low)["priority"] == -1
+        with pytest.raises(qtask.InvalidArgument):
+            c.create("bad", {}, queue=prio, priority=1001)
+        with pytest.raises(qtask.InvalidArgument):
+            c.create("bad", {}, queue=prio, priority="high")  # type: ignore[arg-type]
+
+        c.set_queue_limits(limited, max_processing=1, max_per_second=50)
+        for i in range(2):
+            c.create("limited", {"i": i}, queue=limited)
+        assert c.pop(limited, wait=1.0) is not None
+        assert c.pop(limited, wait=0.2) is None
+        summary = [q for q in c.queues() if q["queue"] == limited][0]
+        assert summary["limits"] == {"max_processing": 1, "max_per_second": 50.0}
+        assert summary["processing"] == 1
+        with pytest.raises(qtask.InvalidArgument):
+            c.set_queue_limits(limited, max_processing=0)
+        with pytest.raises(qtask.InvalidArgument):
+            c.set_queue_limits(limited, max_per_second=-1)
+        c.set_queue_limits(limited)
+        if backend.queue != "db":
+            c.sweep_once()  # an offer refused for the limit is offered again
+        assert c.pop(limited, wait=1.0) is not None
+        if backend.db.startswith("postgres"):
+            drop_pg_table(backend.db, f"{backend.table_prefix}queue")

@@ -3,6 +3,7 @@
 use super::{wait, Client};
 use crate::admin::{BulkBatch, QueueSummary, RatePoint, TaskFilter, TaskPage};
 use crate::error::Result;
+use crate::store::QueueLimits;
 
 impl Client {
     pub fn list_tasks(&self, filter: &TaskFilter, before_id: Option<i64>, limit: u32) -> Result<TaskPage> {
@@ -48,6 +49,11 @@ impl Client {
     pub fn resume_queue(&self, queue: &str) -> Result<()> {
         let (c, queue) = (self.live()?.clone(), queue.to_owned());
         wait(async move { c.resume_queue(&queue).await })
+    }
+
+    pub fn set_queue_limits(&self, queue: &str, limits: QueueLimits) -> Result<()> {
+        let (c, queue) = (self.live()?.clone(), queue.to_owned());
+        wait(async move { c.set_queue_limits(&queue, limits).await })
     }
 
     pub fn queues(&self) -> Result<Vec<QueueSummary>> {

@@ -224,6 +224,21 @@ impl RedisQueue {
         }
     }
 
+    /// How many tasks a limited queue may take, polling until `until` while it is none:
+    /// ids popped beyond it would only be withdrawn again.
+    async fn room(&self, queue: &str, max: usize, until: Instant) -> Result<usize> {
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let room = self.store.room(queue, max as i64).await?;
+            let left = until.saturating_duration_since(Instant::now());
+            if room > 0 || left.is_zero() {
+                return Ok(usize::try_from(room).unwrap_or(0));
+            }
+            tokio::time::sleep(pause.min(left)).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
     /// Up to `max` ids, without waiting (ZPOPMIN on the shared connection).
     async fn take_now(&self, key: &str, max: usize) -> Result<Vec<String>> {
         let (conn, generation) = self.shared_conn().await?;
@@ -309,13 +324,13 @@ impl Queue for RedisQueue {
         if offers.is_empty() {
             return Ok(());
         }
-        let score = unix_ms();
+        let now = unix_ms();
         // One ZADD per queue, in the order given.
-        let mut groups: Vec<(&str, Vec<i64>)> = Vec::new();
+        let mut groups: Vec<(&str, Vec<&Offer>)> = Vec::new();
         for offer in offers {
             match groups.iter_mut().find(|(q, _)| *q == offer.queue) {
-                Some((_, ids)) => ids.push(offer.task_id),
-                None => groups.push((&offer.queue, vec![offer.task_id])),
+                Some((_, group)) => group.push(offer),
+                None => groups.push((&offer.queue, vec![offer])),
             }
         }
         let all_failed = |error| OfferError {
@@ -323,11 +338,13 @@ impl Queue for RedisQueue {
             error,
         };
         let (conn, generation) = self.shared_conn().await.map_err(all_failed)?;
-        let zadd = |queue: &str, ids: &[i64]| {
+        // Scored by when each became due, so that equal priorities pop earliest due first.
+        let zadd = |queue: &str, group: &[&Offer]| {
             let mut cmd = redis::cmd("ZADD");
             cmd.arg(self.key(queue)).arg("NX");
-            for id in ids {
-                cmd.arg(score).arg(member(*id));
+            for offer in group {
+                cmd.arg(score(now - offer.overdue_ms.max(0), offer.priority))
+                    .arg(member(offer.task_id));
             }
             cmd
         };
@@ -350,9 +367,9 @@ impl Queue for RedisQueue {
                 // queues that failed are withdrawn.
                 let mut failed = Vec::new();
                 let mut first_error = None;
-                for (queue, ids) in &groups {
-                    if let Err(err) = zadd(queue, ids).query_async::<()>(&mut c).await {
-                        failed.extend_from_slice(ids);
+                for (queue, group) in &groups {
+                    if let Err(err) = zadd(queue, group).query_async::<()>(&mut c).await {
+                        failed.extend(group.iter().map(|o| o.task_id));
                         first_error.get_or_insert(err);
                     }
                 }
@@ -374,6 +391,13 @@ impl Queue for RedisQueue {
         let key = self.key(queue);
         let until = deadline_after(wait);
         loop {
+            let max = match self.store.is_limited(queue) {
+                true => self.room(queue, max, until).await?,
+                false => max,
+            };
+            if max == 0 {
+                return Ok(Vec::new());
+            }
             let mut ids = self.take_now(&key, max).await?;
             if ids.is_empty() {
                 let left = until.saturating_duration_since(Instant::now());
@@ -397,7 +421,14 @@ impl Queue for RedisQueue {
                 })
                 .collect();
             // Ids no longer offered (a second copy, an ended task) are skipped here.
-            let messages = self.store.claim_offered(&ids).await?;
+            let messages = if self.store.is_limited(queue) {
+                // Ids refused for the queue's limits are offered again by the next sweep.
+                let (messages, refused) = self.store.claim_offered_limited(queue, &ids).await?;
+                self.store.withdraw(&refused).await?;
+                messages
+            } else {
+                self.store.claim_offered(&ids).await?
+            };
             if !messages.is_empty() || Instant::now() >= until {
                 return Ok(messages);
             }
@@ -411,11 +442,19 @@ fn member(id: i64) -> String {
     format!("{id:019}")
 }
 
-fn unix_ms() -> f64 {
+fn unix_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as f64)
-        .unwrap_or(0.0)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// An offer's score: lower pops first. Each priority step outweighs any offer time
+/// (2^42 ms is 139 years), and with priorities within ±1000 every score is an integer
+/// below 2^53, exact in a double.
+fn score(unix_ms: i64, priority: i64) -> f64 {
+    const STEP: i64 = 1 << 42;
+    (unix_ms - priority * STEP) as f64
 }
 
 /// Whether an error may have left the connection unusable (anything but a plain
@@ -523,6 +562,17 @@ fn cluster_nodes(scheme: &str, rest: &str) -> std::result::Result<Vec<String>, S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn higher_priority_scores_lower_whenever_offered() {
+        let (now, later) = (1_800_000_000_000, 4_000_000_000_000);
+        assert!(score(later, 1) < score(now, 0));
+        assert!(score(later, -999) < score(now, -1000));
+        assert!(score(now, 0) < score(later, 0));
+        let max = i64::from(crate::task::MAX_PRIORITY);
+        assert!(score(later, -max).abs() < 2f64.powi(53));
+        assert!(score(0, max).abs() < 2f64.powi(53));
+    }
 
     #[test]
     fn keys_share_the_queue_hash_tag() {

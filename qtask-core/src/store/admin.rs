@@ -26,8 +26,9 @@ const LIVE_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
 const MINUTE_MS: i64 = 60_000;
 
 /// The columns a [`Task`] is read from.
-const TASK_COLUMNS: &str = "id, namespace, name, queue, payload, order_no, status, timeout_ms, next_at, \
-     deadline_at, delete_at, max_count, dispatch_count, last_error, created_at, updated_at";
+pub(super) const TASK_COLUMNS: &str =
+    "id, namespace, name, queue, payload, order_no, status, timeout_ms, next_at, \
+     deadline_at, delete_at, max_count, dispatch_count, last_error, created_at, updated_at, priority";
 
 /// The failed rows a list of failed tasks reads (checked by explain).
 pub(super) const LIST_FAILED: &str =
@@ -136,35 +137,22 @@ pub(crate) fn queue_table(task_table: &str) -> String {
     format!("{}queue", task_table.strip_suffix("task").unwrap_or(task_table))
 }
 
-/// The per-queue settings table; created by install beside the task table.
-pub(super) fn statements(dialect: Dialect, task_table: &str) -> Vec<String> {
-    let (key, int, tail) = match dialect {
-        Dialect::MySql => (
-            "VARCHAR(191)",
-            "BIGINT",
-            " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-        ),
-        Dialect::Postgres => ("TEXT", "BIGINT", ""),
-        Dialect::Sqlite => ("TEXT", "INTEGER", ""),
-    };
-    let namespace = if dialect == Dialect::MySql {
-        "VARCHAR(64)"
-    } else {
-        key
-    };
-    vec![format!(
-        "CREATE TABLE IF NOT EXISTS {} (namespace {namespace} NOT NULL, queue {key} NOT NULL, \
-         paused {int} NOT NULL, updated_at {int} NOT NULL, PRIMARY KEY (namespace, queue)){tail}",
-        queue_table(task_table)
-    )]
-}
-
-/// "No such table": SQLSTATE 42P01 (PostgreSQL), 42S02 (MySQL), SQLite's message.
+/// "No such table" or "no such column" (install has not run since an upgrade):
+/// SQLSTATE 42P01 / 42703 (PostgreSQL), 42S02 / 42S22 (MySQL), SQLite's messages.
 pub(super) fn is_missing_table(err: &sqlx::Error) -> bool {
     let Some(db) = err.as_database_error() else {
         return false;
     };
-    matches!(db.code().as_deref(), Some("42P01" | "42S02")) || db.message().contains("no such table")
+    matches!(db.code().as_deref(), Some("42P01" | "42S02"))
+        || db.message().contains("no such table")
+        || is_missing_column(err)
+}
+
+fn is_missing_column(err: &sqlx::Error) -> bool {
+    let Some(db) = err.as_database_error() else {
+        return false;
+    };
+    matches!(db.code().as_deref(), Some("42703" | "42S22")) || db.message().contains("no such column")
 }
 
 fn summary_of(queues: &mut BTreeMap<String, QueueSummary>, queue: String) -> &mut QueueSummary {
@@ -197,6 +185,7 @@ pub(super) fn task_from_row(row: &AnyRow) -> Result<Task> {
         last_error: row.try_get("last_error")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        priority: row.try_get("priority")?,
     })
 }
 
@@ -321,20 +310,68 @@ impl Store {
         Ok(())
     }
 
-    /// The paused queues of this namespace. None while the settings table does not exist
+    /// The paused queues of this namespace; also publishes which queues have limits
+    /// (limits.rs). Empty while the settings table or its limit columns do not exist
     /// yet (a program upgraded before `install` ran again): nothing is paused then.
     pub async fn paused_queues(&self) -> Result<HashSet<String>> {
         let table = queue_table(&self.table);
         let sql = self.sql(&format!(
-            "SELECT queue FROM {table} WHERE namespace = ? AND paused = 1"
+            "SELECT queue, paused, CASE WHEN max_processing IS NULL AND max_per_second IS NULL \
+             THEN 0 ELSE 1 END FROM {table} WHERE namespace = ? AND (paused = 1 \
+             OR max_processing IS NOT NULL OR max_per_second IS NOT NULL)"
         ));
         let rows = match sqlx::query(sql).bind(&self.namespace).fetch_all(&self.pool).await {
             Ok(rows) => rows,
+            Err(err) if is_missing_column(&err) => {
+                // The table from before limits: pause flags only.
+                let sql = self.sql(&format!(
+                    "SELECT queue, paused, 0 FROM {table} WHERE namespace = ? AND paused = 1"
+                ));
+                sqlx::query(sql)
+                    .bind(&self.namespace)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
             Err(err) if is_missing_table(&err) => return Ok(HashSet::new()),
             Err(err) => return Err(err.into()),
         };
+        let (mut paused, mut limited) = (HashSet::new(), HashSet::new());
+        for row in rows {
+            let queue: String = row.try_get(0)?;
+            if row.try_get::<i64, _>(2)? == 1 {
+                limited.insert(queue.clone());
+            }
+            if row.try_get::<i64, _>(1)? == 1 {
+                paused.insert(queue);
+            }
+        }
+        self.set_limited(limited);
+        Ok(paused)
+    }
+
+    /// Every queue's limits that has any.
+    pub(crate) async fn queue_limits(&self) -> Result<Vec<(String, super::QueueLimits)>> {
+        let table = queue_table(&self.table);
+        let sql = self.sql(&format!(
+            "SELECT queue, max_processing, max_per_second FROM {table} WHERE namespace = ? \
+             AND (max_processing IS NOT NULL OR max_per_second IS NOT NULL)"
+        ));
+        let rows = match sqlx::query(sql).bind(&self.namespace).fetch_all(&self.pool).await {
+            Ok(rows) => rows,
+            Err(err) if is_missing_table(&err) => return Ok(Vec::new()),
+            Err(err) => return Err(err.into()),
+        };
         rows.iter()
-            .map(|row| row.try_get::<String, _>(0).map_err(Error::from))
+            .map(|row| {
+                let max_processing: Option<i64> = row.try_get(1)?;
+                Ok((
+                    row.try_get(0)?,
+                    super::QueueLimits {
+                        max_processing: max_processing.and_then(|n| u32::try_from(n).ok()),
+                        max_per_second: row.try_get(2)?,
+                    },
+                ))
+            })
             .collect()
     }
 
@@ -364,6 +401,9 @@ impl Store {
         }
         for queue in self.paused_queues().await? {
             summary_of(&mut queues, queue).paused = true;
+        }
+        for (queue, limits) in self.queue_limits().await? {
+            summary_of(&mut queues, queue).limits = limits;
         }
         Ok(queues.into_values().collect())
     }

@@ -3,10 +3,10 @@
 //! statement that marks it processing, starts its lease and counts the attempt.
 
 use sqlx::any::AnyRow;
-use sqlx::{AssertSqlSafe, Executor, Row};
+use sqlx::{AnyConnection, AssertSqlSafe, Executor, Row};
 
-use super::statements::{id_list, TwoStep};
-use super::{retry_conflicts, Store};
+use super::statements::{id_list, Statements, TwoStep};
+use super::{retry_conflicts, Dialect, Store};
 use crate::error::Result;
 use crate::task::{Fence, Message};
 
@@ -15,6 +15,11 @@ use crate::task::{Fence, Message};
 pub struct Offer {
     pub task_id: i64,
     pub queue: String,
+    /// Higher priority is taken from the queue first.
+    pub priority: i64,
+    /// How long it has been due (0 for a task created now): equal priorities are taken
+    /// earliest due first.
+    pub overdue_ms: i64,
 }
 
 /// A value bound to a `?` of a hot statement.
@@ -34,7 +39,19 @@ impl Store {
     /// The `db` queue: claims up to `limit` due tasks of `queue` (a row becoming due is
     /// the offer). Concurrent claimers never share a row.
     pub(crate) async fn claim_due(&self, queue: &str, limit: u32) -> Result<Vec<Message>> {
+        if self.is_limited(queue) {
+            return self.claim_due_limited(queue, limit).await;
+        }
         let statements = self.statements();
+        if statements.claim_level.is_some() {
+            let changed = retry_conflicts(|| async {
+                let mut conn = self.pool.acquire().await?;
+                self.claim_due_on(&mut conn, &statements, queue, i64::from(limit))
+                    .await
+            })
+            .await?;
+            return self.claimed(changed).await;
+        }
         let binds = [
             Bind::Text(self.namespace()),
             Bind::Text(queue),
@@ -42,6 +59,49 @@ impl Store {
         ];
         let changed = retry_conflicts(|| self.change(&statements.claim_due, &binds, "")).await?;
         self.claimed(changed).await
+    }
+
+    /// Claims up to `limit` due rows of `queue` on `conn`: in one statement, or (SQLite)
+    /// one priority level at a time, highest first, until `limit` rows are claimed.
+    pub(super) async fn claim_due_on(
+        &self,
+        conn: &mut AnyConnection,
+        statements: &Statements,
+        queue: &str,
+        limit: i64,
+    ) -> Result<Changed> {
+        let (Some(claim_level), Some(next_level)) = (&statements.claim_level, &statements.next_level) else {
+            let binds = [Bind::Text(self.namespace()), Bind::Text(queue), Bind::Int(limit)];
+            return self.change_on(conn, &statements.claim_due, &binds, "").await;
+        };
+        let mut changed = Changed {
+            rows: Vec::new(),
+            before: false,
+        };
+        let mut below = i64::from(crate::task::MAX_PRIORITY) + 1;
+        while (changed.rows.len() as i64) < limit {
+            let level: Option<i64> = sqlx::query_scalar(AssertSqlSafe(next_level.as_str()))
+                .bind(self.namespace())
+                .bind(queue)
+                .bind(below)
+                .fetch_one(&mut *conn)
+                .await?;
+            let Some(level) = level else {
+                break;
+            };
+            let left = limit - changed.rows.len() as i64;
+            let binds = [
+                Bind::Text(self.namespace()),
+                Bind::Text(queue),
+                Bind::Int(level),
+                Bind::Int(left),
+            ];
+            changed
+                .rows
+                .extend(self.change_on(conn, claim_level, &binds, "").await?.rows);
+            below = level;
+        }
+        Ok(changed)
     }
 
     /// Claims offered tasks by id (ids taken from a Redis queue). Ids that are no longer
@@ -69,6 +129,8 @@ impl Store {
                 Ok(Offer {
                     task_id: row.try_get(0)?,
                     queue: row.try_get(1)?,
+                    priority: row.try_get(2)?,
+                    overdue_ms: row.try_get(3)?,
                 })
             })
             .collect()
@@ -90,7 +152,7 @@ impl Store {
 
     /// Turns claimed rows into messages. A row whose payload cannot be read fails with
     /// its reason; the others are delivered.
-    async fn claimed(&self, changed: Changed) -> Result<Vec<Message>> {
+    pub(super) async fn claimed(&self, changed: Changed) -> Result<Vec<Message>> {
         let mut messages = Vec::with_capacity(changed.rows.len());
         for row in &changed.rows {
             let count: i64 = row.try_get(3)?;
@@ -142,18 +204,43 @@ impl Store {
                 let rows = self.fetch(&self.pool, &fill(sql), binds).await?;
                 Ok(Changed { rows, before: false })
             }
+            TwoStep::Locking { .. } => {
+                // SQLite: take the write lock first, so that no writer slips in between.
+                let mut tx = match self.dialect {
+                    Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+                    _ => self.pool.begin().await?,
+                };
+                let changed = self.change_on(&mut tx, step, binds, ids).await?;
+                tx.commit().await?;
+                Ok(changed)
+            }
+        }
+    }
+
+    /// Runs a [`TwoStep`] on a connection inside the caller's transaction.
+    pub(super) async fn change_on(
+        &self,
+        conn: &mut AnyConnection,
+        step: &TwoStep,
+        binds: &[Bind<'_>],
+        ids: &str,
+    ) -> Result<Changed> {
+        let fill = |sql: &str| sql.replace("{ids}", ids);
+        match step {
+            TwoStep::Returning(sql) => {
+                let rows = self.fetch(&mut *conn, &fill(sql), binds).await?;
+                Ok(Changed { rows, before: false })
+            }
             TwoStep::Locking { select, update } => {
-                let mut tx = self.pool.begin().await?;
-                let rows = self.fetch(&mut *tx, &fill(select), binds).await?;
+                let rows = self.fetch(&mut *conn, &fill(select), binds).await?;
                 if !rows.is_empty() {
                     let locked = rows
                         .iter()
                         .map(|row| row.try_get::<i64, _>(0))
                         .collect::<Result<Vec<_>, _>>()?;
                     let sql = update.replace("{ids}", &id_list(locked));
-                    tx.execute(AssertSqlSafe(sql)).await?;
+                    conn.execute(AssertSqlSafe(sql)).await?;
                 }
-                tx.commit().await?;
                 Ok(Changed { rows, before: true })
             }
         }

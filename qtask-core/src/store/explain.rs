@@ -3,6 +3,7 @@
 
 use sqlx::Row;
 
+use super::statements::CLAIM_ORDER;
 use super::{Dialect, Store, DUE, EXPIRED, SPENT};
 use crate::error::Result;
 
@@ -22,9 +23,20 @@ pub struct Plan {
 impl Store {
     /// Explains the sweeper's and the `db` queue's statements (their row-selecting part).
     pub async fn explain(&self) -> Result<Vec<Plan>> {
+        // SQLite pops one priority level at a time (claims.rs); the others in one statement.
+        let pop = match self.dialect {
+            Dialect::Sqlite => format!(
+                "{} ORDER BY next_at",
+                DUE.replace("{queue}", "AND queue = ? AND priority = 0")
+            ),
+            _ => format!(
+                "{} ORDER BY {CLAIM_ORDER}",
+                DUE.replace("{queue}", "AND queue = ?")
+            ),
+        };
         let statements = [
             ("claim", DUE.replace("{queue}", ""), false),
-            ("pop", DUE.replace("{queue}", "AND queue = ?"), true),
+            ("pop", pop, true),
             ("give_up", SPENT.to_string(), false),
             ("cleanup", EXPIRED.to_string(), false),
             ("list_failed", super::admin::LIST_FAILED.to_string(), false),

@@ -7,13 +7,15 @@ pub(crate) mod admin;
 mod claims;
 mod dialect;
 mod explain;
+mod limits;
 mod outcomes;
 mod schedules;
 mod schema;
 mod settle;
 mod statements;
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -22,6 +24,7 @@ use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Connection, Executor, Row};
 pub use claims::Offer;
 pub use dialect::{redact, Dialect};
 pub use explain::Plan;
+pub use limits::QueueLimits;
 pub(crate) use outcomes::MAX_BATCH;
 pub(crate) use schedules::{DueSchedule, TickTaken};
 
@@ -68,6 +71,8 @@ pub struct Store {
     clock: Clock,
     /// The hot statements, rendered for the clock offset they were made with.
     rendered: Arc<Mutex<(i64, Arc<Statements>)>>,
+    /// Queues with limits, as last read with the pause flags (limits.rs).
+    limited: Arc<RwLock<HashSet<String>>>,
 }
 
 impl Store {
@@ -122,6 +127,7 @@ impl Store {
             namespace: config.namespace.clone(),
             clock,
             rendered: Arc::new(Mutex::new((offset, Arc::new(statements)))),
+            limited: Arc::default(),
         })
     }
 
@@ -181,39 +187,86 @@ impl Store {
     }
 
     /// Creates or migrates the tables; safe to run again and from two processes at once.
+    /// Columns and indexes missing from an existing table are added; nothing is dropped.
     pub async fn install(&self) -> Result<()> {
-        let mut statements = schema::statements(self.dialect, &self.table);
-        statements.extend(admin::statements(self.dialect, &self.table)); // issue 11: queue settings
-        statements.extend(schedules::statements(self.dialect, &self.table)); // issue 12: periodic tasks
         let mut conn = self.pool.acquire().await?;
         match self.dialect {
             Dialect::Postgres => {
                 let mut tx = conn.begin().await?;
                 tx.execute("SELECT pg_advisory_xact_lock(7170731)").await?;
-                for statement in &statements {
-                    tx.execute(AssertSqlSafe(statement.as_str())).await?;
-                }
+                self.migrate(&mut tx).await?;
                 tx.commit().await?;
             }
             Dialect::MySql => {
                 conn.execute("SELECT GET_LOCK('qtask_install', 60)").await?;
-                let mut result = Ok(());
-                for statement in &statements {
-                    if let Err(e) = conn.execute(AssertSqlSafe(statement.as_str())).await {
-                        result = Err(e);
-                        break;
-                    }
-                }
+                let result = self.migrate(&mut conn).await;
                 conn.execute("SELECT RELEASE_LOCK('qtask_install')").await?;
                 result?;
             }
             Dialect::Sqlite => {
-                for statement in &statements {
-                    conn.execute(AssertSqlSafe(statement.as_str())).await?;
+                // One writer at a time: a second installer waits (busy_timeout), then
+                // sees the columns the first one added.
+                conn.execute("BEGIN IMMEDIATE").await?;
+                match self.migrate(&mut conn).await {
+                    Ok(()) => {
+                        conn.execute("COMMIT").await?;
+                    }
+                    Err(err) => {
+                        let _ = conn.execute("ROLLBACK").await;
+                        return Err(err);
+                    }
                 }
             }
         }
         Ok(())
+    }
+
+    /// Creates each table, adds its missing columns, then its missing indexes (an index
+    /// may name a column just added). Runs under install's lock.
+    async fn migrate(&self, conn: &mut AnyConnection) -> Result<()> {
+        for table in schema::tables(&self.table) {
+            conn.execute(AssertSqlSafe(table.create(self.dialect))).await?;
+            let columns = self.catalog(conn, CatalogList::Columns, &table.name).await?;
+            let indexes = match self.dialect {
+                Dialect::MySql => self.catalog(conn, CatalogList::Indexes, &table.name).await?,
+                _ => Vec::new(),
+            };
+            let mut statements = table.add_columns(self.dialect, &columns);
+            statements.extend(table.add_indexes(self.dialect, &indexes));
+            for statement in statements {
+                tracing::debug!(%statement, "qtask: install");
+                conn.execute(AssertSqlSafe(statement)).await?;
+            }
+        }
+        // Issue 12: periodic tasks (schedules.rs).
+        for statement in schedules::statements(self.dialect, &self.table) {
+            conn.execute(AssertSqlSafe(statement)).await?;
+        }
+        Ok(())
+    }
+
+    /// The column (or, on MySQL, index) names an existing table has, from the catalog.
+    async fn catalog(&self, conn: &mut AnyConnection, list: CatalogList, table: &str) -> Result<Vec<String>> {
+        let sql = match (self.dialect, list) {
+            (Dialect::Sqlite, _) => "SELECT name FROM pragma_table_info(?)",
+            (Dialect::Postgres, _) => {
+                "SELECT column_name::text FROM information_schema.columns \
+                 WHERE table_schema = current_schema() AND table_name = lower($1)"
+            }
+            (Dialect::MySql, CatalogList::Columns) => {
+                "SELECT CAST(column_name AS CHAR) FROM information_schema.columns \
+                 WHERE table_schema = DATABASE() AND LOWER(table_name) = LOWER(?)"
+            }
+            (Dialect::MySql, CatalogList::Indexes) => {
+                "SELECT DISTINCT CAST(index_name AS CHAR) FROM information_schema.statistics \
+                 WHERE table_schema = DATABASE() AND LOWER(table_name) = LOWER(?)"
+            }
+        };
+        let names = sqlx::query_scalar::<_, String>(sql)
+            .bind(table)
+            .fetch_all(&mut *conn)
+            .await?;
+        Ok(names)
     }
 
     /// Writes one task. `offered` marks it on its way to a queue that carries offers
@@ -252,7 +305,8 @@ impl Store {
                 .bind(task.deadline_ms.max(LIVE_RETENTION_MS))
                 .bind(task.delete_after_ms)
                 .bind(task.max_count)
-                .bind(&task.trace_context);
+                .bind(&task.trace_context)
+                .bind(task.priority);
             if wake.is_some() {
                 query = query.bind(channel.clone());
             }
@@ -321,11 +375,10 @@ impl Store {
     }
 
     pub(crate) async fn get(&self, id: i64) -> Result<Task> {
-        let row = sqlx::query(self.sql(
-            "SELECT id, namespace, name, queue, payload, order_no, status, timeout_ms, next_at, \
-             deadline_at, delete_at, max_count, dispatch_count, last_error, created_at, updated_at \
-             FROM {t} WHERE id = ? AND namespace = ?",
-        ))
+        let row = sqlx::query(self.sql(&format!(
+            "SELECT {} FROM {{t}} WHERE id = ? AND namespace = ?",
+            admin::TASK_COLUMNS
+        )))
         .bind(id)
         .bind(&self.namespace)
         .fetch_optional(&self.pool)
@@ -407,6 +460,13 @@ impl Store {
             .await?;
         Ok(done.rows_affected())
     }
+}
+
+/// What [`Store::catalog`] reads.
+#[derive(Clone, Copy)]
+enum CatalogList {
+    Columns,
+    Indexes,
 }
 
 /// The database clock, shifted by a test's offset.

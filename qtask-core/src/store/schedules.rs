@@ -126,6 +126,8 @@ fn due_from_row(row: &AnyRow) -> Result<DueSchedule> {
         deadline_ms: info.deadline_ms,
         delete_after_ms: info.delete_after_ms,
         max_count: info.max_count,
+        // Schedules have no priority option yet: their tasks take the default.
+        priority: 0,
         // A tick's task starts a trace of its own: no producer's span made it.
         trace_context: None,
     };

@@ -1,9 +1,13 @@
-//! The task table and its indexes, per dialect. Install never drops anything.
+//! The tables and their indexes, per dialect. Install creates what is missing and adds
+//! any column of these lists that an existing table lacks (a table made by an older
+//! release); it never drops or changes anything.
 //!
 //! Index use (checked with EXPLAIN in tests/explain.rs):
 //! - `due`: the sweeper's claim and reaper (`namespace = ? AND next_at <= now`);
 //!   finished, failed and cancelled rows have `next_at` NULL, so they never enter the range.
-//! - `queue_due`: the `db` queue's pop (`namespace, queue, next_at`).
+//! - `queue_due`: the `db` queue's pop (`namespace, queue, next_at`) while few rows are due;
+//! - `queue_priority_due`: the pop in claim order (`priority DESC, next_at`) when many are;
+//!   the planner picks whichever reads less.
 //! - `delete`: cleanup (`namespace = ? AND delete_at <= now`).
 //! - `status`: operators' lists and bulk retry / cancel by status, in id order (admin.rs).
 //! - `live_order`: unique (`namespace, queue, live_key`); `live_key` is the order number
@@ -11,51 +15,29 @@
 
 use super::Dialect;
 
-pub fn statements(dialect: Dialect, table: &str) -> Vec<String> {
-    let columns = columns(dialect);
-    let indexes = [
-        ("live_order", "UNIQUE", "namespace, queue, live_key"),
-        ("due", "", "namespace, next_at"),
-        ("queue_due", "", "namespace, queue, next_at"),
-        ("delete", "", "namespace, delete_at"),
-        ("status", "", "namespace, status, id"),
-    ];
-    match dialect {
-        // MySQL has no CREATE INDEX IF NOT EXISTS; MariaDB and MySQL both take indexes inline.
-        Dialect::MySql => {
-            let inline: Vec<String> = indexes
-                .iter()
-                .map(|(name, unique, cols)| format!("{unique} KEY {table}_{name} ({cols})"))
-                .collect();
-            vec![format!(
-                "CREATE TABLE IF NOT EXISTS {table} ({columns}, {}) \
-                 ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-                inline.join(", ")
-            )]
-        }
-        _ => {
-            let mut out = vec![format!("CREATE TABLE IF NOT EXISTS {table} ({columns})")];
-            out.extend(indexes.iter().map(|(name, unique, cols)| {
-                format!("CREATE {unique} INDEX IF NOT EXISTS {table}_{name} ON {table} ({cols})")
-            }));
-            out
-        }
-    }
-}
-
 /// Kinds of column; each dialect spells them its own way.
-#[derive(Clone, Copy)]
-enum Kind {
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Kind {
     Id,
     /// Indexed text: bounded in MySQL (index key length).
     Key(u16),
     Text,
     LongText,
     Int,
+    Real,
+    /// An integer with a default, so that install can add it to a table that has rows.
+    IntDefault(i64),
 }
 
-/// Every column of the task table: name, kind, NOT NULL.
-const COLUMNS: [(&str, Kind, bool); 21] = [
+/// One column: name, kind, NOT NULL. A column added after a table may already exist
+/// must be nullable or have a default (install adds it to tables that hold rows).
+pub(super) type Column = (&'static str, Kind, bool);
+
+/// One index: name suffix, `UNIQUE` or empty, columns.
+type Index = (&'static str, &'static str, &'static str);
+
+/// Every column of the task table.
+const TASK_COLUMNS: &[Column] = &[
     ("id", Kind::Id, true),
     ("namespace", Kind::Key(64), true),
     ("name", Kind::Key(255), true),
@@ -78,33 +60,174 @@ const COLUMNS: [(&str, Kind, bool); 21] = [
     ("trace_context", Kind::Text, false),
     // The latest attempt whose lease ran out before it ended (statements.rs).
     ("rescued_attempt", Kind::Int, false),
+    // Claims take higher priority first.
+    ("priority", Kind::IntDefault(0), true),
     // A finished task's result (JSON), kept until the row is deleted.
     ("result", Kind::LongText, false),
 ];
 
-fn columns(dialect: Dialect) -> String {
-    let spell = |kind: Kind| -> String {
-        match (dialect, kind) {
-            (Dialect::Sqlite, Kind::Id) => "INTEGER PRIMARY KEY AUTOINCREMENT".into(),
-            (Dialect::Postgres, Kind::Id) => "BIGSERIAL PRIMARY KEY".into(),
-            (Dialect::MySql, Kind::Id) => "BIGINT AUTO_INCREMENT PRIMARY KEY".into(),
-            (Dialect::MySql, Kind::Key(n)) => format!("VARCHAR({n})"),
-            (Dialect::MySql, Kind::LongText) => "LONGTEXT".into(),
-            (_, Kind::Key(_) | Kind::Text | Kind::LongText) => "TEXT".into(),
-            (Dialect::Sqlite, Kind::Int) => "INTEGER".into(),
-            (_, Kind::Int) => "BIGINT".into(),
+const TASK_INDEXES: &[Index] = &[
+    ("live_order", "UNIQUE", "namespace, queue, live_key"),
+    ("due", "", "namespace, next_at"),
+    ("queue_due", "", "namespace, queue, next_at"),
+    (
+        "queue_priority_due",
+        "",
+        "namespace, queue, priority DESC, next_at",
+    ),
+    ("delete", "", "namespace, delete_at"),
+    ("status", "", "namespace, status, id"),
+];
+
+/// Every column of the per-queue settings table (pause, admin.rs; limits, limits.rs).
+const QUEUE_COLUMNS: &[Column] = &[
+    ("namespace", Kind::Key(64), true),
+    ("queue", Kind::Key(191), true),
+    ("paused", Kind::Int, true),
+    ("updated_at", Kind::Int, true),
+    // Limits (NULL: none) and the rate limit's token bucket (store/limits.rs).
+    ("max_processing", Kind::Int, false),
+    ("max_per_second", Kind::Real, false),
+    ("tokens", Kind::Real, false),
+    ("tokens_at", Kind::Int, false),
+];
+
+/// One table as install makes it.
+pub(super) struct Table {
+    pub name: String,
+    pub columns: &'static [Column],
+    /// A composite primary key, as a table constraint.
+    primary_key: Option<&'static str>,
+    indexes: &'static [Index],
+}
+
+/// The task table and the queue settings table beside it.
+pub(super) fn tables(task_table: &str) -> [Table; 2] {
+    [
+        Table {
+            name: task_table.to_string(),
+            columns: TASK_COLUMNS,
+            primary_key: None,
+            indexes: TASK_INDEXES,
+        },
+        Table {
+            name: super::admin::queue_table(task_table),
+            columns: QUEUE_COLUMNS,
+            primary_key: Some("namespace, queue"),
+            indexes: &[],
+        },
+    ]
+}
+
+impl Table {
+    /// CREATE TABLE IF NOT EXISTS, with its indexes inline on MySQL (which has no
+    /// CREATE INDEX IF NOT EXISTS).
+    pub fn create(&self, dialect: Dialect) -> String {
+        let mut parts: Vec<String> = self.columns.iter().map(|c| column(dialect, c)).collect();
+        if let Some(key) = self.primary_key {
+            parts.push(format!("PRIMARY KEY ({key})"));
         }
+        if dialect == Dialect::MySql {
+            parts.extend(self.indexes.iter().map(|index| self.inline_index(index)));
+            return format!(
+                "CREATE TABLE IF NOT EXISTS {} ({}) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+                self.name,
+                parts.join(", ")
+            );
+        }
+        format!("CREATE TABLE IF NOT EXISTS {} ({})", self.name, parts.join(", "))
+    }
+
+    /// ALTER TABLE … ADD COLUMN for each listed column missing from `existing`.
+    pub fn add_columns(&self, dialect: Dialect, existing: &[String]) -> Vec<String> {
+        self.columns
+            .iter()
+            .filter(|(name, _, _)| !existing.iter().any(|e| e.eq_ignore_ascii_case(name)))
+            .map(|c| format!("ALTER TABLE {} ADD COLUMN {}", self.name, column(dialect, c)))
+            .collect()
+    }
+
+    /// Statements that create the indexes missing from `existing` (index names; read
+    /// only on MySQL, elsewhere IF NOT EXISTS does it).
+    pub fn add_indexes(&self, dialect: Dialect, existing: &[String]) -> Vec<String> {
+        self.indexes
+            .iter()
+            .filter_map(|index @ (suffix, unique, cols)| {
+                let name = format!("{}_{suffix}", self.name);
+                match dialect {
+                    Dialect::MySql if existing.iter().any(|e| e.eq_ignore_ascii_case(&name)) => None,
+                    Dialect::MySql => Some(format!(
+                        "ALTER TABLE {} ADD {}",
+                        self.name,
+                        self.inline_index(index)
+                    )),
+                    _ => Some(format!(
+                        "CREATE {unique} INDEX IF NOT EXISTS {name} ON {} ({cols})",
+                        self.name
+                    )),
+                }
+            })
+            .collect()
+    }
+
+    fn inline_index(&self, (suffix, unique, cols): &Index) -> String {
+        format!("{unique} KEY {}_{suffix} ({cols})", self.name)
+    }
+}
+
+/// One column's definition in `dialect`.
+fn column(dialect: Dialect, (name, kind, not_null): &Column) -> String {
+    let spelled = match (dialect, kind) {
+        (Dialect::Sqlite, Kind::Id) => "INTEGER PRIMARY KEY AUTOINCREMENT".into(),
+        (Dialect::Postgres, Kind::Id) => "BIGSERIAL PRIMARY KEY".into(),
+        (Dialect::MySql, Kind::Id) => "BIGINT AUTO_INCREMENT PRIMARY KEY".into(),
+        (Dialect::MySql, Kind::Key(n)) => format!("VARCHAR({n})"),
+        (Dialect::MySql, Kind::LongText) => "LONGTEXT".into(),
+        (_, Kind::Key(_) | Kind::Text | Kind::LongText) => "TEXT".into(),
+        (Dialect::Sqlite, Kind::Int) => "INTEGER".into(),
+        (_, Kind::Int) => "BIGINT".into(),
+        (Dialect::Sqlite, Kind::Real) => "REAL".into(),
+        (Dialect::Postgres, Kind::Real) => "DOUBLE PRECISION".into(),
+        (Dialect::MySql, Kind::Real) => "DOUBLE".into(),
+        (Dialect::Sqlite, Kind::IntDefault(n)) => format!("INTEGER DEFAULT {n}"),
+        (_, Kind::IntDefault(n)) => format!("BIGINT DEFAULT {n}"),
     };
-    COLUMNS
-        .iter()
-        .map(|(name, kind, not_null)| {
-            let null = if *not_null && !matches!(kind, Kind::Id) {
-                " NOT NULL"
-            } else {
-                ""
-            };
-            format!("{name} {}{null}", spell(*kind))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+    let null = if *not_null && !matches!(kind, Kind::Id) {
+        " NOT NULL"
+    } else {
+        ""
+    };
+    format!("{name} {spelled}{null}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The columns of the first release; every later one must be addable to a table with rows.
+    const FIRST_RELEASE: usize = 18;
+
+    #[test]
+    fn later_columns_can_be_added_to_tables_with_rows() {
+        for (name, kind, not_null) in &TASK_COLUMNS[FIRST_RELEASE..] {
+            assert!(
+                !not_null || matches!(kind, Kind::IntDefault(_)),
+                "column {name} must be nullable or have a default"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_columns_become_alters() {
+        let [task, _] = tables("qtask_task");
+        let existing: Vec<String> = TASK_COLUMNS
+            .iter()
+            .filter(|c| c.0 != "last_error")
+            .map(|c| c.0.to_uppercase())
+            .collect();
+        let alters = task.add_columns(Dialect::Postgres, &existing);
+        assert_eq!(alters, ["ALTER TABLE qtask_task ADD COLUMN last_error TEXT"]);
+        let all: Vec<String> = TASK_COLUMNS.iter().map(|c| c.0.to_string()).collect();
+        assert!(task.add_columns(Dialect::MySql, &all).is_empty());
+    }
 }

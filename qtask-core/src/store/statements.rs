@@ -27,6 +27,11 @@ const LEASE_LOST: &str = "CASE WHEN status = 30 THEN dispatch_count ELSE rescued
 /// Rows a claim may take now. Served by the `due` / `queue_due` indexes.
 pub(crate) const DUE: &str = "namespace = ? {queue} AND next_at <= {now} \
                               AND dispatch_count < max_count AND deadline_at > {now}";
+/// The order in which the `db` queue claims due rows of one queue (index `queue_priority_due`).
+pub(crate) const CLAIM_ORDER: &str = "priority DESC, next_at";
+/// The next priority level down of one queue (SQLite's claim walks levels with it).
+pub(crate) const NEXT_LEVEL: &str =
+    "SELECT MAX(priority) FROM {t} WHERE namespace = ? AND queue = ? AND priority < ?";
 /// Due rows that may not be attempted again.
 pub(crate) const SPENT: &str = "namespace = ? AND next_at <= {now} \
                                 AND (deadline_at <= {now} OR dispatch_count >= max_count)";
@@ -46,14 +51,23 @@ pub(crate) enum TwoStep {
 pub(crate) struct Statements {
     /// Insert one task unless a live one holds its order number; returns the id.
     /// Binds: namespace, name, queue, payload, order_no, live_key, status, timeout_ms,
-    /// next-in ms, deadline ms, delete ms, delete_after_ms, max_count, trace_context.
+    /// next-in ms, deadline ms, delete ms, delete_after_ms, max_count, trace_context,
+    /// priority.
     pub insert: String,
     /// PostgreSQL: [`Statements::insert`] that also wakes the `db` queue's fetchers
     /// (NOTIFY, sent when the inserting transaction commits). Extra binds: channel, queue.
     pub insert_and_wake: Option<String>,
     /// `db` queue: claim up to N due rows of one queue. Binds: namespace, queue, limit.
     pub claim_due: TwoStep,
-    /// Redis: mark up to N due rows offered. Binds: namespace, limit. Returns id, queue.
+    /// SQLite: [`Statements::claim_due`] one priority at a time, so that each claim is a
+    /// range on `queue_priority_due` (SQLite's planner would otherwise walk the queue's
+    /// rows that are not due yet). Binds: namespace, queue, priority, limit.
+    pub claim_level: Option<TwoStep>,
+    /// SQLite: the highest priority below a bound among the queue's rows (one index
+    /// seek). Binds: namespace, queue, bound.
+    pub next_level: Option<String>,
+    /// Redis: mark up to N due rows offered. Binds: namespace, limit. Returns id, queue,
+    /// priority and how long each has been due (ms).
     pub offer_due: TwoStep,
     /// Claim offered rows by id (`{ids}`), for this namespace (`{ns}`).
     pub claim_offered: TwoStep,
@@ -81,9 +95,9 @@ impl Statements {
         // What a claim returns: after the change (RETURNING), or before it (locking select).
         let claimed_after = format!("{CLAIMED}, rescued_attempt");
         let claimed_before = format!("{CLAIMED}, {LEASE_LOST}");
-        let due_select = |columns: &str, queue: &str| {
+        let due_select = |columns: &str, queue: &str, order: &str| {
             format!(
-                "SELECT {columns} FROM {{t}} WHERE {} ORDER BY next_at LIMIT ? {}",
+                "SELECT {columns} FROM {{t}} WHERE {} ORDER BY {order} LIMIT ? {}",
                 DUE.replace("{queue}", queue),
                 dialect.skip_locked()
             )
@@ -103,20 +117,33 @@ impl Statements {
         let queue_filter = "AND queue = ?";
         let claim_due = two_step(
             claim_set,
-            &format!("id IN ({})", due_select("id", queue_filter)),
+            &format!("id IN ({})", due_select("id", queue_filter, CLAIM_ORDER)),
             &claimed_after,
-            due_select(&claimed_before, queue_filter),
+            due_select(&claimed_before, queue_filter, CLAIM_ORDER),
         );
+        let (claim_level, next_level) = match dialect {
+            Dialect::Sqlite => {
+                let level_filter = "AND queue = ? AND priority = ?";
+                let level = two_step(
+                    claim_set,
+                    &format!("id IN ({})", due_select("id", level_filter, "next_at")),
+                    &claimed_after,
+                    due_select(&claimed_before, level_filter, "next_at"),
+                );
+                (Some(level), Some(fill(NEXT_LEVEL)))
+            }
+            _ => (None, None),
+        };
         let offer_set = &format!(
             "rescued_attempt = {LEASE_LOST}, status = 21, next_at = {{now}} + timeout_ms, \
              updated_at = {{now}}"
         );
-        let offer_due = two_step(
-            offer_set,
-            &format!("id IN ({})", due_select("id", "")),
-            "id, queue",
-            due_select("id, queue", ""),
-        );
+        // Two steps on every database, so that the select reads next_at before the update
+        // moves it (the Redis queue scores offers by how long they have been due).
+        let offer_due = TwoStep::Locking {
+            select: fill(&due_select("id, queue, priority, {now} - next_at", "", "next_at")),
+            update: fill(&format!("UPDATE {{t}} SET {offer_set} WHERE id IN ({{ids}})")),
+        };
         // Offered rows of this namespace that may still be attempted. Locks taken by id.
         let offered = "id IN ({ids}) AND namespace = {ns} AND status = 21 \
                        AND dispatch_count < max_count AND deadline_at > {now}";
@@ -153,21 +180,23 @@ impl Statements {
         let insert = fill(&format!(
             "{insert_head} {{t}} (namespace, name, queue, payload, order_no, live_key, status, \
              timeout_ms, next_at, deadline_at, delete_at, delete_after_ms, max_count, \
-             trace_context, dispatch_count, last_error, created_at, updated_at) \
+             trace_context, dispatch_count, last_error, created_at, updated_at, priority) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, {{now}} + ?, {{now}} + ?, {{now}} + ?, ?, ?, ?, 0, NULL, \
-             {{now}}, {{now}}) {insert_tail}"
+             {{now}}, {{now}}, ?) {insert_tail}"
         ));
         let insert_and_wake = (dialect == Dialect::Postgres).then(|| {
             let insert = insert.replace("RETURNING id", "RETURNING id, queue");
             format!(
                 "WITH ins AS ({insert}) SELECT ins.id FROM ins \
-                 CROSS JOIN LATERAL (SELECT pg_notify($15, ins.queue)) AS wake"
+                 CROSS JOIN LATERAL (SELECT pg_notify($16, ins.queue)) AS wake"
             )
         });
         Statements {
             insert,
             insert_and_wake,
             claim_due,
+            claim_level,
+            next_level,
             offer_due,
             claim_offered,
             renew,
