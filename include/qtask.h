@@ -74,6 +74,51 @@ typedef int32_t qtask_result;
 #endif // __cplusplus
 
 /**
+ * What a worker callback returns: how the attempt ends. Any other non-zero value
+ * means `QTASK_OUTCOME_CODE_RETRY`.
+ */
+enum qtask_outcome_code
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Finished; with the value given to `qtask_outcome_set_result` (if any) kept as
+   * the task's result (see `qtask_task_result`).
+   */
+  QTASK_OUTCOME_CODE_FINISH = 0,
+  /**
+   * This attempt failed: retried after a backoff (or failed for good when its
+   * attempts or deadline are spent), the `qtask_outcome_set_error` text (or
+   * "callback returned N") kept as `last_error`.
+   */
+  QTASK_OUTCOME_CODE_RETRY = 1,
+  /**
+   * Comes back after the `qtask_outcome_set_delay` delay, giving its attempt back
+   * (`max_count` grows by one); fails for good if the delay passes its deadline.
+   * Without a delay it counts as `QTASK_OUTCOME_CODE_RETRY`.
+   */
+  QTASK_OUTCOME_CODE_RETRY_AFTER = 2,
+  /**
+   * Ends as cancelled, never runs again; the `qtask_outcome_set_error` text is kept
+   * as the reason.
+   */
+  QTASK_OUTCOME_CODE_CANCEL = 3,
+  /**
+   * Ends as failed for good, no more retries; the `qtask_outcome_set_error` text is
+   * kept as the reason.
+   */
+  QTASK_OUTCOME_CODE_FAIL_NOW = 4,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum qtask_outcome_code qtask_outcome_code;
+#else
+typedef int32_t qtask_outcome_code;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * A client: a connection pool to one namespace of a task table, its queue, and
  * (unless the config turns it off) a background sweeper. Opaque; corresponds
  * to an `Arc<qtask_core::blocking::Client>` held in qtask's registry of live
@@ -92,8 +137,10 @@ typedef struct qtask_client qtask_client;
 typedef struct qtask_invoke qtask_invoke;
 
 /**
- * Where a callback records why its attempt failed (`qtask_outcome_set_error`).
- * Opaque; owned by qtask and valid only during the callback that received it.
+ * What a callback adds to the code it returns: a text (`qtask_outcome_set_error`),
+ * a delay (`qtask_outcome_set_delay`), a result (`qtask_outcome_set_result`); and
+ * whether its time limit passed (`qtask_outcome_time_up`). Opaque; owned by qtask
+ * and valid only during the callback that received it.
  */
 typedef struct qtask_outcome qtask_outcome;
 
@@ -118,10 +165,8 @@ typedef void (*qtask_log_callback)(int32_t level, const char *message, void *use
 /**
  * The handler of a worker. `message_json` is the task's input object plus
  * `task_id` and `attempt` (borrowed: valid until the callback returns; copy it
- * to keep it). Return 0 to finish the task; any other value fails this attempt:
- * the task is retried after a backoff (or failed for good when its attempts or
- * deadline are spent) with the text given to `qtask_outcome_set_error` kept as
- * its `last_error` (or "callback returned N" when none was given).
+ * to keep it). It returns a `qtask_outcome_code` (0 finishes the task) and may
+ * set a text, delay or result on `outcome` first.
  *
  * Called on the engine's blocking threads, up to the worker's `concurrency` at
  * once, never on the thread inside `qtask_worker_run`; so it and `user_data` must
@@ -129,6 +174,11 @@ typedef void (*qtask_log_callback)(int32_t level, const char *message, void *use
  * on other handles (a client, even the worker's own, another worker) and
  * `qtask_worker_stop` on its own worker, but not `qtask_worker_free` on its own
  * worker. It must return normally: no longjmp or C++ exception out of it.
+ *
+ * With a time limit (`qtask_worker_set_time_limit`), a long callback should poll
+ * `qtask_outcome_time_up(outcome)` and return soon once it is true: the attempt has
+ * then already failed, and what the callback returns is ignored. A callback that
+ * never looks keeps its slot (one of `concurrency`) until it returns.
  */
 typedef int32_t (*qtask_worker_callback)(const char *message_json,
                                          struct qtask_outcome *outcome,
@@ -143,7 +193,8 @@ typedef struct qtask_worker_report {
    */
   uint64_t finished;
   /**
-   * Attempts the callback failed (retried later or failed for good).
+   * Attempts the callback failed, failed now, or that ran past the time limit
+   * (retried later or failed for good).
    */
   uint64_t failed;
   /**
@@ -151,6 +202,14 @@ typedef struct qtask_worker_report {
    * a newer attempt began, or the task ended meanwhile): nothing changed.
    */
   uint64_t skipped;
+  /**
+   * Attempts that asked to come back later (`QTASK_OUTCOME_CODE_RETRY_AFTER`).
+   */
+  uint64_t snoozed;
+  /**
+   * Tasks the callback cancelled.
+   */
+  uint64_t cancelled;
 } qtask_worker_report;
 
 #ifdef __cplusplus
@@ -441,6 +500,22 @@ qtask_result qtask_cancel(struct qtask_client *client, int64_t task_id);
 qtask_result qtask_get(struct qtask_client *client, int64_t task_id, char **out_task_json);
 
 /**
+ * The result a finished task kept (the JSON its worker's callback or handler gave;
+ * `null` when none), waiting up to `wait_seconds` (>= 0; polled: 10 ms, doubling to
+ * 0.5 s) while the task is live. The finished row, and so its result, is kept only
+ * until its delete_deadline: create the task with one longer than zero.
+ * `QTASK_RESULT_NOT_FOUND` when there is no such task (or it was cleaned up),
+ * `QTASK_RESULT_INVALID_STATE` when it failed or was cancelled (the last error says
+ * why), `QTASK_RESULT_TIMEOUT` when it is still live after the wait.
+ * `*out_result_json` (not NULL) receives a new string the caller owns and must
+ * free with `qtask_string_free`, or NULL on failure.
+ */
+qtask_result qtask_task_result(struct qtask_client *client,
+                               int64_t task_id,
+                               double wait_seconds,
+                               char **out_result_json);
+
+/**
  * Task counts of the client's namespace (`waiting`, `processing`, `finished`,
  * `failed`, `cancelled`, `due`, `redispatched_live`) and this client's
  * counters (`dispatched`, `redispatched`, `gave_up`, `deleted`), as a JSON
@@ -573,10 +648,41 @@ void qtask_worker_stop(struct qtask_worker *worker);
 void qtask_worker_free(struct qtask_worker *worker);
 
 /**
- * Called from a worker callback: fails the attempt with `message` (borrowed,
- * copied, UTF-8; invalid bytes are replaced) kept as the task's `last_error`,
- * provided the callback then returns non-zero. A second call replaces the text.
- * `outcome` is the pointer the callback received, and only during that call.
+ * Sets the longest one attempt of this worker may run, in seconds (> 0; at least
+ * a millisecond), for its next `qtask_worker_run`. When it passes, the callback's
+ * `qtask_outcome_time_up` turns true and the attempt fails with "time limit of Ns
+ * exceeded", retried with backoff like an error. Not while the worker runs.
+ */
+qtask_result qtask_worker_set_time_limit(struct qtask_worker *worker, double seconds);
+
+/**
+ * Called from a worker callback: true once the worker's time limit for this
+ * attempt has passed (then return soon; the attempt has already failed). False
+ * without a time limit, and for NULL.
+ */
+bool qtask_outcome_time_up(const struct qtask_outcome *outcome);
+
+/**
+ * Called from a worker callback that returns `QTASK_OUTCOME_CODE_RETRY_AFTER`: the
+ * task comes back after `seconds` (>= 0). A second call replaces the delay.
+ */
+qtask_result qtask_outcome_set_delay(struct qtask_outcome *outcome, double seconds);
+
+/**
+ * Called from a worker callback that returns `QTASK_OUTCOME_CODE_FINISH`: keeps
+ * `result_json` (borrowed, copied; any JSON value) as the task's result, readable
+ * with `qtask_task_result` while the finished row is kept (its delete_deadline).
+ * Malformed JSON is `QTASK_RESULT_INVALID_ARGUMENT` and sets nothing.
+ */
+qtask_result qtask_outcome_set_result(struct qtask_outcome *outcome, const char *result_json);
+
+/**
+ * Called from a worker callback: the text kept as the task's `last_error` when the
+ * callback returns `QTASK_OUTCOME_CODE_RETRY` (or any other non-zero code), and as
+ * the reason of `QTASK_OUTCOME_CODE_CANCEL` and `QTASK_OUTCOME_CODE_FAIL_NOW`.
+ * `message` is borrowed and copied (UTF-8; invalid bytes are replaced). A second
+ * call replaces the text. `outcome` is the pointer the callback received, and only
+ * during that call.
  */
 qtask_result qtask_outcome_set_error(struct qtask_outcome *outcome, const char *message);
 

@@ -12,7 +12,9 @@ re-dispatches whatever is due or overdue, so that no task is lost.
 
     @client.task("ORDER:BIND")
     def bind(message):               # the input plus task_id and attempt
-        ...                          # return: finished; raise: retried with backoff
+        ...                          # return: finished (a value is kept: client.result(id));
+                                     # raise: retried with backoff; qtask.Retry(after=…),
+                                     # qtask.Cancel(reason), qtask.FailNow(reason)
 
     client.run_worker(concurrency=4) # until SIGINT / SIGTERM
 """
@@ -32,6 +34,7 @@ from .errors import (
     QueueError,
     TimeoutError,
 )
+from .outcomes import Cancel, FailNow, Retry, TimeLimitExceeded
 from .types import (
     Created,
     Message,
@@ -66,6 +69,10 @@ __all__ = [
     "ScheduleInfo",
     "Missed",
     "WorkerReport",
+    "Retry",
+    "Cancel",
+    "FailNow",
+    "TimeLimitExceeded",
     "Error",
     "InvalidArgument",
     "NotFound",

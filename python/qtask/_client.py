@@ -378,6 +378,21 @@ class Client:
         """Stops a live task. Twice is fine; cancelling a finished task raises InvalidState."""
         self._native.cancel(task_id)
 
+    def result(self, task_id: int, wait: float = 0.0) -> Any:
+        """The value the task's handler returned (``None`` when it returned none),
+        waiting up to ``wait`` seconds while the task is live.
+
+        The finished row, and so its result, is kept only until its
+        ``delete_deadline``: create the task with one (seconds) to read its result.
+
+        Raises:
+            qtask.NotFound: no such task (or it was cleaned up).
+            qtask.InvalidState: it failed or was cancelled (the message says why).
+            qtask.TimeoutError: it is still live after ``wait``.
+        """
+        wait_s = _seconds(wait, "wait")
+        return json.loads(self._native.result(task_id, 0.0 if wait_s is None else wait_s))
+
     def get(self, task_id: int) -> Task:
         """The task's row. Raises ``qtask.NotFound`` for an unknown id."""
         return cast(Task, json.loads(self._native.get(task_id)))
@@ -544,9 +559,12 @@ class Client:
     def task(self, queue: str) -> Callable[[H], H]:
         """Registers the decorated function as the handler of ``queue``.
 
-        The handler gets the message dict. Returning (any value) finishes the task;
-        raising fails the attempt, with the traceback as its last error, and the task
-        is retried with backoff. ``async def`` handlers run on an asyncio loop.
+        The handler gets the message dict. Returning finishes the task, keeping a
+        returned value (JSON-serialisable; ``None`` keeps none) as its result, read
+        with :meth:`result`. Raising ``qtask.Retry(after=s)``, ``qtask.Cancel(reason)``
+        or ``qtask.FailNow(reason)`` ends the attempt that way; any other exception
+        fails it, with the traceback as its last error, and the task is retried with
+        backoff. ``async def`` handlers run on an asyncio loop.
         """
 
         def register(handler: H) -> H:
@@ -570,6 +588,7 @@ class Client:
         stop: Optional[threading.Event] = None,
         poll_wait: float = 0.5,
         handle_signals: bool = True,
+        time_limit: Optional[float] = None,
     ) -> WorkerReport:
         """Runs the registered handlers until SIGINT/SIGTERM (or ``stop.set()``).
 
@@ -580,6 +599,10 @@ class Client:
             stop: a ``threading.Event``; setting it stops the worker gracefully.
             poll_wait: kept for compatibility; the engine decides how long it waits.
             handle_signals: install SIGINT/SIGTERM handlers (main thread only).
+            time_limit: the longest one attempt may run, in seconds (default: none).
+                Past it the attempt fails ("time limit of Ns exceeded", retried with
+                backoff) and the handler is told: ``qtask.TimeLimitExceeded`` is
+                raised in a sync handler, an ``async def`` one is cancelled.
 
         A stop lets running handlers end, then returns what was done. A second
         signal raises ``KeyboardInterrupt`` at once.
@@ -593,7 +616,7 @@ class Client:
             if missing:
                 raise InvalidArgument(f"no handler registered for {missing}")
             handlers = {q: handlers[q] for q in wanted}
-        worker = Worker(self._native, handlers, concurrency=concurrency, stop=stop)
+        worker = Worker(self._native, handlers, concurrency=concurrency, stop=stop, time_limit=time_limit)
         return worker.run(handle_signals=handle_signals)
 
 

@@ -4,7 +4,7 @@ Private: use :mod:`qtask`. Dicts cross as JSON text; the Python layer converts t
 Every method that does I/O releases the GIL. Errors are ``qtask.errors`` classes.
 """
 
-from typing import Callable, List, Optional, Tuple, final
+from typing import Callable, List, Optional, Tuple, Union, final
 
 __version__: str
 
@@ -63,6 +63,7 @@ class Client:
         """The new status, ``"waiting"`` or ``"failed"``."""
 
     def cancel(self, task_id: int) -> None: ...
+    def result(self, task_id: int, wait: float) -> str: ...
     def get(self, task_id: int) -> str: ...
     def stats(self) -> str: ...
     def sweep_once(self) -> str: ...
@@ -98,13 +99,28 @@ class WorkerStop:
     @property
     def stopped(self) -> bool: ...
 
+@final
+class TimeUp:
+    """Tells a running handler that the worker's time limit for its attempt passed."""
+
+    @property
+    def is_set(self) -> bool: ...
+    def on_set(self, callback: Callable[[], object]) -> None:
+        """Calls ``callback()`` once when the time is up (at once if it already is)."""
+
+HandlerOutcome = Union[None, str, Tuple[str, Union[str, float]]]
+"""``None`` finishes; a str retries with that error; ``(kind, value)`` with kind
+``result`` (JSON text), ``retry_after`` (seconds), ``cancel`` or ``fail_now`` (reason)."""
+
 def run_worker(
     client: Client,
     queue: str,
-    handler: Callable[[str], Optional[str]],
+    handler: Callable[[str, Optional[TimeUp]], HandlerOutcome],
     concurrency: int,
     stop: WorkerStop,
-) -> Tuple[int, int, int]:
+    time_limit: Optional[float] = None,
+) -> Tuple[int, int, int, int, int]:
     """Runs qtask-core's worker engine on ``queue`` until ``stop``; ``handler`` gets the
-    message JSON and returns ``None`` (finish) or the error text (retry). Returns
-    ``(finished, failed, skipped)``."""
+    message JSON and the attempt's ``TimeUp`` (``None`` without a time limit) and
+    returns a ``HandlerOutcome``. Returns ``(finished, failed, skipped, snoozed,
+    cancelled)``."""

@@ -10,6 +10,8 @@ as coroutines on one asyncio loop in its own thread.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import ctypes
 import json
 import logging
 import signal
@@ -19,6 +21,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from . import _qtask
 from .errors import Error
+from .outcomes import Cancel, FailNow, Retry, TimeLimitExceeded
 from .types import Message, WorkerReport
 
 log = logging.getLogger("qtask.worker")
@@ -56,19 +59,84 @@ class _Loop:
             loop.close()
 
 
-def _adapt(handler: Callable[[Message], Any], loop: _Loop) -> Callable[[str], Optional[str]]:
-    """The engine's view of a handler: message JSON in, ``None`` (finish) or the
-    error text with its traceback (retry with backoff) out."""
+def _raise_in_thread(thread_id: int, exc: Optional[type]) -> None:
+    """Raises ``exc`` in another thread at its next bytecode; ``None`` clears it."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc else None)
 
-    def call(text: str) -> Optional[str]:
+
+class _Interrupt:
+    """Tells one handler call that its time is up: raises ``TimeLimitExceeded`` in a
+    sync handler's thread, cancels an ``async def`` one. Disarmed when the call ends,
+    so nothing reaches the thread's next task."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.thread_id = threading.get_ident()
+        self.armed = True
+        self.fired = False
+        self.future: Optional["concurrent.futures.Future[Any]"] = None
+
+    def fire(self) -> None:
+        with self.lock:
+            if not self.armed:
+                return
+            self.fired = True
+            if self.future is not None:
+                self.future.cancel()
+            else:
+                _raise_in_thread(self.thread_id, TimeLimitExceeded)
+
+    def watch(self, future: "concurrent.futures.Future[Any]") -> None:
+        with self.lock:
+            self.future = future
+            if self.fired:
+                future.cancel()
+
+    def disarm(self) -> None:
+        with self.lock:
+            self.armed = False
+            if self.fired and self.future is None:
+                _raise_in_thread(self.thread_id, None)
+
+
+def _finished(value: Any) -> _qtask.HandlerOutcome:
+    if value is None:
+        return None
+    try:
+        return ("result", json.dumps(value, allow_nan=False, separators=(",", ":")))
+    except (TypeError, ValueError, RecursionError) as e:
+        return ("fail_now", f"the result is not JSON-serialisable: {e}")
+
+
+def _adapt(handler: Callable[[Message], Any], loop: _Loop) -> Callable[[str, Optional[_qtask.TimeUp]], _qtask.HandlerOutcome]:
+    """The engine's view of a handler: message JSON (and the attempt's time-up signal)
+    in, how the attempt ends out (see ``_qtask.HandlerOutcome``)."""
+
+    def call(text: str, time_up: Optional[_qtask.TimeUp]) -> _qtask.HandlerOutcome:
+        interrupt = _Interrupt() if time_up is not None else None
         try:
+            if interrupt is not None and time_up is not None:
+                time_up.on_set(interrupt.fire)
             result = handler(json.loads(text))
             if asyncio.iscoroutine(result) or asyncio.isfuture(result) or hasattr(result, "__await__"):
+                future = loop.submit(result)
+                if interrupt is not None:
+                    interrupt.watch(future)
                 # Waiting on the concurrent future releases the GIL.
-                loop.submit(result).result()
-            return None
-        except Exception:
+                result = future.result()
+            return _finished(result)
+        except Retry as e:
+            return ("retry_after", e.after)
+        except Cancel as e:
+            return ("cancel", e.reason)
+        except FailNow as e:
+            return ("fail_now", e.reason)
+        except (Exception, concurrent.futures.CancelledError):
+            # After a time limit the engine has already failed the attempt: this is ignored.
             return traceback.format_exc()
+        finally:
+            if interrupt is not None:
+                interrupt.disarm()
 
     return call
 
@@ -81,6 +149,7 @@ class Worker:
         *,
         concurrency: int,
         stop: Optional[threading.Event] = None,
+        time_limit: Optional[float] = None,
     ) -> None:
         if not handlers:
             raise Error("no handler registered: decorate one with @client.task(queue)")
@@ -89,6 +158,9 @@ class Worker:
         self.native = native
         self.handlers: Dict[str, Callable[[Message], Any]] = dict(handlers)
         self.concurrency = concurrency
+        if time_limit is not None and (isinstance(time_limit, bool) or not isinstance(time_limit, (int, float))):
+            raise ValueError(f"time_limit must be a number of seconds, got {time_limit!r}")
+        self.time_limit = None if time_limit is None else float(time_limit)
         self.stop: threading.Event = stop if stop is not None else threading.Event()
         self.loop = _Loop()
 
@@ -100,7 +172,9 @@ class Worker:
         def run_queue(queue: str, handler: Callable[[Message], Any]) -> None:
             try:
                 reports.append(
-                    _qtask.run_worker(self.native, queue, _adapt(handler, self.loop), self.concurrency, engine_stop)
+                    _qtask.run_worker(
+                        self.native, queue, _adapt(handler, self.loop), self.concurrency, engine_stop, self.time_limit
+                    )
                 )
             except BaseException as e:  # reported by run(), on the caller's thread
                 errors.append(e)
@@ -148,4 +222,6 @@ class Worker:
             finished=sum(r[0] for r in reports),
             failed=sum(r[1] for r in reports),
             skipped=sum(r[2] for r in reports),
+            snoozed=sum(r[3] for r in reports),
+            cancelled=sum(r[4] for r in reports),
         )

@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run the handlers registered on a client")
     worker.add_argument("target", metavar="module:client", help="e.g. myapp.tasks:client")
     worker.add_argument("-c", "--concurrency", type=int, default=1, help="handlers at once (default 1)")
+    worker.add_argument(
+        "--time-limit", type=float, default=None, help="seconds one attempt may run (default: no limit)"
+    )
     worker.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return p
 
@@ -99,12 +102,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                     os.environ[var] = getattr(args, flag)
             client = _load(args.target)
             try:
-                report = client.run_worker(concurrency=args.concurrency)
+                report = client.run_worker(concurrency=args.concurrency, time_limit=args.time_limit)
             finally:
                 client.close()
             print(
                 f"qtask worker stopped: {report.finished} finished, {report.failed} failed, "
-                f"{report.skipped} skipped",
+                f"{report.skipped} skipped, {report.snoozed} snoozed, {report.cancelled} cancelled",
                 file=sys.stderr,
             )
             return 0

@@ -203,6 +203,10 @@ class WorkerReport:
 
     finished: int = 0
     failed: int = 0
-    """Handler errors (retried later, or failed for good)."""
+    """Handler errors, ``qtask.FailNow`` and time limits (retried later, or failed for good)."""
     skipped: int = 0
-    """Messages ``processing`` refused: stale duplicates of finished or cancelled tasks."""
+    """Outcomes of attempts that were no longer current: they changed nothing."""
+    snoozed: int = 0
+    """Handlers that raised ``qtask.Retry``: their tasks come back after the delay."""
+    cancelled: int = 0
+    """Handlers that raised ``qtask.Cancel``."""

@@ -360,7 +360,7 @@ impl Client {
         let done = self
             .inner
             .store
-            .fail_attempt(fence, truncate(error, 16 * 1024), backoff)
+            .fail_attempt(fence, truncate(error, MAX_ERROR_BYTES), backoff)
             .await?;
         if let Fenced::Current(status) = done {
             crate::telemetry::failed(status);
@@ -371,7 +371,7 @@ impl Client {
     /// Cancels the task from within its current attempt; stale when that attempt is over.
     pub async fn cancel_attempt(&self, fence: Fence) -> Result<Fenced<()>> {
         self.check_open()?;
-        self.inner.store.cancel_attempt(fence).await
+        self.inner.store.cancel_attempt(fence, None).await
     }
 
     /// Unfenced (the seed's `Processing`): extends the lease of whatever attempt of the
@@ -401,7 +401,7 @@ impl Client {
     /// good). Returns the new status. Prefer [`Client::fail_attempt`] in workers.
     pub async fn fail(&self, task_id: i64, error: &str) -> Result<Status> {
         self.check_open()?;
-        let error = truncate(error, 16 * 1024);
+        let error = truncate(error, MAX_ERROR_BYTES);
         let status = self
             .inner
             .store
@@ -472,7 +472,7 @@ impl Client {
         &self.inner.paused
     }
 
-    fn check_open(&self) -> Result<()> {
+    pub(crate) fn check_open(&self) -> Result<()> {
         if self.is_closed() {
             return Err(Error::Closed);
         }
@@ -520,7 +520,10 @@ pub(crate) fn backoff_ms(base: i64, max: i64, count: i64) -> i64 {
     delay + (delay as f64 * 0.1 * fastrand::f64()) as i64
 }
 
-fn truncate(text: &str, max: usize) -> &str {
+/// Longest last error kept; longer texts are cut (at a character boundary).
+pub(crate) const MAX_ERROR_BYTES: usize = 16 * 1024;
+
+pub(crate) fn truncate(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
     }

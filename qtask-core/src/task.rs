@@ -325,6 +325,13 @@ impl<T> Fenced<T> {
         matches!(self, Fenced::Stale)
     }
 
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Fenced<U> {
+        match self {
+            Fenced::Current(value) => Fenced::Current(f(value)),
+            Fenced::Stale => Fenced::Stale,
+        }
+    }
+
     pub fn current(self) -> Option<T> {
         match self {
             Fenced::Current(value) => Some(value),

@@ -4,6 +4,7 @@
 //! finishes of many slots share one commit. A stop lets running handlers end.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,8 @@ use tokio::time::sleep;
 use tracing::Instrument;
 
 use crate::client::Client;
-use crate::error::Result;
+use crate::error::{invalid, Result};
+use crate::outcome::{outcome_of, time_limit_reason, Outcome, TimeUp};
 use crate::task::{Fenced, Message, Status};
 
 /// How long one fetch waits for work; also how soon a stop request is noticed.
@@ -25,6 +27,8 @@ const MAX_FETCHES: usize = 2;
 /// After the first slot frees up, the fetcher waits at most this long for half of the
 /// slots to be free, so that claims go in batches instead of one by one as handlers end.
 const GATHER: Duration = Duration::from_millis(2);
+/// Stands for "no time limit" where an instant is needed.
+const NO_LIMIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// Claimed tasks awaiting their outcome's commit, per slot: enough that claims go on
 /// while earlier finishes commit, few enough that a killed worker leaves few to run again.
 const UNSETTLED_PER_SLOT: usize = 4;
@@ -36,17 +40,27 @@ pub struct Worker {
     client: Client,
     queue: String,
     concurrency: usize,
+    time_limit: Option<Duration>,
 }
+
+/// A handler with its type erased: the message and its time-up signal in, the
+/// outcome out.
+pub(crate) type Handle =
+    Arc<dyn Fn(Message, TimeUp) -> Pin<Box<dyn Future<Output = Outcome> + Send>> + Send + Sync>;
 
 /// What a worker did before it stopped.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct WorkerReport {
     pub finished: u64,
-    /// Handler errors (retried later or failed for good).
+    /// Handler errors, time limits and fail-nows (retried later or failed for good).
     pub failed: u64,
     /// Outcomes of attempts that were no longer current (the lease ran out and a newer
     /// attempt began, or the task ended meanwhile): nothing was changed.
     pub skipped: u64,
+    /// Retry-afters: the task comes back after the handler's delay.
+    pub snoozed: u64,
+    /// Tasks the handler cancelled.
+    pub cancelled: u64,
 }
 
 #[derive(Default)]
@@ -54,6 +68,8 @@ struct Counters {
     finished: AtomicU64,
     failed: AtomicU64,
     skipped: AtomicU64,
+    snoozed: AtomicU64,
+    cancelled: AtomicU64,
 }
 
 impl Worker {
@@ -62,7 +78,17 @@ impl Worker {
             client,
             queue: queue.into(),
             concurrency: 1,
+            time_limit: None,
         }
+    }
+
+    /// The longest one attempt may run (default: none). When it passes, the handler's
+    /// future is dropped (a blocking handler is told through its [`TimeUp`]) and the
+    /// attempt fails with "time limit of Ns exceeded", retried with backoff like an
+    /// error. Zero is refused by [`Worker::run`].
+    pub fn time_limit(mut self, limit: Duration) -> Self {
+        self.time_limit = Some(limit);
+        self
     }
 
     /// Handlers running at once (default 1).
@@ -72,14 +98,41 @@ impl Worker {
     }
 
     /// Works until `shutdown` resolves, then lets running handlers end and returns.
-    /// A handler's `Err(text)` fails the attempt with `text` as its last error; a
-    /// panic fails it too.
-    pub async fn run<H, Fut>(self, handler: H, shutdown: impl Future<Output = ()>) -> Result<WorkerReport>
+    ///
+    /// The handler returns `Ok(x)` with `x` anything that converts into an
+    /// [`Outcome`]: `()` finishes the task, a `serde_json::Value` finishes it keeping
+    /// the value as its result, and `Outcome::retry_after`, `Outcome::cancel` and
+    /// `Outcome::fail_now` end it those ways. `Err(text)` fails the attempt with
+    /// `text` as its last error (retried with backoff); a panic fails it too.
+    pub async fn run<H, Fut, D>(self, handler: H, shutdown: impl Future<Output = ()>) -> Result<WorkerReport>
     where
         H: Fn(Message) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = std::result::Result<(), String>> + Send + 'static,
+        Fut: Future<Output = std::result::Result<D, String>> + Send + 'static,
+        D: Into<Outcome> + 'static,
     {
-        let handler = Arc::new(handler);
+        let handle: Handle = Arc::new(move |message, _time_up| {
+            let job = handler(message);
+            Box::pin(async move { outcome_of(job.await) })
+        });
+        self.run_handle(handle, true, shutdown).await
+    }
+
+    /// [`Worker::run`] over an erased handler. `abort_on_time_up`: drop the handler's
+    /// future when its time is up; otherwise (a handler on a thread, which cannot be
+    /// dropped) only tell it, and keep its slot until it returns.
+    pub(crate) async fn run_handle(
+        self,
+        handler: Handle,
+        abort_on_time_up: bool,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<WorkerReport> {
+        if self.time_limit == Some(Duration::ZERO) {
+            return Err(invalid("time_limit must be longer than zero"));
+        }
+        let limits = Limits {
+            time_limit: self.time_limit,
+            abort_on_time_up,
+        };
         let counters = Arc::new(Counters::default());
         let slots = Arc::new(Semaphore::new(self.concurrency));
         // Claimed tasks whose outcome has not committed yet: bounded, so a slow
@@ -118,6 +171,7 @@ impl Worker {
                 queue: self.queue.clone(),
                 counters: counters.clone(),
                 errors: errors.clone(),
+                limits,
             };
             running.spawn(fetch.run(free, settle, fetch_permit, handler.clone()));
             // After a failed fetch, pause before the next (never exit, never spin).
@@ -138,8 +192,17 @@ impl Worker {
             finished: counters.finished.load(Ordering::Relaxed),
             failed: counters.failed.load(Ordering::Relaxed),
             skipped: counters.skipped.load(Ordering::Relaxed),
+            snoozed: counters.snoozed.load(Ordering::Relaxed),
+            cancelled: counters.cancelled.load(Ordering::Relaxed),
         })
     }
+}
+
+/// How long an attempt may run, and how it is stopped when its time is up.
+#[derive(Clone, Copy)]
+struct Limits {
+    time_limit: Option<Duration>,
+    abort_on_time_up: bool,
 }
 
 /// Takes free slots until `enough` are held, or [`GATHER`] passed since the first.
@@ -170,19 +233,17 @@ struct Fetch {
     queue: String,
     counters: Arc<Counters>,
     errors: Arc<AtomicU32>,
+    limits: Limits,
 }
 
 impl Fetch {
-    async fn run<H, Fut>(
+    async fn run(
         self,
         mut free: Vec<OwnedSemaphorePermit>,
         mut settle: OwnedSemaphorePermit,
         _in_flight: OwnedSemaphorePermit,
-        handler: Arc<H>,
-    ) where
-        H: Fn(Message) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = std::result::Result<(), String>> + Send + 'static,
-    {
+        handler: Handle,
+    ) {
         match self.client.fetch(&self.queue, free.len(), POLL_WAIT).await {
             Ok(messages) => {
                 self.errors.store(0, Ordering::Relaxed);
@@ -190,6 +251,7 @@ impl Fetch {
                     let slot = Slot {
                         client: self.client.clone(),
                         counters: self.counters.clone(),
+                        limits: self.limits,
                         permit: free.pop(),
                         _settle: settle.split(1),
                     };
@@ -212,28 +274,36 @@ impl Fetch {
 struct Slot {
     client: Client,
     counters: Arc<Counters>,
+    limits: Limits,
     permit: Option<OwnedSemaphorePermit>,
     _settle: Option<OwnedSemaphorePermit>,
 }
 
 impl Slot {
-    async fn run<H, Fut>(mut self, message: Message, handler: Arc<H>)
-    where
-        H: Fn(Message) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = std::result::Result<(), String>> + Send + 'static,
-    {
+    async fn run(mut self, message: Message, handler: Handle) {
         let fence = message.fence();
         let mut lease = message.lease;
         let queue = message.queue.clone();
         let started = std::time::Instant::now();
+        let time_up = TimeUp::new();
         // The handler's own spans nest in this attempt's `qtask.handle` span.
-        let mut job = tokio::spawn(handler(message).in_current_span());
+        let mut job = tokio::spawn(handler(message, time_up.clone()).in_current_span());
+        let limit = self.limits.time_limit;
+        let time_limit_at = tokio::time::Instant::now() + limit.unwrap_or(NO_LIMIT);
         let mut current = true;
+        let mut timed_out = false;
         // Renew the lease at half its length while the handler runs; once the attempt
         // is stale there is nothing left to renew.
         let outcome = loop {
             tokio::select! {
-                joined = &mut job => break joined,
+                joined = &mut job => break match joined {
+                    Ok(outcome) => outcome,
+                    Err(join) => Outcome::Retry(format!("handler panicked: {join}")),
+                },
+                _ = tokio::time::sleep_until(time_limit_at), if limit.is_some() => {
+                    timed_out = true;
+                    break Outcome::Retry(time_limit_reason(limit.unwrap_or_default()));
+                }
                 _ = sleep(lease / 2), if current => {
                     match self.client.renew(fence).await {
                         Ok(Fenced::Current(granted)) => lease = granted,
@@ -243,48 +313,73 @@ impl Slot {
                 }
             }
         };
-        drop(self.permit.take());
-        let result = match outcome {
-            Ok(result) => result,
-            Err(join) => Err(format!("handler panicked: {join}")),
-        };
-        crate::telemetry::handler_done(&queue, result.is_ok(), started.elapsed());
+        if timed_out {
+            // Hooks may wait for a lock the handler holds (Python's GIL): not on this thread.
+            tokio::task::spawn_blocking(move || time_up.set());
+            if self.limits.abort_on_time_up {
+                job.abort();
+            }
+            tracing::warn!(
+                task_id = fence.task_id,
+                attempt = fence.attempt,
+                "qtask worker: {}",
+                time_limit_reason(limit.unwrap_or_default())
+            );
+        } else {
+            drop(self.permit.take());
+        }
+        let finished = matches!(outcome, Outcome::Finish(_));
+        crate::telemetry::handler_done(&queue, finished, started.elapsed());
         let span = tracing::Span::current();
-        span.record("outcome", if result.is_ok() { "finished" } else { "failed" });
-        if result.is_err() {
+        span.record("outcome", outcome_name(&outcome));
+        if matches!(outcome, Outcome::Retry(_) | Outcome::FailNow(_)) {
             span.record("otel.status_code", "ERROR");
         }
-        let ok = result.is_ok();
+        self.settle(fence, &outcome).await;
+        crate::telemetry::claim_to_finish(&queue, finished, started.elapsed());
+        if timed_out {
+            // A handler on a thread keeps its slot until it returns: never more threads
+            // than the concurrency. Whatever it returns now is ignored.
+            let _ = job.await;
+        }
+    }
+
+    async fn settle(&self, fence: crate::task::Fence, outcome: &Outcome) {
         let counters = &self.counters;
-        match result {
-            Ok(()) => match self.client.finish_attempt(fence).await {
-                Ok(Fenced::Current(())) => {
-                    counters.finished.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(Fenced::Stale) => {
-                    counters.skipped.fetch_add(1, Ordering::Relaxed);
-                }
-                // The lease runs out and the task comes back: at least once.
-                Err(err) => {
-                    tracing::warn!(error = %err, task_id = fence.task_id, "qtask worker: finish failed")
-                }
-            },
-            Err(text) => {
-                counters.failed.fetch_add(1, Ordering::Relaxed);
-                match self.client.fail_attempt(fence, &text).await {
-                    Ok(Fenced::Current(Status::Failed)) => {
-                        tracing::warn!(task_id = fence.task_id, error = %text, "qtask worker: task failed for good")
-                    }
-                    Ok(Fenced::Current(_)) => {}
-                    Ok(Fenced::Stale) => {
-                        counters.skipped.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(err) => {
-                        tracing::warn!(error = %err, task_id = fence.task_id, "qtask worker: fail failed")
-                    }
+        let counter = match outcome {
+            Outcome::Finish(_) => &counters.finished,
+            Outcome::RetryAfter(_) => &counters.snoozed,
+            Outcome::Cancel(_) => &counters.cancelled,
+            Outcome::Retry(_) | Outcome::FailNow(_) => &counters.failed,
+        };
+        match self.client.settle(fence, outcome).await {
+            Ok(Fenced::Current(status)) => {
+                counter.fetch_add(1, Ordering::Relaxed);
+                if status == Status::Failed {
+                    let reason = match outcome {
+                        Outcome::Retry(text) | Outcome::FailNow(text) => text.as_str(),
+                        _ => "",
+                    };
+                    tracing::warn!(task_id = fence.task_id, error = %reason, "qtask worker: task failed for good");
                 }
             }
+            Ok(Fenced::Stale) => {
+                counters.skipped.fetch_add(1, Ordering::Relaxed);
+            }
+            // The lease runs out and the task comes back: at least once.
+            Err(err) => {
+                tracing::warn!(error = %err, task_id = fence.task_id, "qtask worker: writing the outcome failed")
+            }
         }
-        crate::telemetry::claim_to_finish(&queue, ok, started.elapsed());
+    }
+}
+
+/// How an attempt ended, for its span.
+fn outcome_name(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Finish(_) => "finished",
+        Outcome::Retry(_) | Outcome::FailNow(_) => "failed",
+        Outcome::RetryAfter(_) => "snoozed",
+        Outcome::Cancel(_) => "cancelled",
     }
 }

@@ -2,15 +2,14 @@
 //! on Redis (the sweeper still offers its due tasks: an offer uses no attempt and stays
 //! one copy); after the resume its tasks are delivered, each as attempt 1.
 
-mod redis_support;
+mod common;
 
 use std::time::Duration;
 
-use qtask_core::sqlx::{self, AssertSqlSafe};
 use qtask_core::NewTask;
 use serde_json::json;
 
-use redis_support::{redis_url, DbKind, Setup};
+use common::{redis_url, DbKind, Setup};
 
 /// The shared Redis database of tests that do not flush.
 const SHARED_DB: u8 = 12;
@@ -65,10 +64,6 @@ async fn paused_queue_on_redis(kind: DbKind) {
     got.sort();
     assert_eq!(got, [(pushed.id, 1), (delayed, 1)], "{}", kind.name());
 
-    let queue_table = format!("{}queue", setup.config.table_prefix);
-    let _ = sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {queue_table}")))
-        .execute(c.store().pool())
-        .await;
     setup.cleanup().await;
 }
 

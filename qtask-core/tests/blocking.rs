@@ -143,3 +143,61 @@ fn blocking_worker_runs_plain_handlers_until_stopped() {
     client.close();
     let _ = std::fs::remove_file(&dir);
 }
+
+/// The blocking worker tells a handler on a thread that its time is up (it polls its
+/// `TimeUp`), fails the attempt with the reason, and keeps a handler's result.
+#[test]
+fn blocking_worker_time_limit_and_result() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+    let dir = std::env::temp_dir().join(format!("qtask-bwt-{}.db", std::process::id()));
+    let config = qtask_core::Config {
+        db: format!("sqlite://{}", dir.display()),
+        sweeper: false,
+        ..qtask_core::Config::default()
+    };
+    let client = qtask_core::blocking::Client::open(config).unwrap();
+    client.install().unwrap();
+    let task = |slow: bool| {
+        qtask_core::NewTask::new("bwt", serde_json::json!({ "slow": slow }), "BWT")
+            .delete_deadline(Duration::from_secs(3600))
+    };
+    let slow = client.create(task(true)).unwrap().id;
+    let quick = client.create(task(false)).unwrap().id;
+    let told = Arc::new(AtomicBool::new(false));
+    let stop = qtask_core::blocking::StopSignal::new();
+    let (handler_told, stopper) = (told.clone(), stop.clone());
+    let report = qtask_core::blocking::Worker::new(&client, "BWT")
+        .concurrency(2)
+        .time_limit(Duration::from_millis(200))
+        .run_with_time_up(
+            move |m, time_up| {
+                if m.input["slow"] == false {
+                    return Ok(qtask_core::Outcome::result(serde_json::json!({"ok": true})));
+                }
+                for _ in 0..1000 {
+                    if time_up.is_up() {
+                        handler_told.store(true, Ordering::SeqCst);
+                        stopper.stop();
+                        return Ok(().into());
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err("never told".into())
+            },
+            &stop,
+        )
+        .unwrap();
+    assert!(told.load(Ordering::SeqCst));
+    assert_eq!((report.finished, report.failed), (1, 1), "{report:?}");
+    let row = client.get(slow).unwrap();
+    assert_eq!(row.last_error.as_deref(), Some("time limit of 0.2s exceeded"));
+    assert_eq!(row.status, qtask_core::Status::Waiting);
+    assert_eq!(
+        client.result(quick, Duration::from_secs(5)).unwrap(),
+        serde_json::json!({"ok": true})
+    );
+    client.close();
+    let _ = std::fs::remove_file(&dir);
+}

@@ -1,13 +1,17 @@
-//! DESIGN.md's contract on the `db` queue, on every database of the matrix.
-//! Time is driven by the shared test clock (an offset on the database's clock).
+//! DESIGN.md's contract on every database × queue pair (SQLite, PostgreSQL, MariaDB
+//! × the `db` queue and Redis). Where a step differs by queue the tests branch on
+//! `pair.carries_offers()`: Redis hands out only what a create or a sweep offered, so
+//! a task that became due again (a lease ran out, a backoff or a delay passed) is
+//! swept before it is popped; the `db` queue's pop claims due rows by itself.
+//! Time is driven by each test's clock (an offset on the database's clock), not sleeps.
 
 mod common;
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{databases, drop_table, fresh};
-use qtask_core::{Error, NewTask, Status};
+use common::{drop_table, fresh_pair, pairs, Pair};
+use qtask_core::{Client, Error, Fenced, Message, NewTask, Status};
 use serde_json::json;
 
 const NO_WAIT: Duration = Duration::ZERO;
@@ -15,22 +19,32 @@ const NO_WAIT: Duration = Duration::ZERO;
 /// a row for a moment right after another transaction committed it.
 const WAIT: Duration = Duration::from_secs(2);
 
+const Q: &str = "ORDER:BIND";
+
 fn task(n: i64) -> NewTask {
-    NewTask::new("订单绑定任务", json!({"order": n}), "ORDER:BIND").timeout(Duration::from_secs(60))
+    NewTask::new("订单绑定任务", json!({"order": n}), Q).timeout(Duration::from_secs(60))
+}
+
+/// Pops the next due task of `Q`: on Redis the sweep offers what became due first.
+async fn pop_due(pair: &Pair, c: &Client, wait: Duration) -> Option<Message> {
+    if pair.carries_offers() {
+        c.sweep_once().await.unwrap();
+    }
+    c.pop(Q, wait).await.unwrap()
 }
 
 #[tokio::test]
 async fn full_cycle_delivers_input_with_task_id_and_attempt() {
-    for db in databases().await {
-        let (c, _) = fresh(&db).await;
+    for pair in pairs().await {
+        let (c, _) = fresh_pair(&pair).await;
         let created = c.create(task(7)).await.unwrap();
-        assert!(created.dispatched && !created.existing, "{}", db.name);
-        let m = c.pop("ORDER:BIND", WAIT).await.unwrap().expect("message");
+        assert!(created.dispatched && !created.existing, "{}", pair.name());
+        let m = pop_due(&pair, &c, WAIT).await.expect("message");
         assert_eq!(
             m.to_json(),
             json!({"order": 7, "task_id": created.id, "attempt": 1}),
             "{}",
-            db.name
+            pair.name()
         );
         assert!(c.processing(m.task_id).await.unwrap());
         assert_eq!(c.get(m.task_id).await.unwrap().status, Status::Processing);
@@ -39,15 +53,11 @@ async fn full_cycle_delivers_input_with_task_id_and_attempt() {
             lease,
             Some(Duration::from_secs(60)),
             "{}: the lease is the task's timeout",
-            db.name
+            pair.name()
         );
         c.finish(m.task_id).await.unwrap();
         assert_eq!(c.get(m.task_id).await.unwrap().status, Status::Finished);
-        assert!(
-            c.pop("ORDER:BIND", NO_WAIT).await.unwrap().is_none(),
-            "{}",
-            db.name
-        );
+        assert!(pop_due(&pair, &c, NO_WAIT).await.is_none(), "{}", pair.name());
         drop_table(&c).await;
     }
 }
@@ -55,24 +65,24 @@ async fn full_cycle_delivers_input_with_task_id_and_attempt() {
 /// Contract 1: an unfinished task comes back after its timeout, and only then.
 #[tokio::test]
 async fn unfinished_task_is_dispatched_again_after_its_timeout() {
-    for db in databases().await {
-        let (c, clock) = fresh(&db).await;
+    for pair in pairs().await {
+        let (c, clock) = fresh_pair(&pair).await;
         let id = c.create(task(1)).await.unwrap().id;
-        let first = c.pop("ORDER:BIND", WAIT).await.unwrap().unwrap();
+        let first = pop_due(&pair, &c, WAIT).await.unwrap();
         assert!(c.processing(id).await.unwrap());
         clock.advance(Duration::from_secs(59));
         assert!(
-            c.pop("ORDER:BIND", NO_WAIT).await.unwrap().is_none(),
+            pop_due(&pair, &c, NO_WAIT).await.is_none(),
             "{}: leased",
-            db.name
+            pair.name()
         );
         clock.advance(Duration::from_secs(2));
-        let second = c.pop("ORDER:BIND", WAIT).await.unwrap().expect("re-dispatch");
+        let second = pop_due(&pair, &c, WAIT).await.expect("re-dispatch");
         assert_eq!(
             (second.task_id, first.attempt, second.attempt),
             (id, 1, 2),
             "{}",
-            db.name
+            pair.name()
         );
         assert_eq!(c.stats().await.unwrap().redispatched, 1);
         drop_table(&c).await;
@@ -82,18 +92,14 @@ async fn unfinished_task_is_dispatched_again_after_its_timeout() {
 /// `processing` again extends the lease: a long job needs no special timeout.
 #[tokio::test]
 async fn processing_again_extends_the_lease() {
-    for db in databases().await {
-        let (c, clock) = fresh(&db).await;
+    for pair in pairs().await {
+        let (c, clock) = fresh_pair(&pair).await;
         let id = c.create(task(1)).await.unwrap().id;
-        c.pop("ORDER:BIND", WAIT).await.unwrap().unwrap();
+        pop_due(&pair, &c, WAIT).await.unwrap();
         clock.advance(Duration::from_secs(50));
         assert!(c.processing(id).await.unwrap());
         clock.advance(Duration::from_secs(50));
-        assert!(
-            c.pop("ORDER:BIND", NO_WAIT).await.unwrap().is_none(),
-            "{}",
-            db.name
-        );
+        assert!(pop_due(&pair, &c, NO_WAIT).await.is_none(), "{}", pair.name());
         drop_table(&c).await;
     }
 }
@@ -102,8 +108,8 @@ async fn processing_again_extends_the_lease() {
 /// and `processing` tells a holder of a stale duplicate to skip.
 #[tokio::test]
 async fn ended_tasks_are_never_dispatched_and_processing_refuses_them() {
-    for db in databases().await {
-        let (c, clock) = fresh(&db).await;
+    for pair in pairs().await {
+        let (c, clock) = fresh_pair(&pair).await;
         let finished = c
             .create(task(1).delete_deadline(Duration::from_secs(3600)))
             .await
@@ -112,23 +118,31 @@ async fn ended_tasks_are_never_dispatched_and_processing_refuses_them() {
         let cancelled = c.create(task(2)).await.unwrap().id;
         let failed = c.create(task(3).max_count(1)).await.unwrap().id;
         let mut popped = HashSet::new();
-        while let Some(m) = c.pop("ORDER:BIND", WAIT).await.unwrap() {
-            popped.insert(m.task_id);
+        for _ in 0..3 {
+            popped.insert(pop_due(&pair, &c, WAIT).await.expect("dispatch").task_id);
         }
-        assert_eq!(popped.len(), 3);
+        assert_eq!(popped.len(), 3, "{}", pair.name());
         c.finish(finished).await.unwrap();
         c.cancel(cancelled).await.unwrap();
         clock.advance(Duration::from_secs(61));
-        assert_eq!(c.sweep_once().await.unwrap().gave_up, 1, "{}", db.name);
+        assert_eq!(c.sweep_once().await.unwrap().gave_up, 1, "{}", pair.name());
         assert_eq!(c.get(failed).await.unwrap().status, Status::Failed);
         clock.advance(Duration::from_secs(600));
-        assert!(
-            c.pop("ORDER:BIND", NO_WAIT).await.unwrap().is_none(),
-            "{}",
-            db.name
-        );
+        assert!(pop_due(&pair, &c, NO_WAIT).await.is_none(), "{}", pair.name());
         for id in [finished, cancelled, failed] {
-            assert!(!c.processing(id).await.unwrap(), "{}: task {id}", db.name);
+            assert!(!c.processing(id).await.unwrap(), "{}: task {id}", pair.name());
+        }
+        if pair.carries_offers() {
+            // A stale duplicate of each ended task's offer is taken and dropped: the
+            // claim refuses it, so no worker is handed the task.
+            for id in [finished, cancelled, failed] {
+                common::offer_copy(&c, Q, id).await;
+            }
+            assert!(
+                c.pop(Q, Duration::from_millis(200)).await.unwrap().is_none(),
+                "{}: a stale offer was handed out",
+                pair.name()
+            );
         }
         assert!(
             !c.processing(987_654_321).await.unwrap(),
@@ -145,22 +159,22 @@ async fn ended_tasks_are_never_dispatched_and_processing_refuses_them() {
 /// Contract 4: at most max_count dispatches, then failed with the reason kept.
 #[tokio::test]
 async fn max_count_ends_in_failed_with_reason() {
-    for db in databases().await {
-        let (c, clock) = fresh(&db).await;
+    for pair in pairs().await {
+        let (c, clock) = fresh_pair(&pair).await;
         let id = c.create(task(1).max_count(2)).await.unwrap().id;
         for attempt in 1..=2 {
-            let m = c.pop("ORDER:BIND", WAIT).await.unwrap().expect("dispatch");
+            let m = pop_due(&pair, &c, WAIT).await.expect("dispatch");
             assert_eq!(m.attempt, attempt);
             clock.advance(Duration::from_secs(61));
         }
         assert!(
-            c.pop("ORDER:BIND", NO_WAIT).await.unwrap().is_none(),
+            pop_due(&pair, &c, NO_WAIT).await.is_none(),
             "{}: third dispatch",
-            db.name
+            pair.name()
         );
         c.sweep_once().await.unwrap();
         let t = c.get(id).await.unwrap();
-        assert_eq!((t.status, t.count), (Status::Failed, 2), "{}", db.name);
+        assert_eq!((t.status, t.count), (Status::Failed, 2), "{}", pair.name());
         assert!(t.last_error.unwrap().contains("max_count"));
         drop_table(&c).await;
     }
@@ -170,8 +184,8 @@ async fn max_count_ends_in_failed_with_reason() {
 /// the worker's last error kept.
 #[tokio::test]
 async fn deadline_ends_in_failed_and_keeps_the_last_error() {
-    for db in databases().await {
-        let (c, clock) = fresh(&db).await;
+    for pair in pairs().await {
+        let (c, clock) = fresh_pair(&pair).await;
         let id = c
             .create(
                 task(1)
@@ -181,20 +195,21 @@ async fn deadline_ends_in_failed_and_keeps_the_last_error() {
             .await
             .unwrap()
             .id;
-        c.pop("ORDER:BIND", WAIT).await.unwrap().unwrap();
+        pop_due(&pair, &c, WAIT).await.unwrap();
         assert!(c.processing(id).await.unwrap());
         assert_eq!(
             c.fail(id, "payment gateway said no").await.unwrap(),
             Status::Waiting
         );
         clock.advance(Duration::from_secs(9));
-        assert!(!c.processing(id).await.unwrap(), "{}: past deadline", db.name);
+        assert!(!c.processing(id).await.unwrap(), "{}: past deadline", pair.name());
+        assert!(c.pop(Q, NO_WAIT).await.unwrap().is_none(), "{}", pair.name());
+        assert_eq!(c.sweep_once().await.unwrap().gave_up, 1, "{}", pair.name());
         assert!(
-            c.pop("ORDER:BIND", NO_WAIT).await.unwrap().is_none(),
-            "{}",
-            db.name
+            pop_due(&pair, &c, NO_WAIT).await.is_none(),
+            "{}: dispatched after its deadline",
+            pair.name()
         );
-        assert_eq!(c.sweep_once().await.unwrap().gave_up, 1);
         let t = c.get(id).await.unwrap();
         assert_eq!(t.status, Status::Failed);
         let reason = t.last_error.unwrap();
@@ -206,23 +221,64 @@ async fn deadline_ends_in_failed_and_keeps_the_last_error() {
     }
 }
 
+/// Contract 7: a worker paused past its lease holds a stale attempt; its finish, fail
+/// and renewal are reported stale and neither end nor re-queue the newer attempt.
+#[tokio::test]
+async fn a_stale_attempt_cannot_end_or_requeue_the_newer_one() {
+    for pair in pairs().await {
+        let (c, clock) = fresh_pair(&pair).await;
+        let id = c.create(task(1)).await.unwrap().id;
+        let paused = pop_due(&pair, &c, WAIT).await.expect("first attempt");
+        clock.advance(Duration::from_secs(61));
+        let newer = pop_due(&pair, &c, WAIT).await.expect("second attempt");
+        assert_eq!((newer.task_id, newer.attempt), (id, 2), "{}", pair.name());
+        let old = paused.fence();
+        assert_eq!(
+            c.finish_attempt(old).await.unwrap(),
+            Fenced::Stale,
+            "{}",
+            pair.name()
+        );
+        assert_eq!(c.fail_attempt(old, "late").await.unwrap(), Fenced::Stale);
+        assert_eq!(c.renew(old).await.unwrap(), Fenced::Stale);
+        let row = c.get(id).await.unwrap();
+        assert_eq!(
+            (row.status, row.count),
+            (Status::Processing, 2),
+            "{}",
+            pair.name()
+        );
+        assert!(
+            pop_due(&pair, &c, NO_WAIT).await.is_none(),
+            "{}: re-queued",
+            pair.name()
+        );
+        assert_eq!(
+            c.finish_attempt(newer.fence()).await.unwrap(),
+            Fenced::Current(())
+        );
+        assert_eq!(c.get(id).await.unwrap().status, Status::Finished);
+        drop_table(&c).await;
+    }
+}
+
 /// `fail` retries after a backoff that doubles per attempt.
 #[tokio::test]
 async fn fail_retries_with_growing_backoff() {
-    for db in databases().await {
-        let (c, clock) = fresh(&db).await;
+    for pair in pairs().await {
+        let (c, clock) = fresh_pair(&pair).await;
         let id = c.create(task(1)).await.unwrap().id;
         for (attempt, backoff) in [(1, 1), (2, 2), (3, 4)] {
-            let m = c.pop("ORDER:BIND", WAIT).await.unwrap();
+            let m = pop_due(&pair, &c, WAIT).await;
             let t = c.get(id).await.unwrap();
-            let m = m.unwrap_or_else(|| panic!("{}: attempt {attempt} not dispatched: {t:?}", db.name));
-            assert_eq!(m.attempt, attempt, "{}", db.name);
+            let m = m.unwrap_or_else(|| panic!("{}: attempt {attempt} not dispatched: {t:?}", pair.name()));
+            assert_eq!(m.attempt, attempt, "{}", pair.name());
             assert_eq!(c.fail(id, "boom").await.unwrap(), Status::Waiting);
             clock.advance(Duration::from_millis(backoff * 1000 - 300));
             assert!(
-                c.pop("ORDER:BIND", NO_WAIT).await.unwrap().is_none(),
+                pop_due(&pair, &c, NO_WAIT).await.is_none(),
                 "{}: early retry",
-                db.name
+                pair.name()
             );
             clock.advance(Duration::from_millis(backoff * 100 + 400));
         }
@@ -234,19 +290,19 @@ async fn fail_retries_with_growing_backoff() {
 /// Contract 5: a delayed task is not dispatched before its delay, and is right after.
 #[tokio::test]
 async fn delayed_task_is_not_dispatched_early() {
-    for db in databases().await {
-        let (c, clock) = fresh(&db).await;
+    for pair in pairs().await {
+        let (c, clock) = fresh_pair(&pair).await;
         let created = c.delay(task(1), Duration::from_secs(60)).await.unwrap();
         assert!(!created.dispatched);
-        assert!(c.pop("ORDER:BIND", NO_WAIT).await.unwrap().is_none());
+        assert!(pop_due(&pair, &c, NO_WAIT).await.is_none());
         clock.advance(Duration::from_secs(59));
         assert!(
-            c.pop("ORDER:BIND", NO_WAIT).await.unwrap().is_none(),
+            pop_due(&pair, &c, NO_WAIT).await.is_none(),
             "{}: early",
-            db.name
+            pair.name()
         );
         clock.advance(Duration::from_secs(2));
-        let m = c.pop("ORDER:BIND", WAIT).await.unwrap().expect("due");
+        let m = pop_due(&pair, &c, WAIT).await.expect("due");
         assert_eq!((m.task_id, m.attempt), (created.id, 1));
         drop_table(&c).await;
     }
@@ -255,8 +311,8 @@ async fn delayed_task_is_not_dispatched_early() {
 /// Contract 6: cleanup deletes only rows whose delete_at has passed.
 #[tokio::test]
 async fn cleanup_deletes_only_expired_rows() {
-    for db in databases().await {
-        let (c, clock) = fresh(&db).await;
+    for pair in pairs().await {
+        let (c, clock) = fresh_pair(&pair).await;
         let now = c.create(task(1)).await.unwrap().id;
         let later = c
             .create(task(2).delete_deadline(Duration::from_secs(100)))
@@ -268,17 +324,17 @@ async fn cleanup_deletes_only_expired_rows() {
         for id in [now, later] {
             c.finish(id).await.unwrap();
         }
-        assert_eq!(c.sweep_once().await.unwrap().deleted, 1, "{}", db.name);
+        assert_eq!(c.sweep_once().await.unwrap().deleted, 1, "{}", pair.name());
         assert!(matches!(c.get(now).await, Err(Error::NotFound(_))));
         clock.advance(Duration::from_secs(99));
-        assert_eq!(c.sweep_once().await.unwrap().deleted, 0, "{}", db.name);
+        assert_eq!(c.sweep_once().await.unwrap().deleted, 0, "{}", pair.name());
         clock.advance(Duration::from_secs(2));
-        assert_eq!(c.sweep_once().await.unwrap().deleted, 1, "{}", db.name);
+        assert_eq!(c.sweep_once().await.unwrap().deleted, 1, "{}", pair.name());
         for id in [live, delayed] {
             assert!(
                 c.get(id).await.unwrap().status.is_live(),
                 "{}: live task {id} kept",
-                db.name
+                pair.name()
             );
         }
         drop_table(&c).await;
@@ -288,15 +344,15 @@ async fn cleanup_deletes_only_expired_rows() {
 /// A live task with the same queue and order number is returned instead of a second one.
 #[tokio::test]
 async fn order_no_deduplicates_live_tasks_only() {
-    for db in databases().await {
-        let (c, _) = fresh(&db).await;
+    for pair in pairs().await {
+        let (c, _) = fresh_pair(&pair).await;
         let first = c.create(task(1).order_no("8973097380045")).await.unwrap();
         let again = c.create(task(1).order_no("8973097380045")).await.unwrap();
         assert_eq!(
             (again.id, again.existing, again.dispatched),
             (first.id, true, false),
             "{}",
-            db.name
+            pair.name()
         );
         let other_queue = c
             .create(NewTask::new("x", json!({}), "OTHER").order_no("8973097380045"))
@@ -305,7 +361,7 @@ async fn order_no_deduplicates_live_tasks_only() {
         assert!(!other_queue.existing);
         c.finish(first.id).await.unwrap();
         let after = c.create(task(1).order_no("8973097380045")).await.unwrap();
-        assert!(!after.existing && after.id != first.id, "{}", db.name);
+        assert!(!after.existing && after.id != first.id, "{}", pair.name());
         let many = c
             .create_many(vec![task(5).order_no("A"), task(6).order_no("A"), task(7)])
             .await
@@ -313,17 +369,17 @@ async fn order_no_deduplicates_live_tasks_only() {
         assert!(
             !many[0].existing && many[1].existing && many[1].id == many[0].id,
             "{}",
-            db.name
+            pair.name()
         );
         drop_table(&c).await;
     }
 }
 
-/// Contract 7: bad input gets a typed error and writes nothing.
+/// Contract 8: bad input gets a typed error and writes nothing.
 #[tokio::test]
 async fn bad_input_is_refused_and_writes_nothing() {
-    for db in databases().await {
-        let (c, _) = fresh(&db).await;
+    for pair in pairs().await {
+        let (c, _) = fresh_pair(&pair).await;
         let big = "x".repeat(c.config().max_payload_bytes);
         let bad = [
             NewTask::new("", json!({}), "Q"),
@@ -345,7 +401,7 @@ async fn bad_input_is_refused_and_writes_nothing() {
             assert!(
                 common::is_invalid(c.create(t.clone()).await),
                 "{}: {t:?}",
-                db.name
+                pair.name()
             );
         }
         assert!(common::is_invalid(
@@ -364,12 +420,14 @@ async fn bad_input_is_refused_and_writes_nothing() {
             stats.waiting + stats.processing + stats.finished + stats.failed + stats.cancelled,
             0,
             "{}",
-            db.name
+            pair.name()
         );
         drop_table(&c).await;
     }
 }
 
+/// Contract 8: a database or Redis that is down, an unknown URL or a bad config gets
+/// a typed error. (Not per pair: these clients have no working pair.)
 #[tokio::test]
 async fn unreachable_or_unknown_databases_get_typed_errors() {
     use qtask_core::{Client, Config};
@@ -412,18 +470,28 @@ async fn unreachable_or_unknown_databases_get_typed_errors() {
         Config::from_json("{not json"),
         Err(Error::InvalidArgument(_))
     ));
+    // A Redis that is down: the row is still written (the sweeper offers it later),
+    // and a pop gets a typed queue error.
+    if let Some(db) = common::databases().await.into_iter().next() {
+        let (c, _) =
+            common::fresh_table(&db, &common::unique_prefix(), "redis://127.0.0.1:1/0", |_| {}).await;
+        let created = c.create(task(1)).await.unwrap();
+        assert!(!created.dispatched);
+        assert_eq!(c.get(created.id).await.unwrap().status, Status::Waiting);
+        assert!(matches!(c.pop(Q, NO_WAIT).await, Err(Error::Queue(_))));
+        drop_table(&c).await;
+    }
 }
 
 /// Install is idempotent, concurrent installs are safe, and install never drops data.
 #[tokio::test]
 async fn install_twice_and_concurrently_keeps_data() {
-    for db in databases().await {
-        let (c, clock) = fresh(&db).await;
+    for pair in pairs().await {
+        let (c, _) = fresh_pair(&pair).await;
         let id = c.create(task(1)).await.unwrap().id;
-        let prefix = c.store().table().trim_end_matches("task").to_string();
         let mut others = Vec::new();
         for _ in 0..3 {
-            let config = common::config(&db, &prefix, &clock);
+            let config = c.config().clone();
             others.push(tokio::spawn(async move {
                 let other = qtask_core::Client::open(config).await.unwrap();
                 other.install().await.unwrap();
@@ -438,41 +506,63 @@ async fn install_twice_and_concurrently_keeps_data() {
             c.get(id).await.unwrap().id,
             id,
             "{}: install kept the task",
-            db.name
+            pair.name()
         );
         drop_table(&c).await;
     }
 }
 
-/// Contract 3 inside one process: concurrent pops never share a task.
+/// Contract 3: several clients (processes, as far as qtask knows) sweeping and popping
+/// the same due tasks at once never dispatch or claim one twice.
 #[tokio::test]
-async fn concurrent_pops_never_share_a_task() {
-    for db in databases().await {
-        let (c, _) = fresh(&db).await;
-        let n = 200;
-        c.create_many((0..n).map(task).collect()).await.unwrap();
+async fn concurrent_sweeps_and_pops_never_share_a_task() {
+    for pair in pairs().await {
+        let (c, clock) = fresh_pair(&pair).await;
+        let n = 120;
+        for i in 0..n {
+            c.delay(task(i), Duration::from_secs(5)).await.unwrap();
+        }
+        clock.advance(Duration::from_secs(6));
+        let mut clients = vec![c.clone()];
+        for _ in 0..2 {
+            clients.push(Client::open(c.config().clone()).await.unwrap());
+        }
         let mut poppers = Vec::new();
-        for _ in 0..6 {
-            let c = c.clone();
+        for (i, client) in clients.iter().cycle().take(6).enumerate() {
+            let client = client.clone();
+            let sweeps = pair.carries_offers() && i < clients.len();
             poppers.push(tokio::spawn(async move {
+                let offered = if sweeps {
+                    client.sweep_once().await.unwrap().dispatched
+                } else {
+                    0
+                };
                 let mut ids = Vec::new();
-                while let Some(m) = c.pop("ORDER:BIND", Duration::from_millis(300)).await.unwrap() {
+                while let Some(m) = client.pop(Q, Duration::from_millis(300)).await.unwrap() {
                     ids.push(m.task_id);
                 }
-                ids
+                (offered, ids)
             }));
         }
-        let mut all = Vec::new();
+        let (mut offered, mut all) = (0, Vec::new());
         for p in poppers {
-            all.extend(p.await.unwrap());
+            let (o, ids) = p.await.unwrap();
+            offered += o;
+            all.extend(ids);
         }
         let distinct: HashSet<_> = all.iter().collect();
         assert_eq!(
             (all.len(), distinct.len()),
             (n as usize, n as usize),
             "{}",
-            db.name
+            pair.name()
         );
+        if pair.carries_offers() {
+            assert_eq!(offered, n as u64, "{}: each due task offered once", pair.name());
+        }
+        for other in &clients[1..] {
+            other.close().await;
+        }
         drop_table(&c).await;
     }
 }
@@ -480,22 +570,27 @@ async fn concurrent_pops_never_share_a_task() {
 /// The producer died between writing the row and dispatching it: the task still runs.
 #[tokio::test]
 async fn task_written_but_never_invoked_is_still_dispatched() {
-    for db in databases().await {
-        let (c, _) = fresh(&db).await;
+    for pair in pairs().await {
+        let (c, clock) = fresh_pair(&pair).await;
         let mut tx = c.store().pool().begin().await.unwrap();
         let (created, invoke) = c.create_in(&mut tx, task(1)).await.unwrap();
-        if db.name != "sqlite" {
+        if pair.db.name != "sqlite" {
             // SQLite has one writer: a pop would wait for this transaction to end.
-            let early = c.pop("ORDER:BIND", NO_WAIT).await.unwrap();
-            assert!(early.is_none(), "{}: visible before commit", db.name);
+            // (No sweep here: on MariaDB a sweep waits for this transaction's locks.)
+            let early = c.pop(Q, NO_WAIT).await.unwrap();
+            assert!(early.is_none(), "{}: visible before commit", pair.name());
         }
         tx.commit().await.unwrap();
         drop(invoke);
-        let m = c
-            .pop("ORDER:BIND", WAIT)
-            .await
-            .unwrap()
-            .expect("dispatched without invoke");
+        if pair.carries_offers() {
+            // Nothing was offered: the sweep offers the row once its timeout has passed
+            // (the bound of contract 1), not before.
+            assert!(pop_due(&pair, &c, NO_WAIT).await.is_none(), "{}", pair.name());
+            clock.advance(Duration::from_secs(61));
+            assert_eq!(c.sweep_once().await.unwrap().dispatched, 1, "{}", pair.name());
+        }
+        let m = c.pop(Q, WAIT).await.unwrap().expect("dispatched without invoke");
+        assert_eq!(m.attempt, 1, "{}: the lost offer used no attempt", pair.name());
         assert_eq!(m.task_id, created.id);
         let mut tx = c.store().pool().begin().await.unwrap();
         let (rolled_back, _invoke) = c.create_in(&mut tx, task(2)).await.unwrap();
@@ -503,7 +598,7 @@ async fn task_written_but_never_invoked_is_still_dispatched() {
         assert!(
             matches!(c.get(rolled_back.id).await, Err(Error::NotFound(_))),
             "{}",
-            db.name
+            pair.name()
         );
         drop_table(&c).await;
     }
@@ -512,14 +607,12 @@ async fn task_written_but_never_invoked_is_still_dispatched() {
 /// The background sweeper starts with the client, cleans up, and stops on close.
 #[tokio::test]
 async fn sweeper_runs_in_the_background_and_stops_on_close() {
-    for db in databases().await {
-        let prefix = common::unique_prefix();
-        let clock = qtask_core::Clock::database();
-        let mut config = common::config(&db, &prefix, &clock);
-        config.sweeper = true;
-        config.sweep_interval = Duration::from_millis(100);
-        let c = qtask_core::Client::open(config).await.unwrap();
-        c.install().await.unwrap();
+    for pair in pairs().await {
+        let (c, _) = common::fresh_table(&pair.db, &common::unique_prefix(), &pair.queue, |config| {
+            config.sweeper = true;
+            config.sweep_interval = Duration::from_millis(100);
+        })
+        .await;
         let id = c.create(task(1)).await.unwrap().id;
         c.finish(id).await.unwrap();
         let mut deleted = false;
@@ -530,16 +623,9 @@ async fn sweeper_runs_in_the_background_and_stops_on_close() {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(deleted, "{}: background sweeper did not clean up", db.name);
+        assert!(deleted, "{}: background sweeper did not clean up", pair.name());
         assert_eq!(c.stats().await.unwrap().deleted, 1);
-        let sql = format!("DROP TABLE {}", c.store().table());
-        use qtask_core::sqlx::Executor;
-        c.store()
-            .pool()
-            .execute(qtask_core::sqlx::AssertSqlSafe(sql))
-            .await
-            .unwrap();
-        c.close().await;
+        drop_table(&c).await;
         c.close().await;
         assert!(matches!(c.stats().await, Err(Error::Closed)));
     }

@@ -4,7 +4,7 @@
 //! PostgreSQL and MariaDB. Time is driven with the shared test clock and
 //! `sweep_once`, so timeouts of minutes take milliseconds.
 
-mod redis_support;
+mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use qtask_core::{Client, Config, Error, Message, NewTask, Status, Worker};
 use serde_json::json;
 
-use redis_support::{cluster_url, redis_url, DbKind, RedisServer, Setup};
+use common::{cluster_url, redis_url, DbKind, RedisServer, Setup};
 
 /// The shared Redis database of tests that do not flush.
 const SHARED_DB: u8 = 12;
@@ -292,20 +292,20 @@ async fn worker_killed(kind: DbKind) {
         "db": t.config.db, "queue": t.config.queue,
         "table_prefix": t.config.table_prefix, "redis_prefix": t.config.redis_prefix,
     });
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_worker", "--ignored", "--nocapture"])
-        .env("QTASK_CHILD_CONFIG", config.to_string())
-        .env("QTASK_CHILD_QUEUE", &q)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn child worker");
+    let mut child = common::spawn_child(
+        "child_worker",
+        &[
+            ("QTASK_CHILD_CONFIG", config.to_string()),
+            ("QTASK_CHILD_QUEUE", q.clone()),
+        ],
+    );
     let stdout = child.stdout.take().unwrap();
     let line = tokio::task::spawn_blocking(move || {
         BufReader::new(stdout)
             .lines()
             .map_while(Result::ok)
-            .find(|l| l.starts_with("QTASK-CHILD POPPED"))
+            // libtest may print "test child_worker ... " before the child's line.
+            .find_map(|l| l.find("QTASK-CHILD POPPED").map(|at| l[at..].to_string()))
     })
     .await
     .unwrap()
@@ -491,7 +491,7 @@ async fn redis_down_at_create(kind: DbKind) {
 
     // Redis is back, empty, on the same address: the same client resumes.
     server.restart().await;
-    t.redis = redis_support::Inspect::Single(server.conn().await);
+    t.redis = common::Inspect::Single(server.conn().await);
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut dispatched = 0;
     while dispatched < down.len() as u64 {
@@ -733,15 +733,15 @@ async fn child_outage_worker() {
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn redis_unreachable_does_not_spin() {
-    let name = redis_support::unique("rqspin");
-    let file = std::env::temp_dir().join(format!("qtask-{name}.db"));
+    let name = common::unique_prefix();
+    let file = std::env::temp_dir().join(format!("qtask-{name}spin.db"));
     let output = tokio::task::spawn_blocking({
         let file = file.clone();
         move || {
             Command::new(std::env::current_exe().unwrap())
                 .args(["--exact", "child_outage_worker", "--ignored", "--nocapture"])
                 .env("QTASK_CHILD_DB", format!("sqlite://{}", file.display()))
-                .env("QTASK_CHILD_TABLE_PREFIX", format!("{name}_"))
+                .env("QTASK_CHILD_TABLE_PREFIX", &name)
                 .stderr(Stdio::inherit())
                 .output()
                 .expect("run child")

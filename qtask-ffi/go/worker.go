@@ -19,6 +19,7 @@ import "C"
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"runtime/cgo"
@@ -30,13 +31,62 @@ import (
 // Handler works on one message. Returning nil finishes the task; an error fails
 // this attempt: the task is retried after a backoff (or failed for good when its
 // attempts or deadline are spent) with err.Error() kept as its last error. A
-// panic is recovered and fails the attempt the same way.
+// panic is recovered and fails the attempt the same way. The errors of
+// RetryAfter, Cancel and FailNow (also wrapped, as errors.As sees them) end the
+// attempt their own way.
 type Handler func(ctx context.Context, m *Message) error
+
+// ResultHandler is a Handler that also returns a result: a non-nil value is
+// marshalled to JSON and kept with the finished task (see Client.Result).
+type ResultHandler func(ctx context.Context, m *Message) (interface{}, error)
 
 // WorkerOptions tune a Worker. Zero fields take the defaults.
 type WorkerOptions struct {
 	// Concurrency is how many handlers run at once (default 1).
 	Concurrency int
+	// TimeLimit is the longest one attempt may run (default: none). When it
+	// passes, the handler's context is cancelled (context.Canceled) and the
+	// attempt fails with "time limit of Ns exceeded", retried with backoff like an
+	// error; whatever the handler returns afterwards is ignored. A handler that
+	// ignores its context keeps its slot until it returns.
+	TimeLimit time.Duration
+}
+
+// outcome is the error type of RetryAfter, Cancel and FailNow.
+type outcome struct {
+	code   C.int32_t
+	delay  time.Duration
+	reason string
+}
+
+func (o *outcome) Error() string {
+	switch o.code {
+	case C.QTASK_OUTCOME_CODE_RETRY_AFTER:
+		return fmt.Sprintf("retry after %s", o.delay)
+	case C.QTASK_OUTCOME_CODE_CANCEL:
+		return "cancel: " + o.reason
+	default:
+		return "fail now: " + o.reason
+	}
+}
+
+// RetryAfter, returned by a handler, brings the task back after d (River's
+// JobSnooze): the attempt is given back (its max count grows by one) and the
+// last error is kept. Past the task's deadline it fails for good instead.
+func RetryAfter(d time.Duration) error {
+	return &outcome{code: C.QTASK_OUTCOME_CODE_RETRY_AFTER, delay: d}
+}
+
+// Cancel, returned by a handler, ends the task as cancelled with reason kept as
+// its last error; it never runs again.
+func Cancel(reason string) error {
+	return &outcome{code: C.QTASK_OUTCOME_CODE_CANCEL, reason: reason}
+}
+
+// FailNow, returned by a handler, ends the task as failed for good with reason
+// kept as its last error, whatever attempts it had left.
+func FailNow(reason string) error {
+	return &outcome{code: C.QTASK_OUTCOME_CODE_FAIL_NOW, reason: reason}
 }
 
 // Worker runs a Handler on the tasks of one queue with qtask's worker engine
@@ -47,7 +97,7 @@ type Worker struct {
 	client  *Client
 	queue   string
 	options WorkerOptions
-	handler Handler
+	handler ResultHandler
 
 	mu     sync.Mutex
 	report Report
@@ -62,6 +112,10 @@ type Report struct {
 	// Skipped counts outcomes of attempts that were no longer current (the
 	// lease ran out and a newer attempt began, or the task ended meanwhile).
 	Skipped uint64
+	// Snoozed counts handlers that returned RetryAfter.
+	Snoozed uint64
+	// Cancelled counts handlers that returned Cancel.
+	Cancelled uint64
 }
 
 // NewWorker makes a worker for queue on client; give it a handler with Handle,
@@ -72,13 +126,19 @@ func NewWorker(client *Client, queue string, options WorkerOptions) *Worker {
 
 // Handle sets the handler. Call it before Run.
 func (w *Worker) Handle(handler func(ctx context.Context, m *Message) error) {
+	w.handler = func(ctx context.Context, m *Message) (interface{}, error) { return nil, handler(ctx, m) }
+}
+
+// HandleResult sets a handler that returns a result. Call it before Run.
+func (w *Worker) HandleResult(handler func(ctx context.Context, m *Message) (interface{}, error)) {
 	w.handler = handler
 }
 
 // workerRun is what the engine's threads reach through the callback's cgo.Handle.
 type workerRun struct {
-	handler Handler
-	ctx     context.Context
+	handler   ResultHandler
+	ctx       context.Context
+	timeLimit time.Duration
 }
 
 // Run works until ctx is done, then lets running handlers return, writes their
@@ -96,13 +156,16 @@ func (w *Worker) Run(ctx context.Context) error {
 	if concurrency < 0 || concurrency > 1<<20 {
 		return &Error{Code: CodeInvalidArgument, Message: fmt.Sprintf("invalid argument: concurrency %d", concurrency)}
 	}
+	if w.options.TimeLimit < 0 {
+		return &Error{Code: CodeInvalidArgument, Message: fmt.Sprintf("invalid argument: time limit %s", w.options.TimeLimit)}
+	}
 	queue, err := cString("queue", w.queue)
 	if err != nil {
 		return err
 	}
 	defer C.free(unsafe.Pointer(queue))
 
-	run := cgo.NewHandle(&workerRun{handler: w.handler, ctx: detached{ctx}})
+	run := cgo.NewHandle(&workerRun{handler: w.handler, ctx: detached{ctx}, timeLimit: w.options.TimeLimit})
 	defer run.Delete()
 	var worker *C.qtask_worker
 	if err := call(func() C.qtask_result {
@@ -111,6 +174,13 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	defer C.qtask_worker_free(worker)
+	if w.options.TimeLimit > 0 {
+		if err := call(func() C.qtask_result {
+			return C.qtask_worker_set_time_limit(worker, C.double(w.options.TimeLimit.Seconds()))
+		}); err != nil {
+			return err
+		}
+	}
 
 	ended := make(chan struct{})
 	defer close(ended)
@@ -124,7 +194,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	var report C.qtask_worker_report
 	err = call(func() C.qtask_result { return C.qtask_worker_run(worker, &report) })
 	w.mu.Lock()
-	w.report = Report{Finished: uint64(report.finished), Failed: uint64(report.failed), Skipped: uint64(report.skipped)}
+	w.report = Report{
+		Finished: uint64(report.finished), Failed: uint64(report.failed), Skipped: uint64(report.skipped),
+		Snoozed: uint64(report.snoozed), Cancelled: uint64(report.cancelled),
+	}
 	w.mu.Unlock()
 	return err
 }
@@ -136,25 +209,93 @@ func (w *Worker) LastReport() Report {
 	return w.report
 }
 
+// handled is how one handler call ended, for the C callback to report.
+type handled struct {
+	code   C.int32_t
+	text   string
+	delay  time.Duration
+	result []byte
+}
+
 // handle runs the handler on one message, turning a panic into an error.
-func (r *workerRun) handle(raw string) (err error) {
+// timeUp reports the engine's verdict that the time limit passed.
+func (r *workerRun) handle(raw string, timeUp func() bool) handled {
+	value, err := r.call(raw, timeUp)
+	var o *outcome
+	switch {
+	case err == nil && value == nil:
+		return handled{code: C.QTASK_OUTCOME_CODE_FINISH}
+	case err == nil:
+		result, merr := json.Marshal(value)
+		if merr != nil {
+			return handled{code: C.QTASK_OUTCOME_CODE_FAIL_NOW, text: "the result is not JSON: " + merr.Error()}
+		}
+		return handled{code: C.QTASK_OUTCOME_CODE_FINISH, result: result}
+	case errors.As(err, &o):
+		return handled{code: o.code, text: o.reason, delay: o.delay}
+	case err.Error() == "":
+		return handled{code: C.QTASK_OUTCOME_CODE_RETRY, text: "handler returned an error with no text"}
+	default:
+		return handled{code: C.QTASK_OUTCOME_CODE_RETRY, text: err.Error()}
+	}
+}
+
+func (r *workerRun) call(raw string, timeUp func() bool) (value interface{}, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			err = fmt.Errorf("panic: %v", p)
+			value, err = nil, fmt.Errorf("panic: %v", p)
 		}
 	}()
 	msg, err := parseMessage(raw)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	err = r.handler(r.ctx, msg)
-	if err == nil {
-		return nil
+	ctx := r.ctx
+	if r.timeLimit > 0 {
+		var stop func()
+		ctx, stop = watchTimeUp(ctx, r.timeLimit, timeUp)
+		defer stop()
 	}
-	if err.Error() == "" {
-		return errors.New("handler returned an error with no text")
+	return r.handler(ctx, msg)
+}
+
+// watchTimeUp returns a context cancelled once the engine says the time limit
+// passed (its clock decides the outcome, so the handler is told only then): it
+// looks from the limit on, every few milliseconds. stop ends the watch and
+// returns only when timeUp is no longer called (the outcome it reads is valid
+// only during the callback).
+func watchTimeUp(parent context.Context, limit time.Duration, timeUp func() bool) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(parent)
+	done := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		timer := time.NewTimer(limit)
+		defer timer.Stop()
+		select {
+		case <-done:
+			return
+		case <-timer.C:
+		}
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if timeUp() {
+				cancel()
+				return
+			}
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return ctx, func() {
+		close(done)
+		<-watched
+		cancel()
 	}
-	return err
 }
 
 // detached keeps a context's values but not its cancellation or deadline.

@@ -21,12 +21,20 @@ import (
 //export qtaskGoWorkerCallback
 func qtaskGoWorkerCallback(message *C.char, outcome *C.qtask_outcome, userData unsafe.Pointer) C.int32_t {
 	run := cgo.Handle(uintptr(userData)).Value().(*workerRun)
-	err := run.handle(C.GoString(message))
-	if err == nil {
-		return 0
+	done := run.handle(C.GoString(message), func() bool { return bool(C.qtask_outcome_time_up(outcome)) })
+	if done.text != "" {
+		text := C.CString(strings.ReplaceAll(done.text, "\x00", ""))
+		C.qtask_outcome_set_error(outcome, text)
+		C.free(unsafe.Pointer(text))
 	}
-	text := C.CString(strings.ReplaceAll(err.Error(), "\x00", ""))
-	C.qtask_outcome_set_error(outcome, text)
-	C.free(unsafe.Pointer(text))
-	return 1
+	if done.code == C.QTASK_OUTCOME_CODE_RETRY_AFTER {
+		C.qtask_outcome_set_delay(outcome, C.double(done.delay.Seconds()))
+	}
+	if done.result != nil {
+		// encoding/json escapes NUL inside strings, so the text has none.
+		result := C.CString(string(done.result))
+		C.qtask_outcome_set_result(outcome, result)
+		C.free(unsafe.Pointer(result))
+	}
+	return done.code
 }

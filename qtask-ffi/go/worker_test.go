@@ -3,6 +3,7 @@ package qtask_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -34,6 +35,9 @@ func exerciseWorker(t *testing.T, cfg qtask.Config) {
 	t.Run("ErrorKeepsLastError", func(t *testing.T) { testWorkerError(t, client) })
 	t.Run("CancelStopsGracefully", func(t *testing.T) { testWorkerCancel(t, client) })
 	t.Run("BadOptions", func(t *testing.T) { testWorkerBadOptions(t, client) })
+	t.Run("Outcomes", func(t *testing.T) { testWorkerOutcomes(t, client) })
+	t.Run("TimeLimit", func(t *testing.T) { testWorkerTimeLimit(t, client) })
+	t.Run("StaleOutcomeSkipped", func(t *testing.T) { testWorkerStaleOutcome(t, client) })
 }
 
 // runWorker runs w until ctx is done, and returns Run's error through a channel.
@@ -198,5 +202,175 @@ func testWorkerBadOptions(t *testing.T, c *qtask.Client) {
 	if err := empty.Run(context.Background()); !errors.Is(err, qtask.ErrInvalidArgument) ||
 		!strings.Contains(err.Error(), "queue") {
 		t.Errorf("empty queue: %v", err)
+	}
+}
+
+// Every outcome ends its task its own way, and a result is read back.
+func testWorkerOutcomes(t *testing.T, c *qtask.Client) {
+	q := queue("worker-outcomes")
+	kinds := []string{"finish", "result", "error", "retry_after", "cancel", "fail_now"}
+	ids := map[string]int64{}
+	for _, kind := range kinds {
+		// The error is the last attempt: the test's backoff is short.
+		maxCount := 3
+		if kind == "error" {
+			maxCount = 1
+		}
+		id, err := c.CreateNow("outcome", map[string]string{"do": kind}, time.Minute, q,
+			qtask.WithMaxCount(maxCount), qtask.WithDeleteDeadline(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[kind] = id
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var calls int32
+	w := qtask.NewWorker(c, q, qtask.WorkerOptions{Concurrency: 3})
+	w.HandleResult(func(ctx context.Context, m *qtask.Message) (interface{}, error) {
+		if atomic.AddInt32(&calls, 1) == int32(len(kinds)) {
+			defer cancel()
+		}
+		switch m.Input["do"] {
+		case "finish":
+			return nil, nil
+		case "result":
+			return map[string]interface{}{"sum": 3, "名": "任务"}, nil
+		case "error":
+			return nil, errors.New("boom")
+		case "retry_after":
+			return nil, qtask.RetryAfter(time.Hour)
+		case "cancel":
+			return nil, fmt.Errorf("wrapped: %w", qtask.Cancel("no longer wanted"))
+		default:
+			return nil, qtask.FailNow("bad input")
+		}
+	})
+	if err := <-runWorker(ctx, w); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if r := w.LastReport(); r.Finished != 2 || r.Failed != 2 || r.Snoozed != 1 || r.Cancelled != 1 || r.Skipped != 0 {
+		t.Errorf("report %+v", r)
+	}
+	for kind, want := range map[string][2]string{
+		"finish": {"finished", ""}, "result": {"finished", ""}, "error": {"failed", "boom"},
+		"retry_after": {"waiting", ""}, "cancel": {"cancelled", "no longer wanted"}, "fail_now": {"failed", "bad input"},
+	} {
+		task, err := c.Get(ids[kind])
+		if err != nil {
+			t.Fatalf("get %s: %v", kind, err)
+		}
+		lastError := ""
+		if task.LastError != nil {
+			lastError = *task.LastError
+		}
+		if task.Status != want[0] || lastError != want[1] {
+			t.Errorf("%s: status %s, last_error %q, want %v", kind, task.Status, lastError, want)
+		}
+		if kind == "retry_after" && task.MaxCount != 4 {
+			t.Errorf("retry_after gave its attempt back: max_count %d", task.MaxCount)
+		}
+	}
+	bg := context.Background()
+	if raw, err := c.Result(bg, ids["result"], 0); err != nil || string(raw) != `{"sum":3,"名":"任务"}` {
+		t.Errorf("result: %s %v", raw, err)
+	}
+	if raw, err := c.Result(bg, ids["finish"], 0); err != nil || string(raw) != "null" {
+		t.Errorf("no result: %s %v", raw, err)
+	}
+	if _, err := c.Result(bg, ids["cancel"], 0); !errors.Is(err, qtask.ErrInvalidState) {
+		t.Errorf("cancelled: %v", err)
+	}
+	if _, err := c.Result(bg, ids["retry_after"], 50*time.Millisecond); !errors.Is(err, qtask.ErrTimeout) {
+		t.Errorf("live: %v", err)
+	}
+	if _, err := c.Result(bg, ids["finish"]+100000, 0); !errors.Is(err, qtask.ErrNotFound) {
+		t.Errorf("missing: %v", err)
+	}
+	done, stop := context.WithCancel(bg)
+	stop()
+	if _, err := c.Result(done, ids["retry_after"], time.Minute); !errors.Is(err, context.Canceled) {
+		t.Errorf("done context: %v", err)
+	}
+	if err := c.Cancel(ids["retry_after"]); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Past the time limit the handler's context is cancelled and the attempt fails
+// with the reason.
+func testWorkerTimeLimit(t *testing.T, c *qtask.Client) {
+	q := queue("worker-time-limit")
+	id, err := c.CreateNow("slow", map[string]int{}, time.Minute, q, qtask.WithMaxCount(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var told int32
+	w := qtask.NewWorker(c, q, qtask.WorkerOptions{TimeLimit: 200 * time.Millisecond})
+	w.Handle(func(hctx context.Context, m *qtask.Message) error {
+		defer cancel()
+		select {
+		case <-hctx.Done():
+			atomic.StoreInt32(&told, 1)
+		case <-time.After(10 * time.Second):
+		}
+		return nil
+	})
+	if err := <-runWorker(ctx, w); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if atomic.LoadInt32(&told) != 1 {
+		t.Error("the handler's context was not cancelled")
+	}
+	if r := w.LastReport(); r.Failed != 1 || r.Finished != 0 {
+		t.Errorf("report %+v", r)
+	}
+	task, err := c.Get(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if task.Status != "failed" || task.LastError == nil || *task.LastError != "time limit of 0.2s exceeded" {
+		t.Errorf("task %+v", task)
+	}
+}
+
+// Fencing: the task is cancelled while its handler runs; the handler's outcome
+// names an attempt that is no longer current, changes nothing and is skipped.
+func testWorkerStaleOutcome(t *testing.T, c *qtask.Client) {
+	q := queue("worker-stale")
+	id, err := c.CreateNow("stale", map[string]int{}, time.Minute, q, qtask.WithDeleteDeadline(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan struct{})
+	release := make(chan struct{})
+	w := qtask.NewWorker(c, q, qtask.WorkerOptions{})
+	w.Handle(func(context.Context, *qtask.Message) error {
+		close(started)
+		<-release
+		return qtask.FailNow("too late")
+	})
+	done := runWorker(ctx, w)
+	<-started
+	if err := c.Cancel(id); err != nil {
+		t.Fatal(err)
+	}
+	cancel() // a graceful stop: the handler ends and its outcome is written first
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if r := w.LastReport(); r.Skipped != 1 || r.Failed != 0 {
+		t.Errorf("report %+v", r)
+	}
+	task, err := c.Get(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if task.Status != "cancelled" || task.LastError != nil {
+		t.Errorf("task %+v", task)
 	}
 }

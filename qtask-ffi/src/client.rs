@@ -436,6 +436,32 @@ pub extern "C" fn qtask_get(
     })
 }
 
+/// The result a finished task kept (the JSON its worker's callback or handler gave;
+/// `null` when none), waiting up to `wait_seconds` (>= 0; polled: 10 ms, doubling to
+/// 0.5 s) while the task is live. The finished row, and so its result, is kept only
+/// until its delete_deadline: create the task with one longer than zero.
+/// `QTASK_RESULT_NOT_FOUND` when there is no such task (or it was cleaned up),
+/// `QTASK_RESULT_INVALID_STATE` when it failed or was cancelled (the last error says
+/// why), `QTASK_RESULT_TIMEOUT` when it is still live after the wait.
+/// `*out_result_json` (not NULL) receives a new string the caller owns and must
+/// free with `qtask_string_free`, or NULL on failure.
+#[no_mangle]
+pub extern "C" fn qtask_task_result(
+    client: *mut qtask_client,
+    task_id: i64,
+    wait_seconds: f64,
+    out_result_json: *mut *mut c_char,
+) -> qtask_result {
+    ffi_boundary!(result: {
+        let out = try_ref!(mut out_result_json, "out_result_json");
+        *out = std::ptr::null_mut();
+        let wait = qtask_core::seconds("wait", wait_seconds)?;
+        let value = self::client(client)?.result(task_id, wait)?;
+        *out = json_out(&value)?;
+        Ok(())
+    })
+}
+
 /// Task counts of the client's namespace (`waiting`, `processing`, `finished`,
 /// `failed`, `cancelled`, `due`, `redispatched_live`) and this client's
 /// counters (`dispatched`, `redispatched`, `gave_up`, `deleted`), as a JSON

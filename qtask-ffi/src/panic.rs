@@ -32,6 +32,12 @@ impl PanicDefault for () {
     fn panic_default() -> Self {}
 }
 
+impl PanicDefault for bool {
+    fn panic_default() -> Self {
+        false
+    }
+}
+
 impl<T> PanicDefault for *const T {
     fn panic_default() -> Self {
         std::ptr::null()

@@ -214,6 +214,14 @@ impl Client {
         Ok(py.detach(move || client.cancel(task_id))?)
     }
 
+    /// The result a finished task kept, as JSON text, waiting up to `wait` seconds.
+    fn result(&self, py: Python<'_>, task_id: i64, wait: f64) -> PyQtaskResult<String> {
+        let client = self.client()?;
+        let wait = seconds("wait", wait)?;
+        let value = py.detach(move || client.result(task_id, wait))?;
+        Ok(to_json(&value)?)
+    }
+
     /// The task's row as JSON text.
     fn get(&self, py: Python<'_>, task_id: i64) -> PyQtaskResult<String> {
         let client = self.client()?;

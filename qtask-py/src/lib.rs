@@ -32,6 +32,7 @@ fn _qtask(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::Client>()?;
     m.add_class::<client::Invoke>()?;
     m.add_class::<worker::WorkerStop>()?;
+    m.add_class::<worker::TimeUp>()?;
     m.add_function(wrap_pyfunction!(redact, m)?)?;
     m.add_function(wrap_pyfunction!(worker::run_worker, m)?)?;
     logs::install();

@@ -1,15 +1,18 @@
-//! `qtask._qtask.run_worker` and `WorkerStop`: Python handlers driven by qtask-core's
-//! one worker engine (`blocking::Worker`).
+//! `qtask._qtask.run_worker`, `WorkerStop` and `TimeUp`: Python handlers driven by
+//! qtask-core's one worker engine (`blocking::Worker`).
 //!
 //! The engine runs with the GIL released; each handler call takes the GIL only
 //! while Python runs. The Python side (`qtask/_worker.py`) passes one callable per
-//! queue that takes the message as JSON text and returns `None` (finish) or the
-//! error text (retry with backoff, kept as `last_error`); it also runs `async def`
-//! handlers on its asyncio loop, waiting on them with the GIL released.
+//! queue that takes the message as JSON text and the attempt's `TimeUp` (None
+//! without a time limit) and returns how the attempt ends: `None` (finish), the
+//! error text (retry with backoff, kept as `last_error`), or a pair
+//! `(kind, value)`: `("result", json_text)`, `("retry_after", seconds)`,
+//! `("cancel", reason)`, `("fail_now", reason)`. It also runs `async def` handlers
+//! on its asyncio loop, waiting on them with the GIL released.
 
 use pyo3::prelude::*;
 use qtask_core::blocking::{StopSignal, Worker};
-use qtask_core::{Error, Message};
+use qtask_core::{seconds, Error, Message, Outcome};
 
 use crate::client::Client;
 use crate::error::PyQtaskResult;
@@ -39,23 +42,88 @@ impl WorkerStop {
     }
 }
 
-/// Calls the Python callable; `None` finishes the attempt, a string fails it with
-/// that text, an exception fails it with the exception's type and message.
-fn call_handler(handler: &Py<PyAny>, message: Message) -> Result<(), String> {
+/// Tells a running handler that the worker's time limit for its attempt passed.
+#[pyclass(module = "qtask._qtask", frozen)]
+pub struct TimeUp {
+    inner: qtask_core::TimeUp,
+}
+
+#[pymethods]
+impl TimeUp {
+    /// True once the time limit passed (the attempt has then already failed).
+    #[getter]
+    fn is_set(&self) -> bool {
+        self.inner.is_up()
+    }
+
+    /// Calls `callback()` once when the time is up (at once if it already is), on
+    /// an engine thread that takes the GIL for it; its exceptions are ignored.
+    fn on_set(&self, callback: Py<PyAny>) {
+        self.inner.on_up(move || {
+            let _ = Python::try_attach(|py| {
+                if let Err(err) = callback.call0(py) {
+                    err.write_unraisable(py, None);
+                }
+            });
+        });
+    }
+}
+
+/// Reads what the Python callable returned (see the module comment).
+fn outcome_of(returned: &Bound<'_, PyAny>) -> Outcome {
+    if returned.is_none() {
+        return Outcome::Finish(None);
+    }
+    if let Ok(text) = returned.extract::<String>() {
+        return Outcome::Retry(text);
+    }
+    let Ok((kind, value)) = returned.extract::<(String, Bound<'_, PyAny>)>() else {
+        return Outcome::Retry("the handler wrapper returned an unknown outcome".into());
+    };
+    let text = || value.extract::<String>().unwrap_or_default();
+    match kind.as_str() {
+        "result" => match serde_json::from_str(&text()) {
+            Ok(result) => Outcome::Finish(Some(result)),
+            Err(e) => Outcome::FailNow(format!("the result is not JSON: {e}")),
+        },
+        "retry_after" => match value.extract::<f64>() {
+            Ok(after) => match seconds("after", after) {
+                Ok(delay) => Outcome::RetryAfter(delay),
+                Err(e) => Outcome::Retry(format!("qtask.Retry: {e}")),
+            },
+            Err(_) => Outcome::Retry("qtask.Retry: after must be a number of seconds".into()),
+        },
+        "cancel" => Outcome::Cancel(text()),
+        "fail_now" => Outcome::FailNow(text()),
+        _ => Outcome::Retry(text()),
+    }
+}
+
+/// Calls the Python callable and reads its outcome; an exception out of the wrapper
+/// fails the attempt with the exception's type and message.
+fn call_handler(handler: &Py<PyAny>, message: Message, time_up: Option<&qtask_core::TimeUp>) -> Outcome {
     let text = message.to_json().to_string();
-    Python::try_attach(|py| match handler.call1(py, (text,)) {
-        Ok(result) if result.is_none(py) => Ok(()),
-        Ok(result) => Err(result
-            .extract::<String>(py)
-            .unwrap_or_else(|_| "the handler wrapper returned a non-string error".to_owned())),
-        Err(err) => Err(err.to_string()),
+    Python::try_attach(|py| {
+        let time_up = match time_up {
+            Some(t) => match Py::new(py, TimeUp { inner: t.clone() }) {
+                Ok(t) => t.into_any(),
+                Err(err) => return Outcome::Retry(err.to_string()),
+            },
+            None => py.None(),
+        };
+        match handler.call1(py, (text, time_up)) {
+            Ok(returned) => outcome_of(returned.bind(py)),
+            Err(err) => Outcome::Retry(err.to_string()),
+        }
     })
-    .unwrap_or_else(|| Err("the Python interpreter is shutting down".to_owned()))
+    .unwrap_or_else(|| Outcome::Retry("the Python interpreter is shutting down".to_owned()))
 }
 
 /// Works on `queue` with `handler` until `stop` is set, then lets running handlers
-/// end; returns `(finished, failed, skipped)`.
+/// end; returns `(finished, failed, skipped, snoozed, cancelled)`. `time_limit` is
+/// in seconds.
 #[pyfunction]
+#[pyo3(signature = (client, queue, handler, concurrency, stop, time_limit=None))]
 pub fn run_worker(
     py: Python<'_>,
     client: &Client,
@@ -63,16 +131,32 @@ pub fn run_worker(
     handler: Py<PyAny>,
     concurrency: usize,
     stop: &WorkerStop,
-) -> PyQtaskResult<(u64, u64, u64)> {
+    time_limit: Option<f64>,
+) -> PyQtaskResult<(u64, u64, u64, u64, u64)> {
     if concurrency == 0 {
         return Err(Error::InvalidArgument("concurrency must be at least 1".into()).into());
     }
+    let time_limit = time_limit.map(|s| seconds("time_limit", s)).transpose()?;
     let client = client.client()?;
     let signal = stop.signal.clone();
     let report = py.detach(move || {
-        Worker::new(&client, queue)
-            .concurrency(concurrency)
-            .run(move |message| call_handler(&handler, message), &signal)
+        let mut worker = Worker::new(&client, queue).concurrency(concurrency);
+        if let Some(limit) = time_limit {
+            worker = worker.time_limit(limit);
+        }
+        let limited = time_limit.is_some();
+        worker.run_with_time_up(
+            move |message, time_up| {
+                Ok::<_, String>(call_handler(&handler, message, limited.then_some(time_up)))
+            },
+            &signal,
+        )
     })?;
-    Ok((report.finished, report.failed, report.skipped))
+    Ok((
+        report.finished,
+        report.failed,
+        report.skipped,
+        report.snoozed,
+        report.cancelled,
+    ))
 }

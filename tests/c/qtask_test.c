@@ -476,7 +476,7 @@ static void test_worker_drain(qtask_client *client) {
     }
     struct drain d = {.want = N};
     OK(qtask_worker_new(client, "C:WORKER", 4, drain_callback, &d, &d.worker));
-    qtask_worker_report report = {9, 9, 9};
+    qtask_worker_report report = {9, 9, 9, 9, 9};
     OK(qtask_worker_run(d.worker, &report));
     CHECK(report.finished == N && report.failed == 0 && report.skipped == 0, "report %llu/%llu/%llu",
           (unsigned long long)report.finished, (unsigned long long)report.failed,
@@ -539,6 +539,145 @@ static void test_worker_failure(qtask_client *client) {
     OK(qtask_get(client, id, &task));
     CHECK(task && strstr(task, "\"last_error\":\"callback returned 7\""), "last_error in %s", task);
     qtask_string_free(task);
+}
+
+struct outcomes {
+    qtask_worker *worker;
+    atomic_int calls, time_up_seen;
+};
+
+/* Ends each task the way its input's "do" says. */
+static int outcome_callback(const char *message_json, qtask_outcome *outcome, void *user_data) {
+    struct outcomes *o = user_data;
+    int code = QTASK_OUTCOME_CODE_FINISH;
+    switch (json_int(message_json, "do")) {
+    case 0:
+        OK(qtask_outcome_set_result(outcome, "{\"sum\": 3, \"name\": \"\xe4\xbb\xbb\xe5\x8a\xa1\"}"));
+        EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_outcome_set_result(outcome, "{not json"));
+        break;
+    case 1:
+        qtask_outcome_set_error(outcome, "boom");
+        code = QTASK_OUTCOME_CODE_RETRY;
+        break;
+    case 2:
+        OK(qtask_outcome_set_delay(outcome, 3600.0));
+        code = QTASK_OUTCOME_CODE_RETRY_AFTER;
+        break;
+    case 3:
+        qtask_outcome_set_error(outcome, "no longer wanted");
+        code = QTASK_OUTCOME_CODE_CANCEL;
+        break;
+    default:
+        qtask_outcome_set_error(outcome, "bad input");
+        code = QTASK_OUTCOME_CODE_FAIL_NOW;
+    }
+    if (atomic_fetch_add(&o->calls, 1) + 1 == 5) qtask_worker_stop(o->worker);
+    return code;
+}
+
+static void expect_task(qtask_client *client, int64_t id, const char *status, const char *text) {
+    char *task = NULL;
+    OK(qtask_get(client, id, &task));
+    CHECK(task && strstr(task, status), "%s in %s", status, task);
+    CHECK(task && (!text || strstr(task, text)), "%s in %s", text, task);
+    qtask_string_free(task);
+}
+
+/* Every outcome code, and results read back with qtask_task_result. */
+static void test_worker_outcomes(qtask_client *client) {
+    int64_t ids[5];
+    for (int i = 0; i < 5; i++) {
+        char input[32];
+        snprintf(input, sizeof input, "{\"do\": %d}", i);
+        /* The error is the last attempt: the test's backoff is short, and it must not run again. */
+        const char *options = i == 1 ? "{\"delete_deadline\": 3600, \"max_count\": 1}"
+                                     : "{\"delete_deadline\": 3600, \"max_count\": 3}";
+        OK(qtask_create(client, "outcome", input, 60, "C:OUTCOMES", options, &ids[i]));
+    }
+    struct outcomes o = {0};
+    OK(qtask_worker_new(client, "C:OUTCOMES", 2, outcome_callback, &o, &o.worker));
+    qtask_worker_report report = {0};
+    OK(qtask_worker_run(o.worker, &report));
+    qtask_worker_free(o.worker);
+    CHECK(report.finished == 1 && report.failed == 2 && report.snoozed == 1 && report.cancelled == 1 &&
+              report.skipped == 0,
+          "report %llu/%llu/%llu/%llu", (unsigned long long)report.finished, (unsigned long long)report.failed,
+          (unsigned long long)report.snoozed, (unsigned long long)report.cancelled);
+    expect_task(client, ids[0], "\"status\":\"finished\"", NULL);
+    expect_task(client, ids[1], "\"status\":\"failed\"", "\"last_error\":\"boom\"");
+    expect_task(client, ids[2], "\"status\":\"waiting\"", "\"max_count\":4");
+    expect_task(client, ids[3], "\"status\":\"cancelled\"", "\"last_error\":\"no longer wanted\"");
+    expect_task(client, ids[4], "\"status\":\"failed\"", "\"last_error\":\"bad input\"");
+
+    char *result = NULL;
+    OK(qtask_task_result(client, ids[0], 0, &result));
+    CHECK(result && strstr(result, "\"sum\":3"), "result %s", result);
+    qtask_string_free(result);
+    EXPECT(QTASK_RESULT_INVALID_STATE, qtask_task_result(client, ids[3], 0, &result));
+    CHECK(result == NULL && strstr(qtask_last_error(), "no longer wanted"), "error %s", qtask_last_error());
+    EXPECT(QTASK_RESULT_TIMEOUT, qtask_task_result(client, ids[2], 0.05, &result));
+    EXPECT(QTASK_RESULT_NOT_FOUND, qtask_task_result(client, ids[4] + 1000, 0, &result));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_task_result(client, ids[0], -1, &result));
+    OK(qtask_cancel(client, ids[2]));
+}
+
+/* Polls qtask_outcome_time_up until the worker's time limit passes. */
+static int slow_callback(const char *message_json, qtask_outcome *outcome, void *user_data) {
+    (void)message_json;
+    struct outcomes *o = user_data;
+    atomic_fetch_add(&o->calls, 1);
+    struct timespec tick = {0, 10 * 1000 * 1000};
+    for (int i = 0; i < 1000 && !qtask_outcome_time_up(outcome); i++) nanosleep(&tick, NULL);
+    if (qtask_outcome_time_up(outcome)) atomic_fetch_add(&o->time_up_seen, 1);
+    qtask_worker_stop(o->worker);
+    return QTASK_OUTCOME_CODE_FINISH; /* ignored: the attempt already failed */
+}
+
+/* A time limit: the callback is told, and the attempt fails with the reason. */
+static void test_worker_time_limit(qtask_client *client) {
+    int64_t id = 0;
+    OK(qtask_create(client, "slow", "{}", 60, "C:SLOW", "{\"max_count\": 1}", &id));
+    struct outcomes o = {0};
+    OK(qtask_worker_new(client, "C:SLOW", 1, slow_callback, &o, &o.worker));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_worker_set_time_limit(o.worker, 0));
+    OK(qtask_worker_set_time_limit(o.worker, 0.2));
+    qtask_worker_report report = {0};
+    OK(qtask_worker_run(o.worker, &report));
+    qtask_worker_free(o.worker);
+    CHECK(atomic_load(&o.time_up_seen) == 1, "time up seen %d", atomic_load(&o.time_up_seen));
+    CHECK(report.failed == 1 && report.finished == 0, "report %llu/%llu", (unsigned long long)report.finished,
+          (unsigned long long)report.failed);
+    expect_task(client, id, "\"status\":\"failed\"", "\"last_error\":\"time limit of 0.2s exceeded\"");
+    CHECK(!qtask_outcome_time_up(NULL), "NULL outcome");
+}
+
+struct stale {
+    qtask_worker *worker;
+    qtask_client *client;
+};
+
+/* Cancels its own task (unfenced, as an operator would), then fails it now: that
+ * outcome names an attempt that is no longer current. */
+static int stale_callback(const char *message_json, qtask_outcome *outcome, void *user_data) {
+    struct stale *s = user_data;
+    OK(qtask_cancel(s->client, json_int(message_json, "task_id")));
+    qtask_outcome_set_error(outcome, "too late");
+    qtask_worker_stop(s->worker);
+    return QTASK_OUTCOME_CODE_FAIL_NOW;
+}
+
+/* A stale outcome changes nothing and is counted as skipped. */
+static void test_worker_stale_outcome(qtask_client *client) {
+    int64_t id = 0;
+    OK(qtask_create(client, "stale", "{}", 60, "C:STALE", NULL, &id));
+    struct stale s = {NULL, client};
+    OK(qtask_worker_new(client, "C:STALE", 1, stale_callback, &s, &s.worker));
+    qtask_worker_report report = {0};
+    OK(qtask_worker_run(s.worker, &report));
+    qtask_worker_free(s.worker);
+    CHECK(report.skipped == 1 && report.failed == 0, "report skipped %llu failed %llu",
+          (unsigned long long)report.skipped, (unsigned long long)report.failed);
+    expect_task(client, id, "\"status\":\"cancelled\"", "\"last_error\":null");
 }
 
 static int never_called(const char *message_json, qtask_outcome *outcome, void *user_data) {
@@ -829,6 +968,9 @@ int main(int argc, char **argv) {
         RUN(test_bad_input(client, dir));
         RUN(test_worker_drain(client));
         RUN(test_worker_failure(client));
+        RUN(test_worker_outcomes(client));
+        RUN(test_worker_time_limit(client));
+        RUN(test_worker_stale_outcome(client));
         RUN(test_worker_stop_from_thread(client));
         RUN(test_worker_stop_from_signal(client));
     }

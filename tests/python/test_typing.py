@@ -59,7 +59,13 @@ def typed_usage(c: qtask.Client) -> None:
         return {"ok": 1}
 
     handler({"task_id": 1})
-    del pushed, many, status, state, last_error, waiting, async_handler
+    try:
+        result: Any = c.result(task_id, wait=0.01)
+    except qtask.TimeoutError:
+        result = None
+    outcomes: List[Exception] = [qtask.Retry(after=1.5), qtask.Cancel("why"), qtask.FailNow("why")]
+    report: qtask.WorkerReport = qtask.WorkerReport(snoozed=1, cancelled=2)
+    del pushed, many, status, state, last_error, waiting, async_handler, result, outcomes, report
 
 
 def misuse(c: qtask.Client) -> None:
@@ -69,6 +75,8 @@ def misuse(c: qtask.Client) -> None:
     c.get("1")  # type: ignore[arg-type]
     c.get(1)["nope"]  # type: ignore[typeddict-item]
     qtask.Client(sweep_interval=1).run_worker(concurrency="2")  # type: ignore[arg-type]
+    c.result(1, wait="1")  # type: ignore[arg-type]
+    qtask.Retry(after="soon")  # type: ignore[arg-type]
 
 
 def test_typed_usage_runs(sqlite: Backend) -> None:

@@ -6,7 +6,8 @@ use super::wait;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::maintenance::SweepReport;
-use crate::task::{Created, Message, NewTask, Stats, Status, Task};
+use crate::outcome::Outcome;
+use crate::task::{Created, Fence, Fenced, Message, NewTask, Stats, Status, Task};
 
 /// A blocking handle to a task table and its queue. `Send + Sync`: share it between
 /// threads (by reference or in an `Arc`). Dropping it stops its sweeper.
@@ -124,6 +125,16 @@ impl Client {
 
     pub fn cancel(&self, task_id: i64) -> Result<()> {
         blocking!(self, |c| c.cancel(task_id))
+    }
+
+    /// [`crate::Client::result`]: a finished task's result, waiting up to `wait_for`.
+    pub fn result(&self, task_id: i64, wait_for: Duration) -> Result<serde_json::Value> {
+        blocking!(self, |c| c.result(task_id, wait_for))
+    }
+
+    /// [`crate::Client::settle`]: ends the attempt `fence` names as `outcome` says.
+    pub fn settle(&self, fence: Fence, outcome: Outcome) -> Result<Fenced<Status>> {
+        blocking!(self, |c| c.settle(fence, &outcome))
     }
 
     pub fn get(&self, task_id: i64) -> Result<Task> {

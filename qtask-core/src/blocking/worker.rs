@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use super::{wait, Client};
 use crate::error::Result;
+use crate::outcome::{outcome_of, Outcome, TimeUp};
 use crate::task::Message;
-use crate::worker::WorkerReport;
+use crate::worker::{Handle, WorkerReport};
 
 /// How often a running worker looks at its stop signal.
 const STOP_CHECK: Duration = Duration::from_millis(50);
@@ -47,6 +48,7 @@ pub struct Worker {
     client: Result<crate::Client>,
     queue: String,
     concurrency: usize,
+    time_limit: Option<Duration>,
 }
 
 impl Worker {
@@ -55,6 +57,7 @@ impl Worker {
             client: client.live().cloned(),
             queue: queue.into(),
             concurrency: 1,
+            time_limit: None,
         }
     }
 
@@ -64,32 +67,58 @@ impl Worker {
         self
     }
 
+    /// The longest one attempt may run (default: none). When it passes, the attempt
+    /// fails with "time limit of Ns exceeded" (retried with backoff) and the handler's
+    /// [`TimeUp`] is set (see [`Worker::run_with_time_up`]); a thread cannot be
+    /// stopped from outside, so the handler keeps its slot until it returns, and what
+    /// it returns then is ignored.
+    pub fn time_limit(mut self, limit: Duration) -> Self {
+        self.time_limit = Some(limit);
+        self
+    }
+
     /// Works on this thread's behalf until `stop` is signalled, then lets running
-    /// handlers end and returns what the worker did. `Ok(())` from the handler finishes
-    /// the attempt, `Err(text)` fails it with `text` kept as its last error; a panic
-    /// fails it too.
-    pub fn run<H>(self, handler: H, stop: &StopSignal) -> Result<WorkerReport>
+    /// handlers end and returns what the worker did. The handler returns what
+    /// [`crate::Worker::run`]'s does: `Ok(())` finishes, `Ok(value)` finishes with a
+    /// result, `Ok(Outcome::…)` retries after a delay, cancels or fails now, and
+    /// `Err(text)` fails the attempt with `text` kept as its last error; a panic fails
+    /// it too.
+    pub fn run<H, D>(self, handler: H, stop: &StopSignal) -> Result<WorkerReport>
     where
-        H: Fn(Message) -> std::result::Result<(), String> + Send + Sync + 'static,
+        H: Fn(Message) -> std::result::Result<D, String> + Send + Sync + 'static,
+        D: Into<Outcome> + 'static,
+    {
+        self.run_with_time_up(move |message, _time_up| handler(message), stop)
+    }
+
+    /// [`Worker::run`] with a handler that also gets its attempt's [`TimeUp`], to poll
+    /// (or hook) when the worker has a time limit.
+    pub fn run_with_time_up<H, D>(self, handler: H, stop: &StopSignal) -> Result<WorkerReport>
+    where
+        H: Fn(Message, &TimeUp) -> std::result::Result<D, String> + Send + Sync + 'static,
+        D: Into<Outcome> + 'static,
     {
         let handler = Arc::new(handler);
         let stop = stop.clone();
-        let engine = crate::Worker::new(self.client?, self.queue).concurrency(self.concurrency);
+        let mut engine = crate::Worker::new(self.client?, self.queue).concurrency(self.concurrency);
+        if let Some(limit) = self.time_limit {
+            engine = engine.time_limit(limit);
+        }
+        let handle: Handle = Arc::new(move |message, time_up| {
+            let handler = handler.clone();
+            Box::pin(async move {
+                tokio::task::spawn_blocking(move || outcome_of(handler(message, &time_up)))
+                    .await
+                    .unwrap_or_else(|e| Outcome::Retry(format!("handler panicked: {e}")))
+            })
+        });
         wait(async move {
-            let run_one = move |message: Message| {
-                let handler = handler.clone();
-                async move {
-                    tokio::task::spawn_blocking(move || handler(message))
-                        .await
-                        .unwrap_or_else(|e| Err(format!("handler panicked: {e}")))
-                }
-            };
             let stopped = async move {
                 while !stop.is_stopped() {
                     tokio::time::sleep(STOP_CHECK).await;
                 }
             };
-            engine.run(run_one, stopped).await
+            engine.run_handle(handle, false, stopped).await
         })
     }
 }

@@ -12,6 +12,7 @@ mod outbox;
 mod outcomes;
 mod schedules;
 mod schema;
+mod settle;
 mod statements;
 
 use std::collections::HashSet;

@@ -133,16 +133,18 @@ impl Store {
         }
     }
 
-    /// Cancels a task from within its attempt.
-    pub(crate) async fn cancel_attempt(&self, fence: Fence) -> Result<Fenced<()>> {
+    /// Cancels a task from within its attempt, keeping `reason` (if any) as its last error.
+    pub(crate) async fn cancel_attempt(&self, fence: Fence, reason: Option<&str>) -> Result<Fenced<()>> {
         let sql = self
             .sql(&format!(
-                "UPDATE {{t}} SET status = 91, live_key = NULL, next_at = NULL, updated_at = {{now}} \
+                "UPDATE {{t}} SET status = 91, live_key = NULL, next_at = NULL, updated_at = {{now}}, \
+             last_error = COALESCE(?, last_error) \
              WHERE id = ? AND namespace = ? AND status IN {LIVE} AND dispatch_count = ?"
             ))
             .0;
         let run = || async {
             let done = sqlx::query(AssertSqlSafe(sql.as_str()))
+                .bind(reason)
                 .bind(fence.task_id)
                 .bind(self.namespace())
                 .bind(fence.attempt)
@@ -156,7 +158,7 @@ impl Store {
         }
     }
 
-    async fn stale_or_missing<T>(&self, id: i64) -> Result<Fenced<T>> {
+    pub(super) async fn stale_or_missing<T>(&self, id: i64) -> Result<Fenced<T>> {
         match self.status(id).await? {
             None => Err(Error::NotFound(id)),
             Some(_) => Ok(Fenced::Stale),

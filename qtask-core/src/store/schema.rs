@@ -62,6 +62,8 @@ const TASK_COLUMNS: &[Column] = &[
     ("rescued_attempt", Kind::Int, false),
     // Claims take higher priority first.
     ("priority", Kind::IntDefault(0), true),
+    // A finished task's result (JSON), kept until the row is deleted.
+    ("result", Kind::LongText, false),
 ];
 
 const TASK_INDEXES: &[Index] = &[

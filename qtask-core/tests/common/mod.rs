@@ -1,12 +1,67 @@
-//! Shared test harness: the database matrix, unique tables, child processes.
+//! The one test harness: the database matrix and database × queue pairs, unique names,
+//! fresh tables, and (in the submodules) Redis access, private servers and child
+//! processes. Every test file uses it as `mod common;`.
 #![allow(dead_code)]
 
-use std::process::{Child, Command, Stdio};
+mod processes;
+mod redis;
+mod servers;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use qtask_core::sqlx::{AssertSqlSafe, Executor};
 use qtask_core::{Client, Clock, Config, Error};
+
+// Each test file uses a part of the harness.
+#[allow(unused_imports)]
+pub use processes::{lines_with, spawn_child};
+#[allow(unused_imports)]
+pub use redis::{cluster_url, delete_prefix, offer_copy, redis, redis_url, Inspect, Setup};
+#[allow(unused_imports)]
+pub use servers::RedisServer;
+
+/// The kinds of database qtask runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DbKind {
+    Sqlite,
+    Postgres,
+    MariaDb,
+}
+
+impl DbKind {
+    pub const ALL: [DbKind; 3] = [DbKind::Sqlite, DbKind::Postgres, DbKind::MariaDb];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DbKind::Sqlite => "sqlite",
+            DbKind::Postgres => "postgres",
+            DbKind::MariaDb => "mariadb",
+        }
+    }
+
+    /// A Redis database number of this kind's own, for tests that flush it.
+    pub fn flush_db(self) -> u8 {
+        match self {
+            DbKind::Sqlite => 13,
+            DbKind::Postgres => 14,
+            DbKind::MariaDb => 15,
+        }
+    }
+
+    /// The URL to test this kind on: SQLite in one file per test process; the servers
+    /// from `QTASK_TEST_PG_URL` / `QTASK_TEST_MYSQL_URL` or the local defaults.
+    fn url(self) -> String {
+        match self {
+            DbKind::Sqlite => {
+                let file = std::env::temp_dir().join(format!("qtask-test-{}.db", std::process::id()));
+                format!("sqlite://{}", file.display())
+            }
+            DbKind::Postgres => env_or("QTASK_TEST_PG_URL", "postgres://postgres@127.0.0.1:5432/test"),
+            DbKind::MariaDb => env_or("QTASK_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test"),
+        }
+    }
+}
 
 /// One database under test.
 #[derive(Clone, Debug)]
@@ -15,34 +70,40 @@ pub struct Db {
     pub url: String,
 }
 
-/// SQLite always; PostgreSQL and MariaDB when reachable. A missing server is a loud
-/// skip on a user's machine and a failure in CI.
+pub(crate) fn env_or(var: &str, default: &str) -> String {
+    std::env::var(var)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| default.to_string())
+}
+
+/// A missing server: one loud SKIP line on a user's machine, a failure with CI=true.
+pub fn skip(server: &str, url: &str) {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{server} not reachable at {url} (CI=true: a missing server is a failure)");
+    }
+    eprintln!("SKIP: {server} not reachable at {url} (run scripts/services.sh)");
+}
+
+/// The database of `kind`, or None after [`skip`] when its server does not answer.
+pub async fn database(kind: DbKind) -> Option<Db> {
+    let db = Db {
+        name: kind.name(),
+        url: kind.url(),
+    };
+    if kind == DbKind::Sqlite || reachable(&db.url).await {
+        Some(db)
+    } else {
+        skip(db.name, &db.url);
+        None
+    }
+}
+
+/// SQLite always; PostgreSQL and MariaDB when reachable (see [`database`]).
 pub async fn databases() -> Vec<Db> {
-    let sqlite = std::env::temp_dir().join(format!("qtask-test-{}.db", std::process::id()));
-    let mut dbs = vec![Db {
-        name: "sqlite",
-        url: format!("sqlite://{}", sqlite.display()),
-    }];
-    for (name, var, default) in [
-        (
-            "postgres",
-            "QTASK_TEST_PG_URL",
-            "postgres://postgres@127.0.0.1:5432/test",
-        ),
-        (
-            "mariadb",
-            "QTASK_TEST_MYSQL_URL",
-            "mysql://root@127.0.0.1:3306/test",
-        ),
-    ] {
-        let url = std::env::var(var).unwrap_or_else(|_| default.to_string());
-        if reachable(&url).await {
-            dbs.push(Db { name, url });
-        } else if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{name} not reachable at {url} (CI=true: a missing server is a failure)");
-        } else {
-            eprintln!("SKIP: {name} not reachable at {url} (run scripts/services.sh)");
-        }
+    let mut dbs = Vec::new();
+    for kind in DbKind::ALL {
+        dbs.extend(database(kind).await);
     }
     dbs
 }
@@ -63,7 +124,8 @@ async fn reachable(url: &str) -> bool {
     }
 }
 
-/// A table prefix no other test or run uses.
+/// A name no other test or run uses: `[a-z0-9_]`, ending in `_`, short enough for a
+/// table prefix; also the base of the test's Redis key prefix.
 pub fn unique_prefix() -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let nanos = std::time::SystemTime::now()
@@ -78,12 +140,14 @@ pub fn unique_prefix() -> String {
     )
 }
 
-/// A config on a fresh table of `db`, sweeper off, fast backoff, shared test clock.
+/// A config on the table prefix `prefix` of `db`: `db` queue, sweeper off, fast
+/// backoff, the given test clock.
 pub fn config(db: &Db, prefix: &str, clock: &Clock) -> Config {
     Config {
         db: db.url.clone(),
         queue: "db".into(),
         table_prefix: prefix.into(),
+        redis_prefix: format!("qtest_{}", prefix.trim_end_matches('_')),
         sweeper: false,
         retry_backoff: Duration::from_secs(1),
         retry_backoff_max: Duration::from_secs(8),
@@ -92,20 +156,39 @@ pub fn config(db: &Db, prefix: &str, clock: &Clock) -> Config {
     }
 }
 
-/// Opens and installs a client on a fresh table; the clock is shared with others.
+/// The one way to get a fresh table: opens a client of [`config`] with `queue`
+/// (`db` or a Redis URL), lets `adjust` change the config, installs.
+pub async fn fresh_table(
+    db: &Db,
+    prefix: &str,
+    queue: &str,
+    adjust: impl FnOnce(&mut Config),
+) -> (Client, Clock) {
+    let clock = Clock::database();
+    let mut config = Config {
+        queue: queue.into(),
+        ..config(db, prefix, &clock)
+    };
+    adjust(&mut config);
+    let client = Client::open(config)
+        .await
+        .unwrap_or_else(|e| panic!("open on {}: {e}", db.name));
+    client.install().await.expect("install");
+    (client, clock)
+}
+
+/// A client with the `db` queue on a fresh table; its own test clock.
 pub async fn fresh(db: &Db) -> (Client, Clock) {
     fresh_at(db, &unique_prefix()).await
 }
 
 /// [`fresh`] on a table prefix the caller chose (to hand it to a child process).
 pub async fn fresh_at(db: &Db, prefix: &str) -> (Client, Clock) {
-    let clock = Clock::database();
-    let client = Client::open(config(db, prefix, &clock)).await.expect("open");
-    client.install().await.expect("install");
-    (client, clock)
+    fresh_table(db, prefix, "db", |_| {}).await
 }
 
-/// Drops the test's tables (tasks, queue settings, schedules) and closes the client.
+/// Drops the test's tables (tasks, queue settings, schedules), closes the client and,
+/// when Redis carries its offers, deletes its Redis keys.
 pub async fn drop_table(client: &Client) {
     let task_table = client.store().table().to_string();
     let prefix = task_table.strip_suffix("task").unwrap_or(&task_table).to_string();
@@ -119,55 +202,16 @@ pub async fn drop_table(client: &Client) {
             .expect("drop table");
     }
     client.close().await;
+    let config = client.config();
+    if config.queue != "db" {
+        for node in config.queue.split(',') {
+            delete_prefix(node.trim(), &config.redis_prefix).await;
+        }
+    }
 }
 
 pub fn is_invalid(result: Result<impl std::fmt::Debug, Error>) -> bool {
     matches!(result, Err(Error::InvalidArgument(_)))
-}
-
-/// Runs the ignored test `name` of this test binary as a child process with `env`.
-pub fn spawn_child(name: &str, env: &[(&str, String)]) -> Child {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", name, "--ignored", "--nocapture", "--test-threads=1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.spawn().expect("spawn child test process")
-}
-
-/// What follows `prefix` on each line a child printed it (libtest may print its own
-/// "test name ... " before the child's first line).
-pub fn lines_with(output: &str, prefix: &str) -> Vec<String> {
-    output
-        .lines()
-        .filter_map(|l| l.find(prefix).map(|at| l[at + prefix.len()..].trim().to_string()))
-        .collect()
-}
-
-/// The single Redis of `QTASK_TEST_REDIS_URL`, when it answers; a loud skip otherwise
-/// (a failure with CI=true).
-pub fn redis() -> Option<String> {
-    let url = std::env::var("QTASK_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
-    let addr = url
-        .trim_start_matches("redis://")
-        .trim_end_matches('/')
-        .split('/')
-        .next()
-        .unwrap_or("");
-    let up = addr
-        .parse()
-        .map(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok())
-        .unwrap_or(false);
-    if up {
-        return Some(url);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("redis not reachable at {url} (CI=true: a missing server is a failure)");
-    }
-    eprintln!("SKIP: redis not reachable at {url} (run scripts/services.sh)");
-    None
 }
 
 /// One database × queue pair under test.
@@ -180,10 +224,12 @@ pub struct Pair {
 
 impl Pair {
     pub fn name(&self) -> String {
-        let queue = if self.queue == "db" { "db" } else { "redis" };
+        let queue = if self.carries_offers() { "redis" } else { "db" };
         format!("{}+{queue}", self.db.name)
     }
 
+    /// Whether a queue outside the database carries the offers (Redis): a task is
+    /// offered there by a create or a sweep, and only an offer can be popped.
     pub fn carries_offers(&self) -> bool {
         self.queue != "db"
     }
@@ -208,16 +254,7 @@ pub async fn pairs() -> Vec<Pair> {
     out
 }
 
-/// A fresh table (and Redis key prefix) for one pair; sweeper off, shared test clock.
+/// A fresh table (and Redis key prefix) for one pair; sweeper off, its own test clock.
 pub async fn fresh_pair(pair: &Pair) -> (Client, Clock) {
-    let prefix = unique_prefix();
-    let clock = Clock::database();
-    let config = Config {
-        queue: pair.queue.clone(),
-        redis_prefix: format!("qtest_{prefix}"),
-        ..config(&pair.db, &prefix, &clock)
-    };
-    let client = Client::open(config).await.expect("open");
-    client.install().await.expect("install");
-    (client, clock)
+    fresh_table(&pair.db, &unique_prefix(), &pair.queue, |_| {}).await
 }

@@ -1,0 +1,302 @@
+//! Handler outcomes and results on every database × queue pair: finish (with or
+//! without a result), error, retry after a delay, cancel, fail now, a time limit;
+//! stale outcomes change nothing; `result` waits, times out and reports ends.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{drop_table, fresh_pair, pairs};
+use qtask_core::{Client, Error, Fenced, Message, NewTask, Outcome, Status, Worker};
+use serde_json::{json, Value};
+
+const Q: &str = "OUTCOMES:Q";
+const KINDS: [&str; 6] = ["finish", "result", "error", "retry_after", "cancel", "fail_now"];
+
+fn task(kind: &str) -> NewTask {
+    NewTask::new("outcome", json!({ "do": kind }), Q)
+        .timeout(Duration::from_secs(30))
+        .max_count(3)
+        .delete_deadline(Duration::from_secs(3600))
+}
+
+async fn next(client: &Client) -> Message {
+    client.sweep_once().await.unwrap();
+    client
+        .pop(Q, Duration::from_secs(2))
+        .await
+        .unwrap()
+        .expect("a message")
+}
+
+/// Polls (bounded) until `done` holds; the worker runs meanwhile.
+async fn until(mut done: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("not reached in 10 s");
+}
+
+#[tokio::test]
+async fn each_outcome_ends_the_task_its_way() {
+    for pair in pairs().await {
+        let name = pair.name();
+        let (c, clock) = fresh_pair(&pair).await;
+        let mut ids = HashMap::new();
+        for kind in KINDS {
+            ids.insert(kind, c.create(task(kind)).await.unwrap().id);
+        }
+        let seen: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+        let handler_seen = seen.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let worker = Worker::new(c.clone(), Q).concurrency(4);
+        let running = tokio::spawn(worker.run(
+            move |m: Message| {
+                let kind = m.input["do"].as_str().unwrap().to_owned();
+                *handler_seen.lock().unwrap().entry(kind.clone()).or_default() += 1;
+                async move {
+                    match kind.as_str() {
+                        "finish" => Ok(Outcome::from(())),
+                        "result" => Ok(json!({"sum": 3, "名": "任务"}).into()),
+                        "error" => Err("boom".to_owned()),
+                        "retry_after" => Ok(Outcome::retry_after(Duration::from_secs(3600))),
+                        "cancel" => Ok(Outcome::cancel("no longer wanted")),
+                        _ => Ok(Outcome::fail_now("bad input")),
+                    }
+                }
+            },
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        until(|| seen.lock().unwrap().len() == KINDS.len()).await;
+        stop.send(()).unwrap();
+        let report = running.await.unwrap().unwrap();
+        assert_eq!(
+            (
+                report.finished,
+                report.failed,
+                report.snoozed,
+                report.cancelled,
+                report.skipped
+            ),
+            (2, 2, 1, 1, 0),
+            "{name}: {report:?}"
+        );
+
+        let row = |kind| {
+            let c = c.clone();
+            let id = ids[kind];
+            async move { c.get(id).await.unwrap() }
+        };
+        assert_eq!(row("finish").await.status, Status::Finished, "{name}");
+        assert_eq!(
+            c.result(ids["finish"], Duration::ZERO).await.unwrap(),
+            Value::Null
+        );
+        assert_eq!(
+            c.result(ids["result"], Duration::ZERO).await.unwrap(),
+            json!({"sum": 3, "名": "任务"}),
+            "{name}"
+        );
+
+        let failed = row("error").await;
+        assert_eq!(
+            (failed.status, failed.last_error.as_deref()),
+            (Status::Waiting, Some("boom")),
+            "{name}"
+        );
+
+        let snoozed = row("retry_after").await;
+        assert_eq!(
+            (snoozed.status, snoozed.count, snoozed.max_count),
+            (Status::Waiting, 1, 4),
+            "{name}"
+        );
+        assert!(
+            snoozed.next_at.unwrap() - snoozed.updated_at >= 3_599_000,
+            "{name}: {snoozed:?}"
+        );
+        assert_eq!(snoozed.last_error, None);
+
+        let cancelled = row("cancel").await;
+        assert_eq!(
+            (cancelled.status, cancelled.last_error.as_deref()),
+            (Status::Cancelled, Some("no longer wanted")),
+            "{name}"
+        );
+        let err = c.result(ids["cancel"], Duration::ZERO).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidState(m) if m.contains("no longer wanted")),
+            "{err}"
+        );
+
+        let given_up = row("fail_now").await;
+        assert_eq!(
+            (given_up.status, given_up.count, given_up.last_error.as_deref()),
+            (Status::Failed, 1, Some("bad input")),
+            "{name}: attempts were left, none used"
+        );
+        let err = c.result(ids["fail_now"], Duration::ZERO).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidState(m) if m.contains("bad input")),
+            "{err}"
+        );
+
+        // The snoozed task comes back after its delay, as attempt 2 (the number only
+        // goes up), and its attempt was given back.
+        clock.advance(Duration::from_secs(3601));
+        let mut back = next(&c).await;
+        while back.task_id != ids["retry_after"] {
+            c.finish_attempt(back.fence()).await.unwrap();
+            back = next(&c).await;
+        }
+        assert_eq!(back.attempt, 2, "{name}");
+        drop_table(&c).await;
+    }
+}
+
+/// A handler past the worker's time limit is dropped, and its attempt fails with the
+/// reason, to be retried like an error.
+#[tokio::test]
+async fn a_time_limit_drops_the_handler_and_fails_the_attempt() {
+    for pair in pairs().await {
+        let name = pair.name();
+        let (c, _clock) = fresh_pair(&pair).await;
+        let id = c.create(task("slow")).await.unwrap().id;
+        let dropped = Arc::new(AtomicBool::new(false));
+        struct SetOnDrop(Arc<AtomicBool>);
+        impl Drop for SetOnDrop {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let handler_dropped = dropped.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let worker = Worker::new(c.clone(), Q).time_limit(Duration::from_millis(200));
+        let running = tokio::spawn(worker.run(
+            move |_m: Message| {
+                let guard = SetOnDrop(handler_dropped.clone());
+                async move {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    drop(guard);
+                    Ok(())
+                }
+            },
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        until(|| dropped.load(Ordering::SeqCst)).await;
+        stop.send(()).unwrap();
+        let report = running.await.unwrap().unwrap();
+        assert_eq!((report.failed, report.finished), (1, 0), "{name}: {report:?}");
+        let row = c.get(id).await.unwrap();
+        assert_eq!(
+            (row.status, row.last_error.as_deref()),
+            (Status::Waiting, Some("time limit of 0.2s exceeded")),
+            "{name}"
+        );
+        let zero = Worker::new(c.clone(), Q)
+            .time_limit(Duration::ZERO)
+            .run(|_m| async { Ok(()) }, async {})
+            .await;
+        assert!(matches!(zero, Err(Error::InvalidArgument(_))), "{zero:?}");
+        drop_table(&c).await;
+    }
+}
+
+/// Contract 7 for every outcome: one of an attempt that is no longer current is stale
+/// and changes nothing.
+#[tokio::test]
+async fn stale_outcomes_change_nothing() {
+    for pair in pairs().await {
+        let name = pair.name();
+        let (c, clock) = fresh_pair(&pair).await;
+        let id = c.create(task("any")).await.unwrap().id;
+        let first = next(&c).await;
+        clock.advance(Duration::from_secs(31));
+        let second = next(&c).await;
+        assert_eq!((second.task_id, second.attempt), (id, 2), "{name}");
+        let before = c.get(id).await.unwrap();
+        for outcome in [
+            Outcome::from(json!(1)),
+            Outcome::Retry("late".into()),
+            Outcome::retry_after(Duration::from_secs(5)),
+            Outcome::cancel("late"),
+            Outcome::fail_now("late"),
+        ] {
+            assert_eq!(
+                c.settle(first.fence(), &outcome).await.unwrap(),
+                Fenced::Stale,
+                "{name}: {outcome:?}"
+            );
+        }
+        assert_eq!(c.get(id).await.unwrap(), before, "{name}");
+        drop_table(&c).await;
+    }
+}
+
+#[tokio::test]
+async fn result_waits_times_out_and_reports() {
+    for pair in pairs().await {
+        let name = pair.name();
+        let (c, _clock) = fresh_pair(&pair).await;
+        let id = c.create(task("any")).await.unwrap().id;
+        assert!(
+            matches!(c.result(id + 1000, Duration::ZERO).await, Err(Error::NotFound(_))),
+            "{name}"
+        );
+        assert!(
+            matches!(
+                c.result(id, Duration::from_millis(50)).await,
+                Err(Error::Timeout(_))
+            ),
+            "{name}"
+        );
+        let m = next(&c).await;
+        let settler = c.clone();
+        let settled = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            settler.settle(m.fence(), &json!([1, "two"]).into()).await
+        });
+        assert_eq!(
+            c.result(id, Duration::from_secs(10)).await.unwrap(),
+            json!([1, "two"]),
+            "{name}"
+        );
+        assert_eq!(settled.await.unwrap().unwrap(), Fenced::Current(Status::Finished));
+
+        // A retry-after past the deadline fails the task for good, with the reason.
+        let short = task("any").deadline(Duration::from_secs(60));
+        let id = c.create(short).await.unwrap().id;
+        let mut m = next(&c).await;
+        while m.task_id != id {
+            m = next(&c).await;
+        }
+        let done = c
+            .settle(m.fence(), &Outcome::retry_after(Duration::from_secs(120)))
+            .await
+            .unwrap();
+        assert_eq!(done, Fenced::Current(Status::Failed), "{name}");
+        let row = c.get(id).await.unwrap();
+        assert!(row.last_error.unwrap().contains("deadline"), "{name}");
+
+        // A result larger than max_payload_bytes fails the task for good.
+        let id = c.create(task("big")).await.unwrap().id;
+        let mut m = next(&c).await;
+        while m.task_id != id {
+            m = next(&c).await;
+        }
+        let big = json!("x".repeat(c.config().max_payload_bytes + 1));
+        let done = c.settle(m.fence(), &big.into()).await.unwrap();
+        assert_eq!(done, Fenced::Current(Status::Failed), "{name}");
+        drop_table(&c).await;
+    }
+}
