@@ -179,7 +179,9 @@ impl Client {
         style: Option<ParamStyle>,
     ) -> Result<CallerInsert> {
         self.check_open()?;
-        let valid = ValidTask::check(task, delay, self.inner.config.max_payload_bytes)?;
+        // As for any create: the row carries the producer's trace context.
+        let span = crate::trace::create_span(&task.queue, "caller_insert");
+        let valid = self.check_task(task, delay, &span)?;
         let store = &self.inner.store;
         let style = style.unwrap_or_else(|| ParamStyle::of(store.dialect()));
         Ok(store.caller_insert(&valid, style, !self.inner.queue.carries_offers()))

@@ -180,3 +180,31 @@ async fn the_handler_span_continues_the_producers_trace() {
         common::drop_table(&producer).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callers_insert_carries_the_producers_trace() {
+    let _exporter = &*EXPORTER;
+    let pair = common::pairs().await.into_iter().next().unwrap();
+    let (client, _clock) = common::fresh_pair(&pair).await;
+    let producer_span = tracing::info_span!("producer");
+    let trace_id = {
+        use opentelemetry::trace::TraceContextExt;
+        producer_span.context().span().span_context().trace_id()
+    };
+    let insert = producer_span
+        .in_scope(|| {
+            client.caller_insert(
+                &NewTask::new("traced", json!({}), "OTEL:TX"),
+                Default::default(),
+                None,
+            )
+        })
+        .unwrap();
+    let traced = insert
+        .insert
+        .params
+        .iter()
+        .filter_map(|p| p.as_str())
+        .any(|p| p.contains(&format!("00-{trace_id}-")));
+    assert!(traced, "{:?}", insert.insert.params);
+}
