@@ -17,7 +17,7 @@ mod statements;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Connection, Executor, Row};
@@ -38,6 +38,9 @@ pub(crate) use statements::DUE;
 use statements::{Statements, EXPIRED, OFFERED, SPENT};
 
 /// Live rows are kept at least this long, as in the seed (7 days after creation).
+/// Wake-ups of the `db` queue's fetchers sent by one client, at most one per this.
+const WAKE_EVERY: Duration = Duration::from_millis(5);
+
 const LIVE_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
 
 /// A failed row is kept at least this long after it failed (or `delete_deadline`, if
@@ -75,6 +78,8 @@ pub struct Store {
     rendered: Arc<Mutex<(i64, Arc<Statements>)>>,
     /// Queues with limits, as last read with the pause flags (limits.rs).
     limited: Arc<RwLock<HashSet<String>>>,
+    /// When this store last sent a wake-up to the `db` queue's fetchers.
+    last_wake: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Store {
@@ -129,6 +134,7 @@ impl Store {
             namespace: config.namespace.clone(),
             clock,
             rendered: Arc::new(Mutex::new((offset, Arc::new(statements)))),
+            last_wake: Arc::new(Mutex::new(None)),
             limited: Arc::default(),
         })
     }
@@ -154,6 +160,19 @@ impl Store {
 
     fn now(&self) -> String {
         now_expr(self.dialect, self.clock.offset_ms())
+    }
+
+    /// Whether an insert now should wake the fetchers; records it if so.
+    fn wake_due(&self) -> bool {
+        let now = Instant::now();
+        let mut last = self.last_wake.lock().unwrap_or_else(|e| e.into_inner());
+        match *last {
+            Some(at) if now.duration_since(at) < WAKE_EVERY => false,
+            _ => {
+                *last = Some(now);
+                true
+            }
+        }
     }
 
     /// The PostgreSQL notification channel that wakes this table's `db`-queue fetchers.
@@ -286,9 +305,12 @@ impl Store {
         } else {
             (Status::Waiting.code(), task.delay_ms)
         };
-        // A task due now on the `db` queue wakes the fetchers that wait for it.
+        // A task due now on the `db` queue wakes the fetchers that wait for it, at most
+        // once per WAKE_EVERY: PostgreSQL commits notifying transactions one at a time
+        // (a global lock), so a NOTIFY per create would undo group commit. Woken
+        // fetchers claim whatever is due, tasks created meanwhile too.
         let wake = match &statements.insert_and_wake {
-            Some(sql) if !offered && task.delay_ms == 0 => Some(sql.as_str()),
+            Some(sql) if !offered && task.delay_ms == 0 && self.wake_due() => Some(sql.as_str()),
             _ => None,
         };
         let channel = self.wake_channel();
