@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::client::Client;
-use crate::error::{invalid, Error, Result};
+use crate::error::{invalid, Result};
 use crate::store::admin::Bulk;
 use crate::store::{QueueLimits, Store};
 use crate::task::{check_key, Status, Task};
@@ -186,7 +186,7 @@ impl Client {
         before_id: Option<i64>,
         limit: u32,
     ) -> Result<TaskPage> {
-        self.check_usable()?;
+        self.check_open()?;
         filter.check()?;
         if !(1..=MAX_PAGE).contains(&limit) {
             return Err(invalid(format!("limit must be 1 to {MAX_PAGE}")));
@@ -204,7 +204,7 @@ impl Client {
 
     /// How many tasks match `filter`.
     pub async fn count_tasks(&self, filter: &TaskFilter) -> Result<i64> {
-        self.check_usable()?;
+        self.check_open()?;
         filter.check()?;
         self.store().count_tasks(filter).await
     }
@@ -212,7 +212,7 @@ impl Client {
     /// Makes a failed or cancelled task wait again, due now, with a fresh attempt budget.
     /// Err(InvalidState) for a task that is live or finished; Err(NotFound) when it is gone.
     pub async fn retry(&self, task_id: i64) -> Result<()> {
-        self.check_usable()?;
+        self.check_open()?;
         self.store().bulk_one(Bulk::Retry, task_id).await?;
         crate::telemetry::retried(1);
         Ok(())
@@ -256,7 +256,7 @@ impl Client {
     /// worker of every process, enforced in the claim. Every process notices within one
     /// sweep interval; this one at once.
     pub async fn set_queue_limits(&self, queue: &str, limits: QueueLimits) -> Result<()> {
-        self.check_usable()?;
+        self.check_open()?;
         check_key("queue", queue)?;
         if limits.max_processing == Some(0) {
             return Err(invalid(
@@ -277,13 +277,13 @@ impl Client {
 
     /// Every queue of the namespace with its counts by status, pause flag and limits.
     pub async fn queues(&self) -> Result<Vec<QueueSummary>> {
-        self.check_usable()?;
+        self.check_open()?;
         self.store().queue_summaries().await
     }
 
     /// Tasks finished and failed per minute over the last `minutes` minutes, oldest first.
     pub async fn rates(&self, minutes: u32) -> Result<Vec<RatePoint>> {
-        self.check_usable()?;
+        self.check_open()?;
         if !(1..=MAX_RATE_MINUTES).contains(&minutes) {
             return Err(invalid(format!("minutes must be 1 to {MAX_RATE_MINUTES}")));
         }
@@ -308,7 +308,7 @@ impl Client {
     }
 
     async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {
-        self.check_usable()?;
+        self.check_open()?;
         check_key("queue", queue)?;
         self.store().set_paused(queue, paused).await?;
         self.paused_cache().invalidate();
@@ -316,7 +316,7 @@ impl Client {
     }
 
     async fn bulk_batch(&self, bulk: Bulk, filter: &TaskFilter, after_id: i64) -> Result<BulkBatch> {
-        self.check_usable()?;
+        self.check_open()?;
         filter.check()?;
         let (changed, next_after_id) = self
             .store()
@@ -344,18 +344,12 @@ impl Client {
             }
         }
     }
-
-    fn check_usable(&self) -> Result<()> {
-        if self.is_closed() {
-            return Err(Error::Closed);
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
 
     #[test]
     fn filters_read_from_json() {

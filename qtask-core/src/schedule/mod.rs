@@ -208,7 +208,7 @@ impl Client {
     /// next tick is kept while cron, time zone and interval are unchanged, so a
     /// program may declare its schedules at every start. Returns the stored schedule.
     pub async fn schedule(&self, schedule: Schedule) -> Result<ScheduleInfo> {
-        self.check_live()?;
+        self.check_open()?;
         let (valid, ticks) = schedule.check(self.config().max_payload_bytes)?;
         let store = self.store();
         let now = store.now_ms().await?;
@@ -224,21 +224,14 @@ impl Client {
 
     /// Removes a schedule; returns whether it existed. Tasks it already made stay.
     pub async fn unschedule(&self, name: &str) -> Result<bool> {
-        self.check_live()?;
+        self.check_open()?;
         self.store().delete_schedule(name).await
     }
 
     /// Every schedule of the namespace, by name.
     pub async fn schedules(&self) -> Result<Vec<ScheduleInfo>> {
-        self.check_live()?;
+        self.check_open()?;
         self.store().list_schedules().await
-    }
-
-    fn check_live(&self) -> Result<()> {
-        if self.is_closed() {
-            return Err(Error::Closed);
-        }
-        Ok(())
     }
 }
 
