@@ -295,7 +295,9 @@ impl AsyncClient {
     /// The result as JSON text, waiting up to `wait` seconds; a cancel ends the wait.
     fn result<'py>(&self, py: Python<'py>, task_id: i64, wait: f64) -> PyResult<Bound<'py, PyAny>> {
         let wait = seconds("wait", wait).map_err(py_err)?;
-        call!(self, py, OnCancel::Abort, |c| to_json(&c.result(task_id, wait).await?))
+        call!(self, py, OnCancel::Abort, |c| to_json(
+            &c.result(task_id, wait).await?
+        ))
     }
 
     fn get<'py>(&self, py: Python<'py>, task_id: i64) -> PyResult<Bound<'py, PyAny>> {
@@ -358,7 +360,9 @@ impl AsyncClient {
         limits_json: String,
     ) -> PyResult<Bound<'py, PyAny>> {
         let limits = qtask_core::QueueLimits::from_json(&limits_json).map_err(py_err)?;
-        call!(self, py, OnCancel::Finish, |c| c.set_queue_limits(&queue, limits).await)
+        call!(self, py, OnCancel::Finish, |c| c
+            .set_queue_limits(&queue, limits)
+            .await)
     }
 
     fn queues<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -440,7 +444,12 @@ impl AsyncInvoke {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()
-            .ok_or_else(|| py_err(Error::InvalidState(format!("task {} was already invoked", self.task_id))))?;
+            .ok_or_else(|| {
+                py_err(Error::InvalidState(format!(
+                    "task {} was already invoked",
+                    self.task_id
+                )))
+            })?;
         spawn(py, OnCancel::Finish, invoke.invoke())
     }
 }

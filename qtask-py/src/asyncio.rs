@@ -191,7 +191,12 @@ fn hand_to_loops(py: Python<'_>, batch: Vec<Completion>) {
         }
     }
     for (event_loop, items) in by_loop {
-        let deliver = match Py::new(py, Deliver { items: Mutex::new(items) }) {
+        let deliver = match Py::new(
+            py,
+            Deliver {
+                items: Mutex::new(items),
+            },
+        ) {
             Ok(deliver) => deliver,
             Err(err) => {
                 err.write_unraisable(py, None);
@@ -213,7 +218,6 @@ impl Deliver {
     fn take(&self) -> Vec<Item> {
         std::mem::take(&mut *self.items.lock().unwrap_or_else(PoisonError::into_inner))
     }
-
 }
 
 /// Never run (its loop was closed first): nobody can await these any more.

@@ -128,7 +128,8 @@ impl Client {
     /// Returns `(id, existing, invoke)`; call `invoke()` after your transaction commits.
     fn create_deferred(&self, py: Python<'_>, task_json: String) -> PyQtaskResult<(i64, bool, Invoke)> {
         let client = self.client()?;
-        let (created, invoke) = py.detach(move || client.create_deferred(task_now(&task_json, client.config())?))?;
+        let (created, invoke) =
+            py.detach(move || client.create_deferred(task_now(&task_json, client.config())?))?;
         let invoke = Invoke {
             task_id: created.id,
             inner: Mutex::new(Some(invoke)),
@@ -154,7 +155,8 @@ impl Client {
                 .iter()
                 .enumerate()
                 .map(|(i, text)| {
-                    task_now(text, client.config()).map_err(|e| Error::InvalidArgument(format!("tasks[{i}]: {e}")))
+                    task_now(text, client.config())
+                        .map_err(|e| Error::InvalidArgument(format!("tasks[{i}]: {e}")))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             client.create_many(tasks)
