@@ -258,14 +258,16 @@ impl AsyncClient {
     }
 
     /// Hands back a message that was delivered but whose awaiting task was cancelled
-    /// before it could take it. Returns at once; the write runs on the engine.
-    fn hand_back(&self, task_id: i64, attempt: i64) -> PyQtaskResult<()> {
-        let engine = self.engine()?;
-        let Some(client) = engine.client.get().cloned() else {
-            return Ok(()); // never connected: nothing was claimed
-        };
-        hand_back(client, Fence { task_id, attempt })();
-        Ok(())
+    /// before it could take it. Returns at once and never raises (it runs while a
+    /// `CancelledError` propagates); the write runs on the engine, and a failure is
+    /// logged (a closed client's fails: the task then waits for its lease to end).
+    fn hand_back(&self, task_id: i64, attempt: i64) {
+        if self.engine.opened_in != std::process::id() {
+            return;
+        }
+        if let Some(client) = self.engine.client.get().cloned() {
+            hand_back(client, Fence { task_id, attempt })();
+        }
     }
 
     /// The lease granted in seconds, or `None`: skip the task.

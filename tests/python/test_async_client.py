@@ -324,3 +324,23 @@ def test_one_client_serves_two_event_loops(sqlite: Backend) -> None:
     assert seen and seen[0] != first
     assert asyncio.run(c.count_tasks(queue="L")) == 2
     asyncio.run(c.close())
+
+
+def test_a_claim_whose_loop_closed_is_handed_back(backend: Backend) -> None:
+    """The claim completes while its loop is not running, and the loop is closed
+    without running again: the delivery is dropped unrun and hands the task back."""
+    with backend.client(sweeper=False) as sync:
+        sync.install()
+        c = aclient(backend, sweeper=False)
+        task_id = int(asyncio.run(c.create("orphan", {}, queue="O", max_count=3, delete_deadline=KEEP)))
+        loop = asyncio.new_event_loop()
+
+        async def start() -> Any:
+            return c._native.pop("O", 30.0)
+
+        loop.run_until_complete(start())
+        _wait_claimed(sync, task_id)
+        loop.close()
+        row = wait_until(lambda: sync.get(task_id) if sync.get(task_id)["status"] == "waiting" else None, "the hand-back")
+        assert row["max_count"] == 4 and row["count"] == 1
+        asyncio.run(c.close())
