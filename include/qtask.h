@@ -13,6 +13,7 @@
  */
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /**
@@ -211,6 +212,52 @@ typedef struct qtask_worker_report {
    */
   uint64_t cancelled;
 } qtask_worker_report;
+
+/**
+ * A task handed out by `qtask_worker_next`.
+ */
+typedef struct qtask_task {
+  /**
+   * Names the task to `qtask_worker_complete` and `qtask_worker_time_up`; unique
+   * within the worker.
+   */
+  uint64_t token;
+  /**
+   * The task's input object plus `task_id` and `attempt`. qtask's: valid until
+   * this token's completion is passed to `qtask_worker_complete` (or the run ends).
+   */
+  const char *message_json;
+} qtask_task;
+
+/**
+ * How one handed-out task ended, for `qtask_worker_complete`: what a callback
+ * returns and sets on its `qtask_outcome`, in one struct.
+ */
+typedef struct qtask_completion {
+  /**
+   * The `qtask_task`'s token.
+   */
+  uint64_t token;
+  /**
+   * A `qtask_outcome_code` (any other non-zero value means
+   * `QTASK_OUTCOME_CODE_RETRY`).
+   */
+  int32_t code;
+  /**
+   * NULL, or the text (UTF-8, borrowed) kept as `last_error` or as the reason, as
+   * with `qtask_outcome_set_error`.
+   */
+  const char *error;
+  /**
+   * With `QTASK_OUTCOME_CODE_RETRY_AFTER`: the delay in seconds (>= 0).
+   */
+  double delay_seconds;
+  /**
+   * NULL, or with `QTASK_OUTCOME_CODE_FINISH` a JSON value (borrowed) kept as the
+   * task's result; malformed JSON fails the task for good with the parse error.
+   */
+  const char *result_json;
+} qtask_completion;
 
 #ifdef __cplusplus
 extern "C" {
@@ -618,6 +665,23 @@ qtask_result qtask_worker_new(struct qtask_client *client,
                               struct qtask_worker **out_worker);
 
 /**
+ * Creates a worker for the tasks of `queue` (borrowed, copied) of `client` that
+ * hands its tasks to the caller instead of calling a callback: while one thread is
+ * inside `qtask_worker_run`, any threads take up to `concurrency` tasks at a time
+ * with `qtask_worker_next`, run them where they like, and report how each ended
+ * with `qtask_worker_complete`, in batches. The engine never calls into the caller,
+ * and the calls cost one lock per batch, not a thread switch per task. Stop and
+ * free the worker before `qtask_close` on its client.
+ *
+ * On success `*out_worker` is a new handle that the caller owns and must release
+ * with `qtask_worker_free`; on failure it is NULL.
+ */
+qtask_result qtask_worker_new_pull(struct qtask_client *client,
+                                   const char *queue,
+                                   uint32_t concurrency,
+                                   struct qtask_worker **out_worker);
+
+/**
  * Runs the worker on the calling thread until `qtask_worker_stop` (or
  * `qtask_worker_free` from another thread), then waits for running callbacks to
  * return and their outcomes to be written, and returns. A worker stopped before
@@ -685,6 +749,42 @@ qtask_result qtask_outcome_set_result(struct qtask_outcome *outcome, const char 
  * during that call.
  */
 qtask_result qtask_outcome_set_error(struct qtask_outcome *outcome, const char *message);
+
+/**
+ * Takes up to `capacity` tasks of a worker made by `qtask_worker_new_pull` into
+ * `out_tasks` (an array of `capacity`, written from the start) and their number
+ * into `*out_count`, waiting up to `wait_seconds` (>= 0) for the first. Each task
+ * must be reported with `qtask_worker_complete`: until then it keeps one of the
+ * worker's `concurrency` slots, and its `message_json` stays valid.
+ *
+ * Returns `QTASK_RESULT_OK` with `*out_count` 0 when the wait passed, also before
+ * `qtask_worker_run` started; `QTASK_RESULT_CLOSED` once the run has returned (after
+ * `qtask_worker_stop`, every task handed out was completed) or the worker was freed.
+ * May be called from any thread, from several at once.
+ */
+qtask_result qtask_worker_next(struct qtask_worker *worker,
+                               struct qtask_task *out_tasks,
+                               size_t capacity,
+                               double wait_seconds,
+                               size_t *out_count);
+
+/**
+ * Reports how `count` tasks of `qtask_worker_next` ended (`completions`, borrowed,
+ * an array of `count`): each attempt ends as its code says, as a callback's return
+ * would, and its slot frees up. A token that is unknown or already completed is
+ * ignored (so is a completion that comes after the time limit ended the attempt).
+ * May be called from any thread, from several at once.
+ */
+qtask_result qtask_worker_complete(struct qtask_worker *worker,
+                                   const struct qtask_completion *completions,
+                                   size_t count);
+
+/**
+ * True once the time limit of the task `token` of a `qtask_worker_new_pull` worker
+ * has passed (its attempt has then failed: stop working on it, and complete it).
+ * False without a time limit, and for a token not handed out or already completed.
+ */
+bool qtask_worker_time_up(struct qtask_worker *worker, uint64_t token);
 
 #ifdef __cplusplus
 }  // extern "C"

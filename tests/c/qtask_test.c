@@ -3,7 +3,7 @@
  * dedupe, the deferred create, periodic tasks, threads sharing one handle, and every kind of
  * bad input, each checked for its result code and for writing nothing; the
  * worker (drain, a failing callback, stop from another thread and from a signal
- * handler) and the log callback.
+ * handler, the pull mode) and the log callback.
  *
  *   qtask_test DIR [cycle]   DIR: a scratch directory for the SQLite files
  *
@@ -757,6 +757,83 @@ static void test_worker_stop_from_signal(qtask_client *client) {
     qtask_worker_free(signalled_worker);
 }
 
+/* ---- the pull worker: qtask_worker_next / qtask_worker_complete ---- */
+
+/* A pull worker of 4 on one thread, its tasks taken and completed in batches on
+ * this one: every task once, with each outcome as a callback's return would give. */
+static void test_worker_pull(qtask_client *client) {
+    enum { N = 60 };
+    long long before = kept_tasks(client);
+    for (int i = 0; i < N; i++) {
+        char input[64];
+        snprintf(input, sizeof input, "{\"n\": %d}", i);
+        OK(qtask_create(client, "pull", input, 60, "C:PULL", NULL, NULL));
+    }
+    struct run_arg arg = {NULL, QTASK_RESULT_INTERNAL};
+    OK(qtask_worker_new_pull(client, "C:PULL", 4, &arg.worker));
+    qtask_task tasks[8];
+    size_t count = 99;
+    /* Before the run: nothing yet, not an error. */
+    OK(qtask_worker_next(arg.worker, tasks, 8, 0, &count));
+    CHECK(count == 0, "%zu tasks before the run", count);
+    pthread_t thread;
+    CHECK(pthread_create(&thread, NULL, run_worker, &arg) == 0, "pthread_create");
+    int seen = 0, cancelled_id = -1;
+    char *bad_result = NULL;
+    while (seen < N) {
+        OK(qtask_worker_next(arg.worker, tasks, 8, 5, &count));
+        CHECK(count > 0, "no task within 5 s after %d", seen);
+        CHECK(count <= 4, "%zu tasks out at once with concurrency 4", count);
+        qtask_completion done[8];
+        for (size_t k = 0; k < count; k++) {
+            long long n = json_int(tasks[k].message_json, "n");
+            CHECK(json_int(tasks[k].message_json, "task_id") > 0 && json_int(tasks[k].message_json, "attempt") == 1,
+                  "message %s", tasks[k].message_json);
+            CHECK(!qtask_worker_time_up(arg.worker, tasks[k].token), "time up without a limit");
+            done[k] = (qtask_completion){.token = tasks[k].token, .code = QTASK_OUTCOME_CODE_FINISH};
+            if (n == 0) {
+                done[k].result_json = "{\"ok\": true}";
+            } else if (n == 1) {
+                done[k].code = QTASK_OUTCOME_CODE_CANCEL;
+                done[k].error = "not wanted";
+                cancelled_id = (int)json_int(tasks[k].message_json, "task_id");
+            } else if (n == 2) {
+                done[k].result_json = "{not json";
+                bad_result = malloc(32);
+                snprintf(bad_result, 32, "%lld", json_int(tasks[k].message_json, "task_id"));
+            }
+        }
+        OK(qtask_worker_complete(arg.worker, done, count));
+        /* A token completed twice is ignored. */
+        OK(qtask_worker_complete(arg.worker, done, count));
+        seen += (int)count;
+    }
+    qtask_worker_stop(arg.worker);
+    EXPECT(QTASK_RESULT_CLOSED, qtask_worker_next(arg.worker, tasks, 8, 5, &count));
+    pthread_join(thread, NULL);
+    CHECK(arg.rc == QTASK_RESULT_OK, "run: %s", qtask_result_name(arg.rc));
+    char *task = NULL;
+    OK(qtask_get(client, cancelled_id, &task));
+    CHECK(strstr(task, "\"status\":\"cancelled\"") && strstr(task, "not wanted"), "cancelled: %s", task);
+    qtask_string_free(task);
+    OK(qtask_get(client, atoll(bad_result), &task));
+    CHECK(strstr(task, "\"status\":\"failed\"") && strstr(task, "result_json"), "bad result: %s", task);
+    qtask_string_free(task);
+    free(bad_result);
+    CHECK(kept_tasks(client) == before + 2, "%lld tasks kept", kept_tasks(client) - before);
+
+    /* A callback worker has no tasks to pull; bad arguments. */
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_worker_next(arg.worker, NULL, 8, 0, &count));
+    qtask_worker_free(arg.worker);
+    EXPECT(QTASK_RESULT_CLOSED, qtask_worker_next(arg.worker, tasks, 8, 0, &count));
+    atomic_int calls = 0;
+    qtask_worker *callback_worker;
+    OK(qtask_worker_new(client, "C:PULL", 1, never_called, &calls, &callback_worker));
+    EXPECT(QTASK_RESULT_INVALID_STATE, qtask_worker_next(callback_worker, tasks, 8, 0, &count));
+    qtask_worker_free(callback_worker);
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_worker_new_pull(client, "C:PULL", 0, &callback_worker));
+}
+
 /* ---- the log callback ---- */
 
 struct log_seen {
@@ -973,6 +1050,7 @@ int main(int argc, char **argv) {
         RUN(test_worker_stale_outcome(client));
         RUN(test_worker_stop_from_thread(client));
         RUN(test_worker_stop_from_signal(client));
+        RUN(test_worker_pull(client));
     }
     qtask_close(client);
     printf("%d checks, %d failed\n", checks, failures);
