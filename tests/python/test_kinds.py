@@ -37,7 +37,7 @@ def test_two_kinds_in_one_queue_each_reach_their_handler(backend: Backend) -> No
         emails: List[Dict[str, Any]] = []
         charges: List[qtask.Message] = []
 
-        @c.task(Q, name="send_email")
+        @c.task(Q, name="send_email", delete_deadline=3600)
         def send_email(to: str, subject: str = "(none)") -> str:
             emails.append({"to": to, "subject": subject})
             return f"sent to {to}"
