@@ -3,8 +3,8 @@
 //! renewed (fenced, batched); outcomes go through the client's completer, so the
 //! finishes of many slots share one commit. A stop lets running handlers end.
 
-use std::future::Future;
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
