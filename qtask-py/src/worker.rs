@@ -140,6 +140,7 @@ fn call_handler(handler: &Py<PyAny>, message: Message, time_up: Option<&qtask_co
 /// retries the others, see `Worker::kinds`).
 #[pyfunction]
 #[pyo3(signature = (client, queue, handler, concurrency, stop, time_limit=None, kinds=None))]
+#[allow(clippy::too_many_arguments)] // the Python function's parameters, one by one
 pub fn run_worker(
     py: Python<'_>,
     client: &Client,
