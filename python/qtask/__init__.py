@@ -28,6 +28,7 @@ re-dispatches whatever is due or overdue, so that no task is lost.
 
 from __future__ import annotations
 
+from ._async_client import AsyncClient, AsyncInvoke
 from ._client import Client, Handler, Invoke
 from ._kinds import MessageKind, TaskKind
 from ._qtask import __version__
@@ -63,6 +64,8 @@ __all__ = [
     "__version__",
     "Client",
     "Invoke",
+    "AsyncClient",
+    "AsyncInvoke",
     "Created",
     "Handler",
     "Message",
