@@ -253,7 +253,7 @@ class AsyncClient:
                     claimed = json.loads(message)
                     self._native.hand_back(claimed["task_id"], claimed["attempt"])
             raise
-        return None if text is None else cast(Message, json.loads(text))
+        return None if text is None else Message._from_json(text)
 
     async def processing(self, task_id: int) -> bool:
         """As :meth:`qtask.Client.processing`: ``False`` means skip the task."""

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, TypeVar, cast, overload
 
 from . import _qtask
+from ._kinds import KindDecorator, TaskKind
 from .errors import InvalidArgument
 from .types import (
     Created,
@@ -158,6 +159,7 @@ class Client:
     def __init__(self, db: Optional[str] = None, queue: Optional[str] = None, **settings: Any) -> None:
         self._native = _qtask.Client(_config_json(db, queue, settings))
         self._handlers: dict[str, Handler] = {}
+        self._kinds: dict[str, dict[str, TaskKind[Any, Any]]] = {}
 
     # --- lifecycle
 
@@ -345,11 +347,12 @@ class Client:
     def pop(self, queue: str, wait: float = 1.0) -> Optional[Message]:
         """Waits up to ``wait`` seconds for a message of ``queue``.
 
-        Returns the task's input plus ``task_id`` and ``attempt``, or ``None``. Then
+        Returns the :class:`qtask.Message` (the input plus ``task_id`` and ``attempt``;
+        also ``name``, ``deadline_at``, ``input`` as attributes), or ``None``. Then
         call :meth:`processing`, do the work, and :meth:`finish` or :meth:`fail`.
         """
         text = self._native.pop(_text(queue, "queue"), cast(float, _seconds(wait, "wait")))
-        return None if text is None else cast(Message, json.loads(text))
+        return None if text is None else Message._from_json(text)
 
     def processing(self, task_id: int) -> bool:
         """Marks the task running and extends its lease by its timeout.
@@ -530,29 +533,97 @@ class Client:
 
     # --- worker
 
-    def task(self, queue: str) -> Callable[[H], H]:
-        """Registers the decorated function as the handler of ``queue``.
+    @overload
+    def task(self, queue: str) -> Callable[[H], H]: ...
 
-        The handler gets the message dict. Returning finishes the task, keeping a
-        returned value (JSON-serialisable; ``None`` keeps none) as its result, read
-        with :meth:`result`. Raising ``qtask.Retry(after=s)``, ``qtask.Cancel(reason)``
-        or ``qtask.FailNow(reason)`` ends the attempt that way; any other exception
-        fails it, with the traceback as its last error, and the task is retried with
+    @overload
+    def task(
+        self,
+        queue: str,
+        *,
+        name: str,
+        timeout: Optional[float] = None,
+        deadline: Optional[float] = None,
+        delete_deadline: Optional[float] = None,
+        max_count: Optional[int] = None,
+        priority: Optional[int] = None,
+    ) -> KindDecorator: ...
+
+    def task(
+        self,
+        queue: str,
+        *,
+        name: Optional[str] = None,
+        timeout: Optional[float] = None,
+        deadline: Optional[float] = None,
+        delete_deadline: Optional[float] = None,
+        max_count: Optional[int] = None,
+        priority: Optional[int] = None,
+    ) -> Any:
+        """Registers the decorated function as a handler of ``queue``.
+
+        ``@client.task(queue)``: the queue's handler for every task of it (the task
+        name is only a label), called with the :class:`qtask.Message` (a dict: the
+        input plus ``task_id`` and ``attempt``); returns the function itself.
+
+        ``@client.task(queue, name="billing.charge")``: the handler of one kind of
+        task in the queue, the tasks named ``name``; a worker of the queue calls it
+        with the input as keyword arguments (with the :class:`qtask.Message` first
+        when its first parameter is annotated ``qtask.Message``). Returns a
+        :class:`qtask.TaskKind`: it calls like the function, and enqueues
+        (``charge.create(amount=3)``, ``charge.options(order_no="A-1").create(…)``,
+        ``charge.delay(60, …)``, ``charge.new_task(…)`` for :meth:`create_many`).
+        ``timeout``, ``deadline``, ``delete_deadline``, ``max_count`` and ``priority``
+        are the kind's default options. A queue may have kinds and a handler for
+        every other name; without that handler, a task whose name has no handler on
+        the worker is retried with backoff ("no handler for task name …" as its last
+        error), so that in a rolling deploy the workers that have it take it.
+
+        Either way, returning finishes the task, keeping a returned value
+        (JSON-serialisable; ``None`` keeps none) as its result, read with
+        :meth:`result`. Raising ``qtask.Retry(after=s)``, ``qtask.Cancel(reason)`` or
+        ``qtask.FailNow(reason)`` ends the attempt that way; any other exception fails
+        it, with the traceback as its last error, and the task is retried with
         backoff. ``async def`` handlers run on an asyncio loop.
         """
+        _text(queue, "queue")
+        if name is None:
 
-        def register(handler: H) -> H:
-            if queue in self._handlers:
-                raise InvalidArgument(f"queue {queue!r} already has a handler")
-            self._handlers[queue] = handler
-            return handler
+            def register(handler: H) -> H:
+                if queue in self._handlers:
+                    raise InvalidArgument(f"queue {queue!r} already has a handler")
+                self._handlers[queue] = handler
+                return handler
 
-        return register
+            return register
+        if not _text(name, "name"):
+            raise InvalidArgument("name must not be empty")
+        defaults = dict(
+            timeout=timeout, deadline=deadline, delete_deadline=delete_deadline, max_count=max_count, priority=priority
+        )
+
+        def register_kind(fn: Callable[..., Any]) -> TaskKind[Any, Any]:
+            from ._kinds import MessageKind, takes_message
+
+            kinds = self._kinds.setdefault(queue, {})
+            if name in kinds:
+                raise InvalidArgument(f"queue {queue!r} already has a handler for {name!r}")
+            cls = MessageKind if takes_message(fn) else TaskKind
+            kind: TaskKind[Any, Any] = cls(self, fn, queue, name, defaults)
+            kinds[name] = kind
+            return kind
+
+        return KindDecorator(register_kind)
 
     @property
     def handlers(self) -> Mapping[str, Handler]:
-        """The registered handlers by queue."""
+        """The handlers registered with ``@client.task(queue)``, by queue."""
         return dict(self._handlers)
+
+    @property
+    def kinds(self) -> Mapping[str, Mapping[str, TaskKind[Any, Any]]]:
+        """The kinds registered with ``@client.task(queue, name=…)``, by queue and name."""
+        return {q: dict(k) for q, k in self._kinds.items()}
 
     def run_worker(
         self,
@@ -565,6 +636,10 @@ class Client:
         time_limit: Optional[float] = None,
     ) -> WorkerReport:
         """Runs the registered handlers until SIGINT/SIGTERM (or ``stop.set()``).
+
+        Each task goes to the kind registered for its name in its queue, else to the
+        queue's ``@client.task(queue)`` handler; with neither, it is retried with
+        backoff (see :meth:`task`).
 
         Arguments:
             concurrency: handlers running at once, per queue (threads for sync
@@ -583,14 +658,17 @@ class Client:
         """
         from ._worker import Worker
 
-        handlers = self._handlers
+        handlers, kinds = self._handlers, self._kinds
         if queues is not None:
             wanted = list(queues)
-            missing = [q for q in wanted if q not in handlers]
+            missing = [q for q in wanted if q not in handlers and q not in kinds]
             if missing:
                 raise InvalidArgument(f"no handler registered for {missing}")
-            handlers = {q: handlers[q] for q in wanted}
-        worker = Worker(self._native, handlers, concurrency=concurrency, stop=stop, time_limit=time_limit)
+            handlers = {q: handlers[q] for q in wanted if q in handlers}
+            kinds = {q: kinds[q] for q in wanted if q in kinds}
+        worker = Worker(
+            self._native, handlers, kinds=kinds, concurrency=concurrency, stop=stop, time_limit=time_limit
+        )
         return worker.run(handle_signals=handle_signals)
 
 

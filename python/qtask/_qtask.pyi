@@ -54,7 +54,8 @@ class Client:
 
     def dispatch(self, task_id: int) -> bool: ...
     def pop(self, queue: str, wait: float) -> Optional[str]:
-        """The message as JSON text, or ``None`` after ``wait`` seconds."""
+        """The message as JSON text (``{"task_id", "attempt", "name", "queue",
+        "deadline_at", "input"}``), or ``None`` after ``wait`` seconds."""
 
     def processing(self, task_id: int) -> Optional[float]:
         """The lease granted in seconds, or ``None``: skip the task."""
@@ -189,8 +190,10 @@ def run_worker(
     concurrency: int,
     stop: WorkerStop,
     time_limit: Optional[float] = None,
+    kinds: Optional[List[str]] = None,
 ) -> Tuple[int, int, int, int, int]:
     """Runs qtask-core's worker engine on ``queue`` until ``stop``; ``handler`` gets the
-    message JSON and the attempt's ``TimeUp`` (``None`` without a time limit) and
-    returns a ``HandlerOutcome``. Returns ``(finished, failed, skipped, snoozed,
-    cancelled)``."""
+    message JSON (as ``Client.pop``'s) and the attempt's ``TimeUp`` (``None`` without a
+    time limit) and returns a ``HandlerOutcome``. ``kinds``: the task names ``handler``
+    takes (default all); the engine retries tasks of other names with backoff.
+    Returns ``(finished, failed, skipped, snoozed, cancelled)``."""

@@ -249,7 +249,7 @@ impl AsyncClient {
             match client.pop(&queue, wait).await {
                 Ok(Some(message)) => {
                     let undelivered = hand_back(client, message.fence());
-                    (Ok(Some(message.to_json().to_string())), Some(undelivered))
+                    (Ok(Some(crate::worker::message_json(message))), Some(undelivered))
                 }
                 Ok(None) => (Ok(None), None),
                 Err(err) => (Err(err), None),

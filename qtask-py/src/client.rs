@@ -179,14 +179,14 @@ impl Client {
         Ok(py.detach(move || client.dispatch(task_id))?)
     }
 
-    /// The message as JSON text (input plus `task_id` and `attempt`), or `None`.
+    /// The message as JSON text (`worker::message_json`), or `None`.
     fn pop(&self, py: Python<'_>, queue: String, wait: f64) -> PyQtaskResult<Option<String>> {
         let client = self.client()?;
         let message = py.detach(move || {
             let wait = seconds("wait", wait)?;
             client.pop(&queue, wait)
         })?;
-        Ok(message.map(|m| m.to_json().to_string()))
+        Ok(message.map(crate::worker::message_json))
     }
 
     /// The lease granted in seconds, or `None` when the caller must skip the task.

@@ -63,6 +63,7 @@ pub struct Worker {
     queue: String,
     concurrency: usize,
     time_limit: Option<Duration>,
+    kinds: Option<Vec<String>>,
 }
 
 impl Worker {
@@ -72,7 +73,18 @@ impl Worker {
             queue: queue.into(),
             concurrency: 1,
             time_limit: None,
+            kinds: None,
         }
+    }
+
+    /// The task names this worker's handler takes; see [`crate::Worker::kinds`].
+    pub fn kinds<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.kinds = Some(names.into_iter().map(Into::into).collect());
+        self
     }
 
     /// Handlers running at once (default 1).
@@ -152,6 +164,9 @@ impl Worker {
         let mut engine = crate::Worker::new(self.client?, self.queue).concurrency(self.concurrency);
         if let Some(limit) = self.time_limit {
             engine = engine.time_limit(limit);
+        }
+        if let Some(kinds) = self.kinds {
+            engine = engine.kinds(kinds);
         }
         Ok(engine)
     }
