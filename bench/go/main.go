@@ -314,7 +314,7 @@ func floorRedis(ctx context.Context, rdb *redis.Client) (*system, func(), error)
 const qtaskQueue = "bench"
 
 func qtaskSystem(ctx context.Context, o *options, queue, prefix string) (*system, func(), error) {
-	cl, err := qtask.Open(qtask.Config{DB: o.pg, Queue: queue, TablePrefix: prefix, RedisPrefix: "qtask-bench-" + o.runID})
+	cl, err := qtask.Open(ctx, qtask.Config{DB: o.pg, Queue: queue, TablePrefix: prefix, RedisPrefix: "qtask-bench-" + o.runID})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -322,12 +322,12 @@ func qtaskSystem(ctx context.Context, o *options, queue, prefix string) (*system
 		cl.Close()
 		dropTable(o.pg, prefix+"task")
 	}
-	if err := cl.Install(); err != nil {
+	if err := cl.Install(ctx); err != nil {
 		return nil, cleanup, err
 	}
 	s := &system{
 		enqueue: func(ctx context.Context, i int) error {
-			_, err := cl.CreateNow("noop", map[string]interface{}{"i": i}, 5*time.Minute, qtaskQueue)
+			_, err := cl.CreateNow(ctx, "noop", map[string]interface{}{"i": i}, 5*time.Minute, qtaskQueue)
 			return err
 		},
 		notes: fmt.Sprintf("table %stask, dropped after; one Client shared by the workers, sweeper on", prefix),
@@ -346,11 +346,11 @@ func qtaskSystem(ctx context.Context, o *options, queue, prefix string) (*system
 			go func() {
 				defer wg.Done()
 				for wctx.Err() == nil {
-					msg, err := cl.Pop(qtaskQueue, 50*time.Millisecond)
+					msg, err := cl.Pop(ctx, qtaskQueue, 50*time.Millisecond)
 					if err == nil && msg != nil {
 						var ok bool
-						if ok, err = cl.Processing(msg.TaskID); err == nil && ok {
-							err = cl.Finish(msg.TaskID) // the handler does nothing
+						if ok, err = cl.Processing(ctx, msg.TaskID); err == nil && ok {
+							err = cl.Finish(ctx, msg.TaskID) // the handler does nothing
 						} else if err == nil {
 							err = fmt.Errorf("task %d: Processing said skip", msg.TaskID)
 						}
@@ -373,7 +373,7 @@ func qtaskSystem(ctx context.Context, o *options, queue, prefix string) (*system
 		if finished.Load() < int64(n) {
 			return 0, fmt.Errorf("only %d of %d finished: %v", finished.Load(), n, ctx.Err())
 		}
-		st, err := cl.Stats()
+		st, err := cl.Stats(ctx)
 		if err != nil {
 			return 0, err
 		}
