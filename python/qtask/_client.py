@@ -507,6 +507,7 @@ class Client:
         deadline: Optional[float] = None,
         delete_deadline: Optional[float] = None,
         max_count: Optional[int] = None,
+        priority: Optional[int] = None,
     ) -> ScheduleInfo:
         """Declares the periodic task ``name``, or replaces the one of that name.
 
@@ -522,8 +523,9 @@ class Client:
                 from now.
             missed: ticks missed while no process swept: ``"run_once"`` makes one
                 catch-up task, ``"skip"`` none; then the next future tick.
-            timeout, deadline, delete_deadline, max_count: as for :meth:`create`,
-                for each task it makes.
+            timeout, deadline, delete_deadline, max_count, priority: as for
+                :meth:`create`, for each task it makes (``priority``: claims take
+                higher priority first; default 0, from -1000 to 1000).
 
         Returns the stored schedule (``next_at``: its next tick, Unix ms).
 
@@ -543,6 +545,10 @@ class Client:
             if isinstance(max_count, bool) or not isinstance(max_count, int):
                 raise InvalidArgument(f"max_count must be an int, got {max_count!r}")
             options["max_count"] = max_count
+        if priority is not None:
+            if isinstance(priority, bool) or not isinstance(priority, int):
+                raise InvalidArgument(f"priority must be an int, got {priority!r}")
+            options["priority"] = priority
         text = self._native.schedule(_text(name, "name"), _dumps(input, "input"), _dumps(options, "schedule options"))
         return cast(ScheduleInfo, json.loads(text))
 
