@@ -269,7 +269,10 @@ fn schedules_are_added_listed_and_removed() {
             "-5",
             "--json",
         ]);
-        assert_eq!((pulse["every_ms"].as_i64(), pulse["priority"].as_i64()), (Some(300_000), Some(-5)));
+        assert_eq!(
+            (pulse["every_ms"].as_i64(), pulse["priority"].as_i64()),
+            (Some(300_000), Some(-5))
+        );
         let again = w.json(&[
             "schedules",
             "add",

@@ -61,7 +61,7 @@ pub use task::{
 pub use task_args::{TaskArgs, OPTION_KEYS};
 pub use worker::{Worker, WorkerReport};
 
-/// Cancels a blocked [`Client::pop_cancellable`] or [`Client::result_cancellable`].
-pub use tokio_util::sync::CancellationToken;
 /// The driver behind `Store::pool`, re-exported so callers' transactions match qtask's.
 pub use sqlx;
+/// Cancels a blocked [`Client::pop_cancellable`] or [`Client::result_cancellable`].
+pub use tokio_util::sync::CancellationToken;

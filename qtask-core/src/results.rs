@@ -88,7 +88,12 @@ impl Client {
 
     /// [`Client::result`] whose wait also ends when `cancel` is cancelled, as if it
     /// ran out ([`Error::Timeout`] while the task is live).
-    pub async fn result_cancellable(&self, task_id: i64, wait: Duration, cancel: &CancellationToken) -> Result<Value> {
+    pub async fn result_cancellable(
+        &self,
+        task_id: i64,
+        wait: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<Value> {
         self.check_open()?;
         let wait = wait.min(MAX_WAIT);
         let until = tokio::time::Instant::now() + wait;

@@ -42,6 +42,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A blocking pop whose reply is this much later than its own timeout is given up.
 const BLOCKING_GRACE: Duration = Duration::from_secs(5);
+/// How long a cancelled pop's reply is awaited before it is unblocked again.
+const UNBLOCK_AGAIN: Duration = Duration::from_millis(20);
 /// Idle blocking-pop connections kept for reuse; more are closed.
 const MAX_IDLE: usize = 32;
 /// After a failed connect, calls fail at once for this long (doubling up to the max),
@@ -252,7 +254,13 @@ impl RedisQueue {
 
     /// How many tasks a limited queue may take, polling until `until` while it is none:
     /// ids popped beyond it would only be withdrawn again.
-    async fn room(&self, queue: &str, max: usize, until: Instant, cancel: &CancellationToken) -> Result<usize> {
+    async fn room(
+        &self,
+        queue: &str,
+        max: usize,
+        until: Instant,
+        cancel: &CancellationToken,
+    ) -> Result<usize> {
         let mut pause = Duration::from_millis(5);
         loop {
             let room = self.store.room(queue, max as i64).await?;
@@ -289,13 +297,21 @@ impl RedisQueue {
     /// One id, waiting at most `wait` (at least 1 ms) on a connection of its own
     /// (BZPOPMIN), or until `cancel`. An idle connection found broken (Redis
     /// restarted, connections killed) is replaced once.
-    async fn take_blocking(&self, key: &str, wait: Duration, cancel: &CancellationToken) -> Result<Option<String>> {
+    async fn take_blocking(
+        &self,
+        key: &str,
+        wait: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<Option<String>> {
         let until = deadline_after(wait);
         let (blocking, mut reused) = match self.take_idle() {
             Some(conn) => (conn, true),
             None => (self.open_blocking().await?, false),
         };
-        let BlockingConn { mut conn, mut client_id } = blocking;
+        let BlockingConn {
+            mut conn,
+            mut client_id,
+        } = blocking;
         loop {
             let left = until.saturating_duration_since(Instant::now());
             // Redis 6+ takes fractional seconds; 0 would mean "forever".
@@ -357,7 +373,7 @@ impl RedisQueue {
     /// usable. Otherwise (a cluster, or the unblock failed) the connection is dropped,
     /// which ends the pop on the server; an id taken in that instant is offered again
     /// by the sweeper once its offer times out.
-    async fn cancel_blocking<F>(&self, key: &str, client_id: Option<i64>, reply: std::pin::Pin<Box<F>>)
+    async fn cancel_blocking<F>(&self, key: &str, client_id: Option<i64>, mut reply: std::pin::Pin<Box<F>>)
     where
         F: std::future::Future<Output = std::result::Result<(Conn, PopReply), tokio::time::error::Elapsed>>,
     {
@@ -365,16 +381,26 @@ impl RedisQueue {
         let Ok((Conn::Single(mut shared), generation)) = self.shared_conn().await else {
             return;
         };
-        let unblocked: Result<i64, RedisError> = redis::cmd("CLIENT")
-            .arg("UNBLOCK")
-            .arg(client_id)
-            .query_async(&mut shared)
-            .await;
-        if let Err(err) = unblocked {
-            self.shared_failed(generation, &err).await;
-            return;
-        }
-        let Ok(Ok((conn, Ok(popped)))) = timeout(RESPONSE_TIMEOUT, reply).await else {
+        // The pop may not be blocked yet (its command still on the way): unblock again
+        // until it replies.
+        let give_up = Instant::now() + RESPONSE_TIMEOUT;
+        let replied = loop {
+            let unblocked: Result<i64, RedisError> = redis::cmd("CLIENT")
+                .arg("UNBLOCK")
+                .arg(client_id)
+                .query_async(&mut shared)
+                .await;
+            if let Err(err) = unblocked {
+                self.shared_failed(generation, &err).await;
+                return;
+            }
+            match timeout(UNBLOCK_AGAIN, &mut reply).await {
+                Ok(replied) => break replied,
+                Err(_) if Instant::now() < give_up => continue,
+                Err(_) => return,
+            }
+        };
+        let Ok((conn, Ok(popped))) = replied else {
             return;
         };
         self.put_idle(BlockingConn {
