@@ -150,6 +150,8 @@ pub struct BulkArgs {
     pub json: JsonFlag,
 }
 
+// Parsed once per run: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum SchedulesCommand {
     /// Every schedule of the namespace, with its next tick.
