@@ -120,6 +120,14 @@ typedef int32_t qtask_outcome_code;
 #endif // __cplusplus
 
 /**
+ * A cancel token: cancelling it ends the waits it was given to, now and later.
+ * Opaque; corresponds to a `qtask_core::CancellationToken` (an `Arc`) in qtask's
+ * registry. Thread-safe: cancel it from any thread while another waits with it.
+ * Created by `qtask_cancel_token_new`, released by `qtask_cancel_token_free`.
+ */
+typedef struct qtask_cancel_token qtask_cancel_token;
+
+/**
  * A client: a connection pool to one namespace of a task table, its queue, and
  * (unless the config turns it off) a background sweeper. Opaque; corresponds
  * to an `Arc<qtask_core::blocking::Client>` held in qtask's registry of live
@@ -339,6 +347,53 @@ qtask_result qtask_rates(struct qtask_client *client, uint32_t minutes, char **o
 qtask_result qtask_set_queue_limits(struct qtask_client *client,
                                     const char *queue,
                                     const char *limits_json);
+
+/**
+ * Makes a cancel token, not yet cancelled. `*out` (not NULL) receives a new handle
+ * the caller owns and must release with `qtask_cancel_token_free` once no call uses
+ * it any more; NULL on failure.
+ */
+qtask_result qtask_cancel_token_new(struct qtask_cancel_token **out);
+
+/**
+ * Cancels `token`: every wait given it ends now, and every later one at once.
+ * Cancelling twice is fine. Does not block; safe from any thread, while another
+ * thread waits with the token. A handle already freed gives `QTASK_RESULT_CLOSED`.
+ */
+qtask_result qtask_cancel_token_cancel(struct qtask_cancel_token *token);
+
+/**
+ * Releases `token`. Free it once the calls given it have returned: a call still
+ * waiting holds its own reference (freeing is safe), but can no longer be cancelled.
+ * NULL is a no-op; so is a handle already freed.
+ */
+void qtask_cancel_token_free(struct qtask_cancel_token *token);
+
+/**
+ * `qtask_pop` whose wait also ends when `token` is cancelled (from another thread),
+ * as if it ran out: `QTASK_RESULT_OK` with `*out_message_json` NULL, and nothing
+ * claimed or taken off the queue, so a task that arrives later is left for the next
+ * pop. A claim already running when the token is cancelled completes, and its
+ * message is returned (an attempt is never begun and dropped). `token` is borrowed
+ * for the call (NULL: never cancelled); an already cancelled token returns at once
+ * without claiming.
+ */
+qtask_result qtask_pop_cancellable(struct qtask_client *client,
+                                   const char *queue,
+                                   double wait_s,
+                                   struct qtask_cancel_token *token,
+                                   char **out_message_json);
+
+/**
+ * `qtask_task_result` whose wait also ends when `token` is cancelled, as if it ran
+ * out: `QTASK_RESULT_TIMEOUT` while the task is live. `token` is borrowed for the
+ * call (NULL: never cancelled).
+ */
+qtask_result qtask_task_result_cancellable(struct qtask_client *client,
+                                           int64_t task_id,
+                                           double wait_seconds,
+                                           struct qtask_cancel_token *token,
+                                           char **out_result_json);
 
 /**
  * The library's version ("0.1.0"). Static: never NULL, never to be freed. Thread-safe.
@@ -616,7 +671,9 @@ qtask_result qtask_set_log_callback(qtask_log_callback callback, void *user_data
  * (5 fields, 6 with seconds first, or "@hourly"…, read in `time_zone`, an IANA
  * name, default "UTC") and `every` (seconds, at least 1); optional `missed`
  * ("run_once": one task for ticks missed while nothing ran, the default; "skip":
- * none), `timeout`, `deadline`, `delete_deadline` (seconds) and `max_count`.
+ * none), `timeout`, `deadline`, `delete_deadline` (seconds), `max_count` and
+ * `priority` (of each task it makes: claims take higher priority first; default 0,
+ * from -1000 to 1000).
  * A bad expression, zone or interval is `QTASK_RESULT_INVALID_ARGUMENT` and
  * writes nothing. All strings are borrowed and must be valid UTF-8.
  *
@@ -640,7 +697,7 @@ qtask_result qtask_unschedule(struct qtask_client *client, const char *name, boo
  * Every schedule of the client's namespace, by name, as a JSON array of objects:
  * `name`, `queue`, `input`, `cron` and `time_zone` (null for intervals),
  * `every_ms` (null for cron), `missed`, `timeout_ms`, `deadline_ms`,
- * `delete_after_ms`, `max_count`, `next_at`, `last_tick_at`, `last_task_id`,
+ * `delete_after_ms`, `max_count`, `priority`, `next_at`, `last_tick_at`, `last_task_id`,
  * `created_at`, `updated_at` (times in Unix milliseconds). `*out_schedules_json`
  * (not NULL) receives a new string the caller owns and must free with
  * `qtask_string_free`, or NULL on failure.

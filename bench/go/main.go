@@ -313,7 +313,7 @@ func floorRedis(ctx context.Context, rdb *redis.Client) (*system, func(), error)
 const qtaskQueue = "bench"
 
 func qtaskSystem(ctx context.Context, o *options, queue, prefix string) (*system, func(), error) {
-	cl, err := qtask.Open(qtask.Config{DB: o.pg, Queue: queue, TablePrefix: prefix, RedisPrefix: "qtask-bench-" + o.runID})
+	cl, err := qtask.Open(ctx, qtask.Config{DB: o.pg, Queue: queue, TablePrefix: prefix, RedisPrefix: "qtask-bench-" + o.runID})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -321,12 +321,12 @@ func qtaskSystem(ctx context.Context, o *options, queue, prefix string) (*system
 		cl.Close()
 		dropTable(o.pg, prefix+"task")
 	}
-	if err := cl.Install(); err != nil {
+	if err := cl.Install(ctx); err != nil {
 		return nil, cleanup, err
 	}
 	s := &system{
 		enqueue: func(ctx context.Context, i int) error {
-			_, err := cl.CreateNow("noop", map[string]interface{}{"i": i}, 5*time.Minute, qtaskQueue)
+			_, err := cl.CreateNow(ctx, "noop", map[string]interface{}{"i": i}, 5*time.Minute, qtaskQueue)
 			return err
 		},
 		notes: fmt.Sprintf("table %stask, dropped after; qtask.Worker on the Client that enqueued, sweeper on; timed until the n-th handler call", prefix),
@@ -352,7 +352,7 @@ func qtaskSystem(ctx context.Context, o *options, queue, prefix string) (*system
 		if r := w.LastReport(); r.Finished != uint64(n) {
 			return 0, fmt.Errorf("%d of %d finished (%+v): %v", r.Finished, n, r, ctx.Err())
 		}
-		st, err := cl.Stats()
+		st, err := cl.Stats(ctx)
 		if err != nil {
 			return 0, err
 		}

@@ -366,9 +366,12 @@ class AsyncClient:
         deadline: Optional[float] = None,
         delete_deadline: Optional[float] = None,
         max_count: Optional[int] = None,
+        priority: Optional[int] = None,
     ) -> ScheduleInfo:
         """As :meth:`qtask.Client.schedule`."""
-        options = _schedule_options(queue, cron, every, time_zone, missed, timeout, deadline, delete_deadline, max_count)
+        options = _schedule_options(
+            queue, cron, every, time_zone, missed, timeout, deadline, delete_deadline, max_count, priority
+        )
         text = await self._native.schedule(_text(name, "name"), _dumps(input, "input"), options)
         return cast(ScheduleInfo, json.loads(text))
 

@@ -495,6 +495,7 @@ class Client:
         deadline: Optional[float] = None,
         delete_deadline: Optional[float] = None,
         max_count: Optional[int] = None,
+        priority: Optional[int] = None,
     ) -> ScheduleInfo:
         """Declares the periodic task ``name``, or replaces the one of that name.
 
@@ -510,8 +511,9 @@ class Client:
                 from now.
             missed: ticks missed while no process swept: ``"run_once"`` makes one
                 catch-up task, ``"skip"`` none; then the next future tick.
-            timeout, deadline, delete_deadline, max_count: as for :meth:`create`,
-                for each task it makes.
+            timeout, deadline, delete_deadline, max_count, priority: as for
+                :meth:`create`, for each task it makes (``priority``: claims take
+                higher priority first; default 0, from -1000 to 1000).
 
         Returns the stored schedule (``next_at``: its next tick, Unix ms).
 
@@ -519,7 +521,7 @@ class Client:
             qtask.InvalidArgument: a bad expression, time zone or interval (or input);
                 nothing was written.
         """
-        options = _schedule_options(queue, cron, every, time_zone, missed, timeout, deadline, delete_deadline, max_count)
+        options = _schedule_options(queue, cron, every, time_zone, missed, timeout, deadline, delete_deadline, max_count, priority)
         text = self._native.schedule(_text(name, "name"), _dumps(input, "input"), options)
         return cast(ScheduleInfo, json.loads(text))
 
@@ -724,6 +726,7 @@ def _schedule_options(
     deadline: Optional[float],
     delete_deadline: Optional[float],
     max_count: Optional[int],
+    priority: Optional[int] = None,
 ) -> str:
     """A schedule's options as the engine reads them (``Schedule::from_json``)."""
     options: Dict[str, Any] = {"queue": _text(queue, "queue"), "missed": _text(missed, "missed")}
@@ -738,4 +741,8 @@ def _schedule_options(
         if isinstance(max_count, bool) or not isinstance(max_count, int):
             raise InvalidArgument(f"max_count must be an int, got {max_count!r}")
         options["max_count"] = max_count
+    if priority is not None:
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise InvalidArgument(f"priority must be an int, got {priority!r}")
+        options["priority"] = priority
     return _dumps(options, "schedule options")

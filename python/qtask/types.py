@@ -162,6 +162,8 @@ class ScheduleInfo(TypedDict):
     deadline_ms: int
     delete_after_ms: int
     max_count: int
+    priority: int
+    """The priority of the tasks its ticks make."""
     next_at: int
     """When the next tick is due."""
     last_tick_at: Optional[int]
