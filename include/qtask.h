@@ -13,6 +13,7 @@
  */
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /**
@@ -119,6 +120,14 @@ typedef int32_t qtask_outcome_code;
 #endif // __cplusplus
 
 /**
+ * A cancel token: cancelling it ends the waits it was given to, now and later.
+ * Opaque; corresponds to a `qtask_core::CancellationToken` (an `Arc`) in qtask's
+ * registry. Thread-safe: cancel it from any thread while another waits with it.
+ * Created by `qtask_cancel_token_new`, released by `qtask_cancel_token_free`.
+ */
+typedef struct qtask_cancel_token qtask_cancel_token;
+
+/**
  * A client: a connection pool to one namespace of a task table, its queue, and
  * (unless the config turns it off) a background sweeper. Opaque; corresponds
  * to an `Arc<qtask_core::blocking::Client>` held in qtask's registry of live
@@ -212,6 +221,52 @@ typedef struct qtask_worker_report {
   uint64_t cancelled;
 } qtask_worker_report;
 
+/**
+ * A task handed out by `qtask_worker_next`.
+ */
+typedef struct qtask_task {
+  /**
+   * Names the task to `qtask_worker_complete` and `qtask_worker_time_up`; unique
+   * within the worker.
+   */
+  uint64_t token;
+  /**
+   * The task's input object plus `task_id` and `attempt`. qtask's: valid until
+   * this token's completion is passed to `qtask_worker_complete` (or the run ends).
+   */
+  const char *message_json;
+} qtask_task;
+
+/**
+ * How one handed-out task ended, for `qtask_worker_complete`: what a callback
+ * returns and sets on its `qtask_outcome`, in one struct.
+ */
+typedef struct qtask_completion {
+  /**
+   * The `qtask_task`'s token.
+   */
+  uint64_t token;
+  /**
+   * A `qtask_outcome_code` (any other non-zero value means
+   * `QTASK_OUTCOME_CODE_RETRY`).
+   */
+  int32_t code;
+  /**
+   * NULL, or the text (UTF-8, borrowed) kept as `last_error` or as the reason, as
+   * with `qtask_outcome_set_error`.
+   */
+  const char *error;
+  /**
+   * With `QTASK_OUTCOME_CODE_RETRY_AFTER`: the delay in seconds (>= 0).
+   */
+  double delay_seconds;
+  /**
+   * NULL, or with `QTASK_OUTCOME_CODE_FINISH` a JSON value (borrowed) kept as the
+   * task's result; malformed JSON fails the task for good with the parse error.
+   */
+  const char *result_json;
+} qtask_completion;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -292,6 +347,53 @@ qtask_result qtask_rates(struct qtask_client *client, uint32_t minutes, char **o
 qtask_result qtask_set_queue_limits(struct qtask_client *client,
                                     const char *queue,
                                     const char *limits_json);
+
+/**
+ * Makes a cancel token, not yet cancelled. `*out` (not NULL) receives a new handle
+ * the caller owns and must release with `qtask_cancel_token_free` once no call uses
+ * it any more; NULL on failure.
+ */
+qtask_result qtask_cancel_token_new(struct qtask_cancel_token **out);
+
+/**
+ * Cancels `token`: every wait given it ends now, and every later one at once.
+ * Cancelling twice is fine. Does not block; safe from any thread, while another
+ * thread waits with the token. A handle already freed gives `QTASK_RESULT_CLOSED`.
+ */
+qtask_result qtask_cancel_token_cancel(struct qtask_cancel_token *token);
+
+/**
+ * Releases `token`. Free it once the calls given it have returned: a call still
+ * waiting holds its own reference (freeing is safe), but can no longer be cancelled.
+ * NULL is a no-op; so is a handle already freed.
+ */
+void qtask_cancel_token_free(struct qtask_cancel_token *token);
+
+/**
+ * `qtask_pop` whose wait also ends when `token` is cancelled (from another thread),
+ * as if it ran out: `QTASK_RESULT_OK` with `*out_message_json` NULL, and nothing
+ * claimed or taken off the queue, so a task that arrives later is left for the next
+ * pop. A claim already running when the token is cancelled completes, and its
+ * message is returned (an attempt is never begun and dropped). `token` is borrowed
+ * for the call (NULL: never cancelled); an already cancelled token returns at once
+ * without claiming.
+ */
+qtask_result qtask_pop_cancellable(struct qtask_client *client,
+                                   const char *queue,
+                                   double wait_s,
+                                   struct qtask_cancel_token *token,
+                                   char **out_message_json);
+
+/**
+ * `qtask_task_result` whose wait also ends when `token` is cancelled, as if it ran
+ * out: `QTASK_RESULT_TIMEOUT` while the task is live. `token` is borrowed for the
+ * call (NULL: never cancelled).
+ */
+qtask_result qtask_task_result_cancellable(struct qtask_client *client,
+                                           int64_t task_id,
+                                           double wait_seconds,
+                                           struct qtask_cancel_token *token,
+                                           char **out_result_json);
 
 /**
  * The library's version ("0.1.0"). Static: never NULL, never to be freed. Thread-safe.
@@ -569,7 +671,9 @@ qtask_result qtask_set_log_callback(qtask_log_callback callback, void *user_data
  * (5 fields, 6 with seconds first, or "@hourly"…, read in `time_zone`, an IANA
  * name, default "UTC") and `every` (seconds, at least 1); optional `missed`
  * ("run_once": one task for ticks missed while nothing ran, the default; "skip":
- * none), `timeout`, `deadline`, `delete_deadline` (seconds) and `max_count`.
+ * none), `timeout`, `deadline`, `delete_deadline` (seconds), `max_count` and
+ * `priority` (of each task it makes: claims take higher priority first; default 0,
+ * from -1000 to 1000).
  * A bad expression, zone or interval is `QTASK_RESULT_INVALID_ARGUMENT` and
  * writes nothing. All strings are borrowed and must be valid UTF-8.
  *
@@ -593,7 +697,7 @@ qtask_result qtask_unschedule(struct qtask_client *client, const char *name, boo
  * Every schedule of the client's namespace, by name, as a JSON array of objects:
  * `name`, `queue`, `input`, `cron` and `time_zone` (null for intervals),
  * `every_ms` (null for cron), `missed`, `timeout_ms`, `deadline_ms`,
- * `delete_after_ms`, `max_count`, `next_at`, `last_tick_at`, `last_task_id`,
+ * `delete_after_ms`, `max_count`, `priority`, `next_at`, `last_tick_at`, `last_task_id`,
  * `created_at`, `updated_at` (times in Unix milliseconds). `*out_schedules_json`
  * (not NULL) receives a new string the caller owns and must free with
  * `qtask_string_free`, or NULL on failure.
@@ -616,6 +720,23 @@ qtask_result qtask_worker_new(struct qtask_client *client,
                               qtask_worker_callback callback,
                               void *user_data,
                               struct qtask_worker **out_worker);
+
+/**
+ * Creates a worker for the tasks of `queue` (borrowed, copied) of `client` that
+ * hands its tasks to the caller instead of calling a callback: while one thread is
+ * inside `qtask_worker_run`, any threads take up to `concurrency` tasks at a time
+ * with `qtask_worker_next`, run them where they like, and report how each ended
+ * with `qtask_worker_complete`, in batches. The engine never calls into the caller,
+ * and the calls cost one lock per batch, not a thread switch per task. Stop and
+ * free the worker before `qtask_close` on its client.
+ *
+ * On success `*out_worker` is a new handle that the caller owns and must release
+ * with `qtask_worker_free`; on failure it is NULL.
+ */
+qtask_result qtask_worker_new_pull(struct qtask_client *client,
+                                   const char *queue,
+                                   uint32_t concurrency,
+                                   struct qtask_worker **out_worker);
 
 /**
  * Runs the worker on the calling thread until `qtask_worker_stop` (or
@@ -685,6 +806,42 @@ qtask_result qtask_outcome_set_result(struct qtask_outcome *outcome, const char 
  * during that call.
  */
 qtask_result qtask_outcome_set_error(struct qtask_outcome *outcome, const char *message);
+
+/**
+ * Takes up to `capacity` tasks of a worker made by `qtask_worker_new_pull` into
+ * `out_tasks` (an array of `capacity`, written from the start) and their number
+ * into `*out_count`, waiting up to `wait_seconds` (>= 0) for the first. Each task
+ * must be reported with `qtask_worker_complete`: until then it keeps one of the
+ * worker's `concurrency` slots, and its `message_json` stays valid.
+ *
+ * Returns `QTASK_RESULT_OK` with `*out_count` 0 when the wait passed, also before
+ * `qtask_worker_run` started; `QTASK_RESULT_CLOSED` once the run has returned (after
+ * `qtask_worker_stop`, every task handed out was completed) or the worker was freed.
+ * May be called from any thread, from several at once.
+ */
+qtask_result qtask_worker_next(struct qtask_worker *worker,
+                               struct qtask_task *out_tasks,
+                               size_t capacity,
+                               double wait_seconds,
+                               size_t *out_count);
+
+/**
+ * Reports how `count` tasks of `qtask_worker_next` ended (`completions`, borrowed,
+ * an array of `count`): each attempt ends as its code says, as a callback's return
+ * would, and its slot frees up. A token that is unknown or already completed is
+ * ignored (so is a completion that comes after the time limit ended the attempt).
+ * May be called from any thread, from several at once.
+ */
+qtask_result qtask_worker_complete(struct qtask_worker *worker,
+                                   const struct qtask_completion *completions,
+                                   size_t count);
+
+/**
+ * True once the time limit of the task `token` of a `qtask_worker_new_pull` worker
+ * has passed (its attempt has then failed: stop working on it, and complete it).
+ * False without a time limit, and for a token not handed out or already completed.
+ */
+bool qtask_worker_time_up(struct qtask_worker *worker, uint64_t token);
 
 #ifdef __cplusplus
 }  // extern "C"

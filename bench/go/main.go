@@ -27,7 +27,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -314,7 +313,7 @@ func floorRedis(ctx context.Context, rdb *redis.Client) (*system, func(), error)
 const qtaskQueue = "bench"
 
 func qtaskSystem(ctx context.Context, o *options, queue, prefix string) (*system, func(), error) {
-	cl, err := qtask.Open(qtask.Config{DB: o.pg, Queue: queue, TablePrefix: prefix, RedisPrefix: "qtask-bench-" + o.runID})
+	cl, err := qtask.Open(ctx, qtask.Config{DB: o.pg, Queue: queue, TablePrefix: prefix, RedisPrefix: "qtask-bench-" + o.runID})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -322,58 +321,38 @@ func qtaskSystem(ctx context.Context, o *options, queue, prefix string) (*system
 		cl.Close()
 		dropTable(o.pg, prefix+"task")
 	}
-	if err := cl.Install(); err != nil {
+	if err := cl.Install(ctx); err != nil {
 		return nil, cleanup, err
 	}
 	s := &system{
 		enqueue: func(ctx context.Context, i int) error {
-			_, err := cl.CreateNow("noop", map[string]interface{}{"i": i}, 5*time.Minute, qtaskQueue)
+			_, err := cl.CreateNow(ctx, "noop", map[string]interface{}{"i": i}, 5*time.Minute, qtaskQueue)
 			return err
 		},
-		notes: fmt.Sprintf("table %stask, dropped after; one Client shared by the workers, sweeper on", prefix),
+		notes: fmt.Sprintf("table %stask, dropped after; qtask.Worker on the Client that enqueued, sweeper on; timed until the n-th handler call", prefix),
 	}
 	s.drain = func(ctx context.Context, c, n int) (time.Duration, error) {
-		var finished atomic.Int64
+		var handled atomic.Int64
 		var doneAt atomic.Int64
 		wctx, stop := context.WithCancel(ctx)
 		defer stop()
-		var errOnce sync.Once
-		var werr error
-		var wg sync.WaitGroup
+		w := qtask.NewWorker(cl, qtaskQueue, qtask.WorkerOptions{Concurrency: c})
 		start := time.Now()
-		for w := 0; w < c; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for wctx.Err() == nil {
-					msg, err := cl.Pop(qtaskQueue, 50*time.Millisecond)
-					if err == nil && msg != nil {
-						var ok bool
-						if ok, err = cl.Processing(msg.TaskID); err == nil && ok {
-							err = cl.Finish(msg.TaskID) // the handler does nothing
-						} else if err == nil {
-							err = fmt.Errorf("task %d: Processing said skip", msg.TaskID)
-						}
-						if err == nil && finished.Add(1) == int64(n) {
-							doneAt.Store(int64(time.Since(start)))
-							stop()
-						}
-					}
-					if err != nil {
-						errOnce.Do(func() { werr = err; stop() })
-						return
-					}
-				}
-			}()
+		w.Handle(func(context.Context, *qtask.Message) error { // the handler does nothing
+			if handled.Add(1) == int64(n) {
+				doneAt.Store(int64(time.Since(start)))
+				stop()
+			}
+			return nil
+		})
+		if err := w.Run(wctx); err != nil {
+			return 0, err
 		}
-		wg.Wait()
-		if werr != nil {
-			return 0, werr
+		// Run has returned: every outcome is written.
+		if r := w.LastReport(); r.Finished != uint64(n) {
+			return 0, fmt.Errorf("%d of %d finished (%+v): %v", r.Finished, n, r, ctx.Err())
 		}
-		if finished.Load() < int64(n) {
-			return 0, fmt.Errorf("only %d of %d finished: %v", finished.Load(), n, ctx.Err())
-		}
-		st, err := cl.Stats()
+		st, err := cl.Stats(ctx)
 		if err != nil {
 			return 0, err
 		}

@@ -333,7 +333,8 @@ func suiteQtask(p suiteParams, s *sink) (*suiteSystem, error) {
 	}
 	cfg := fmt.Sprintf(`{"db":%q,"queue":%q,"table_prefix":%q,"redis_prefix":%q,"max_connections":%d}`,
 		p.DB, p.Queue, p.Prefix, "qtask-bench-"+p.Prefix, maxC+8)
-	cl, err := qtask.OpenJSON(cfg)
+	ctx := context.Background()
+	cl, err := qtask.OpenJSON(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -343,16 +344,16 @@ func suiteQtask(p suiteParams, s *sink) (*suiteSystem, error) {
 			dropTable(p.DB, p.Prefix+"task")
 		}
 	}}
-	if err := cl.Install(); err != nil {
+	if err := cl.Install(ctx); err != nil {
 		return sys, err
 	}
 	note(fmt.Sprintf("libqtask %s, table %stask; worker: qtask.Worker (the engine of qtask-core, handlers on its threads)", qtask.Version(), p.Prefix))
 	sys.enqueue = func(ctx context.Context, queue string, payload map[string]interface{}) error {
-		_, err := cl.CreateNow("bench", payload, 5*time.Minute, queue)
+		_, err := cl.CreateNow(ctx, "bench", payload, 5*time.Minute, queue)
 		return err
 	}
 	sys.enqueueDelayed = func(ctx context.Context, queue string, payload map[string]interface{}, delay time.Duration) error {
-		_, err := cl.Delay("bench", payload, delay, 5*time.Minute, queue)
+		_, err := cl.Delay(ctx, "bench", payload, delay, 5*time.Minute, queue)
 		return err
 	}
 	sys.startWorker = func(ctx context.Context, queue string, c int) (func(), error) {

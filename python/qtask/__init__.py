@@ -16,12 +16,21 @@ re-dispatches whatever is due or overdue, so that no task is lost.
                                      # raise: retried with backoff; qtask.Retry(after=…),
                                      # qtask.Cancel(reason), qtask.FailNow(reason)
 
+    @client.task("EMAIL", name="send_email")
+    def send_email(to: str, subject: str) -> None:   # one kind of task of a queue:
+        ...                                          # the input as keyword arguments
+
+    send_email.create(to="a@example.com", subject="hi")             # type-checked
+    send_email.options(order_no="A-1", priority=5).create(to="…", subject="…")
+
     client.run_worker(concurrency=4) # until SIGINT / SIGTERM
 """
 
 from __future__ import annotations
 
+from ._async_client import AsyncClient, AsyncInvoke
 from ._client import Client, Handler, Invoke
+from ._kinds import MessageKind, TaskKind
 from ._qtask import __version__
 from .errors import (
     ClosedError,
@@ -55,9 +64,13 @@ __all__ = [
     "__version__",
     "Client",
     "Invoke",
+    "AsyncClient",
+    "AsyncInvoke",
     "Created",
     "Handler",
     "Message",
+    "TaskKind",
+    "MessageKind",
     "NewTask",
     "Task",
     "Stats",

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, TypeVar, cast, overload
 
 from . import _qtask
+from ._kinds import KindDecorator, TaskKind
 from .errors import InvalidArgument
 from .types import (
     Created,
@@ -156,13 +157,9 @@ class Client:
     """
 
     def __init__(self, db: Optional[str] = None, queue: Optional[str] = None, **settings: Any) -> None:
-        config: dict[str, Any] = {k: v for k, v in settings.items() if v is not None}
-        if db is not None:
-            config["db"] = db
-        if queue is not None:
-            config["queue"] = queue
-        self._native = _qtask.Client(_dumps(config, "settings"))
+        self._native = _qtask.Client(_config_json(db, queue, settings))
         self._handlers: dict[str, Handler] = {}
+        self._kinds: dict[str, dict[str, TaskKind[Any, Any]]] = {}
 
     # --- lifecycle
 
@@ -350,11 +347,12 @@ class Client:
     def pop(self, queue: str, wait: float = 1.0) -> Optional[Message]:
         """Waits up to ``wait`` seconds for a message of ``queue``.
 
-        Returns the task's input plus ``task_id`` and ``attempt``, or ``None``. Then
+        Returns the :class:`qtask.Message` (the input plus ``task_id`` and ``attempt``;
+        also ``name``, ``deadline_at``, ``input`` as attributes), or ``None``. Then
         call :meth:`processing`, do the work, and :meth:`finish` or :meth:`fail`.
         """
         text = self._native.pop(_text(queue, "queue"), cast(float, _seconds(wait, "wait")))
-        return None if text is None else cast(Message, json.loads(text))
+        return None if text is None else Message._from_json(text)
 
     def processing(self, task_id: int) -> bool:
         """Marks the task running and extends its lease by its timeout.
@@ -471,17 +469,7 @@ class Client:
         Raises:
             qtask.InvalidArgument: a limit out of range; nothing was changed.
         """
-        if max_processing is not None and (isinstance(max_processing, bool) or not isinstance(max_processing, int)):
-            raise InvalidArgument(f"max_processing must be an int, got {max_processing!r}")
-        if max_processing is not None and not 0 <= max_processing < 2**32:
-            raise InvalidArgument(f"max_processing must be 1 to {2**32 - 1}, got {max_processing}")
-        if max_per_second is not None and (
-            isinstance(max_per_second, bool) or not isinstance(max_per_second, (int, float))
-        ):
-            raise InvalidArgument(f"max_per_second must be a number, got {max_per_second!r}")
-        rate = None if max_per_second is None else float(max_per_second)
-        limits = {"max_processing": max_processing, "max_per_second": rate}
-        self._native.set_queue_limits(queue, json.dumps(limits))
+        self._native.set_queue_limits(queue, _limits_json(max_processing, max_per_second))
 
     def queues(self) -> List[QueueSummary]:
         """Every queue of the namespace with its counts by status, pause flag and limits."""
@@ -507,6 +495,7 @@ class Client:
         deadline: Optional[float] = None,
         delete_deadline: Optional[float] = None,
         max_count: Optional[int] = None,
+        priority: Optional[int] = None,
     ) -> ScheduleInfo:
         """Declares the periodic task ``name``, or replaces the one of that name.
 
@@ -522,8 +511,9 @@ class Client:
                 from now.
             missed: ticks missed while no process swept: ``"run_once"`` makes one
                 catch-up task, ``"skip"`` none; then the next future tick.
-            timeout, deadline, delete_deadline, max_count: as for :meth:`create`,
-                for each task it makes.
+            timeout, deadline, delete_deadline, max_count, priority: as for
+                :meth:`create`, for each task it makes (``priority``: claims take
+                higher priority first; default 0, from -1000 to 1000).
 
         Returns the stored schedule (``next_at``: its next tick, Unix ms).
 
@@ -531,19 +521,8 @@ class Client:
             qtask.InvalidArgument: a bad expression, time zone or interval (or input);
                 nothing was written.
         """
-        options: Dict[str, Any] = {"queue": _text(queue, "queue"), "missed": _text(missed, "missed")}
-        if cron is not None:
-            options["cron"] = _text(cron, "cron")
-        if time_zone is not None:
-            options["time_zone"] = _text(time_zone, "time_zone")
-        for key, value in (("every", every), ("timeout", timeout), ("deadline", deadline), ("delete_deadline", delete_deadline)):
-            if value is not None:
-                options[key] = _seconds(value, key)
-        if max_count is not None:
-            if isinstance(max_count, bool) or not isinstance(max_count, int):
-                raise InvalidArgument(f"max_count must be an int, got {max_count!r}")
-            options["max_count"] = max_count
-        text = self._native.schedule(_text(name, "name"), _dumps(input, "input"), _dumps(options, "schedule options"))
+        options = _schedule_options(queue, cron, every, time_zone, missed, timeout, deadline, delete_deadline, max_count, priority)
+        text = self._native.schedule(_text(name, "name"), _dumps(input, "input"), options)
         return cast(ScheduleInfo, json.loads(text))
 
     def unschedule(self, name: str) -> bool:
@@ -556,29 +535,97 @@ class Client:
 
     # --- worker
 
-    def task(self, queue: str) -> Callable[[H], H]:
-        """Registers the decorated function as the handler of ``queue``.
+    @overload
+    def task(self, queue: str) -> Callable[[H], H]: ...
 
-        The handler gets the message dict. Returning finishes the task, keeping a
-        returned value (JSON-serialisable; ``None`` keeps none) as its result, read
-        with :meth:`result`. Raising ``qtask.Retry(after=s)``, ``qtask.Cancel(reason)``
-        or ``qtask.FailNow(reason)`` ends the attempt that way; any other exception
-        fails it, with the traceback as its last error, and the task is retried with
+    @overload
+    def task(
+        self,
+        queue: str,
+        *,
+        name: str,
+        timeout: Optional[float] = None,
+        deadline: Optional[float] = None,
+        delete_deadline: Optional[float] = None,
+        max_count: Optional[int] = None,
+        priority: Optional[int] = None,
+    ) -> KindDecorator: ...
+
+    def task(
+        self,
+        queue: str,
+        *,
+        name: Optional[str] = None,
+        timeout: Optional[float] = None,
+        deadline: Optional[float] = None,
+        delete_deadline: Optional[float] = None,
+        max_count: Optional[int] = None,
+        priority: Optional[int] = None,
+    ) -> Any:
+        """Registers the decorated function as a handler of ``queue``.
+
+        ``@client.task(queue)``: the queue's handler for every task of it (the task
+        name is only a label), called with the :class:`qtask.Message` (a dict: the
+        input plus ``task_id`` and ``attempt``); returns the function itself.
+
+        ``@client.task(queue, name="billing.charge")``: the handler of one kind of
+        task in the queue, the tasks named ``name``; a worker of the queue calls it
+        with the input as keyword arguments (with the :class:`qtask.Message` first
+        when its first parameter is annotated ``qtask.Message``). Returns a
+        :class:`qtask.TaskKind`: it calls like the function, and enqueues
+        (``charge.create(amount=3)``, ``charge.options(order_no="A-1").create(…)``,
+        ``charge.delay(60, …)``, ``charge.new_task(…)`` for :meth:`create_many`).
+        ``timeout``, ``deadline``, ``delete_deadline``, ``max_count`` and ``priority``
+        are the kind's default options. A queue may have kinds and a handler for
+        every other name; without that handler, a task whose name has no handler on
+        the worker is retried with backoff ("no handler for task name …" as its last
+        error), so that in a rolling deploy the workers that have it take it.
+
+        Either way, returning finishes the task, keeping a returned value
+        (JSON-serialisable; ``None`` keeps none) as its result, read with
+        :meth:`result`. Raising ``qtask.Retry(after=s)``, ``qtask.Cancel(reason)`` or
+        ``qtask.FailNow(reason)`` ends the attempt that way; any other exception fails
+        it, with the traceback as its last error, and the task is retried with
         backoff. ``async def`` handlers run on an asyncio loop.
         """
+        _text(queue, "queue")
+        if name is None:
 
-        def register(handler: H) -> H:
-            if queue in self._handlers:
-                raise InvalidArgument(f"queue {queue!r} already has a handler")
-            self._handlers[queue] = handler
-            return handler
+            def register(handler: H) -> H:
+                if queue in self._handlers:
+                    raise InvalidArgument(f"queue {queue!r} already has a handler")
+                self._handlers[queue] = handler
+                return handler
 
-        return register
+            return register
+        if not _text(name, "name"):
+            raise InvalidArgument("name must not be empty")
+        defaults = dict(
+            timeout=timeout, deadline=deadline, delete_deadline=delete_deadline, max_count=max_count, priority=priority
+        )
+
+        def register_kind(fn: Callable[..., Any]) -> TaskKind[Any, Any]:
+            from ._kinds import MessageKind, takes_message
+
+            kinds = self._kinds.setdefault(queue, {})
+            if name in kinds:
+                raise InvalidArgument(f"queue {queue!r} already has a handler for {name!r}")
+            cls = MessageKind if takes_message(fn) else TaskKind
+            kind: TaskKind[Any, Any] = cls(self, fn, queue, name, defaults)
+            kinds[name] = kind
+            return kind
+
+        return KindDecorator(register_kind)
 
     @property
     def handlers(self) -> Mapping[str, Handler]:
-        """The registered handlers by queue."""
+        """The handlers registered with ``@client.task(queue)``, by queue."""
         return dict(self._handlers)
+
+    @property
+    def kinds(self) -> Mapping[str, Mapping[str, TaskKind[Any, Any]]]:
+        """The kinds registered with ``@client.task(queue, name=…)``, by queue and name."""
+        return {q: dict(k) for q, k in self._kinds.items()}
 
     def run_worker(
         self,
@@ -591,6 +638,10 @@ class Client:
         time_limit: Optional[float] = None,
     ) -> WorkerReport:
         """Runs the registered handlers until SIGINT/SIGTERM (or ``stop.set()``).
+
+        Each task goes to the kind registered for its name in its queue, else to the
+        queue's ``@client.task(queue)`` handler; with neither, it is retried with
+        backoff (see :meth:`task`).
 
         Arguments:
             concurrency: handlers running at once, per queue (threads for sync
@@ -609,14 +660,17 @@ class Client:
         """
         from ._worker import Worker
 
-        handlers = self._handlers
+        handlers, kinds = self._handlers, self._kinds
         if queues is not None:
             wanted = list(queues)
-            missing = [q for q in wanted if q not in handlers]
+            missing = [q for q in wanted if q not in handlers and q not in kinds]
             if missing:
                 raise InvalidArgument(f"no handler registered for {missing}")
-            handlers = {q: handlers[q] for q in wanted}
-        worker = Worker(self._native, handlers, concurrency=concurrency, stop=stop, time_limit=time_limit)
+            handlers = {q: handlers[q] for q in wanted if q in handlers}
+            kinds = {q: kinds[q] for q in wanted if q in kinds}
+        worker = Worker(
+            self._native, handlers, kinds=kinds, concurrency=concurrency, stop=stop, time_limit=time_limit
+        )
         return worker.run(handle_signals=handle_signals)
 
 
@@ -636,3 +690,59 @@ def _filter(
         "created_until": created_until,
     }
     return json.dumps({k: v for k, v in given.items() if v is not None})
+
+
+def _config_json(db: Optional[str], queue: Optional[str], settings: Mapping[str, Any]) -> str:
+    """A client's settings as the engine reads them (``Config``, as JSON text)."""
+    config: dict[str, Any] = {k: v for k, v in settings.items() if v is not None}
+    if db is not None:
+        config["db"] = db
+    if queue is not None:
+        config["queue"] = queue
+    return _dumps(config, "settings")
+
+
+def _limits_json(max_processing: Optional[int], max_per_second: Optional[float]) -> str:
+    """Queue limits as the engine reads them (``QueueLimits``, as JSON text)."""
+    if max_processing is not None and (isinstance(max_processing, bool) or not isinstance(max_processing, int)):
+        raise InvalidArgument(f"max_processing must be an int, got {max_processing!r}")
+    if max_processing is not None and not 0 <= max_processing < 2**32:
+        raise InvalidArgument(f"max_processing must be 1 to {2**32 - 1}, got {max_processing}")
+    if max_per_second is not None and (
+        isinstance(max_per_second, bool) or not isinstance(max_per_second, (int, float))
+    ):
+        raise InvalidArgument(f"max_per_second must be a number, got {max_per_second!r}")
+    rate = None if max_per_second is None else float(max_per_second)
+    return json.dumps({"max_processing": max_processing, "max_per_second": rate})
+
+
+def _schedule_options(
+    queue: str,
+    cron: Optional[str],
+    every: Optional[float],
+    time_zone: Optional[str],
+    missed: str,
+    timeout: Optional[float],
+    deadline: Optional[float],
+    delete_deadline: Optional[float],
+    max_count: Optional[int],
+    priority: Optional[int] = None,
+) -> str:
+    """A schedule's options as the engine reads them (``Schedule::from_json``)."""
+    options: Dict[str, Any] = {"queue": _text(queue, "queue"), "missed": _text(missed, "missed")}
+    if cron is not None:
+        options["cron"] = _text(cron, "cron")
+    if time_zone is not None:
+        options["time_zone"] = _text(time_zone, "time_zone")
+    for key, value in (("every", every), ("timeout", timeout), ("deadline", deadline), ("delete_deadline", delete_deadline)):
+        if value is not None:
+            options[key] = _seconds(value, key)
+    if max_count is not None:
+        if isinstance(max_count, bool) or not isinstance(max_count, int):
+            raise InvalidArgument(f"max_count must be an int, got {max_count!r}")
+        options["max_count"] = max_count
+    if priority is not None:
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise InvalidArgument(f"priority must be an int, got {priority!r}")
+        options["priority"] = priority
+    return _dumps(options, "schedule options")

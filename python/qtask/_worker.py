@@ -17,9 +17,10 @@ import logging
 import signal
 import threading
 import traceback
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from . import _qtask
+from ._kinds import TaskKind, run
 from .errors import Error
 from .outcomes import Cancel, FailNow, Retry, TimeLimitExceeded
 from .types import Message, WorkerReport
@@ -99,6 +100,25 @@ class _Interrupt:
                 _raise_in_thread(self.thread_id, None)
 
 
+def _route(
+    fallback: Optional[Callable[[Message], Any]], kinds: Mapping[str, TaskKind[Any, Any]]
+) -> Tuple[Callable[[Message], Any], Optional[List[str]]]:
+    """One queue's handler by task name, and the names for the engine (``None``: all;
+    the engine retries the others, so they never reach Python)."""
+    if not kinds and fallback is not None:
+        return fallback, None
+
+    def route(message: Message) -> Any:
+        kind = kinds.get(message.name)
+        if kind is not None:
+            return run(kind, message)
+        if fallback is None:
+            raise Error(f"no handler for task name {message.name!r}")
+        return fallback(message)
+
+    return route, None if fallback is not None else sorted(kinds)
+
+
 def _finished(value: Any) -> _qtask.HandlerOutcome:
     if value is None:
         return None
@@ -117,7 +137,7 @@ def _adapt(handler: Callable[[Message], Any], loop: _Loop) -> Callable[[str, Opt
         try:
             if interrupt is not None and time_up is not None:
                 time_up.on_set(interrupt.fire)
-            result = handler(json.loads(text))
+            result = handler(Message._from_json(text))
             if asyncio.iscoroutine(result) or asyncio.isfuture(result) or hasattr(result, "__await__"):
                 future = loop.submit(result)
                 if interrupt is not None:
@@ -148,15 +168,20 @@ class Worker:
         handlers: Mapping[str, Callable[[Message], Any]],
         *,
         concurrency: int,
+        kinds: Optional[Mapping[str, Mapping[str, TaskKind[Any, Any]]]] = None,
         stop: Optional[threading.Event] = None,
         time_limit: Optional[float] = None,
     ) -> None:
-        if not handlers:
+        kinds = kinds or {}
+        if not handlers and not kinds:
             raise Error("no handler registered: decorate one with @client.task(queue)")
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be a positive int, got {concurrency!r}")
         self.native = native
         self.handlers: Dict[str, Callable[[Message], Any]] = dict(handlers)
+        # Each queue's handler (routing by task name when the queue has kinds).
+        queues = dict.fromkeys([*self.handlers, *kinds])
+        self.routes = {q: _route(self.handlers.get(q), kinds.get(q, {})) for q in queues}
         self.concurrency = concurrency
         if time_limit is not None and (isinstance(time_limit, bool) or not isinstance(time_limit, (int, float))):
             raise ValueError(f"time_limit must be a number of seconds, got {time_limit!r}")
@@ -169,11 +194,18 @@ class Worker:
         reports: List[Any] = []
         errors: List[BaseException] = []
 
-        def run_queue(queue: str, handler: Callable[[Message], Any]) -> None:
+        def run_queue(queue: str, route: Tuple[Callable[[Message], Any], Optional[List[str]]]) -> None:
+            handler, names = route
             try:
                 reports.append(
                     _qtask.run_worker(
-                        self.native, queue, _adapt(handler, self.loop), self.concurrency, engine_stop, self.time_limit
+                        self.native,
+                        queue,
+                        _adapt(handler, self.loop),
+                        self.concurrency,
+                        engine_stop,
+                        self.time_limit,
+                        names,
                     )
                 )
             except BaseException as e:  # reported by run(), on the caller's thread
@@ -182,8 +214,8 @@ class Worker:
 
         # One engine per queue, each with `concurrency` handlers at most.
         threads = [
-            threading.Thread(target=run_queue, args=(q, h), name=f"qtask-worker-{q}", daemon=True)
-            for q, h in self.handlers.items()
+            threading.Thread(target=run_queue, args=(q, r), name=f"qtask-worker-{q}", daemon=True)
+            for q, r in self.routes.items()
         ]
         restore: Dict[int, Any] = {}
         in_main = threading.current_thread() is threading.main_thread()
@@ -198,7 +230,7 @@ class Worker:
 
             for sig in (signal.SIGINT, signal.SIGTERM):
                 restore[int(sig)] = signal.signal(sig, on_signal)
-        log.info("%d slot(s) on each of %s", self.concurrency, ", ".join(self.handlers))
+        log.info("%d slot(s) on each of %s", self.concurrency, ", ".join(self.routes))
         try:
             for t in threads:
                 t.start()

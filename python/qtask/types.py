@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
 from typing import Any, Dict, List, Literal, Optional
@@ -13,9 +14,50 @@ else:  # pragma: no cover - Python 3.9 and 3.10
 
 __all__ = ["Created", "Message", "Missed", "NewTask", "ScheduleInfo", "Stats", "SweepReport", "Task", "WorkerReport"]
 
-Message = Dict[str, Any]
-"""What a worker receives: the task's input plus ``task_id`` (int) and ``attempt``
-(int, the dispatch number: 2 or more is a re-dispatch)."""
+class Message(Dict[str, Any]):
+    """What a worker receives (and :meth:`qtask.Client.pop` returns).
+
+    As a dict, what handlers always got: the task's input plus ``task_id`` and
+    ``attempt``. As an object: ``task_id``, ``attempt`` (the dispatch number: 2 or
+    more is a re-dispatch), ``name`` (the task's kind), ``queue``, ``deadline_at``
+    (Unix ms after which the task is never dispatched again) and ``input`` (the input
+    alone, even when it has keys named ``task_id`` or ``attempt``).
+    """
+
+    task_id: int
+    attempt: int
+    name: str
+    queue: str
+    deadline_at: int
+    input: Dict[str, Any]
+
+    def __init__(
+        self, *, task_id: int, attempt: int, name: str, queue: str, deadline_at: int, input: Dict[str, Any]
+    ) -> None:
+        super().__init__(input)
+        self["task_id"] = task_id
+        self["attempt"] = attempt
+        self.task_id, self.attempt, self.name, self.queue = task_id, attempt, name, queue
+        self.deadline_at, self.input = deadline_at, input
+
+    @classmethod
+    def _from_json(cls, text: str) -> "Message":
+        """From the native layer's JSON (qtask-py ``message_json``)."""
+        return cls(**json.loads(text))
+
+    def __repr__(self) -> str:
+        return (
+            f"Message(task_id={self.task_id}, attempt={self.attempt}, name={self.name!r}, "
+            f"queue={self.queue!r}, deadline_at={self.deadline_at}, input={self.input!r})"
+        )
+
+    def __reduce__(self) -> Any:
+        fields = ("task_id", "attempt", "name", "queue", "deadline_at", "input")
+        return (_message, ({k: getattr(self, k) for k in fields},))
+
+
+def _message(fields: Dict[str, Any]) -> Message:
+    return Message(**fields)
 
 
 class Created(int):
@@ -120,6 +162,8 @@ class ScheduleInfo(TypedDict):
     deadline_ms: int
     delete_after_ms: int
     max_count: int
+    priority: int
+    """The priority of the tasks its ticks make."""
     next_at: int
     """When the next tick is due."""
     last_tick_at: Optional[int]

@@ -150,6 +150,8 @@ pub struct BulkArgs {
     pub json: JsonFlag,
 }
 
+// Parsed once per run: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum SchedulesCommand {
     /// Every schedule of the namespace, with its next tick.
@@ -200,6 +202,10 @@ pub struct ScheduleArgs {
     /// Dispatches of each task at most.
     #[arg(long)]
     pub max_count: Option<u32>,
+    /// Priority of each task: claims take higher priority first (default 0, from
+    /// -1000 to 1000).
+    #[arg(long, allow_negative_numbers = true)]
+    pub priority: Option<i32>,
     #[command(flatten)]
     pub json: JsonFlag,
 }

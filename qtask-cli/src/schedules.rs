@@ -18,6 +18,7 @@ pub async fn run(client: &Client, command: SchedulesCommand) -> Result<u8> {
                 "queue",
                 "timing",
                 "missed",
+                "priority",
                 "next tick (UTC)",
                 "last task",
             ]);
@@ -27,6 +28,7 @@ pub async fn run(client: &Client, command: SchedulesCommand) -> Result<u8> {
                     s.queue.clone(),
                     timing(s),
                     s.missed.as_str().into(),
+                    s.priority.to_string(),
                     time(s.next_at),
                     s.last_task_id.map(|id| id.to_string()).unwrap_or_default(),
                 ]);
@@ -81,6 +83,7 @@ fn schedule(args: ScheduleArgs, max_payload_bytes: usize) -> Result<Schedule> {
         schedule.options.delete_deadline = Some(seconds("delete_deadline", d)?);
     }
     schedule.options.max_count = args.max_count;
+    schedule.options.priority = args.priority;
     Ok(schedule)
 }
 

@@ -265,9 +265,14 @@ fn schedules_are_added_listed_and_removed() {
             Q,
             "--every",
             "5m",
+            "--priority",
+            "-5",
             "--json",
         ]);
-        assert_eq!(pulse["every_ms"], 300_000);
+        assert_eq!(
+            (pulse["every_ms"].as_i64(), pulse["priority"].as_i64()),
+            (Some(300_000), Some(-5))
+        );
         let again = w.json(&[
             "schedules",
             "add",
@@ -308,6 +313,7 @@ fn schedules_are_added_listed_and_removed() {
             &["--every", "5", "--cron", "* * * * *"],
             &[],
             &["--every", "5", "--input", "[1]"],
+            &["--every", "5", "--priority", "1001"],
         ] {
             let mut args = vec!["schedules", "add", "bad", "--queue", Q];
             args.extend_from_slice(bad);

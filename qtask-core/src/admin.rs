@@ -292,7 +292,12 @@ impl Client {
 
     /// Waits up to `wait` while `queue` is paused (as read at most one sweep interval
     /// ago). Returns the wait left once it is not paused, or None if it stayed paused.
-    pub(crate) async fn wait_while_paused(&self, queue: &str, wait: Duration) -> Result<Option<Duration>> {
+    pub(crate) async fn wait_while_paused(
+        &self,
+        queue: &str,
+        wait: Duration,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<Option<Duration>> {
         let ttl = self.config().sweep_interval;
         let until = crate::clock::deadline_after(wait);
         loop {
@@ -300,10 +305,13 @@ impl Client {
                 return Ok(Some(until.saturating_duration_since(tokio::time::Instant::now())));
             }
             let left = until.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() {
+            if left.is_zero() || cancel.is_cancelled() {
                 return Ok(None);
             }
-            tokio::time::sleep(left.min(ttl)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(left.min(ttl)) => {}
+                _ = cancel.cancelled() => return Ok(None),
+            }
         }
     }
 

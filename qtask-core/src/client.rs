@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use sqlx::AnyConnection;
 use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span};
 
 use crate::clock::duration_ms;
@@ -314,16 +315,42 @@ impl Client {
         Ok(self.fetch(queue, 1, wait).await?.pop())
     }
 
+    /// [`Client::pop`] whose wait also ends when `cancel` is cancelled, as if it ran
+    /// out: `None`, and nothing claimed or taken off the queue, so a task that arrives
+    /// later is left for the next pop. A claim already running when `cancel` fires is
+    /// completed, and its message returned: an attempt is never begun and dropped.
+    pub async fn pop_cancellable(
+        &self,
+        queue: &str,
+        wait: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Message>> {
+        Ok(self.fetch_cancellable(queue, 1, wait, cancel).await?.pop())
+    }
+
     /// Claims up to `max` tasks of `queue` in one statement, waiting up to `wait` for
     /// the first. Waits longer than [`crate::MAX_WAIT`] are cut to it.
     pub async fn fetch(&self, queue: &str, max: usize, wait: Duration) -> Result<Vec<Message>> {
+        self.fetch_cancellable(queue, max, wait, &CancellationToken::new())
+            .await
+    }
+
+    /// [`Client::fetch`] whose wait ends early when `cancel` is cancelled (see
+    /// [`Client::pop_cancellable`]).
+    pub async fn fetch_cancellable(
+        &self,
+        queue: &str,
+        max: usize,
+        wait: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<Message>> {
         self.check_open()?;
         check_key("queue", queue)?;
         // A paused queue delivers nothing: wait for the resume within `wait`.
-        let Some(wait) = self.wait_while_paused(queue, wait).await? else {
+        let Some(wait) = self.wait_while_paused(queue, wait, cancel).await? else {
             return Ok(Vec::new());
         };
-        let mut messages = self.inner.queue.fetch(queue, max, wait).await?;
+        let mut messages = self.inner.queue.fetch(queue, max, wait, cancel).await?;
         if messages.is_empty() {
             return Ok(messages);
         }

@@ -63,3 +63,5 @@ pub use worker::{Worker, WorkerReport};
 
 /// The driver behind `Store::pool`, re-exported so callers' transactions match qtask's.
 pub use sqlx;
+/// Cancels a blocked [`Client::pop_cancellable`] or [`Client::result_cancellable`].
+pub use tokio_util::sync::CancellationToken;

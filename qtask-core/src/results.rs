@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 use crate::client::{truncate, Client, MAX_ERROR_BYTES};
 use crate::clock::{duration_ms, MAX_WAIT};
@@ -81,6 +82,18 @@ impl Client {
     /// than zero); [`Error::InvalidState`] when it failed or was cancelled (with its last
     /// error); [`Error::Timeout`] when it is still live after `wait`.
     pub async fn result(&self, task_id: i64, wait: Duration) -> Result<Value> {
+        self.result_cancellable(task_id, wait, &CancellationToken::new())
+            .await
+    }
+
+    /// [`Client::result`] whose wait also ends when `cancel` is cancelled, as if it
+    /// ran out ([`Error::Timeout`] while the task is live).
+    pub async fn result_cancellable(
+        &self,
+        task_id: i64,
+        wait: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<Value> {
         self.check_open()?;
         let wait = wait.min(MAX_WAIT);
         let until = tokio::time::Instant::now() + wait;
@@ -121,10 +134,13 @@ impl Client {
                 Status::Waiting | Status::Processing => {}
             }
             let left = until.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() {
-                return Err(Error::Timeout(wait));
+            if left.is_zero() || cancel.is_cancelled() {
+                return Err(Error::Timeout(wait.saturating_sub(left)));
             }
-            tokio::time::sleep(pause.min(left)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(pause.min(left)) => {}
+                _ = cancel.cancelled() => return Err(Error::Timeout(wait.saturating_sub(left))),
+            }
             pause = (pause * 2).min(MAX_RESULT_POLL);
         }
     }

@@ -293,6 +293,11 @@ pub struct Message {
     pub task_id: i64,
     pub attempt: i64,
     pub queue: String,
+    /// The task's name: its kind, when a worker routes the tasks of one queue by name
+    /// ([`crate::Worker::kinds`]).
+    pub name: String,
+    /// When the task is never dispatched again (Unix ms, the store's clock).
+    pub deadline_at: i64,
     pub input: Map<String, Value>,
     /// How long the claim holds before the task is offered to another worker.
     pub lease: Duration,
@@ -340,27 +345,33 @@ impl<T> Fenced<T> {
     }
 }
 
+/// What a claim read of one row, besides its payload.
+pub(crate) struct Claim {
+    pub fence: Fence,
+    pub queue: String,
+    pub name: String,
+    pub deadline_at: i64,
+    pub lease_ms: i64,
+    pub trace_context: Option<String>,
+}
+
 impl Message {
     /// Parses a claimed row's payload; an unreadable one is reported with its reason.
-    pub(crate) fn from_claim(
-        fence: Fence,
-        queue: String,
-        payload: &str,
-        lease_ms: i64,
-        trace_context: Option<String>,
-    ) -> Result<Self, String> {
+    pub(crate) fn from_claim(claim: Claim, payload: &str) -> Result<Self, String> {
         let input = match serde_json::from_str(payload) {
             Ok(Value::Object(map)) => map,
             Ok(_) => return Err("payload is not a JSON object".into()),
             Err(e) => return Err(format!("payload is not readable JSON: {e}")),
         };
         Ok(Message {
-            task_id: fence.task_id,
-            attempt: fence.attempt,
-            queue,
+            task_id: claim.fence.task_id,
+            attempt: claim.fence.attempt,
+            queue: claim.queue,
+            name: claim.name,
+            deadline_at: claim.deadline_at,
             input,
-            lease: Duration::from_millis(lease_ms.max(0) as u64),
-            trace_context,
+            lease: Duration::from_millis(claim.lease_ms.max(0) as u64),
+            trace_context: claim.trace_context,
         })
     }
 

@@ -3,6 +3,7 @@
 //! renewed (fenced, batched); outcomes go through the client's completer, so the
 //! finishes of many slots share one commit. A stop lets running handlers end.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -41,6 +42,7 @@ pub struct Worker {
     queue: String,
     concurrency: usize,
     time_limit: Option<Duration>,
+    kinds: Option<Arc<BTreeSet<String>>>,
 }
 
 /// A handler with its type erased: the message and its time-up signal in, the
@@ -79,7 +81,23 @@ impl Worker {
             queue: queue.into(),
             concurrency: 1,
             time_limit: None,
+            kinds: None,
         }
+    }
+
+    /// The task names (kinds) this worker's handler takes (default: every task of the
+    /// queue). The handler routes by [`Message::name`]; a task of another name does
+    /// not reach it: its attempt fails with "no handler for task name …" as its last
+    /// error and it is retried with backoff, like an error, so that during a rolling
+    /// deploy a worker that has the kind's handler takes it later. Its attempts and
+    /// deadline still bound it.
+    pub fn kinds<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.kinds = Some(Arc::new(names.into_iter().map(Into::into).collect()));
+        self
     }
 
     /// The longest one attempt may run (default: none). When it passes, the handler's
@@ -129,6 +147,11 @@ impl Worker {
         if self.time_limit == Some(Duration::ZERO) {
             return Err(invalid("time_limit must be longer than zero"));
         }
+        let handler = match &self.kinds {
+            Some(kinds) if kinds.is_empty() => return Err(invalid("kinds must name at least one task name")),
+            Some(kinds) => only_kinds(handler, kinds.clone()),
+            None => handler,
+        };
         let limits = Limits {
             time_limit: self.time_limit,
             abort_on_time_up,
@@ -196,6 +219,26 @@ impl Worker {
             cancelled: counters.cancelled.load(Ordering::Relaxed),
         })
     }
+}
+
+/// `handler` for the tasks named in `kinds`; an outcome of "no handler" for others.
+fn only_kinds(handler: Handle, kinds: Arc<BTreeSet<String>>) -> Handle {
+    Arc::new(move |message, time_up| {
+        if kinds.contains(&message.name) {
+            return handler(message, time_up);
+        }
+        let reason = unknown_kind_reason(&message.name, &message.queue, &kinds);
+        Box::pin(std::future::ready(Outcome::Retry(reason)))
+    })
+}
+
+/// Why a task did not run: its name has no handler on this worker.
+fn unknown_kind_reason(name: &str, queue: &str, kinds: &BTreeSet<String>) -> String {
+    let known: Vec<&str> = kinds.iter().map(String::as_str).collect();
+    format!(
+        "no handler for task name {name:?} in queue {queue:?} on this worker (it handles {known:?}); \
+         retried with backoff"
+    )
 }
 
 /// How long an attempt may run, and how it is stopped when its time is up.

@@ -300,3 +300,74 @@ async fn result_waits_times_out_and_reports() {
         drop_table(&c).await;
     }
 }
+
+/// A worker limited to some task names hands each of them to its handler with its
+/// name and deadline; a task of another name never reaches the handler: its attempt
+/// fails with "no handler" and it waits for a retry.
+#[tokio::test]
+async fn kinds_route_by_name_and_others_wait_for_a_retry() {
+    for pair in pairs().await {
+        let name = pair.name();
+        let (c, _clock) = fresh_pair(&pair).await;
+        let kind = |task_name: &str| NewTask::new(task_name, json!({ "n": 1 }), Q).max_count(3);
+        let email = c.create(kind("send_email")).await.unwrap().id;
+        let charge = c.create(kind("charge")).await.unwrap().id;
+        let unknown = c.create(kind("not_deployed_yet")).await.unwrap().id;
+        let seen: Arc<Mutex<Vec<(i64, String, i64)>>> = Arc::default();
+        let handler_seen = seen.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let worker = Worker::new(c.clone(), Q)
+            .concurrency(2)
+            .kinds(["send_email", "charge"]);
+        let running = tokio::spawn(worker.run(
+            move |m: Message| {
+                handler_seen
+                    .lock()
+                    .unwrap()
+                    .push((m.task_id, m.name.clone(), m.deadline_at));
+                async move { Ok::<_, String>(()) }
+            },
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        until(|| seen.lock().unwrap().len() == 2).await;
+        let mut unknown_row = c.get(unknown).await.unwrap();
+        for _ in 0..500 {
+            if unknown_row.last_error.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            unknown_row = c.get(unknown).await.unwrap();
+        }
+        stop.send(()).unwrap();
+        let report = running.await.unwrap().unwrap();
+        assert_eq!((report.finished, report.failed), (2, 1), "{name}: {report:?}");
+        let mut seen = seen.lock().unwrap().clone();
+        seen.sort();
+        let deadline = c.get(email).await.unwrap().deadline_at;
+        assert_eq!(
+            seen,
+            vec![
+                (email, "send_email".to_owned(), deadline),
+                (charge, "charge".to_owned(), deadline_of(&c, charge).await),
+            ],
+            "{name}"
+        );
+        assert_eq!(
+            (unknown_row.status, unknown_row.count),
+            (Status::Waiting, 1),
+            "{name}"
+        );
+        let error = unknown_row.last_error.unwrap();
+        assert!(
+            error.contains("no handler for task name \"not_deployed_yet\"") && error.contains("charge"),
+            "{name}: {error}"
+        );
+        drop_table(&c).await;
+    }
+}
+
+async fn deadline_of(c: &Client, id: i64) -> i64 {
+    c.get(id).await.unwrap().deadline_at
+}

@@ -83,7 +83,9 @@ async fn schedules_are_declared_listed_replaced_and_removed() {
             (replaced.next_at, replaced.queue.as_str()),
             (interval.next_at, "SCHED:OTHER")
         );
-        assert_eq!(replaced.input, json!({"v": 2}));
+        assert_eq!((replaced.input.clone(), replaced.priority), (json!({"v": 2}), 0));
+        let urgent = c.schedule(every_minute("pulse").priority(-3)).await.unwrap();
+        assert_eq!((urgent.priority, urgent.next_at), (-3, interval.next_at));
         let faster = c
             .schedule(Schedule::every("pulse", json!({}), Q, Duration::from_secs(5)))
             .await
@@ -113,6 +115,7 @@ async fn bad_schedules_are_invalid_arguments_and_write_nothing() {
             Schedule::every("x", json!([1]), Q, MINUTE),
             Schedule::every("", json!({}), Q, MINUTE),
             Schedule::every("x", json!({}), "a queue", MINUTE),
+            Schedule::every("x", json!({}), Q, MINUTE).priority(-1001),
         ];
         for schedule in bad {
             let result = c.schedule(schedule.clone()).await;
@@ -134,9 +137,10 @@ async fn a_due_tick_becomes_one_task_that_a_worker_receives() {
         println!("-- {}", pair.name());
         let (c, clock) = common::fresh_pair(&pair).await;
         let info = c
-            .schedule(every_minute("pulse").timeout(Duration::from_secs(30)))
+            .schedule(every_minute("pulse").timeout(Duration::from_secs(30)).priority(7))
             .await
             .unwrap();
+        assert_eq!(info.priority, 7);
         assert_eq!(c.sweep_once().await.unwrap().scheduled, 0, "not due yet");
 
         clock.advance(MINUTE + Duration::from_secs(1));
@@ -155,7 +159,11 @@ async fn a_due_tick_becomes_one_task_that_a_worker_receives() {
             .expect("the tick's task");
         assert_eq!(message.input.get("report"), Some(&json!("pulse")));
         let task = c.get(message.task_id).await.unwrap();
-        assert_eq!((task.name.as_str(), task.timeout_ms), ("pulse", 30_000));
+        assert_eq!(
+            (task.name.as_str(), task.timeout_ms, task.priority),
+            ("pulse", 30_000, 7),
+            "the tick's task has the schedule's timeout and priority"
+        );
         c.finish_attempt(message.fence()).await.unwrap();
 
         let after = c.schedules().await.unwrap().remove(0);

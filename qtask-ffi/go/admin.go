@@ -7,6 +7,7 @@ package qtask
 import "C"
 
 import (
+	"context"
 	"encoding/json"
 	"math"
 	"unsafe"
@@ -59,7 +60,10 @@ func (f Filter) cJSON() (*C.char, error) {
 
 // ListTasks returns up to limit (1 to 1000) tasks matching f, newest first, with
 // ids below beforeID (0: from the newest).
-func (c *Client) ListTasks(f Filter, beforeID int64, limit int) (*TaskPage, error) {
+func (c *Client) ListTasks(ctx context.Context, f Filter, beforeID int64, limit int) (*TaskPage, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	filter, err := f.cJSON()
 	if err != nil {
 		return nil, err
@@ -69,7 +73,7 @@ func (c *Client) ListTasks(f Filter, beforeID int64, limit int) (*TaskPage, erro
 		limit = 0 // refused by qtask with ErrInvalidArgument
 	}
 	var page TaskPage
-	err = c.jsonOut(&page, func(out **C.char) C.qtask_result {
+	err = c.jsonOut(ctx, &page, func(out **C.char) C.qtask_result {
 		return C.qtask_list_tasks(c.h, filter, C.int64_t(beforeID), C.uint32_t(limit), out)
 	})
 	if err != nil {
@@ -80,25 +84,28 @@ func (c *Client) ListTasks(f Filter, beforeID int64, limit int) (*TaskPage, erro
 
 // Retry makes a failed or cancelled task wait again, due now, with a fresh
 // attempt budget; its last error is kept.
-func (c *Client) Retry(taskID int64) error {
-	return call(func() C.qtask_result { return C.qtask_retry(c.h, C.int64_t(taskID)) })
+func (c *Client) Retry(ctx context.Context, taskID int64) error {
+	return callCtx(ctx, func() C.qtask_result { return C.qtask_retry(c.h, C.int64_t(taskID)) })
 }
 
 // RetryMatching retries every failed or cancelled task matching f; it returns how many.
-func (c *Client) RetryMatching(f Filter) (uint64, error) {
-	return c.bulk(f, func(filter *C.char, out *C.uint64_t) C.qtask_result {
+func (c *Client) RetryMatching(ctx context.Context, f Filter) (uint64, error) {
+	return c.bulk(ctx, f, func(filter *C.char, out *C.uint64_t) C.qtask_result {
 		return C.qtask_retry_matching(c.h, filter, out)
 	})
 }
 
 // CancelMatching cancels every waiting or processing task matching f; it returns how many.
-func (c *Client) CancelMatching(f Filter) (uint64, error) {
-	return c.bulk(f, func(filter *C.char, out *C.uint64_t) C.qtask_result {
+func (c *Client) CancelMatching(ctx context.Context, f Filter) (uint64, error) {
+	return c.bulk(ctx, f, func(filter *C.char, out *C.uint64_t) C.qtask_result {
 		return C.qtask_cancel_matching(c.h, filter, out)
 	})
 }
 
-func (c *Client) bulk(f Filter, run func(*C.char, *C.uint64_t) C.qtask_result) (uint64, error) {
+func (c *Client) bulk(ctx context.Context, f Filter, run func(*C.char, *C.uint64_t) C.qtask_result) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
 	filter, err := f.cJSON()
 	if err != nil {
 		return 0, err
@@ -113,16 +120,19 @@ func (c *Client) bulk(f Filter, run func(*C.char, *C.uint64_t) C.qtask_result) (
 
 // PauseQueue stops dispatching queue until ResumeQueue; every worker notices
 // within one sweep interval.
-func (c *Client) PauseQueue(queue string) error {
-	return c.queueCall(queue, func(q *C.char) C.qtask_result { return C.qtask_pause_queue(c.h, q) })
+func (c *Client) PauseQueue(ctx context.Context, queue string) error {
+	return c.queueCall(ctx, queue, func(q *C.char) C.qtask_result { return C.qtask_pause_queue(c.h, q) })
 }
 
 // ResumeQueue dispatches a paused queue again.
-func (c *Client) ResumeQueue(queue string) error {
-	return c.queueCall(queue, func(q *C.char) C.qtask_result { return C.qtask_resume_queue(c.h, q) })
+func (c *Client) ResumeQueue(ctx context.Context, queue string) error {
+	return c.queueCall(ctx, queue, func(q *C.char) C.qtask_result { return C.qtask_resume_queue(c.h, q) })
 }
 
-func (c *Client) queueCall(queue string, run func(*C.char) C.qtask_result) error {
+func (c *Client) queueCall(ctx context.Context, queue string, run func(*C.char) C.qtask_result) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	q, err := cString("queue", queue)
 	if err != nil {
 		return err
@@ -143,31 +153,31 @@ type QueueLimits struct {
 // SetQueueLimits sets (or, with nil fields, removes) the limits of queue,
 // enforced when tasks are claimed; other processes notice within one sweep
 // interval.
-func (c *Client) SetQueueLimits(queue string, limits QueueLimits) error {
+func (c *Client) SetQueueLimits(ctx context.Context, queue string, limits QueueLimits) error {
 	text, err := json.Marshal(limits)
 	if err != nil {
 		return err
 	}
 	l := C.CString(string(text))
 	defer C.free(unsafe.Pointer(l))
-	return c.queueCall(queue, func(q *C.char) C.qtask_result { return C.qtask_set_queue_limits(c.h, q, l) })
+	return c.queueCall(ctx, queue, func(q *C.char) C.qtask_result { return C.qtask_set_queue_limits(c.h, q, l) })
 }
 
 // Queues returns every queue of the namespace with its counts, pause flag and limits.
-func (c *Client) Queues() ([]QueueSummary, error) {
+func (c *Client) Queues(ctx context.Context) ([]QueueSummary, error) {
 	var queues []QueueSummary
-	err := c.jsonOut(&queues, func(out **C.char) C.qtask_result { return C.qtask_queues(c.h, out) })
+	err := c.jsonOut(ctx, &queues, func(out **C.char) C.qtask_result { return C.qtask_queues(c.h, out) })
 	return queues, err
 }
 
 // Rates returns the tasks finished and failed per minute over the last minutes
 // (1 to 1440), oldest first.
-func (c *Client) Rates(minutes int) ([]RatePoint, error) {
+func (c *Client) Rates(ctx context.Context, minutes int) ([]RatePoint, error) {
 	if minutes < 0 || int64(minutes) > math.MaxUint32 {
 		minutes = 0 // refused by qtask with ErrInvalidArgument
 	}
 	var rates []RatePoint
-	err := c.jsonOut(&rates, func(out **C.char) C.qtask_result {
+	err := c.jsonOut(ctx, &rates, func(out **C.char) C.qtask_result {
 		return C.qtask_rates(c.h, C.uint32_t(minutes), out)
 	})
 	return rates, err

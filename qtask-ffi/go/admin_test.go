@@ -23,55 +23,55 @@ func TestAdminPostgres(t *testing.T) {
 func exerciseAdmin(t *testing.T, cfg qtask.Config) {
 	c := open(t, cfg)
 	q := queue("ADMIN")
-	id, err := c.CreateNow("doomed", map[string]int{"n": 1}, time.Minute, q, qtask.WithMaxCount(1))
+	id, err := c.CreateNow(bg, "doomed", map[string]int{"n": 1}, time.Minute, q, qtask.WithMaxCount(1))
 	if err != nil {
 		t.Fatal(err)
 	}
 	msg := mustPop(t, c, q, 3*time.Second)
-	if ok, err := c.Processing(msg.TaskID); !ok || err != nil {
+	if ok, err := c.Processing(bg, msg.TaskID); !ok || err != nil {
 		t.Fatalf("processing: %v %v", ok, err)
 	}
-	if err := c.Fail(id, "bank down"); err != nil {
+	if err := c.Fail(bg, id, "bank down"); err != nil {
 		t.Fatal(err)
 	}
 
-	page, err := c.ListTasks(qtask.Filter{Status: "failed", Queue: q}, 0, 10)
+	page, err := c.ListTasks(bg, qtask.Filter{Status: "failed", Queue: q}, 0, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(page.Tasks) != 1 || page.Tasks[0].ID != id || page.Tasks[0].LastError == nil || *page.Tasks[0].LastError != "bank down" {
 		t.Fatalf("failed tasks: %+v", page)
 	}
-	if _, err := c.ListTasks(qtask.Filter{Status: "done"}, 0, 10); !errors.Is(err, qtask.ErrInvalidArgument) {
+	if _, err := c.ListTasks(bg, qtask.Filter{Status: "done"}, 0, 10); !errors.Is(err, qtask.ErrInvalidArgument) {
 		t.Fatalf("unknown status: want ErrInvalidArgument, got %v", err)
 	}
-	if n, err := c.RetryMatching(qtask.Filter{Status: "failed", Queue: q}); n != 1 || err != nil {
+	if n, err := c.RetryMatching(bg, qtask.Filter{Status: "failed", Queue: q}); n != 1 || err != nil {
 		t.Fatalf("retry matching: %d %v", n, err)
 	}
-	if err := c.Retry(id); !errors.Is(err, qtask.ErrInvalidState) {
+	if err := c.Retry(bg, id); !errors.Is(err, qtask.ErrInvalidState) {
 		t.Fatalf("retry a waiting task: want ErrInvalidState, got %v", err)
 	}
 
-	if err := c.PauseQueue(q); err != nil {
+	if err := c.PauseQueue(bg, q); err != nil {
 		t.Fatal(err)
 	}
-	queues, err := c.Queues()
+	queues, err := c.Queues(bg)
 	if err != nil || len(queues) != 1 || !queues[0].Paused || queues[0].Waiting != 1 {
 		t.Fatalf("queues: %+v %v", queues, err)
 	}
-	if m, err := c.Pop(q, 0); m != nil || err != nil {
+	if m, err := c.Pop(bg, q, 0); m != nil || err != nil {
 		t.Fatalf("a paused queue delivered %+v %v", m, err)
 	}
-	if err := c.ResumeQueue(q); err != nil {
+	if err := c.ResumeQueue(bg, q); err != nil {
 		t.Fatal(err)
 	}
 	if m := mustPop(t, c, q, 3*time.Second); m.TaskID != id || m.Attempt != 2 {
 		t.Fatalf("after resume: %+v", m)
 	}
-	if n, err := c.CancelMatching(qtask.Filter{Queue: q}); n != 1 || err != nil {
+	if n, err := c.CancelMatching(bg, qtask.Filter{Queue: q}); n != 1 || err != nil {
 		t.Fatalf("cancel matching: %d %v", n, err)
 	}
-	if rates, err := c.Rates(3); len(rates) != 3 || err != nil {
+	if rates, err := c.Rates(bg, 3); len(rates) != 3 || err != nil {
 		t.Fatalf("rates: %+v %v", rates, err)
 	}
 }
@@ -81,39 +81,39 @@ func exerciseAdmin(t *testing.T, cfg qtask.Config) {
 func TestPriorityAndLimitsSQLite(t *testing.T) {
 	c := open(t, qtask.Config{DB: "sqlite://" + filepath.Join(t.TempDir(), "limits.db")})
 	q := queue("PRIO")
-	low, err := c.CreateNow("low", map[string]int{}, time.Minute, q, qtask.WithPriority(-2))
+	low, err := c.CreateNow(bg, "low", map[string]int{}, time.Minute, q, qtask.WithPriority(-2))
 	if err != nil {
 		t.Fatal(err)
 	}
-	high, err := c.CreateNow("high", map[string]int{}, time.Minute, q, qtask.WithPriority(7))
+	high, err := c.CreateNow(bg, "high", map[string]int{}, time.Minute, q, qtask.WithPriority(7))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if m := mustPop(t, c, q, 3*time.Second); m.TaskID != high {
 		t.Fatalf("popped %d before %d", m.TaskID, high)
 	}
-	if task, err := c.Get(low); err != nil || task.Priority != -2 {
+	if task, err := c.Get(bg, low); err != nil || task.Priority != -2 {
 		t.Fatalf("get: %+v %v", task, err)
 	}
-	if _, err := c.CreateNow("bad", map[string]int{}, time.Minute, q, qtask.WithPriority(5000)); !errors.Is(err, qtask.ErrInvalidArgument) {
+	if _, err := c.CreateNow(bg, "bad", map[string]int{}, time.Minute, q, qtask.WithPriority(5000)); !errors.Is(err, qtask.ErrInvalidArgument) {
 		t.Fatalf("priority 5000: want ErrInvalidArgument, got %v", err)
 	}
 
 	lq := queue("LIMIT")
 	one := uint32(1)
-	if err := c.SetQueueLimits(lq, qtask.QueueLimits{MaxProcessing: &one}); err != nil {
+	if err := c.SetQueueLimits(bg, lq, qtask.QueueLimits{MaxProcessing: &one}); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 2; i++ {
-		if _, err := c.CreateNow("limited", map[string]int{"i": i}, time.Minute, lq); err != nil {
+		if _, err := c.CreateNow(bg, "limited", map[string]int{"i": i}, time.Minute, lq); err != nil {
 			t.Fatal(err)
 		}
 	}
 	mustPop(t, c, lq, 3*time.Second)
-	if m, err := c.Pop(lq, 200*time.Millisecond); m != nil || err != nil {
+	if m, err := c.Pop(bg, lq, 200*time.Millisecond); m != nil || err != nil {
 		t.Fatalf("a second task ran beside the first: %+v %v", m, err)
 	}
-	queues, err := c.Queues()
+	queues, err := c.Queues(bg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,10 +123,10 @@ func TestPriorityAndLimitsSQLite(t *testing.T) {
 		}
 	}
 	zero := 0.0
-	if err := c.SetQueueLimits(lq, qtask.QueueLimits{MaxPerSecond: &zero}); !errors.Is(err, qtask.ErrInvalidArgument) {
+	if err := c.SetQueueLimits(bg, lq, qtask.QueueLimits{MaxPerSecond: &zero}); !errors.Is(err, qtask.ErrInvalidArgument) {
 		t.Fatalf("rate 0: want ErrInvalidArgument, got %v", err)
 	}
-	if err := c.SetQueueLimits(lq, qtask.QueueLimits{}); err != nil {
+	if err := c.SetQueueLimits(bg, lq, qtask.QueueLimits{}); err != nil {
 		t.Fatal(err)
 	}
 	mustPop(t, c, lq, 3*time.Second)

@@ -1,3 +1,3 @@
 module qtask.dev/qtask
 
-go 1.19
+go 1.21

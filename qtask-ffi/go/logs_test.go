@@ -23,7 +23,7 @@ func TestLoggerGetsWarningsWithoutPassword(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	client, err := qtask.Open(qtask.Config{
+	client, err := qtask.Open(bg, qtask.Config{
 		DB:             "sqlite://" + filepath.Join(t.TempDir(), "logs.db"),
 		Queue:          "redis://:hunter2@127.0.0.1:1/0",
 		DisableSweeper: true,
@@ -31,10 +31,10 @@ func TestLoggerGetsWarningsWithoutPassword(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := client.Install(); err != nil {
+	if err := client.Install(bg); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := client.CreateNow("logged", map[string]int{}, time.Minute, "GO:LOGS"); err != nil {
+	if _, err := client.CreateNow(bg, "logged", map[string]int{}, time.Minute, "GO:LOGS"); err != nil {
 		t.Fatal(err)
 	}
 	client.Close()

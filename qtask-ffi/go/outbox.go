@@ -133,6 +133,9 @@ func (c *Client) CreateTx(ctx context.Context, tx Execer, name string, input int
 
 // CreateTaskTx is CreateTx taking a TaskArgs.
 func (c *Client) CreateTaskTx(ctx context.Context, tx Execer, task TaskArgs) (Created, error) {
+	if err := ctx.Err(); err != nil {
+		return Created{}, err
+	}
 	st, err := c.CreateStatement(task, "")
 	if err != nil {
 		return Created{}, err
@@ -184,8 +187,8 @@ func (st *InsertStatement) run(ctx context.Context, tx Execer) (Created, bool, e
 // Redis queue now rather than at the next sweep. true: on the queue now (or
 // the queue is db). false: not waiting and due (already offered or claimed,
 // ended, delayed, or not committed), or Redis was down.
-func (c *Client) Dispatch(taskID int64) (bool, error) {
+func (c *Client) Dispatch(ctx context.Context, taskID int64) (bool, error) {
 	var dispatched C.bool
-	err := call(func() C.qtask_result { return C.qtask_dispatch(c.h, C.int64_t(taskID), &dispatched) })
+	err := callCtx(ctx, func() C.qtask_result { return C.qtask_dispatch(c.h, C.int64_t(taskID), &dispatched) })
 	return bool(dispatched), err
 }

@@ -8,7 +8,11 @@
 //
 //	CGO_LDFLAGS="-L/path/to/qtask/target/release -Wl,-rpath,/path/to/qtask/target/release" go build
 //
-// A *Client is safe for concurrent use by many goroutines.
+// A *Client is safe for concurrent use by many goroutines. Every call that
+// talks to a server takes a context.Context first: a call whose ctx is already
+// done returns ctx.Err() without reaching libqtask, and a Pop or Result blocked
+// in the engine ends as soon as its ctx is done (a libqtask cancel token).
+// Other calls are single statements that run to their end once started.
 package qtask
 
 /*
@@ -20,6 +24,7 @@ package qtask
 import "C"
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"runtime"
@@ -96,14 +101,17 @@ func (c Config) json() string {
 }
 
 // Open connects with cfg. It does not create tables: call Install once.
-func Open(cfg Config) (*Client, error) {
-	return OpenJSON(cfg.json())
+func Open(ctx context.Context, cfg Config) (*Client, error) {
+	return OpenJSON(ctx, cfg.json())
 }
 
 // OpenJSON connects with a JSON config object using the keys of qtask_open
 // (db, queue, namespace, sweeper, sweep_interval in seconds, ...); "" or "{}"
 // gives the defaults. An unknown key is an ErrInvalidArgument.
-func OpenJSON(config string) (*Client, error) {
+func OpenJSON(ctx context.Context, config string) (*Client, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	cfg, err := cString("config", config)
 	if err != nil {
 		return nil, err
@@ -122,8 +130,8 @@ func (c *Client) Close() {
 }
 
 // Install creates or migrates qtask's tables. Idempotent; never drops data.
-func (c *Client) Install() error {
-	return call(func() C.qtask_result { return C.qtask_install(c.h) })
+func (c *Client) Install(ctx context.Context) error {
+	return callCtx(ctx, func() C.qtask_result { return C.qtask_install(c.h) })
 }
 
 // Option is one of the seed's task options.
@@ -165,8 +173,9 @@ func WithPriority(p int) Option {
 // transaction commits (the seed's invoke). A nil error means the task is on
 // the queue, or the queue was down and the sweeper will dispatch it. Calling
 // it more than once returns ErrClosed. Never called, the task is dispatched
-// by the sweeper once its timeout has passed.
-type Invoke func() error
+// by the sweeper once its timeout has passed. A ctx already done returns
+// ctx.Err() and leaves the dispatch to the sweeper.
+type Invoke func(ctx context.Context) error
 
 type invokeHandle struct {
 	h *C.qtask_invoke
@@ -181,7 +190,10 @@ func freeInvoke(i *invokeHandle) { C.qtask_invoke_free(i.h) }
 //
 // The row is committed on qtask's own connection: to create a task inside
 // your own database transaction, use CreateTx.
-func (c *Client) Create(name string, input interface{}, timeout time.Duration, queue string, opts ...Option) (int64, Invoke, error) {
+func (c *Client) Create(ctx context.Context, name string, input interface{}, timeout time.Duration, queue string, opts ...Option) (int64, Invoke, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, nil, err
+	}
 	args, err := newCTaskArgs(name, input, queue, opts)
 	if err != nil {
 		return 0, nil, err
@@ -197,7 +209,10 @@ func (c *Client) Create(name string, input interface{}, timeout time.Duration, q
 	}
 	handle := &invokeHandle{h: h}
 	runtime.SetFinalizer(handle, freeInvoke)
-	invoke := func() error {
+	invoke := func(ctx context.Context) error {
+		if err := ctx.Err(); err != nil {
+			return err // the finalizer frees the handle; the sweeper dispatches
+		}
 		runtime.SetFinalizer(handle, nil)
 		return call(func() C.qtask_result { return C.qtask_invoke_run(handle.h, nil) })
 	}
@@ -205,14 +220,17 @@ func (c *Client) Create(name string, input interface{}, timeout time.Duration, q
 }
 
 // CreateNow writes a task and dispatches it at once (Create followed by its Invoke).
-func (c *Client) CreateNow(name string, input interface{}, timeout time.Duration, queue string, opts ...Option) (int64, error) {
-	created, err := c.CreateTask(NewTaskArgs(name, input, timeout, queue, opts...))
+func (c *Client) CreateNow(ctx context.Context, name string, input interface{}, timeout time.Duration, queue string, opts ...Option) (int64, error) {
+	created, err := c.CreateTask(ctx, NewTaskArgs(name, input, timeout, queue, opts...))
 	return created.ID, err
 }
 
 // Delay writes a task that the sweeper dispatches delay from now (the seed's
 // qtask.Delay).
-func (c *Client) Delay(name string, input interface{}, delay, timeout time.Duration, queue string, opts ...Option) (int64, error) {
+func (c *Client) Delay(ctx context.Context, name string, input interface{}, delay, timeout time.Duration, queue string, opts ...Option) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
 	args, err := newCTaskArgs(name, input, queue, opts)
 	if err != nil {
 		return 0, err
@@ -226,8 +244,11 @@ func (c *Client) Delay(name string, input interface{}, delay, timeout time.Durat
 }
 
 // CreateTask writes the task; without a Delay it is dispatched now.
-func (c *Client) CreateTask(task TaskArgs) (Created, error) {
+func (c *Client) CreateTask(ctx context.Context, task TaskArgs) (Created, error) {
 	var created Created
+	if err := ctx.Err(); err != nil {
+		return created, err
+	}
 	text, err := task.json()
 	if err != nil {
 		return created, err
@@ -237,7 +258,7 @@ func (c *Client) CreateTask(task TaskArgs) (Created, error) {
 		return created, err
 	}
 	defer C.free(unsafe.Pointer(ctext))
-	err = c.jsonOut(&created, func(out **C.char) C.qtask_result { return C.qtask_create_task(c.h, ctext, out) })
+	err = c.jsonOut(ctx, &created, func(out **C.char) C.qtask_result { return C.qtask_create_task(c.h, ctext, out) })
 	return created, err
 }
 
@@ -252,19 +273,28 @@ type Message struct {
 }
 
 // Pop waits up to wait for a message of queue; nil, nil when there was none.
-// Call Processing before working on it.
-func (c *Client) Pop(queue string, wait time.Duration) (*Message, error) {
+// Call Processing before working on it. When ctx is done (cancelled, or its
+// deadline passed) Pop ends at once with ctx.Err(), having claimed nothing: a
+// task that arrives later is left for the next Pop. A message already being
+// claimed at that moment is returned, so that no attempt is begun and dropped.
+func (c *Client) Pop(ctx context.Context, queue string, wait time.Duration) (*Message, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	q, err := cString("queue", queue)
 	if err != nil {
 		return nil, err
 	}
 	defer C.free(unsafe.Pointer(q))
 	var out *C.char
-	if err := call(func() C.qtask_result { return C.qtask_pop(c.h, q, seconds(wait), &out) }); err != nil {
+	err = cancellable(ctx, func(token *C.qtask_cancel_token) C.qtask_result {
+		return C.qtask_pop_cancellable(c.h, q, seconds(wait), token, &out)
+	})
+	if err != nil {
 		return nil, err
 	}
 	if out == nil {
-		return nil, nil
+		return nil, ctx.Err() // nil when the wait ran out, ctx's error when ctx ended it
 	}
 	raw := C.GoString(out)
 	C.qtask_string_free(out)
@@ -293,20 +323,23 @@ func parseMessage(raw string) (*Message, error) {
 // Processing marks the task running and extends its lease by its timeout
 // (the seed's qtask.Processing). false: skip it (finished, failed,
 // cancelled, past its deadline or gone). Call it again during a long job.
-func (c *Client) Processing(taskID int64) (bool, error) {
+func (c *Client) Processing(ctx context.Context, taskID int64) (bool, error) {
 	var mayRun C.bool
-	err := call(func() C.qtask_result { return C.qtask_processing(c.h, C.int64_t(taskID), &mayRun) })
+	err := callCtx(ctx, func() C.qtask_result { return C.qtask_processing(c.h, C.int64_t(taskID), &mayRun) })
 	return bool(mayRun), err
 }
 
 // Finish marks the task finished: it is never dispatched again.
-func (c *Client) Finish(taskID int64) error {
-	return call(func() C.qtask_result { return C.qtask_finish(c.h, C.int64_t(taskID)) })
+func (c *Client) Finish(ctx context.Context, taskID int64) error {
+	return callCtx(ctx, func() C.qtask_result { return C.qtask_finish(c.h, C.int64_t(taskID)) })
 }
 
 // Fail records a failed attempt: retried after a backoff, or failed for good
 // when its attempts or deadline are spent.
-func (c *Client) Fail(taskID int64, reason string) error {
+func (c *Client) Fail(ctx context.Context, taskID int64, reason string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	r, err := cString("reason", reason)
 	if err != nil {
 		return err
@@ -316,8 +349,8 @@ func (c *Client) Fail(taskID int64, reason string) error {
 }
 
 // Cancel stops a live task.
-func (c *Client) Cancel(taskID int64) error {
-	return call(func() C.qtask_result { return C.qtask_cancel(c.h, C.int64_t(taskID)) })
+func (c *Client) Cancel(ctx context.Context, taskID int64) error {
+	return callCtx(ctx, func() C.qtask_result { return C.qtask_cancel(c.h, C.int64_t(taskID)) })
 }
 
 // Task is one row of the task table. Times are Unix milliseconds.
@@ -342,9 +375,9 @@ type Task struct {
 }
 
 // Get reads one task.
-func (c *Client) Get(taskID int64) (*Task, error) {
+func (c *Client) Get(ctx context.Context, taskID int64) (*Task, error) {
 	var task Task
-	err := c.jsonOut(&task, func(out **C.char) C.qtask_result { return C.qtask_get(c.h, C.int64_t(taskID), out) })
+	err := c.jsonOut(ctx, &task, func(out **C.char) C.qtask_result { return C.qtask_get(c.h, C.int64_t(taskID), out) })
 	if err != nil {
 		return nil, err
 	}
@@ -367,18 +400,18 @@ type Stats struct {
 }
 
 // Stats reads the namespace's task counts and this client's counters.
-func (c *Client) Stats() (*Stats, error) {
+func (c *Client) Stats(ctx context.Context) (*Stats, error) {
 	var stats Stats
-	err := c.jsonOut(&stats, func(out **C.char) C.qtask_result { return C.qtask_stats(c.h, out) })
+	err := c.jsonOut(ctx, &stats, func(out **C.char) C.qtask_result { return C.qtask_stats(c.h, out) })
 	if err != nil {
 		return nil, err
 	}
 	return &stats, nil
 }
 
-func (c *Client) jsonOut(v interface{}, f func(**C.char) C.qtask_result) error {
+func (c *Client) jsonOut(ctx context.Context, v interface{}, f func(**C.char) C.qtask_result) error {
 	var out *C.char
-	if err := call(func() C.qtask_result { return f(&out) }); err != nil {
+	if err := callCtx(ctx, func() C.qtask_result { return f(&out) }); err != nil {
 		return err
 	}
 	text := C.GoString(out)
@@ -387,6 +420,39 @@ func (c *Client) jsonOut(v interface{}, f func(**C.char) C.qtask_result) error {
 		return &Error{Code: CodeInternal, Message: "decoding: " + err.Error()}
 	}
 	return nil
+}
+
+// callCtx is call after checking ctx: a call whose ctx is done returns
+// ctx.Err() without reaching libqtask.
+func callCtx(ctx context.Context, f func() C.qtask_result) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return call(f)
+}
+
+// cancellable runs a blocking C call with a cancel token that is cancelled as
+// soon as ctx is done (the engine then ends the wait); a ctx that can never be
+// done (context.Background) needs no token.
+func cancellable(ctx context.Context, f func(*C.qtask_cancel_token) C.qtask_result) error {
+	if ctx.Done() == nil {
+		return call(func() C.qtask_result { return f(nil) })
+	}
+	var token *C.qtask_cancel_token
+	if err := call(func() C.qtask_result { return C.qtask_cancel_token_new(&token) }); err != nil {
+		return err
+	}
+	fired := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		C.qtask_cancel_token_cancel(token)
+		close(fired)
+	})
+	err := call(func() C.qtask_result { return f(token) })
+	if !stop() {
+		<-fired // cancelling now: free the token only after
+	}
+	C.qtask_cancel_token_free(token)
+	return err
 }
 
 // call runs one C function and reads the last error on the same OS thread.

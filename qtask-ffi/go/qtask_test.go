@@ -1,6 +1,7 @@
 package qtask_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -67,17 +68,20 @@ func missing(t *testing.T, line string) {
 	t.Skip(line)
 }
 
+// bg is the context of calls that are not about contexts.
+var bg = context.Background()
+
 func open(t *testing.T, cfg qtask.Config) *qtask.Client {
 	t.Helper()
 	cfg.Namespace = "go-" + suffix
 	cfg.SweepInterval = 200 * time.Millisecond
 	cfg.RetryBackoff = 100 * time.Millisecond
-	client, err := qtask.Open(cfg)
+	client, err := qtask.Open(bg, cfg)
 	if err != nil {
 		t.Fatalf("open %+v: %v", cfg, err)
 	}
 	t.Cleanup(client.Close)
-	if err := client.Install(); err != nil {
+	if err := client.Install(bg); err != nil {
 		t.Fatalf("install: %v", err)
 	}
 	return client
@@ -92,6 +96,7 @@ func exercise(t *testing.T, cfg qtask.Config) {
 	t.Run("OrderNO", func(t *testing.T) { testOrderNO(t, client) })
 	t.Run("FailAndCancel", func(t *testing.T) { testFailAndCancel(t, client) })
 	t.Run("BadInput", func(t *testing.T) { testBadInput(t, client) })
+	t.Run("Context", func(t *testing.T) { testContext(t, client) })
 	t.Run("Closed", func(t *testing.T) { testClosed(t, cfg) })
 }
 
@@ -99,7 +104,7 @@ func queue(name string) string { return "GO:" + name + ":" + suffix }
 
 func mustPop(t *testing.T, c *qtask.Client, q string, wait time.Duration) *qtask.Message {
 	t.Helper()
-	msg, err := c.Pop(q, wait)
+	msg, err := c.Pop(bg, q, wait)
 	if err != nil {
 		t.Fatalf("pop %s: %v", q, err)
 	}
@@ -111,15 +116,15 @@ func mustPop(t *testing.T, c *qtask.Client, q string, wait time.Duration) *qtask
 
 func testCycle(t *testing.T, c *qtask.Client) {
 	q := queue("cycle")
-	id, invoke, err := c.Create("订单绑定任务", map[string]interface{}{"order_no": "8973097380045", "n": 7},
+	id, invoke, err := c.Create(bg, "订单绑定任务", map[string]interface{}{"order_no": "8973097380045", "n": 7},
 		time.Minute, q, qtask.WithDeleteDeadline(time.Hour), qtask.WithMaxCount(5), qtask.WithDeadline(time.Hour))
 	if err != nil || id <= 0 {
 		t.Fatalf("create: id %d, %v", id, err)
 	}
-	if err := invoke(); err != nil {
+	if err := invoke(bg); err != nil {
 		t.Fatalf("invoke: %v", err)
 	}
-	if err := invoke(); !errors.Is(err, qtask.ErrClosed) {
+	if err := invoke(bg); !errors.Is(err, qtask.ErrClosed) {
 		t.Fatalf("second invoke: want ErrClosed, got %v", err)
 	}
 	msg := mustPop(t, c, q, 5*time.Second)
@@ -129,24 +134,24 @@ func testCycle(t *testing.T, c *qtask.Client) {
 	if _, ok := msg.Input["task_id"]; ok {
 		t.Fatalf("task_id left in Input: %v", msg.Input)
 	}
-	ok, err := c.Processing(id)
+	ok, err := c.Processing(bg, id)
 	if err != nil || !ok {
 		t.Fatalf("processing: %v %v", ok, err)
 	}
-	if task, err := c.Get(id); err != nil || task.Status != "processing" || task.Count != 1 || task.MaxCount != 5 {
+	if task, err := c.Get(bg, id); err != nil || task.Status != "processing" || task.Count != 1 || task.MaxCount != 5 {
 		t.Fatalf("get while processing: %+v %v", task, err)
 	}
-	if err := c.Finish(id); err != nil {
+	if err := c.Finish(bg, id); err != nil {
 		t.Fatalf("finish: %v", err)
 	}
-	task, err := c.Get(id)
+	task, err := c.Get(bg, id)
 	if err != nil || task.Status != "finished" || task.Name != "订单绑定任务" || task.Queue != q {
 		t.Fatalf("get after finish: %+v %v", task, err)
 	}
-	if ok, err := c.Processing(id); err != nil || ok {
+	if ok, err := c.Processing(bg, id); err != nil || ok {
 		t.Fatalf("processing a finished task: %v %v", ok, err)
 	}
-	if msg, err := c.Pop(q, 0); err != nil || msg != nil {
+	if msg, err := c.Pop(bg, q, 0); err != nil || msg != nil {
 		t.Fatalf("a finished task popped again: %+v %v", msg, err)
 	}
 }
@@ -167,11 +172,11 @@ func testManyGoroutines(t *testing.T, c *qtask.Client) {
 				var id int64
 				var err error
 				if i%2 == 0 {
-					id, err = c.CreateNow("many", input, time.Minute, q)
+					id, err = c.CreateNow(bg, "many", input, time.Minute, q)
 				} else {
 					var invoke qtask.Invoke
-					if id, invoke, err = c.Create("many", input, time.Minute, q); err == nil {
-						err = invoke()
+					if id, invoke, err = c.Create(bg, "many", input, time.Minute, q); err == nil {
+						err = invoke(bg)
 					}
 				}
 				if err != nil {
@@ -196,7 +201,7 @@ func testManyGoroutines(t *testing.T, c *qtask.Client) {
 					return
 				default:
 				}
-				msg, err := c.Pop(q, 200*time.Millisecond)
+				msg, err := c.Pop(bg, q, 200*time.Millisecond)
 				if err != nil {
 					errs <- err
 					return
@@ -204,7 +209,7 @@ func testManyGoroutines(t *testing.T, c *qtask.Client) {
 				if msg == nil {
 					continue
 				}
-				ok, err := c.Processing(msg.TaskID)
+				ok, err := c.Processing(bg, msg.TaskID)
 				if err != nil {
 					errs <- err
 					return
@@ -215,7 +220,7 @@ func testManyGoroutines(t *testing.T, c *qtask.Client) {
 				mu.Lock()
 				runs[msg.TaskID]++
 				mu.Unlock()
-				if err := c.Finish(msg.TaskID); err != nil {
+				if err := c.Finish(bg, msg.TaskID); err != nil {
 					errs <- err
 					return
 				}
@@ -260,11 +265,11 @@ func testManyGoroutines(t *testing.T, c *qtask.Client) {
 func testDelay(t *testing.T, c *qtask.Client) {
 	q := queue("delay")
 	start := time.Now()
-	id, err := c.Delay("delayed", json.RawMessage(`{"k": "v"}`), time.Second, time.Minute, q)
+	id, err := c.Delay(bg, "delayed", json.RawMessage(`{"k": "v"}`), time.Second, time.Minute, q)
 	if err != nil {
 		t.Fatalf("delay: %v", err)
 	}
-	if msg, err := c.Pop(q, 300*time.Millisecond); err != nil || msg != nil {
+	if msg, err := c.Pop(bg, q, 300*time.Millisecond); err != nil || msg != nil {
 		t.Fatalf("popped %+v (%v) after %v, before its delay", msg, err, time.Since(start))
 	}
 	msg := mustPop(t, c, q, 5*time.Second)
@@ -274,10 +279,10 @@ func testDelay(t *testing.T, c *qtask.Client) {
 	if msg.TaskID != id || msg.Input["k"] != "v" {
 		t.Fatalf("message %s for task %d", msg.Raw, id)
 	}
-	if ok, err := c.Processing(id); err != nil || !ok {
+	if ok, err := c.Processing(bg, id); err != nil || !ok {
 		t.Fatalf("processing: %v %v", ok, err)
 	}
-	if err := c.Finish(id); err != nil {
+	if err := c.Finish(bg, id); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -285,39 +290,39 @@ func testDelay(t *testing.T, c *qtask.Client) {
 func testOrderNO(t *testing.T, c *qtask.Client) {
 	q := queue("order")
 	orderNO := "ORD-" + suffix
-	a, err := c.CreateNow("bind", map[string]int{"x": 1}, time.Minute, q, qtask.WithOrderNO(orderNO))
+	a, err := c.CreateNow(bg, "bind", map[string]int{"x": 1}, time.Minute, q, qtask.WithOrderNO(orderNO))
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, invoke, err := c.Create("bind", map[string]int{"x": 2}, time.Minute, q, qtask.WithOrderNO(orderNO))
+	b, invoke, err := c.Create(bg, "bind", map[string]int{"x": 2}, time.Minute, q, qtask.WithOrderNO(orderNO))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := invoke(); err != nil {
+	if err := invoke(bg); err != nil {
 		t.Fatal(err)
 	}
-	d, err := c.Delay("bind", map[string]int{"x": 3}, time.Second, time.Minute, q, qtask.WithOrderNO(orderNO))
+	d, err := c.Delay(bg, "bind", map[string]int{"x": 3}, time.Second, time.Minute, q, qtask.WithOrderNO(orderNO))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if a <= 0 || a != b || a != d {
 		t.Fatalf("order_no %s gave ids %d %d %d", orderNO, a, b, d)
 	}
-	if err := c.Cancel(a); err != nil {
+	if err := c.Cancel(bg, a); err != nil {
 		t.Fatal(err)
 	}
-	e, err := c.CreateNow("bind", map[string]int{"x": 4}, time.Minute, q, qtask.WithOrderNO(orderNO))
+	e, err := c.CreateNow(bg, "bind", map[string]int{"x": 4}, time.Minute, q, qtask.WithOrderNO(orderNO))
 	if err != nil || e == a {
 		t.Fatalf("after cancel: id %d (old %d), %v", e, a, err)
 	}
-	if err := c.Cancel(e); err != nil {
+	if err := c.Cancel(bg, e); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func testFailAndCancel(t *testing.T, c *qtask.Client) {
 	q := queue("fail")
-	id, err := c.CreateNow("flaky", map[string]int{}, time.Minute, q, qtask.WithMaxCount(5))
+	id, err := c.CreateNow(bg, "flaky", map[string]int{}, time.Minute, q, qtask.WithMaxCount(5))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,27 +330,27 @@ func testFailAndCancel(t *testing.T, c *qtask.Client) {
 	if msg.TaskID != id {
 		t.Fatalf("popped %d, want %d", msg.TaskID, id)
 	}
-	if err := c.Fail(id, "boom: disk full"); err != nil {
+	if err := c.Fail(bg, id, "boom: disk full"); err != nil {
 		t.Fatal(err)
 	}
-	task, err := c.Get(id)
+	task, err := c.Get(bg, id)
 	if err != nil || task.Status != "waiting" || task.LastError == nil || *task.LastError != "boom: disk full" {
 		t.Fatalf("after fail: %+v %v", task, err)
 	}
-	if err := c.Cancel(id); err != nil {
+	if err := c.Cancel(bg, id); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Finish(id); !errors.Is(err, qtask.ErrInvalidState) {
+	if err := c.Finish(bg, id); !errors.Is(err, qtask.ErrInvalidState) {
 		t.Fatalf("finish a cancelled task: want ErrInvalidState, got %v", err)
 	}
-	if _, err := c.Get(1 << 60); !errors.Is(err, qtask.ErrNotFound) {
+	if _, err := c.Get(bg, 1<<60); !errors.Is(err, qtask.ErrNotFound) {
 		t.Fatalf("get unknown: want ErrNotFound, got %v", err)
 	}
 }
 
 func kept(t *testing.T, c *qtask.Client) int64 {
 	t.Helper()
-	s, err := c.Stats()
+	s, err := c.Stats(bg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,34 +369,34 @@ func testBadInput(t *testing.T, c *qtask.Client) {
 		name string
 		err  error
 	}{
-		{"zero timeout", first(c.CreateNow("n", map[string]int{}, 0, q))},
-		{"negative timeout", first(c.CreateNow("n", map[string]int{}, -time.Second, q))},
-		{"negative delay", first(c.Delay("n", map[string]int{}, -time.Second, time.Minute, q))},
-		{"negative deadline", first(c.CreateNow("n", map[string]int{}, time.Minute, q, qtask.WithDeadline(-time.Hour)))},
-		{"zero max count", first(c.CreateNow("n", map[string]int{}, time.Minute, q, qtask.WithMaxCount(0)))},
-		{"negative max count", first(c.CreateNow("n", map[string]int{}, time.Minute, q, qtask.WithMaxCount(-1)))},
-		{"malformed JSON", first(c.CreateNow("n", json.RawMessage(`{"a": `), time.Minute, q))},
-		{"JSON not an object", first(c.CreateNow("n", []int{1, 2}, time.Minute, q))},
-		{"reserved key", first(c.CreateNow("n", map[string]int{"task_id": 1}, time.Minute, q))},
-		{"unmarshalable input", first(c.CreateNow("n", map[string]interface{}{"f": func() {}}, time.Minute, q))},
-		{"invalid UTF-8 name", first(c.CreateNow("bad \xff\xfe", map[string]int{}, time.Minute, q))},
-		{"NUL in name", first(c.CreateNow("a\x00b", map[string]int{}, time.Minute, q))},
-		{"empty name", first(c.CreateNow("", map[string]int{}, time.Minute, q))},
-		{"empty queue", first(c.CreateNow("n", map[string]int{}, time.Minute, ""))},
-		{"oversized payload", first(c.CreateNow("n", map[string]string{"blob": string(big)}, time.Minute, q))},
-		{"deferred oversized payload", third(c.Create("n", map[string]string{"blob": string(big)}, time.Minute, q))},
-		{"negative pop wait", second(c.Pop(q, -time.Second))},
-		{"NUL in fail reason", c.Fail(1, "a\x00b")},
-		{"unknown config key", second(qtask.OpenJSON(`{"no_such_key": 1}`))},
-		{"malformed config", second(qtask.OpenJSON(`{"db": `))},
-		{"negative sweep interval", second(qtask.Open(qtask.Config{SweepInterval: -time.Second}))},
+		{"zero timeout", first(c.CreateNow(bg, "n", map[string]int{}, 0, q))},
+		{"negative timeout", first(c.CreateNow(bg, "n", map[string]int{}, -time.Second, q))},
+		{"negative delay", first(c.Delay(bg, "n", map[string]int{}, -time.Second, time.Minute, q))},
+		{"negative deadline", first(c.CreateNow(bg, "n", map[string]int{}, time.Minute, q, qtask.WithDeadline(-time.Hour)))},
+		{"zero max count", first(c.CreateNow(bg, "n", map[string]int{}, time.Minute, q, qtask.WithMaxCount(0)))},
+		{"negative max count", first(c.CreateNow(bg, "n", map[string]int{}, time.Minute, q, qtask.WithMaxCount(-1)))},
+		{"malformed JSON", first(c.CreateNow(bg, "n", json.RawMessage(`{"a": `), time.Minute, q))},
+		{"JSON not an object", first(c.CreateNow(bg, "n", []int{1, 2}, time.Minute, q))},
+		{"reserved key", first(c.CreateNow(bg, "n", map[string]int{"task_id": 1}, time.Minute, q))},
+		{"unmarshalable input", first(c.CreateNow(bg, "n", map[string]interface{}{"f": func() {}}, time.Minute, q))},
+		{"invalid UTF-8 name", first(c.CreateNow(bg, "bad \xff\xfe", map[string]int{}, time.Minute, q))},
+		{"NUL in name", first(c.CreateNow(bg, "a\x00b", map[string]int{}, time.Minute, q))},
+		{"empty name", first(c.CreateNow(bg, "", map[string]int{}, time.Minute, q))},
+		{"empty queue", first(c.CreateNow(bg, "n", map[string]int{}, time.Minute, ""))},
+		{"oversized payload", first(c.CreateNow(bg, "n", map[string]string{"blob": string(big)}, time.Minute, q))},
+		{"deferred oversized payload", third(c.Create(bg, "n", map[string]string{"blob": string(big)}, time.Minute, q))},
+		{"negative pop wait", second(c.Pop(bg, q, -time.Second))},
+		{"NUL in fail reason", c.Fail(bg, 1, "a\x00b")},
+		{"unknown config key", second(qtask.OpenJSON(bg, `{"no_such_key": 1}`))},
+		{"malformed config", second(qtask.OpenJSON(bg, `{"db": `))},
+		{"negative sweep interval", second(qtask.Open(bg, qtask.Config{SweepInterval: -time.Second}))},
 	}
 	for _, tc := range cases {
 		if !errors.Is(tc.err, qtask.ErrInvalidArgument) {
 			t.Errorf("%s: want ErrInvalidArgument, got %v", tc.name, tc.err)
 		}
 	}
-	if _, err := qtask.Open(qtask.Config{DB: "postgres://postgres@127.0.0.1:1/x", DisableSweeper: true}); !errors.Is(err, qtask.ErrDatabase) {
+	if _, err := qtask.Open(bg, qtask.Config{DB: "postgres://postgres@127.0.0.1:1/x", DisableSweeper: true}); !errors.Is(err, qtask.ErrDatabase) {
 		t.Errorf("unreachable database: want ErrDatabase, got %v", err)
 	}
 	if after := kept(t, c); after != before {
@@ -403,13 +408,13 @@ func testClosed(t *testing.T, cfg qtask.Config) {
 	c := open(t, cfg)
 	c.Close()
 	c.Close() // twice is fine
-	if _, err := c.CreateNow("n", map[string]int{}, time.Minute, queue("closed")); !errors.Is(err, qtask.ErrClosed) {
+	if _, err := c.CreateNow(bg, "n", map[string]int{}, time.Minute, queue("closed")); !errors.Is(err, qtask.ErrClosed) {
 		t.Errorf("create on a closed client: want ErrClosed, got %v", err)
 	}
-	if _, err := c.Pop(queue("closed"), 0); !errors.Is(err, qtask.ErrClosed) {
+	if _, err := c.Pop(bg, queue("closed"), 0); !errors.Is(err, qtask.ErrClosed) {
 		t.Errorf("pop on a closed client: want ErrClosed, got %v", err)
 	}
-	if _, err := c.Stats(); !errors.Is(err, qtask.ErrClosed) {
+	if _, err := c.Stats(bg); !errors.Is(err, qtask.ErrClosed) {
 		t.Errorf("stats on a closed client: want ErrClosed, got %v", err)
 	}
 }

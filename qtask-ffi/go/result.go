@@ -13,41 +13,28 @@ import (
 	"time"
 )
 
-// resultChunk is the longest one C call waits, so that ctx is looked at between.
-const resultChunk = time.Second
-
 // Result returns the result a finished task kept (the JSON its handler returned
 // through HandleResult; "null" when none), waiting up to wait while the task is
-// live, or until ctx is done (then ctx's error). The finished row, and so its
-// result, is kept only until its delete deadline: create the task with
+// live, or until ctx is done (then ctx's error, at once). The finished row, and
+// so its result, is kept only until its delete deadline: create the task with
 // WithDeleteDeadline to read it. Errors: ErrNotFound (no such task, or cleaned
 // up), ErrInvalidState (it failed or was cancelled; the message says why),
 // ErrTimeout (still live after wait).
 func (c *Client) Result(ctx context.Context, taskID int64, wait time.Duration) (json.RawMessage, error) {
-	if wait < 0 {
-		return nil, &Error{Code: CodeInvalidArgument, Message: "invalid argument: wait is negative"}
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
-	until := time.Now().Add(wait)
-	for {
-		if err := ctx.Err(); err != nil {
-			return nil, err
+	var out *C.char
+	err := cancellable(ctx, func(token *C.qtask_cancel_token) C.qtask_result {
+		return C.qtask_task_result_cancellable(c.h, C.int64_t(taskID), seconds(wait), token, &out)
+	})
+	if err != nil {
+		if errors.Is(err, ErrTimeout) && ctx.Err() != nil {
+			return nil, ctx.Err()
 		}
-		chunk := time.Until(until)
-		if chunk > resultChunk {
-			chunk = resultChunk
-		}
-		if chunk < 0 {
-			chunk = 0
-		}
-		var raw json.RawMessage
-		err := c.jsonOut(&raw, func(out **C.char) C.qtask_result {
-			return C.qtask_task_result(c.h, C.int64_t(taskID), C.double(chunk.Seconds()), out)
-		})
-		if err == nil {
-			return raw, nil
-		}
-		if !errors.Is(err, ErrTimeout) || !time.Now().Before(until) {
-			return nil, err
-		}
+		return nil, err
 	}
+	raw := json.RawMessage(C.GoString(out))
+	C.qtask_string_free(out)
+	return raw, nil
 }

@@ -7,6 +7,7 @@ package qtask
 import "C"
 
 import (
+	"context"
 	"encoding/json"
 	"time"
 	"unsafe"
@@ -23,7 +24,8 @@ const (
 // Schedule says when a periodic task ticks and what its tasks look like. Set
 // exactly one of Cron (5 fields, 6 with seconds first, or "@hourly"…, read in
 // TimeZone, an IANA name, default "UTC") and Every (at least one second). Zero
-// durations and MaxCount take qtask's defaults.
+// durations and MaxCount take qtask's defaults. Priority is each task's (claims
+// take higher priority first; default 0, from -1000 to 1000).
 type Schedule struct {
 	Queue          string
 	Cron           string
@@ -34,6 +36,7 @@ type Schedule struct {
 	Deadline       time.Duration
 	DeleteDeadline time.Duration
 	MaxCount       int
+	Priority       int
 }
 
 // ScheduleInfo is a schedule as the database keeps it; times are Unix milliseconds.
@@ -50,6 +53,7 @@ type ScheduleInfo struct {
 	DeadlineMS    int64           `json:"deadline_ms"`
 	DeleteAfterMS int64           `json:"delete_after_ms"`
 	MaxCount      int64           `json:"max_count"`
+	Priority      int64           `json:"priority"`
 	NextAt        int64           `json:"next_at"`
 	LastTickAt    int64           `json:"last_tick_at"`
 	LastTaskID    int64           `json:"last_task_id"`
@@ -79,6 +83,9 @@ func (s Schedule) optionsJSON() ([]byte, error) {
 	if s.MaxCount != 0 {
 		m["max_count"] = s.MaxCount
 	}
+	if s.Priority != 0 {
+		m["priority"] = s.Priority
+	}
 	return json.Marshal(m)
 }
 
@@ -87,7 +94,10 @@ func (s Schedule) optionsJSON() ([]byte, error) {
 // declare its schedules at every start. Each tick makes exactly one task named
 // name with input, however many processes sweep. A bad cron expression, time
 // zone or interval is ErrInvalidArgument and writes nothing.
-func (c *Client) Schedule(name string, input interface{}, s Schedule) (*ScheduleInfo, error) {
+func (c *Client) Schedule(ctx context.Context, name string, input interface{}, s Schedule) (*ScheduleInfo, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	options, err := s.optionsJSON()
 	if err != nil {
 		return nil, &Error{Code: CodeInvalidArgument, Message: "invalid argument: schedule: " + err.Error()}
@@ -103,7 +113,7 @@ func (c *Client) Schedule(name string, input interface{}, s Schedule) (*Schedule
 	}
 	defer C.free(unsafe.Pointer(opts))
 	var info ScheduleInfo
-	err = c.jsonOut(&info, func(out **C.char) C.qtask_result {
+	err = c.jsonOut(ctx, &info, func(out **C.char) C.qtask_result {
 		return C.qtask_schedule(c.h, args.name, args.input, opts, out)
 	})
 	if err != nil {
@@ -114,7 +124,10 @@ func (c *Client) Schedule(name string, input interface{}, s Schedule) (*Schedule
 
 // Unschedule removes the schedule name and reports whether it existed; the
 // tasks it already made stay.
-func (c *Client) Unschedule(name string) (bool, error) {
+func (c *Client) Unschedule(ctx context.Context, name string) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
 	n, err := cString("name", name)
 	if err != nil {
 		return false, err
@@ -126,8 +139,8 @@ func (c *Client) Unschedule(name string) (bool, error) {
 }
 
 // Schedules returns every schedule of the namespace, by name.
-func (c *Client) Schedules() ([]ScheduleInfo, error) {
+func (c *Client) Schedules(ctx context.Context) ([]ScheduleInfo, error) {
 	var schedules []ScheduleInfo
-	err := c.jsonOut(&schedules, func(out **C.char) C.qtask_result { return C.qtask_schedules(c.h, out) })
+	err := c.jsonOut(ctx, &schedules, func(out **C.char) C.qtask_result { return C.qtask_schedules(c.h, out) })
 	return schedules, err
 }

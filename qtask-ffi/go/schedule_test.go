@@ -25,7 +25,7 @@ func exerciseSchedules(t *testing.T, cfg qtask.Config) {
 	c := open(t, cfg)
 	q := queue("SCHED")
 	nightly := "go nightly " + q
-	info, err := c.Schedule(nightly, map[string]string{"kind": "report"},
+	info, err := c.Schedule(bg, nightly, map[string]string{"kind": "report"},
 		qtask.Schedule{Queue: q, Cron: "0 9 * * *", TimeZone: "Asia/Shanghai", Missed: qtask.MissedSkip, Timeout: 30 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -35,18 +35,21 @@ func exerciseSchedules(t *testing.T, cfg qtask.Config) {
 		t.Fatalf("cron schedule: %+v", info)
 	}
 	pulse := "go pulse " + q
-	if _, err := c.Schedule(pulse, map[string]int{"n": 7}, qtask.Schedule{Queue: q, Every: time.Second}); err != nil {
-		t.Fatal(err)
+	if info, err := c.Schedule(bg, pulse, map[string]int{"n": 7}, qtask.Schedule{Queue: q, Every: time.Second, Priority: 5}); err != nil || info.Priority != 5 {
+		t.Fatal(info, err)
 	}
 	msg := mustPop(t, c, q, 10*time.Second) // the sweeper (every 200 ms) makes the tick's task
 	if msg.Input["n"] != float64(7) {
 		t.Fatalf("tick message %+v", msg)
 	}
-	if err := c.Finish(msg.TaskID); err != nil {
+	if task, err := c.Get(bg, msg.TaskID); err != nil || task.Priority != 5 {
+		t.Fatalf("the tick's task has the schedule's priority: %+v %v", task, err)
+	}
+	if err := c.Finish(bg, msg.TaskID); err != nil {
 		t.Fatal(err)
 	}
 
-	all, err := c.Schedules()
+	all, err := c.Schedules(bg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,11 +61,11 @@ func exerciseSchedules(t *testing.T, cfg qtask.Config) {
 		t.Fatalf("schedules: %+v", all)
 	}
 	for _, name := range []string{pulse, nightly} {
-		if existed, err := c.Unschedule(name); !existed || err != nil {
+		if existed, err := c.Unschedule(bg, name); !existed || err != nil {
 			t.Fatalf("unschedule %s: %v %v", name, existed, err)
 		}
 	}
-	if existed, err := c.Unschedule(pulse); existed || err != nil {
+	if existed, err := c.Unschedule(bg, pulse); existed || err != nil {
 		t.Fatalf("unschedule twice: %v %v", existed, err)
 	}
 
@@ -73,8 +76,9 @@ func exerciseSchedules(t *testing.T, cfg qtask.Config) {
 		{Queue: q, Every: time.Second, Cron: "* * * * *"},
 		{Queue: q},
 		{Queue: q, Every: time.Second, Missed: "twice"},
+		{Queue: q, Every: time.Second, Priority: 1001},
 	} {
-		if _, err := c.Schedule("go bad "+q, map[string]int{}, bad); !errors.Is(err, qtask.ErrInvalidArgument) {
+		if _, err := c.Schedule(bg, "go bad "+q, map[string]int{}, bad); !errors.Is(err, qtask.ErrInvalidArgument) {
 			t.Fatalf("schedule %+v: want ErrInvalidArgument, got %v", bad, err)
 		}
 	}

@@ -4,16 +4,6 @@ package qtask
 #include <stdint.h>
 #include <stdlib.h>
 #include "qtask.h"
-
-// Defined in worker_export.go (cgo export).
-extern int32_t qtaskGoWorkerCallback(char *message_json, qtask_outcome *outcome, void *user_data);
-
-// The run's cgo.Handle travels as the callback's user_data, a number, never a Go pointer.
-static qtask_result qtask_go_worker_new(qtask_client *client, const char *queue, uint32_t concurrency,
-                                        uintptr_t run, qtask_worker **out) {
-	return qtask_worker_new(client, queue, concurrency, (qtask_worker_callback)qtaskGoWorkerCallback,
-	                        (void *)run, out);
-}
 */
 import "C"
 
@@ -22,7 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"runtime/cgo"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -92,7 +82,9 @@ func FailNow(reason string) error {
 // Worker runs a Handler on the tasks of one queue with qtask's worker engine
 // (the one behind every binding: claims in batches, renews leases, writes
 // outcomes in batches, backs off while a server is down). Handlers run on
-// the engine's threads, up to Concurrency at once.
+// goroutines, up to Concurrency at once: the engine hands its tasks over in
+// batches (qtask_worker_next) and takes their outcomes back in batches
+// (qtask_worker_complete), so no engine thread calls into Go.
 type Worker struct {
 	client  *Client
 	queue   string
@@ -134,7 +126,7 @@ func (w *Worker) HandleResult(handler func(ctx context.Context, m *Message) (int
 	w.handler = handler
 }
 
-// workerRun is what the engine's threads reach through the callback's cgo.Handle.
+// workerRun is one Run's handler and context.
 type workerRun struct {
 	handler   ResultHandler
 	ctx       context.Context
@@ -165,11 +157,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	defer C.free(unsafe.Pointer(queue))
 
-	run := cgo.NewHandle(&workerRun{handler: w.handler, ctx: detached{ctx}, timeLimit: w.options.TimeLimit})
-	defer run.Delete()
 	var worker *C.qtask_worker
 	if err := call(func() C.qtask_result {
-		return C.qtask_go_worker_new(w.client.h, queue, C.uint32_t(concurrency), C.uintptr_t(run), &worker)
+		return C.qtask_worker_new_pull(w.client.h, queue, C.uint32_t(concurrency), &worker)
 	}); err != nil {
 		return err
 	}
@@ -183,7 +173,6 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 
 	ended := make(chan struct{})
-	defer close(ended)
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -191,15 +180,104 @@ func (w *Worker) Run(ctx context.Context) error {
 		case <-ended:
 		}
 	}()
+	// The engine runs on a thread of its own; this goroutine takes its tasks,
+	// and a completer gives their outcomes back.
 	var report C.qtask_worker_report
-	err = call(func() C.qtask_result { return C.qtask_worker_run(worker, &report) })
+	var runErr error
+	go func() {
+		runErr = call(func() C.qtask_result { return C.qtask_worker_run(worker, &report) })
+		close(ended)
+	}()
+	run := &workerRun{handler: w.handler, ctx: detached{ctx}, timeLimit: w.options.TimeLimit}
+	results := make(chan completion, concurrency)
+	completerDone := make(chan struct{})
+	go completer(worker, results, concurrency, completerDone)
+	tasks := make([]C.qtask_task, concurrency)
+	var handlers sync.WaitGroup
+	for {
+		var count C.size_t
+		err := call(func() C.qtask_result {
+			return C.qtask_worker_next(worker, &tasks[0], C.size_t(len(tasks)), 1.0, &count)
+		})
+		if err != nil {
+			// Closed: the run returned, every task handed out was completed.
+			break
+		}
+		for _, t := range tasks[:count] {
+			token, raw := uint64(t.token), C.GoString(t.message_json)
+			handlers.Add(1)
+			go func() {
+				defer handlers.Done()
+				results <- completion{token: token, handled: run.handle(raw, func() bool {
+					return bool(C.qtask_worker_time_up(worker, C.uint64_t(token)))
+				})}
+			}()
+		}
+	}
+	<-ended
+	handlers.Wait()
+	close(results)
+	<-completerDone
 	w.mu.Lock()
 	w.report = Report{
 		Finished: uint64(report.finished), Failed: uint64(report.failed), Skipped: uint64(report.skipped),
 		Snoozed: uint64(report.snoozed), Cancelled: uint64(report.cancelled),
 	}
 	w.mu.Unlock()
-	return err
+	return runErr
+}
+
+// completion is one handled task on its way back to the engine.
+type completion struct {
+	token   uint64
+	handled handled
+}
+
+// completer hands outcomes back to the engine, as many per call as have come in
+// since the previous call returned, until results is closed.
+func completer(worker *C.qtask_worker, results <-chan completion, max int, done chan<- struct{}) {
+	defer close(done)
+	batch := make([]C.qtask_completion, 0, max)
+	var texts []*C.char
+	for first := range results {
+		batch, texts = appendCompletion(batch[:0], texts[:0], first)
+	more:
+		for len(batch) < max {
+			select {
+			case next, ok := <-results:
+				if !ok {
+					break more
+				}
+				batch, texts = appendCompletion(batch, texts, next)
+			default:
+				break more
+			}
+		}
+		// The array is Go memory holding only C pointers, which cgo allows.
+		C.qtask_worker_complete(worker, &batch[0], C.size_t(len(batch)))
+		for _, text := range texts {
+			C.free(unsafe.Pointer(text))
+		}
+	}
+}
+
+// appendCompletion adds c to batch, with its texts copied into C memory (also
+// appended to texts, for the caller to free after the call).
+func appendCompletion(batch []C.qtask_completion, texts []*C.char, c completion) ([]C.qtask_completion, []*C.char) {
+	item := C.qtask_completion{token: C.uint64_t(c.token), code: c.handled.code}
+	if c.handled.text != "" {
+		item.error = C.CString(strings.ReplaceAll(c.handled.text, "\x00", ""))
+		texts = append(texts, item.error)
+	}
+	if c.handled.code == C.QTASK_OUTCOME_CODE_RETRY_AFTER {
+		item.delay_seconds = C.double(c.handled.delay.Seconds())
+	}
+	if c.handled.result != nil {
+		// encoding/json escapes NUL inside strings, so the text has none.
+		item.result_json = C.CString(string(c.handled.result))
+		texts = append(texts, item.result_json)
+	}
+	return append(batch, item), texts
 }
 
 // LastReport is what the worker did during its last Run.
@@ -209,7 +287,7 @@ func (w *Worker) LastReport() Report {
 	return w.report
 }
 
-// handled is how one handler call ended, for the C callback to report.
+// handled is how one handler call ended, for the completer to report.
 type handled struct {
 	code   C.int32_t
 	text   string
@@ -262,8 +340,7 @@ func (r *workerRun) call(raw string, timeUp func() bool) (value interface{}, err
 // watchTimeUp returns a context cancelled once the engine says the time limit
 // passed (its clock decides the outcome, so the handler is told only then): it
 // looks from the limit on, every few milliseconds. stop ends the watch and
-// returns only when timeUp is no longer called (the outcome it reads is valid
-// only during the callback).
+// returns only when timeUp is no longer called.
 func watchTimeUp(parent context.Context, limit time.Duration, timeUp func() bool) (context.Context, func()) {
 	ctx, cancel := context.WithCancel(parent)
 	done := make(chan struct{})

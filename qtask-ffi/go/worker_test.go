@@ -53,7 +53,7 @@ func testWorkerDrain(t *testing.T, c *qtask.Client) {
 	q := queue("worker-drain")
 	ids := map[int64]bool{}
 	for i := 0; i < n; i++ {
-		id, err := c.CreateNow("drain", map[string]int{"i": i}, time.Minute, q)
+		id, err := c.CreateNow(bg, "drain", map[string]int{"i": i}, time.Minute, q)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -102,11 +102,11 @@ func testWorkerDrain(t *testing.T, c *qtask.Client) {
 // An error fails the attempt with its text as last_error; so does a panic.
 func testWorkerError(t *testing.T, c *qtask.Client) {
 	q := queue("worker-error")
-	failing, err := c.CreateNow("failing", map[string]string{"how": "error"}, time.Minute, q, qtask.WithMaxCount(1))
+	failing, err := c.CreateNow(bg, "failing", map[string]string{"how": "error"}, time.Minute, q, qtask.WithMaxCount(1))
 	if err != nil {
 		t.Fatal(err)
 	}
-	panicking, err := c.CreateNow("panicking", map[string]string{"how": "panic"}, time.Minute, q, qtask.WithMaxCount(1))
+	panicking, err := c.CreateNow(bg, "panicking", map[string]string{"how": "panic"}, time.Minute, q, qtask.WithMaxCount(1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func testWorkerError(t *testing.T, c *qtask.Client) {
 		t.Errorf("report %+v", r)
 	}
 	for id, want := range map[int64]string{failing: "disk full", panicking: "panic: boom in the handler"} {
-		task, err := c.Get(id)
+		task, err := c.Get(bg, id)
 		if err != nil {
 			t.Fatalf("get %d: %v", id, err)
 		}
@@ -144,7 +144,7 @@ func testWorkerError(t *testing.T, c *qtask.Client) {
 // not cancelled) and writes its outcome before Run returns.
 func testWorkerCancel(t *testing.T, c *qtask.Client) {
 	q := queue("worker-cancel")
-	id, err := c.CreateNow("slow", map[string]int{}, time.Minute, q, qtask.WithDeleteDeadline(time.Hour))
+	id, err := c.CreateNow(bg, "slow", map[string]int{}, time.Minute, q, qtask.WithDeleteDeadline(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +176,7 @@ func testWorkerCancel(t *testing.T, c *qtask.Client) {
 	if atomic.LoadInt32(&returned) != 1 || handlerCtxErr != nil {
 		t.Fatalf("handler returned %d, its context: %v", returned, handlerCtxErr)
 	}
-	task, err := c.Get(id)
+	task, err := c.Get(bg, id)
 	if err != nil || task.Status != "finished" {
 		t.Fatalf("task after a graceful stop: %+v %v", task, err)
 	}
@@ -216,7 +216,7 @@ func testWorkerOutcomes(t *testing.T, c *qtask.Client) {
 		if kind == "error" {
 			maxCount = 1
 		}
-		id, err := c.CreateNow("outcome", map[string]string{"do": kind}, time.Minute, q,
+		id, err := c.CreateNow(bg, "outcome", map[string]string{"do": kind}, time.Minute, q,
 			qtask.WithMaxCount(maxCount), qtask.WithDeleteDeadline(time.Hour))
 		if err != nil {
 			t.Fatal(err)
@@ -256,7 +256,7 @@ func testWorkerOutcomes(t *testing.T, c *qtask.Client) {
 		"finish": {"finished", ""}, "result": {"finished", ""}, "error": {"failed", "boom"},
 		"retry_after": {"waiting", ""}, "cancel": {"cancelled", "no longer wanted"}, "fail_now": {"failed", "bad input"},
 	} {
-		task, err := c.Get(ids[kind])
+		task, err := c.Get(bg, ids[kind])
 		if err != nil {
 			t.Fatalf("get %s: %v", kind, err)
 		}
@@ -292,7 +292,7 @@ func testWorkerOutcomes(t *testing.T, c *qtask.Client) {
 	if _, err := c.Result(done, ids["retry_after"], time.Minute); !errors.Is(err, context.Canceled) {
 		t.Errorf("done context: %v", err)
 	}
-	if err := c.Cancel(ids["retry_after"]); err != nil {
+	if err := c.Cancel(bg, ids["retry_after"]); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -301,7 +301,7 @@ func testWorkerOutcomes(t *testing.T, c *qtask.Client) {
 // with the reason.
 func testWorkerTimeLimit(t *testing.T, c *qtask.Client) {
 	q := queue("worker-time-limit")
-	id, err := c.CreateNow("slow", map[string]int{}, time.Minute, q, qtask.WithMaxCount(1))
+	id, err := c.CreateNow(bg, "slow", map[string]int{}, time.Minute, q, qtask.WithMaxCount(1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,7 +327,7 @@ func testWorkerTimeLimit(t *testing.T, c *qtask.Client) {
 	if r := w.LastReport(); r.Failed != 1 || r.Finished != 0 {
 		t.Errorf("report %+v", r)
 	}
-	task, err := c.Get(id)
+	task, err := c.Get(bg, id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -340,7 +340,7 @@ func testWorkerTimeLimit(t *testing.T, c *qtask.Client) {
 // names an attempt that is no longer current, changes nothing and is skipped.
 func testWorkerStaleOutcome(t *testing.T, c *qtask.Client) {
 	q := queue("worker-stale")
-	id, err := c.CreateNow("stale", map[string]int{}, time.Minute, q, qtask.WithDeleteDeadline(time.Hour))
+	id, err := c.CreateNow(bg, "stale", map[string]int{}, time.Minute, q, qtask.WithDeleteDeadline(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,7 +355,7 @@ func testWorkerStaleOutcome(t *testing.T, c *qtask.Client) {
 	})
 	done := runWorker(ctx, w)
 	<-started
-	if err := c.Cancel(id); err != nil {
+	if err := c.Cancel(bg, id); err != nil {
 		t.Fatal(err)
 	}
 	cancel() // a graceful stop: the handler ends and its outcome is written first
@@ -366,7 +366,7 @@ func testWorkerStaleOutcome(t *testing.T, c *qtask.Client) {
 	if r := w.LastReport(); r.Skipped != 1 || r.Failed != 0 {
 		t.Errorf("report %+v", r)
 	}
-	task, err := c.Get(id)
+	task, err := c.Get(bg, id)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 mod admin;
+mod cancel;
 mod client;
 mod error;
 mod ffi;
@@ -25,6 +26,7 @@ mod schedule;
 mod worker;
 
 pub use admin::*;
+pub use cancel::*;
 pub use client::*;
 pub use error::{qtask_last_error, qtask_result, qtask_result_name};
 pub use logs::*;

@@ -17,7 +17,9 @@ use crate::panic::ffi_boundary;
 /// (5 fields, 6 with seconds first, or "@hourly"…, read in `time_zone`, an IANA
 /// name, default "UTC") and `every` (seconds, at least 1); optional `missed`
 /// ("run_once": one task for ticks missed while nothing ran, the default; "skip":
-/// none), `timeout`, `deadline`, `delete_deadline` (seconds) and `max_count`.
+/// none), `timeout`, `deadline`, `delete_deadline` (seconds), `max_count` and
+/// `priority` (of each task it makes: claims take higher priority first; default 0,
+/// from -1000 to 1000).
 /// A bad expression, zone or interval is `QTASK_RESULT_INVALID_ARGUMENT` and
 /// writes nothing. All strings are borrowed and must be valid UTF-8.
 ///
@@ -67,7 +69,7 @@ pub extern "C" fn qtask_unschedule(
 /// Every schedule of the client's namespace, by name, as a JSON array of objects:
 /// `name`, `queue`, `input`, `cron` and `time_zone` (null for intervals),
 /// `every_ms` (null for cron), `missed`, `timeout_ms`, `deadline_ms`,
-/// `delete_after_ms`, `max_count`, `next_at`, `last_tick_at`, `last_task_id`,
+/// `delete_after_ms`, `max_count`, `priority`, `next_at`, `last_tick_at`, `last_task_id`,
 /// `created_at`, `updated_at` (times in Unix milliseconds). `*out_schedules_json`
 /// (not NULL) receives a new string the caller owns and must free with
 /// `qtask_string_free`, or NULL on failure.

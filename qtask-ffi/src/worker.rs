@@ -1,16 +1,20 @@
-//! The C worker: `qtask_core::blocking::Worker` with a C function as the handler.
+//! The C worker: `qtask_core::blocking::Worker` with a C function as the handler
+//! (`qtask_worker_new`), or handing its tasks to the caller in batches
+//! (`qtask_worker_new_pull`, `qtask_worker_next`, `qtask_worker_complete`: what Go
+//! uses, so that no engine thread ever calls into Go).
 //!
 //! A worker handle is the address of one byte in a static region, and that byte is
 //! the worker's stop flag: `qtask_worker_stop` finds it by arithmetic and stores to
 //! it, nothing else, so it is safe in a signal handler. While `qtask_worker_run`
 //! runs, a small thread hands the flag on to the engine's `StopSignal`.
 
-use std::ffi::{c_char, c_void, CString};
+use std::collections::{HashMap, VecDeque};
+use std::ffi::{c_char, c_void, CStr, CString};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use qtask_core::blocking::{Client, StopSignal, Worker};
+use qtask_core::blocking::{Client, Reply, StopSignal, Worker};
 use qtask_core::{Error, Message, Outcome, TimeUp};
 
 use crate::client::{client, qtask_client, reset};
@@ -131,27 +135,150 @@ impl Callback {
             time_up: time_up.clone(),
         };
         let code = unsafe { (self.function)(json.as_ptr(), &mut outcome, self.user_data) };
-        let text = |default: String| outcome.error.clone().unwrap_or(default);
-        Ok(match code {
-            0 => Outcome::Finish(outcome.result),
-            2 => match outcome.delay {
-                Some(delay) => Outcome::RetryAfter(delay),
-                None => Outcome::Retry(text(
-                    "callback returned QTASK_OUTCOME_CODE_RETRY_AFTER without qtask_outcome_set_delay".into(),
-                )),
-            },
-            3 => Outcome::Cancel(text("cancelled by the callback".into())),
-            4 => Outcome::FailNow(text("failed by the callback".into())),
-            code => Outcome::Retry(text(format!("callback returned {code}"))),
-        })
+        Ok(outcome_of(
+            code,
+            outcome.error,
+            outcome.delay,
+            outcome.result,
+            "callback",
+        ))
     }
+}
+
+/// How an attempt ends, from a returned code and what was set beside it.
+fn outcome_of(
+    code: i32,
+    error: Option<String>,
+    delay: Option<Duration>,
+    result: Option<serde_json::Value>,
+    who: &str,
+) -> Outcome {
+    let text = |default: String| error.clone().unwrap_or(default);
+    match code {
+        0 => Outcome::Finish(result),
+        2 => match delay {
+            Some(delay) => Outcome::RetryAfter(delay),
+            None => Outcome::Retry(text(format!(
+                "{who} returned QTASK_OUTCOME_CODE_RETRY_AFTER without a delay"
+            ))),
+        },
+        3 => Outcome::Cancel(text(format!("cancelled by the {who}"))),
+        4 => Outcome::FailNow(text(format!("failed by the {who}"))),
+        code => Outcome::Retry(text(format!("{who} returned {code}"))),
+    }
+}
+
+/// A task handed out by `qtask_worker_next`.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct qtask_task {
+    /// Names the task to `qtask_worker_complete` and `qtask_worker_time_up`; unique
+    /// within the worker.
+    pub token: u64,
+    /// The task's input object plus `task_id` and `attempt`. qtask's: valid until
+    /// this token's completion is passed to `qtask_worker_complete` (or the run ends).
+    pub message_json: *const c_char,
+}
+
+/// How one handed-out task ended, for `qtask_worker_complete`: what a callback
+/// returns and sets on its `qtask_outcome`, in one struct.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct qtask_completion {
+    /// The `qtask_task`'s token.
+    pub token: u64,
+    /// A `qtask_outcome_code` (any other non-zero value means
+    /// `QTASK_OUTCOME_CODE_RETRY`).
+    pub code: i32,
+    /// NULL, or the text (UTF-8, borrowed) kept as `last_error` or as the reason, as
+    /// with `qtask_outcome_set_error`.
+    pub error: *const c_char,
+    /// With `QTASK_OUTCOME_CODE_RETRY_AFTER`: the delay in seconds (>= 0).
+    pub delay_seconds: f64,
+    /// NULL, or with `QTASK_OUTCOME_CODE_FINISH` a JSON value (borrowed) kept as the
+    /// task's result; malformed JSON fails the task for good with the parse error.
+    pub result_json: *const c_char,
+}
+
+/// A task handed out and not completed yet.
+struct Out {
+    message: CString,
+    time_up: TimeUp,
+    reply: Reply,
+}
+
+/// Where a pull-mode worker's tasks wait for `qtask_worker_next`.
+#[derive(Default)]
+struct Exchange {
+    handed: Mutex<Handed>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct Handed {
+    /// Tokens not taken by `qtask_worker_next` yet, oldest first.
+    queue: VecDeque<u64>,
+    /// Every task handed over and not completed, by token.
+    out: HashMap<u64, Out>,
+    next_token: u64,
+    /// The run has returned: `qtask_worker_next` says so instead of waiting.
+    ended: bool,
+}
+
+impl Exchange {
+    fn lock(&self) -> MutexGuard<'_, Handed> {
+        self.handed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Called by the engine (on its runtime threads, never blocking for long) with
+    /// each claimed task.
+    fn deliver(&self, message: Message, time_up: TimeUp, reply: Reply) {
+        // serde_json escapes NUL, so the text has none.
+        let message = match CString::new(message.to_json().to_string()) {
+            Ok(message) => message,
+            Err(e) => return reply.send(Outcome::Retry(format!("message: {e}"))),
+        };
+        let mut handed = self.lock();
+        handed.next_token += 1;
+        let token = handed.next_token;
+        handed.out.insert(
+            token,
+            Out {
+                message,
+                time_up,
+                reply,
+            },
+        );
+        handed.queue.push_back(token);
+        drop(handed);
+        self.ready.notify_one();
+    }
+
+    fn end(&self) {
+        let mut handed = self.lock();
+        handed.ended = true;
+        handed.queue.clear();
+        handed.out.clear();
+        drop(handed);
+        self.ready.notify_all();
+    }
+}
+
+/// What the worker runs its tasks with.
+enum Mode {
+    Callback(Callback),
+    Pull(Arc<Exchange>),
 }
 
 struct WorkerState {
     client: Arc<Client>,
     queue: String,
     concurrency: usize,
-    callback: Callback,
+    mode: Mode,
     running: AtomicBool,
     /// `qtask_worker_set_time_limit`, in milliseconds; 0 for none.
     time_limit_ms: AtomicU64,
@@ -185,27 +312,63 @@ pub extern "C" fn qtask_worker_new(
         *out = std::ptr::null_mut();
         let client = self::client(client)?;
         let queue = unsafe { str_arg(queue, "queue") }?;
-        if queue.is_empty() {
-            return Err(invalid("queue is empty"));
-        }
-        if concurrency == 0 {
-            return Err(invalid("concurrency must be at least 1"));
-        }
         let function = callback.ok_or_else(|| invalid("callback is NULL"))?;
-        let state = WorkerState {
-            client,
-            queue: queue.to_string(),
-            concurrency: concurrency as usize,
-            callback: Callback { function, user_data },
-            running: AtomicBool::new(false),
-            time_limit_ms: AtomicU64::new(0),
-        };
-        let worker: *mut qtask_worker = WORKERS.insert(Arc::new(state))?;
-        // The slot may have served an earlier, stopped worker.
-        stop_flag(worker)?.store(0, Ordering::Release);
-        *out = worker;
+        *out = new_worker(client, queue, concurrency, Mode::Callback(Callback { function, user_data }))?;
         Ok(())
     })
+}
+
+/// Creates a worker for the tasks of `queue` (borrowed, copied) of `client` that
+/// hands its tasks to the caller instead of calling a callback: while one thread is
+/// inside `qtask_worker_run`, any threads take up to `concurrency` tasks at a time
+/// with `qtask_worker_next`, run them where they like, and report how each ended
+/// with `qtask_worker_complete`, in batches. The engine never calls into the caller,
+/// and the calls cost one lock per batch, not a thread switch per task. Stop and
+/// free the worker before `qtask_close` on its client.
+///
+/// On success `*out_worker` is a new handle that the caller owns and must release
+/// with `qtask_worker_free`; on failure it is NULL.
+#[no_mangle]
+pub extern "C" fn qtask_worker_new_pull(
+    client: *mut qtask_client,
+    queue: *const c_char,
+    concurrency: u32,
+    out_worker: *mut *mut qtask_worker,
+) -> qtask_result {
+    ffi_boundary!(result: {
+        let out = try_ref!(mut out_worker, "out_worker");
+        *out = std::ptr::null_mut();
+        let client = self::client(client)?;
+        let queue = unsafe { str_arg(queue, "queue") }?;
+        *out = new_worker(client, queue, concurrency, Mode::Pull(Arc::default()))?;
+        Ok(())
+    })
+}
+
+fn new_worker(
+    client: Arc<Client>,
+    queue: &str,
+    concurrency: u32,
+    mode: Mode,
+) -> Result<*mut qtask_worker, Error> {
+    if queue.is_empty() {
+        return Err(invalid("queue is empty"));
+    }
+    if concurrency == 0 {
+        return Err(invalid("concurrency must be at least 1"));
+    }
+    let state = WorkerState {
+        client,
+        queue: queue.to_string(),
+        concurrency: concurrency as usize,
+        mode,
+        running: AtomicBool::new(false),
+        time_limit_ms: AtomicU64::new(0),
+    };
+    let worker: *mut qtask_worker = WORKERS.insert(Arc::new(state))?;
+    // The slot may have served an earlier, stopped worker.
+    stop_flag(worker)?.store(0, Ordering::Release);
+    Ok(worker)
 }
 
 fn stop_flag(worker: *const qtask_worker) -> Result<&'static AtomicU8, Error> {
@@ -264,13 +427,23 @@ pub extern "C" fn qtask_worker_run(
                 })
                 .map_err(|e| Error::Internal(format!("starting the stop relay thread: {e}")))?
         };
-        let callback = state.callback;
         let mut engine = Worker::new(&state.client, state.queue.as_str()).concurrency(state.concurrency);
         let limit_ms = state.time_limit_ms.load(Ordering::Acquire);
         if limit_ms > 0 {
             engine = engine.time_limit(Duration::from_millis(limit_ms));
         }
-        let report = engine.run_with_time_up(move |message, time_up| callback.call(message, time_up), &stop);
+        let report = match &state.mode {
+            Mode::Callback(callback) => {
+                let callback = *callback;
+                engine.run_with_time_up(move |message, time_up| callback.call(message, time_up), &stop)
+            }
+            Mode::Pull(exchange) => {
+                let to = exchange.clone();
+                let report = engine.run_handing_off(move |message, time_up, reply| to.deliver(message, time_up, reply), &stop);
+                exchange.end();
+                report
+            }
+        };
         run_ended.store(true, Ordering::Release);
         relay.thread().unpark();
         let _ = relay.join();
@@ -403,5 +576,153 @@ pub extern "C" fn qtask_outcome_set_error(
         let text = unsafe { std::ffi::CStr::from_ptr(message) }.to_string_lossy().into_owned();
         outcome.error = Some(text);
         Ok(())
+    })
+}
+
+/// The exchange of a pull-mode worker.
+fn exchange(worker: *mut qtask_worker) -> Result<Arc<Exchange>, Error> {
+    match &WORKERS.get(worker)?.mode {
+        Mode::Pull(exchange) => Ok(exchange.clone()),
+        Mode::Callback(_) => Err(Error::InvalidState(
+            "this worker calls a callback: create it with qtask_worker_new_pull".into(),
+        )),
+    }
+}
+
+/// Takes up to `capacity` tasks of a worker made by `qtask_worker_new_pull` into
+/// `out_tasks` (an array of `capacity`, written from the start) and their number
+/// into `*out_count`, waiting up to `wait_seconds` (>= 0) for the first. Each task
+/// must be reported with `qtask_worker_complete`: until then it keeps one of the
+/// worker's `concurrency` slots, and its `message_json` stays valid.
+///
+/// Returns `QTASK_RESULT_OK` with `*out_count` 0 when the wait passed, also before
+/// `qtask_worker_run` started; `QTASK_RESULT_CLOSED` once the run has returned (after
+/// `qtask_worker_stop`, every task handed out was completed) or the worker was freed.
+/// May be called from any thread, from several at once.
+#[no_mangle]
+pub extern "C" fn qtask_worker_next(
+    worker: *mut qtask_worker,
+    out_tasks: *mut qtask_task,
+    capacity: usize,
+    wait_seconds: f64,
+    out_count: *mut usize,
+) -> qtask_result {
+    ffi_boundary!(result: {
+        reset(out_count, 0);
+        if out_tasks.is_null() || capacity == 0 {
+            return Err(invalid("out_tasks is NULL or capacity is 0"));
+        }
+        let wait = qtask_core::seconds("wait_seconds", wait_seconds)?;
+        let exchange = exchange(worker)?;
+        let until = Instant::now().checked_add(wait);
+        let mut handed = exchange.lock();
+        while handed.queue.is_empty() && !handed.ended {
+            let left = match until {
+                Some(until) => until.saturating_duration_since(Instant::now()),
+                None => Duration::from_secs(3600),
+            };
+            if left.is_zero() {
+                return Ok(());
+            }
+            handed = exchange
+                .ready
+                .wait_timeout(handed, left)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
+        }
+        if handed.ended {
+            return Err(Error::Closed);
+        }
+        let take = handed.queue.len().min(capacity);
+        let tasks = unsafe { std::slice::from_raw_parts_mut(out_tasks, take) };
+        for task in tasks.iter_mut() {
+            let token = handed.queue.pop_front().expect("counted");
+            let message = handed.out.get(&token).map_or(std::ptr::null(), |out| out.message.as_ptr());
+            *task = qtask_task { token, message_json: message };
+        }
+        let more = !handed.queue.is_empty();
+        drop(handed);
+        if more {
+            // Another caller may take the rest.
+            exchange.ready.notify_one();
+        }
+        reset(out_count, take);
+        Ok(())
+    })
+}
+
+/// Reports how `count` tasks of `qtask_worker_next` ended (`completions`, borrowed,
+/// an array of `count`): each attempt ends as its code says, as a callback's return
+/// would, and its slot frees up. A token that is unknown or already completed is
+/// ignored (so is a completion that comes after the time limit ended the attempt).
+/// May be called from any thread, from several at once.
+#[no_mangle]
+pub extern "C" fn qtask_worker_complete(
+    worker: *mut qtask_worker,
+    completions: *const qtask_completion,
+    count: usize,
+) -> qtask_result {
+    ffi_boundary!(result: {
+        if count == 0 {
+            return Ok(());
+        }
+        if completions.is_null() {
+            return Err(invalid("completions is NULL"));
+        }
+        let exchange = exchange(worker)?;
+        let completions = unsafe { std::slice::from_raw_parts(completions, count) };
+        let mut outs = Vec::with_capacity(count);
+        {
+            let mut handed = exchange.lock();
+            for done in completions {
+                if let Some(out) = handed.out.remove(&done.token) {
+                    outs.push((out, done));
+                }
+            }
+        }
+        for (out, done) in outs {
+            out.reply.send(completed(done));
+        }
+        Ok(())
+    })
+}
+
+/// The outcome a `qtask_completion` describes.
+fn completed(done: &qtask_completion) -> Outcome {
+    let text = |p: *const c_char| {
+        (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+    };
+    let error = text(done.error);
+    let delay = match done.code {
+        2 => match qtask_core::seconds("delay_seconds", done.delay_seconds) {
+            Ok(delay) => Some(delay),
+            Err(err) => return Outcome::Retry(err.to_string()),
+        },
+        _ => None,
+    };
+    let result = match (done.code, text(done.result_json)) {
+        (0, Some(json)) => match serde_json::from_str(&json) {
+            Ok(value) => Some(value),
+            Err(e) => return Outcome::FailNow(format!("result_json: {e}")),
+        },
+        _ => None,
+    };
+    outcome_of(done.code, error, delay, result, "worker")
+}
+
+/// True once the time limit of the task `token` of a `qtask_worker_new_pull` worker
+/// has passed (its attempt has then failed: stop working on it, and complete it).
+/// False without a time limit, and for a token not handed out or already completed.
+#[no_mangle]
+pub extern "C" fn qtask_worker_time_up(worker: *mut qtask_worker, token: u64) -> bool {
+    ffi_boundary!({
+        match exchange(worker) {
+            Ok(exchange) => exchange
+                .lock()
+                .out
+                .get(&token)
+                .is_some_and(|out| out.time_up.is_up()),
+            Err(_) => false,
+        }
     })
 }

@@ -3,8 +3,9 @@
 //!
 //! The engine runs with the GIL released; each handler call takes the GIL only
 //! while Python runs. The Python side (`qtask/_worker.py`) passes one callable per
-//! queue that takes the message as JSON text and the attempt's `TimeUp` (None
-//! without a time limit) and returns how the attempt ends: `None` (finish), the
+//! queue (and the task names it routes, if any: `kinds`) that takes the message as
+//! JSON text ([`message_json`]) and the attempt's `TimeUp` (None without a time
+//! limit) and returns how the attempt ends: `None` (finish), the
 //! error text (retry with backoff, kept as `last_error`), or a pair
 //! `(kind, value)`: `("result", json_text)`, `("retry_after", seconds)`,
 //! `("cancel", reason)`, `("fail_now", reason)`. It also runs `async def` handlers
@@ -69,6 +70,20 @@ impl TimeUp {
     }
 }
 
+/// A message as the Python layer reads it: `{"task_id", "attempt", "name", "queue",
+/// "deadline_at", "input"}` (the input apart, so that its keys never meet ours).
+pub(crate) fn message_json(message: Message) -> String {
+    serde_json::json!({
+        "task_id": message.task_id,
+        "attempt": message.attempt,
+        "name": message.name,
+        "queue": message.queue,
+        "deadline_at": message.deadline_at,
+        "input": message.input,
+    })
+    .to_string()
+}
+
 /// Reads what the Python callable returned (see the module comment).
 fn outcome_of(returned: &Bound<'_, PyAny>) -> Outcome {
     if returned.is_none() {
@@ -102,7 +117,7 @@ fn outcome_of(returned: &Bound<'_, PyAny>) -> Outcome {
 /// Calls the Python callable and reads its outcome; an exception out of the wrapper
 /// fails the attempt with the exception's type and message.
 fn call_handler(handler: &Py<PyAny>, message: Message, time_up: Option<&qtask_core::TimeUp>) -> Outcome {
-    let text = message.to_json().to_string();
+    let text = message_json(message);
     Python::try_attach(|py| {
         let time_up = match time_up {
             Some(t) => match Py::new(py, TimeUp { inner: t.clone() }) {
@@ -121,9 +136,11 @@ fn call_handler(handler: &Py<PyAny>, message: Message, time_up: Option<&qtask_co
 
 /// Works on `queue` with `handler` until `stop` is set, then lets running handlers
 /// end; returns `(finished, failed, skipped, snoozed, cancelled)`. `time_limit` is
-/// in seconds.
+/// in seconds; `kinds`: the task names `handler` takes (default: all; the engine
+/// retries the others, see `Worker::kinds`).
 #[pyfunction]
-#[pyo3(signature = (client, queue, handler, concurrency, stop, time_limit=None))]
+#[pyo3(signature = (client, queue, handler, concurrency, stop, time_limit=None, kinds=None))]
+#[allow(clippy::too_many_arguments)] // the Python function's parameters, one by one
 pub fn run_worker(
     py: Python<'_>,
     client: &Client,
@@ -132,6 +149,7 @@ pub fn run_worker(
     concurrency: usize,
     stop: &WorkerStop,
     time_limit: Option<f64>,
+    kinds: Option<Vec<String>>,
 ) -> PyQtaskResult<(u64, u64, u64, u64, u64)> {
     if concurrency == 0 {
         return Err(Error::InvalidArgument("concurrency must be at least 1".into()).into());
@@ -143,6 +161,9 @@ pub fn run_worker(
         let mut worker = Worker::new(&client, queue).concurrency(concurrency);
         if let Some(limit) = time_limit {
             worker = worker.time_limit(limit);
+        }
+        if let Some(kinds) = kinds {
+            worker = worker.kinds(kinds);
         }
         let limited = time_limit.is_some();
         worker.run_with_time_up(

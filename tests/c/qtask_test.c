@@ -1,9 +1,10 @@
 /*
  * The C ABI's test program: a full task cycle, a delayed task, order_no
- * dedupe, the deferred create, periodic tasks, threads sharing one handle, and every kind of
+ * dedupe, the deferred create, periodic tasks, threads sharing one handle, a pop
+ * cancelled from another thread, and every kind of
  * bad input, each checked for its result code and for writing nothing; the
  * worker (drain, a failing callback, stop from another thread and from a signal
- * handler) and the log callback.
+ * handler, the pull mode) and the log callback.
  *
  *   qtask_test DIR [cycle]   DIR: a scratch directory for the SQLite files
  *
@@ -346,7 +347,7 @@ static void test_schedules(qtask_client *client) {
     /* 09:00 in Shanghai is 01:00 UTC. */
     CHECK(json_int(info, "next_at") % 86400000 == 3600000, "next_at of %s", info ? info : "NULL");
     qtask_string_free(info);
-    OK(qtask_schedule(client, "c pulse", "{\"n\": 7}", "{\"queue\": \"C:SCHED\", \"every\": 1}", NULL));
+    OK(qtask_schedule(client, "c pulse", "{\"n\": 7}", "{\"queue\": \"C:SCHED\", \"every\": 1, \"priority\": 4}", NULL));
 
     char *list = NULL;
     OK(qtask_schedules(client, &list));
@@ -359,6 +360,11 @@ static void test_schedules(qtask_client *client) {
     OK(qtask_pop(client, "C:SCHED", 10.0, &msg));
     CHECK(msg && json_int(msg, "n") == 7, "tick message %s", msg ? msg : "NULL");
     if (msg) {
+        char *task = NULL;
+        OK(qtask_get(client, json_int(msg, "task_id"), &task));
+        CHECK(task && json_int(task, "priority") == 4, "the tick's task has the schedule's priority: %s",
+              task ? task : "NULL");
+        qtask_string_free(task);
         OK(qtask_finish(client, json_int(msg, "task_id")));
     }
     qtask_string_free(msg);
@@ -377,6 +383,7 @@ static void test_schedules(qtask_client *client) {
         "{\"queue\": \"C:SCHED\", \"every\": 5, \"cron\": \"* * * * *\"}",
         "{\"queue\": \"C:SCHED\"}",
         "{\"queue\": \"C:SCHED\", \"every\": 5, \"missed\": \"twice\"}",
+        "{\"queue\": \"C:SCHED\", \"every\": 5, \"priority\": 1001}",
         "not json",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -437,6 +444,72 @@ static void test_threads(qtask_client *client) {
         popped++;
     }
     CHECK(popped == THREADS * 10, "popped %d", popped);
+}
+
+struct pop_arg {
+    qtask_client *client;
+    qtask_cancel_token *token;
+    qtask_result rc;
+    char *msg;
+};
+
+static void *pop_for_an_hour(void *p) {
+    struct pop_arg *arg = p;
+    arg->rc = qtask_pop_cancellable(arg->client, "C:CANCEL", 3600, arg->token, &arg->msg);
+    return NULL;
+}
+
+/* A pop blocked on one thread ends when another cancels its token; it claims nothing. */
+static void test_cancel(qtask_client *client) {
+    qtask_cancel_token *token = NULL;
+    OK(qtask_cancel_token_new(&token));
+    struct pop_arg arg = {client, token, QTASK_RESULT_INTERNAL, (char *)"sentinel"};
+    pthread_t thread;
+    CHECK(pthread_create(&thread, NULL, pop_for_an_hour, &arg) == 0, "pthread_create");
+    struct timespec blocked = {0, 200 * 1000 * 1000};
+    nanosleep(&blocked, NULL);
+    OK(qtask_cancel_token_cancel(token));
+    pthread_join(thread, NULL); /* an hour, were the token not heard */
+    CHECK(arg.rc == QTASK_RESULT_OK && arg.msg == NULL, "cancelled pop: %s %s", qtask_result_name(arg.rc),
+          arg.msg ? arg.msg : "NULL");
+
+    /* The task that arrives later is the next pop's, on its first attempt. */
+    int64_t later = 0, waiting = 0;
+    char *msg = NULL;
+    OK(qtask_create(client, "later", "{}", 60, "C:CANCEL", NULL, &later));
+    OK(qtask_pop(client, "C:CANCEL", 3.0, &msg));
+    CHECK(msg && json_int(msg, "task_id") == later && json_int(msg, "attempt") == 1, "later: %s",
+          msg ? msg : "NULL");
+    OK(qtask_finish(client, later));
+    qtask_string_free(msg);
+
+    /* Already cancelled: at once, with a task waiting, and nothing claimed. */
+    OK(qtask_create(client, "waiting", "{}", 60, "C:CANCEL", NULL, &waiting));
+    msg = (char *)"sentinel";
+    OK(qtask_pop_cancellable(client, "C:CANCEL", 3600, token, &msg));
+    CHECK(msg == NULL, "a cancelled token claimed %s", msg ? msg : "NULL");
+    char *task = NULL, *result = (char *)"sentinel";
+    OK(qtask_get(client, waiting, &task));
+    CHECK(task && json_int(task, "count") == 0, "claimed: %s", task ? task : "NULL");
+    qtask_string_free(task);
+    EXPECT(QTASK_RESULT_TIMEOUT, qtask_task_result_cancellable(client, waiting, 3600, token, &result));
+    CHECK(result == NULL, "out not reset");
+    OK(qtask_cancel_token_cancel(token)); /* twice is fine */
+    qtask_cancel_token_free(token);
+    EXPECT(QTASK_RESULT_CLOSED, qtask_cancel_token_cancel(token));
+    qtask_cancel_token_free(token); /* twice: ignored */
+    qtask_cancel_token_free(NULL);
+
+    /* NULL: never cancelled. */
+    OK(qtask_pop_cancellable(client, "C:CANCEL", 3.0, NULL, &msg));
+    CHECK(msg && json_int(msg, "task_id") == waiting, "waiting: %s", msg ? msg : "NULL");
+    OK(qtask_finish(client, waiting));
+    qtask_string_free(msg);
+
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_cancel_token_new(NULL));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT,
+           qtask_pop_cancellable(client, "C:CANCEL", 0, (qtask_cancel_token *)&later, &msg));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_pop_cancellable(client, "C:CANCEL", 0, NULL, NULL));
 }
 
 /* ---- the worker ---- */
@@ -757,6 +830,83 @@ static void test_worker_stop_from_signal(qtask_client *client) {
     qtask_worker_free(signalled_worker);
 }
 
+/* ---- the pull worker: qtask_worker_next / qtask_worker_complete ---- */
+
+/* A pull worker of 4 on one thread, its tasks taken and completed in batches on
+ * this one: every task once, with each outcome as a callback's return would give. */
+static void test_worker_pull(qtask_client *client) {
+    enum { N = 60 };
+    long long before = kept_tasks(client);
+    for (int i = 0; i < N; i++) {
+        char input[64];
+        snprintf(input, sizeof input, "{\"n\": %d}", i);
+        OK(qtask_create(client, "pull", input, 60, "C:PULL", NULL, NULL));
+    }
+    struct run_arg arg = {NULL, QTASK_RESULT_INTERNAL};
+    OK(qtask_worker_new_pull(client, "C:PULL", 4, &arg.worker));
+    qtask_task tasks[8];
+    size_t count = 99;
+    /* Before the run: nothing yet, not an error. */
+    OK(qtask_worker_next(arg.worker, tasks, 8, 0, &count));
+    CHECK(count == 0, "%zu tasks before the run", count);
+    pthread_t thread;
+    CHECK(pthread_create(&thread, NULL, run_worker, &arg) == 0, "pthread_create");
+    int seen = 0, cancelled_id = -1;
+    char *bad_result = NULL;
+    while (seen < N) {
+        OK(qtask_worker_next(arg.worker, tasks, 8, 5, &count));
+        CHECK(count > 0, "no task within 5 s after %d", seen);
+        CHECK(count <= 4, "%zu tasks out at once with concurrency 4", count);
+        qtask_completion done[8];
+        for (size_t k = 0; k < count; k++) {
+            long long n = json_int(tasks[k].message_json, "n");
+            CHECK(json_int(tasks[k].message_json, "task_id") > 0 && json_int(tasks[k].message_json, "attempt") == 1,
+                  "message %s", tasks[k].message_json);
+            CHECK(!qtask_worker_time_up(arg.worker, tasks[k].token), "time up without a limit");
+            done[k] = (qtask_completion){.token = tasks[k].token, .code = QTASK_OUTCOME_CODE_FINISH};
+            if (n == 0) {
+                done[k].result_json = "{\"ok\": true}";
+            } else if (n == 1) {
+                done[k].code = QTASK_OUTCOME_CODE_CANCEL;
+                done[k].error = "not wanted";
+                cancelled_id = (int)json_int(tasks[k].message_json, "task_id");
+            } else if (n == 2) {
+                done[k].result_json = "{not json";
+                bad_result = malloc(32);
+                snprintf(bad_result, 32, "%lld", json_int(tasks[k].message_json, "task_id"));
+            }
+        }
+        OK(qtask_worker_complete(arg.worker, done, count));
+        /* A token completed twice is ignored. */
+        OK(qtask_worker_complete(arg.worker, done, count));
+        seen += (int)count;
+    }
+    qtask_worker_stop(arg.worker);
+    EXPECT(QTASK_RESULT_CLOSED, qtask_worker_next(arg.worker, tasks, 8, 5, &count));
+    pthread_join(thread, NULL);
+    CHECK(arg.rc == QTASK_RESULT_OK, "run: %s", qtask_result_name(arg.rc));
+    char *task = NULL;
+    OK(qtask_get(client, cancelled_id, &task));
+    CHECK(strstr(task, "\"status\":\"cancelled\"") && strstr(task, "not wanted"), "cancelled: %s", task);
+    qtask_string_free(task);
+    OK(qtask_get(client, atoll(bad_result), &task));
+    CHECK(strstr(task, "\"status\":\"failed\"") && strstr(task, "result_json"), "bad result: %s", task);
+    qtask_string_free(task);
+    free(bad_result);
+    CHECK(kept_tasks(client) == before + 2, "%lld tasks kept", kept_tasks(client) - before);
+
+    /* A callback worker has no tasks to pull; bad arguments. */
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_worker_next(arg.worker, NULL, 8, 0, &count));
+    qtask_worker_free(arg.worker);
+    EXPECT(QTASK_RESULT_CLOSED, qtask_worker_next(arg.worker, tasks, 8, 0, &count));
+    atomic_int calls = 0;
+    qtask_worker *callback_worker;
+    OK(qtask_worker_new(client, "C:PULL", 1, never_called, &calls, &callback_worker));
+    EXPECT(QTASK_RESULT_INVALID_STATE, qtask_worker_next(callback_worker, tasks, 8, 0, &count));
+    qtask_worker_free(callback_worker);
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_worker_new_pull(client, "C:PULL", 0, &callback_worker));
+}
+
 /* ---- the log callback ---- */
 
 struct log_seen {
@@ -965,6 +1115,7 @@ int main(int argc, char **argv) {
         RUN(test_priority_and_limits(client));
         RUN(test_schedules(client));
         RUN(test_threads(client));
+        RUN(test_cancel(client));
         RUN(test_bad_input(client, dir));
         RUN(test_worker_drain(client));
         RUN(test_worker_failure(client));
@@ -973,6 +1124,7 @@ int main(int argc, char **argv) {
         RUN(test_worker_stale_outcome(client));
         RUN(test_worker_stop_from_thread(client));
         RUN(test_worker_stop_from_signal(client));
+        RUN(test_worker_pull(client));
     }
     qtask_close(client);
     printf("%d checks, %d failed\n", checks, failures);

@@ -46,13 +46,13 @@ def test_schedules_are_declared_listed_replaced_and_removed(db_backend: Backend)
 def test_a_tick_becomes_one_task(db_backend: Backend) -> None:
     with db_backend.client(sweeper=False) as c:
         c.install()
-        c.schedule("py tick", {"n": 7}, queue=Q, every=1)
+        assert c.schedule("py tick", {"n": 7}, queue=Q, every=1, priority=6)["priority"] == 6
         assert wait_until(lambda: c.sweep_once()["scheduled"], "the sweep that takes the tick") == 1
         assert c.sweep_once()["scheduled"] == 0, "a tick makes one task"
         message = c.pop(Q, wait=5.0)
         assert message is not None and message["n"] == 7
         task = c.get(message["task_id"])
-        assert task["name"] == "py tick"
+        assert (task["name"], task["priority"]) == ("py tick", 6), "the schedule's priority"
         c.finish(message["task_id"])
         (info,) = c.schedules()
         assert info["last_task_id"] == message["task_id"]
@@ -72,6 +72,8 @@ def test_a_tick_becomes_one_task(db_backend: Backend) -> None:
         {"every": 5, "missed": "twice"},
         {"every": "5"},
         {"every": 5, "max_count": 1.5},
+        {"every": 5, "priority": 1001},
+        {"every": 5, "priority": 2.5},
     ],
 )
 def test_bad_schedules_raise_invalid_argument_and_write_nothing(sqlite: Backend, options: Dict[str, Any]) -> None:

@@ -104,6 +104,27 @@ def test_sigterm_stops_an_idle_worker(sqlite: Backend, tmp_path: pathlib.Path) -
     assert "0 finished, 0 failed, 0 skipped" in err
 
 
+def test_cli_worker_routes_kinds(sqlite: Backend, tmp_path: pathlib.Path) -> None:
+    """`qtask worker module:client` runs the kinds registered with name=."""
+    marks_dir = tmp_path / "marks"
+    marks_dir.mkdir()
+    with sqlite.client(sweeper=False) as c:
+        c.install()
+        echo = c.create("app.echo", {"text": "hi"}, queue="KINDS", delete_deadline=3600)
+        proc = start_worker(sqlite, marks_dir, "python -m")
+        try:
+            wait_until(lambda: c.get(echo)["status"] == "finished", "the kind's task to finish")
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 0, err
+        assert [attempt for attempt, _ in marks(marks_dir, "echo", echo)] == [1]
+        assert c.result(echo) == "hi"
+
+
 def test_long_handler_keeps_its_lease(db_backend: Backend) -> None:
     """A handler running more than twice its timeout is not dispatched a second time:
     the worker renews the lease with processing()."""

@@ -58,7 +58,26 @@ def typed_usage(c: qtask.Client) -> None:
     async def async_handler(m: qtask.Message) -> Dict[str, int]:
         return {"ok": 1}
 
-    handler({"task_id": 1})
+    handler(qtask.Message(task_id=1, attempt=1, name="n", queue="TYPED", deadline_at=0, input={}))
+
+    @c.task("KINDS", name="send_email", max_count=5)
+    def send_email(to: str, subject: str = "") -> int:
+        return len(to)
+
+    @c.task("KINDS", name="charge")
+    async def charge(message: qtask.Message, amount: int) -> None:
+        first: int = message.task_id
+        deadline: int = message.deadline_at
+        kind: str = message.name
+        given: Dict[str, Any] = message.input
+
+    length: int = send_email("a@b")
+    made: qtask.Created = send_email.create("a@b", subject="hi")
+    deduped: qtask.Created = send_email.options(order_no="A-1", priority=5, delay=1.5).create(to="a@b")
+    later_kind: qtask.Created = send_email.delay(60, to="a@b")
+    item: qtask.NewTask = send_email.new_task("a@b")
+    charged: qtask.Created = charge.options(order_no="C-1").create(amount=3)
+    kinds_made: List[qtask.Created] = c.create_many([item, charge.new_task(amount=4)])
     try:
         result: Any = c.result(task_id, wait=0.01)
     except qtask.TimeoutError:
@@ -66,6 +85,7 @@ def typed_usage(c: qtask.Client) -> None:
     outcomes: List[Exception] = [qtask.Retry(after=1.5), qtask.Cancel("why"), qtask.FailNow("why")]
     report: qtask.WorkerReport = qtask.WorkerReport(snoozed=1, cancelled=2)
     del pushed, many, status, state, last_error, waiting, async_handler, result, outcomes, report
+    del length, made, deduped, later_kind, kinds_made, charged
 
 
 def misuse(c: qtask.Client) -> None:
@@ -78,12 +98,72 @@ def misuse(c: qtask.Client) -> None:
     c.result(1, wait="1")  # type: ignore[arg-type]
     qtask.Retry(after="soon")  # type: ignore[arg-type]
 
+    @c.task("KINDS", name="kind")
+    def kind(to: str) -> None:
+        pass
+
+    kind.create(to=1)  # type: ignore[arg-type]
+    kind.create(nope="x")  # type: ignore[call-arg]
+    kind.options(order_no=5)  # type: ignore[arg-type]
+    kind.delay("soon", "a@b")  # type: ignore[arg-type]
+
+    @c.task("KINDS", name="with_message")
+    def with_message(message: qtask.Message, n: int) -> None:
+        pass
+
+    with_message.create(message={}, n=1)  # type: ignore[call-arg]
+
+
+async def async_typed_usage(c: qtask.AsyncClient) -> None:
+    await c.install()
+    created: qtask.Created = await c.create("n", {"a": 1}, queue="Q", timeout=5.0, priority=2)
+    deferred: Tuple[int, qtask.AsyncInvoke] = await c.create_deferred("n", {}, queue="Q")
+    pushed: bool = await deferred[1]()
+    later: qtask.Created = await c.delay("n", {}, queue="Q", delay=3600)
+    many: List[qtask.Created] = await c.create_many([{"name": "m", "input": {}, "queue": "Q"}])
+    message: Optional[qtask.Message] = await c.pop("Q", wait=0.1)
+    if message is not None:
+        ok: bool = await c.processing(message["task_id"])
+        if ok:
+            await c.finish(message["task_id"])
+    status: str = await c.fail(later, "why")
+    task: qtask.Task = await c.get(created)
+    stats: qtask.Stats = await c.stats()
+    await c.cancel(later)
+    try:
+        result: Any = await c.result(created, wait=0.01)
+    except qtask.TimeoutError:
+        result = None
+    info: qtask.ScheduleInfo = await c.schedule("s", {}, queue="Q", every=60)
+    await c.set_queue_limits("Q", max_processing=1)
+    del pushed, many, status, task, stats, result, info
+
+
+async def async_misuse(c: qtask.AsyncClient) -> None:
+    await c.create("n", {}, queue=5)  # type: ignore[arg-type]
+    await c.pop(queue="Q", wait="1")  # type: ignore[arg-type]
+    (await c.get(1))["nope"]  # type: ignore[typeddict-item]
+    c.stats()["waiting"]  # type: ignore[index]
+
+
+def test_async_typed_usage_runs(sqlite: Backend) -> None:
+    import asyncio
+
+    async def main() -> None:
+        async with qtask.AsyncClient(**sqlite.settings(sweeper=False)) as c:
+            await async_typed_usage(c)
+            assert (await c.stats())["cancelled"] == 1
+
+    asyncio.run(main())
+
 
 def test_typed_usage_runs(sqlite: Backend) -> None:
     with sqlite.client(sweeper=False) as c:
         typed_usage(c)
         assert c.stats()["cancelled"] == 1
         assert set(c.handlers) == {"TYPED", "TYPED_ASYNC"}
+        assert set(c.kinds["KINDS"]) == {"send_email", "charge"}
+        assert c.count_tasks(queue="KINDS") == 6
 
 
 def test_mypy() -> None:

@@ -32,3 +32,9 @@ def work(message: qtask.Message) -> None:
         time.sleep(3600)  # killed here
     time.sleep(float(message.get("sleep", 0)))
     mark("done", message)
+
+
+@client.task("KINDS", name="app.echo")
+def echo(message: qtask.Message, text: str) -> str:
+    mark("echo", message)
+    return text

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use super::wait;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -110,6 +112,18 @@ impl Client {
         blocking!(self, |c| c.pop(&queue, wait_for))
     }
 
+    /// [`crate::Client::pop_cancellable`]: `None` at once when `cancel` is cancelled
+    /// while waiting (from another thread).
+    pub fn pop_cancellable(
+        &self,
+        queue: &str,
+        wait_for: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Message>> {
+        let (queue, cancel) = (queue.to_owned(), cancel.clone());
+        blocking!(self, |c| c.pop_cancellable(&queue, wait_for, &cancel))
+    }
+
     pub fn processing(&self, task_id: i64) -> Result<bool> {
         blocking!(self, |c| c.processing(task_id))
     }
@@ -130,6 +144,18 @@ impl Client {
     /// [`crate::Client::result`]: a finished task's result, waiting up to `wait_for`.
     pub fn result(&self, task_id: i64, wait_for: Duration) -> Result<serde_json::Value> {
         blocking!(self, |c| c.result(task_id, wait_for))
+    }
+
+    /// [`crate::Client::result_cancellable`]: [`crate::Error::Timeout`] at once when
+    /// `cancel` is cancelled while the task is live.
+    pub fn result_cancellable(
+        &self,
+        task_id: i64,
+        wait_for: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<serde_json::Value> {
+        let cancel = cancel.clone();
+        blocking!(self, |c| c.result_cancellable(task_id, wait_for, &cancel))
     }
 
     /// [`crate::Client::settle`]: ends the attempt `fence` names as `outcome` says.

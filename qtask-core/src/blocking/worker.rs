@@ -1,7 +1,9 @@
 //! The worker engine for callers without an async runtime (C, Go, Python): the same
 //! fetcher, fenced lease renewal, batched completer and graceful stop as
-//! [`crate::Worker`], with a plain function as the handler, run on the shared
-//! runtime's blocking threads (one per running task, at most `concurrency`).
+//! [`crate::Worker`], with either a plain function as the handler, run on the shared
+//! runtime's blocking threads (one per running task, at most `concurrency`), or a
+//! hand-off ([`Worker::run_handing_off`]): each claimed task goes to the caller, who
+//! runs it where it likes (goroutines, its own threads) and answers with a [`Reply`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -42,6 +44,18 @@ impl StopSignal {
     }
 }
 
+/// The answer to one task handed off by [`Worker::run_handing_off`]. Dropped without
+/// [`Reply::send`], the attempt fails ("the task was dropped without an outcome").
+#[derive(Debug)]
+pub struct Reply(tokio::sync::oneshot::Sender<Outcome>);
+
+impl Reply {
+    /// Ends the attempt with `outcome` (ignored once the time limit ended it).
+    pub fn send(self, outcome: Outcome) {
+        let _ = self.0.send(outcome);
+    }
+}
+
 /// Runs a blocking handler on the tasks of one queue.
 pub struct Worker {
     /// `Err(Closed)` when the client was opened before a fork.
@@ -49,6 +63,7 @@ pub struct Worker {
     queue: String,
     concurrency: usize,
     time_limit: Option<Duration>,
+    kinds: Option<Vec<String>>,
 }
 
 impl Worker {
@@ -58,7 +73,18 @@ impl Worker {
             queue: queue.into(),
             concurrency: 1,
             time_limit: None,
+            kinds: None,
         }
+    }
+
+    /// The task names this worker's handler takes; see [`crate::Worker::kinds`].
+    pub fn kinds<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.kinds = Some(names.into_iter().map(Into::into).collect());
+        self
     }
 
     /// Handlers running at once (default 1).
@@ -99,11 +125,7 @@ impl Worker {
         D: Into<Outcome> + 'static,
     {
         let handler = Arc::new(handler);
-        let stop = stop.clone();
-        let mut engine = crate::Worker::new(self.client?, self.queue).concurrency(self.concurrency);
-        if let Some(limit) = self.time_limit {
-            engine = engine.time_limit(limit);
-        }
+        let engine = self.into_engine()?;
         let handle: Handle = Arc::new(move |message, time_up| {
             let handler = handler.clone();
             Box::pin(async move {
@@ -112,13 +134,53 @@ impl Worker {
                     .unwrap_or_else(|e| Outcome::Retry(format!("handler panicked: {e}")))
             })
         });
-        wait(async move {
-            let stopped = async move {
-                while !stop.is_stopped() {
-                    tokio::time::sleep(STOP_CHECK).await;
-                }
-            };
-            engine.run_handle(handle, false, stopped).await
-        })
+        run_engine(engine, handle, stop)
     }
+
+    /// Works like [`Worker::run`], but hands each claimed task to `deliver` instead of
+    /// running a handler on a thread of its own: `deliver` is called on the runtime's
+    /// threads and must not block (it queues the task for the caller's own threads or
+    /// goroutines), and the attempt ends when its [`Reply`] is sent. Up to
+    /// `concurrency` tasks are out at once; a stop waits for the replies of those out.
+    /// With a time limit, the attempt fails when it passes and the task's [`TimeUp`]
+    /// is set; its slot stays taken until the reply comes (which is then ignored).
+    pub fn run_handing_off<F>(self, deliver: F, stop: &StopSignal) -> Result<WorkerReport>
+    where
+        F: Fn(Message, TimeUp, Reply) + Send + Sync + 'static,
+    {
+        let engine = self.into_engine()?;
+        let handle: Handle = Arc::new(move |message, time_up| {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            deliver(message, time_up, Reply(tx));
+            Box::pin(async move {
+                rx.await
+                    .unwrap_or_else(|_| Outcome::Retry("the task was dropped without an outcome".into()))
+            })
+        });
+        run_engine(engine, handle, stop)
+    }
+
+    fn into_engine(self) -> Result<crate::Worker> {
+        let mut engine = crate::Worker::new(self.client?, self.queue).concurrency(self.concurrency);
+        if let Some(limit) = self.time_limit {
+            engine = engine.time_limit(limit);
+        }
+        if let Some(kinds) = self.kinds {
+            engine = engine.kinds(kinds);
+        }
+        Ok(engine)
+    }
+}
+
+/// Runs `engine` with `handle` on the shared runtime until `stop`.
+fn run_engine(engine: crate::Worker, handle: Handle, stop: &StopSignal) -> Result<WorkerReport> {
+    let stop = stop.clone();
+    wait(async move {
+        let stopped = async move {
+            while !stop.is_stopped() {
+                tokio::time::sleep(STOP_CHECK).await;
+            }
+        };
+        engine.run_handle(handle, false, stopped).await
+    })
 }

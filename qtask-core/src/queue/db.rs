@@ -12,6 +12,7 @@ use sqlx::postgres::PgListener;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, Instant};
+use tokio_util::sync::CancellationToken;
 
 use super::{OfferError, Queue};
 use crate::clock::deadline_after;
@@ -85,11 +86,20 @@ impl Queue for DbQueue {
         Ok(())
     }
 
-    async fn fetch(&self, queue: &str, max: usize, wait: Duration) -> Result<Vec<Message>> {
+    async fn fetch(
+        &self,
+        queue: &str,
+        max: usize,
+        wait: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<Message>> {
         let until = deadline_after(wait);
         let limit = u32::try_from(max.max(1)).unwrap_or(u32::MAX);
         let mut pause = FIRST_POLL;
         loop {
+            if cancel.is_cancelled() {
+                return Ok(Vec::new());
+            }
             // Listen before claiming, so a task created in between is not missed.
             let woken = self.wake.notified();
             tokio::pin!(woken);
@@ -105,6 +115,8 @@ impl Queue for DbQueue {
             tokio::select! {
                 _ = sleep(pause.min(until - now)) => pause = (pause * 2).min(MAX_POLL),
                 _ = woken => pause = FIRST_POLL,
+                // Only the wait is given up: a claim is never cut in half.
+                _ = cancel.cancelled() => return Ok(Vec::new()),
             }
         }
     }

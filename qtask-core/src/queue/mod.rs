@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
 
 pub use self::redis::{check_url, offers_key, RedisQueue};
 pub use db::DbQueue;
@@ -42,8 +43,16 @@ pub trait Queue: Send + Sync + Debug {
     async fn offer(&self, offers: &[Offer]) -> std::result::Result<(), OfferError>;
 
     /// Claims up to `max` tasks of `queue`, waiting up to `wait` for the first. Each
-    /// returned message is an attempt that has begun.
-    async fn fetch(&self, queue: &str, max: usize, wait: Duration) -> Result<Vec<Message>>;
+    /// returned message is an attempt that has begun. Cancelling `cancel` ends the
+    /// wait at once, as if it ran out: a claim already running completes and its
+    /// messages are returned, and nothing is claimed or taken off a queue after it.
+    async fn fetch(
+        &self,
+        queue: &str,
+        max: usize,
+        wait: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<Message>>;
 }
 
 /// Opens the queue a config names.

@@ -27,6 +27,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, ErrorKind, RedisError};
 use tokio::sync::Mutex;
 use tokio::time::{timeout, Instant};
+use tokio_util::sync::CancellationToken;
 
 use super::{OfferError, Queue};
 use crate::clock::deadline_after;
@@ -41,6 +42,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A blocking pop whose reply is this much later than its own timeout is given up.
 const BLOCKING_GRACE: Duration = Duration::from_secs(5);
+/// How long a cancelled pop's reply is awaited before it is unblocked again.
+const UNBLOCK_AGAIN: Duration = Duration::from_millis(20);
 /// Idle blocking-pop connections kept for reuse; more are closed.
 const MAX_IDLE: usize = 32;
 /// After a failed connect, calls fail at once for this long (doubling up to the max),
@@ -62,7 +65,17 @@ pub struct RedisQueue {
     namespace: String,
     store: Store,
     shared: Mutex<Shared>,
-    idle: SyncMutex<Vec<Conn>>,
+    idle: SyncMutex<Vec<BlockingConn>>,
+}
+
+/// What BZPOPMIN replies: the key, the member (a task id) and its score, or nothing.
+type PopReply = Result<Option<(String, String, f64)>, RedisError>;
+
+/// A connection for blocking pops and, on a single Redis, its `CLIENT ID`, by which a
+/// cancelled pop is unblocked from the shared connection (`CLIENT UNBLOCK`).
+struct BlockingConn {
+    conn: Conn,
+    client_id: Option<i64>,
 }
 
 enum Target {
@@ -212,11 +225,26 @@ impl RedisQueue {
         }
     }
 
-    fn take_idle(&self) -> Option<Conn> {
+    /// A new connection for blocking pops, with its client id on a single Redis (a
+    /// cluster connection reaches several nodes: it has none).
+    async fn open_blocking(&self) -> Result<BlockingConn> {
+        let conn = self.open(true).await?;
+        let client_id = match &conn {
+            Conn::Single(c) => {
+                let mut c = c.clone();
+                let id: Result<i64, RedisError> = redis::cmd("CLIENT").arg("ID").query_async(&mut c).await;
+                id.ok()
+            }
+            Conn::Cluster(_) => None,
+        };
+        Ok(BlockingConn { conn, client_id })
+    }
+
+    fn take_idle(&self) -> Option<BlockingConn> {
         self.idle.lock().ok()?.pop()
     }
 
-    fn put_idle(&self, conn: Conn) {
+    fn put_idle(&self, conn: BlockingConn) {
         if let Ok(mut idle) = self.idle.lock() {
             if idle.len() < MAX_IDLE {
                 idle.push(conn);
@@ -226,7 +254,13 @@ impl RedisQueue {
 
     /// How many tasks a limited queue may take, polling until `until` while it is none:
     /// ids popped beyond it would only be withdrawn again.
-    async fn room(&self, queue: &str, max: usize, until: Instant) -> Result<usize> {
+    async fn room(
+        &self,
+        queue: &str,
+        max: usize,
+        until: Instant,
+        cancel: &CancellationToken,
+    ) -> Result<usize> {
         let mut pause = Duration::from_millis(5);
         loop {
             let room = self.store.room(queue, max as i64).await?;
@@ -234,7 +268,10 @@ impl RedisQueue {
             if room > 0 || left.is_zero() {
                 return Ok(usize::try_from(room).unwrap_or(0));
             }
-            tokio::time::sleep(pause.min(left)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(pause.min(left)) => {}
+                _ = cancel.cancelled() => return Ok(0),
+            }
             pause = (pause * 2).min(Duration::from_millis(200));
         }
     }
@@ -258,14 +295,23 @@ impl RedisQueue {
     }
 
     /// One id, waiting at most `wait` (at least 1 ms) on a connection of its own
-    /// (BZPOPMIN). An idle connection found broken (Redis restarted, connections
-    /// killed) is replaced once.
-    async fn take_blocking(&self, key: &str, wait: Duration) -> Result<Option<String>> {
+    /// (BZPOPMIN), or until `cancel`. An idle connection found broken (Redis
+    /// restarted, connections killed) is replaced once.
+    async fn take_blocking(
+        &self,
+        key: &str,
+        wait: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<Option<String>> {
         let until = deadline_after(wait);
-        let (mut conn, mut reused) = match self.take_idle() {
+        let (blocking, mut reused) = match self.take_idle() {
             Some(conn) => (conn, true),
-            None => (self.open(true).await?, false),
+            None => (self.open_blocking().await?, false),
         };
+        let BlockingConn {
+            mut conn,
+            mut client_id,
+        } = blocking;
         loop {
             let left = until.saturating_duration_since(Instant::now());
             // Redis 6+ takes fractional seconds; 0 would mean "forever".
@@ -273,16 +319,24 @@ impl RedisQueue {
             let mut cmd = redis::cmd("BZPOPMIN");
             cmd.arg(key).arg(secs);
             let reply = async move {
-                let result: Result<Option<(String, String, f64)>, RedisError> = match &mut conn {
+                let result: PopReply = match &mut conn {
                     Conn::Single(c) => cmd.query_async(c).await,
                     Conn::Cluster(c) => cmd.query_async(c).await,
                 };
                 (conn, result)
             };
             let limit = left + BLOCKING_GRACE;
-            match timeout(limit, reply).await {
+            let mut reply = Box::pin(timeout(limit, reply));
+            let replied = tokio::select! {
+                replied = &mut reply => replied,
+                _ = cancel.cancelled() => {
+                    self.cancel_blocking(key, client_id, reply).await;
+                    return Ok(None);
+                }
+            };
+            match replied {
                 Ok((conn, Ok(popped))) => {
-                    self.put_idle(conn);
+                    self.put_idle(BlockingConn { conn, client_id });
                     return Ok(popped.map(|(_, id, _)| id));
                 }
                 Ok((broken, Err(err))) if breaks_connection(&err) => {
@@ -294,11 +348,11 @@ impl RedisQueue {
                     if !reused {
                         return Err(self.error(err));
                     }
-                    conn = self.open(true).await?;
+                    BlockingConn { conn, client_id } = self.open_blocking().await?;
                     reused = false;
                 }
                 Ok((conn, Err(err))) => {
-                    self.put_idle(conn);
+                    self.put_idle(BlockingConn { conn, client_id });
                     return Err(self.error(err));
                 }
                 // The connection went with the future; an id it may have taken is
@@ -309,6 +363,61 @@ impl RedisQueue {
                         self.url
                     )))
                 }
+            }
+        }
+    }
+
+    /// Ends a blocking pop its caller cancelled, leaving every offer on its queue. On a
+    /// single Redis the pop is unblocked from the shared connection and its reply read:
+    /// an id it took meanwhile goes back with its score, and the connection stays
+    /// usable. Otherwise (a cluster, or the unblock failed) the connection is dropped,
+    /// which ends the pop on the server; an id taken in that instant is offered again
+    /// by the sweeper once its offer times out.
+    async fn cancel_blocking<F>(&self, key: &str, client_id: Option<i64>, mut reply: std::pin::Pin<Box<F>>)
+    where
+        F: std::future::Future<Output = std::result::Result<(Conn, PopReply), tokio::time::error::Elapsed>>,
+    {
+        let Some(client_id) = client_id else { return };
+        let Ok((Conn::Single(mut shared), generation)) = self.shared_conn().await else {
+            return;
+        };
+        // The pop may not be blocked yet (its command still on the way): unblock again
+        // until it replies.
+        let give_up = Instant::now() + RESPONSE_TIMEOUT;
+        let replied = loop {
+            let unblocked: Result<i64, RedisError> = redis::cmd("CLIENT")
+                .arg("UNBLOCK")
+                .arg(client_id)
+                .query_async(&mut shared)
+                .await;
+            if let Err(err) = unblocked {
+                self.shared_failed(generation, &err).await;
+                return;
+            }
+            match timeout(UNBLOCK_AGAIN, &mut reply).await {
+                Ok(replied) => break replied,
+                Err(_) if Instant::now() < give_up => continue,
+                Err(_) => return,
+            }
+        };
+        let Ok((conn, Ok(popped))) = replied else {
+            return;
+        };
+        self.put_idle(BlockingConn {
+            conn,
+            client_id: Some(client_id),
+        });
+        if let Some((_, id, score)) = popped {
+            let put_back: Result<(), RedisError> = redis::cmd("ZADD")
+                .arg(key)
+                .arg("NX")
+                .arg(score)
+                .arg(&id)
+                .query_async(&mut shared)
+                .await;
+            if let Err(err) = put_back {
+                tracing::debug!(error = %err, member = %id, "qtask: an offer taken by a cancelled pop waits for the sweeper");
+                self.shared_failed(generation, &err).await;
             }
         }
     }
@@ -387,15 +496,21 @@ impl Queue for RedisQueue {
         }
     }
 
-    async fn fetch(&self, queue: &str, max: usize, wait: Duration) -> Result<Vec<Message>> {
+    async fn fetch(
+        &self,
+        queue: &str,
+        max: usize,
+        wait: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<Message>> {
         let key = self.key(queue);
         let until = deadline_after(wait);
         loop {
             let max = match self.store.is_limited(queue) {
-                true => self.room(queue, max, until).await?,
+                true => self.room(queue, max, until, cancel).await?,
                 false => max,
             };
-            if max == 0 {
+            if max == 0 || cancel.is_cancelled() {
                 return Ok(Vec::new());
             }
             let mut ids = self.take_now(&key, max).await?;
@@ -404,7 +519,7 @@ impl Queue for RedisQueue {
                 if left < Duration::from_millis(1) {
                     return Ok(Vec::new());
                 }
-                ids.extend(self.take_blocking(&key, left).await?);
+                ids.extend(self.take_blocking(&key, left, cancel).await?);
                 if ids.is_empty() {
                     return Ok(Vec::new());
                 }

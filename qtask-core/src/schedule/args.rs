@@ -12,7 +12,7 @@ impl Schedule {
     /// Reads a schedule from the bindings' JSON: `name`, the input as JSON text, and
     /// options `{"queue": "Q", "cron": "0 9 * * *", "time_zone": "Asia/Shanghai"}` or
     /// `{"queue": "Q", "every": 60}`, plus `missed` (`"run_once"`/`"skip"`), `timeout`,
-    /// `deadline`, `delete_deadline` (seconds) and `max_count`.
+    /// `deadline`, `delete_deadline` (seconds), `max_count` and `priority`.
     pub fn from_json(
         name: &str,
         input_json: &str,
@@ -39,6 +39,7 @@ struct ScheduleArgs {
     deadline: Option<f64>,
     delete_deadline: Option<f64>,
     max_count: Option<i64>,
+    priority: Option<i64>,
 }
 
 impl ScheduleArgs {
@@ -69,6 +70,14 @@ impl ScheduleArgs {
                 .map_err(|_| invalid(format!("max_count must be 1 to {}, got {n}", u32::MAX)))?;
             schedule.options.max_count = Some(n);
         }
+        if let Some(p) = self.priority {
+            let max = crate::MAX_PRIORITY;
+            let p = i32::try_from(p)
+                .ok()
+                .filter(|p| p.abs() <= max)
+                .ok_or_else(|| invalid(format!("priority must be between -{max} and {max}, got {p}")))?;
+            schedule.options.priority = Some(p);
+        }
         Ok(schedule)
     }
 }
@@ -84,7 +93,7 @@ mod tests {
 
     #[test]
     fn options_read_from_json() {
-        let s = Schedule::from_json("nightly", r#"{"a": 1}"#, r#"{"queue": "Q", "cron": "0 3 * * *", "time_zone": "Asia/Shanghai", "missed": "skip", "timeout": 30, "max_count": 3}"#, 1 << 20).unwrap();
+        let s = Schedule::from_json("nightly", r#"{"a": 1}"#, r#"{"queue": "Q", "cron": "0 3 * * *", "time_zone": "Asia/Shanghai", "missed": "skip", "timeout": 30, "max_count": 3, "priority": -7}"#, 1 << 20).unwrap();
         assert_eq!(
             s,
             Schedule::cron("nightly", json!({"a": 1}), "Q", "0 3 * * *")
@@ -92,6 +101,7 @@ mod tests {
                 .missed(Missed::Skip)
                 .timeout(Duration::from_secs(30))
                 .max_count(3)
+                .priority(-7)
         );
         let every = Schedule::from_json("tick", "{}", r#"{"queue": "Q", "every": 1.5}"#, 1 << 20).unwrap();
         assert_eq!(every.every, Some(Duration::from_millis(1500)));
@@ -102,6 +112,8 @@ mod tests {
             r#"{"queue": "Q", "every": 5, "missed": "twice"}"#,
             r#"{"queue": "Q", "every": 5, "colour": 1}"#,
             r#"{"queue": "Q", "every": 5, "max_count": -1}"#,
+            r#"{"queue": "Q", "every": 5, "priority": 1001}"#,
+            r#"{"queue": "Q", "every": 5, "priority": -99999999999}"#,
             "[]",
         ] {
             assert!(

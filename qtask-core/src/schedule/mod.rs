@@ -80,7 +80,7 @@ pub struct Schedule {
     pub missed: Missed,
     /// Lease of one dispatch of each task.
     pub timeout: Duration,
-    /// Deadline, delete deadline and max_count of each task (no order number).
+    /// Deadline, delete deadline, max_count and priority of each task (no order number).
     pub options: TaskOptions,
 }
 
@@ -145,6 +145,13 @@ impl Schedule {
         self
     }
 
+    /// The priority of each task its ticks make: claims take higher priority first
+    /// (default 0, from -[`crate::MAX_PRIORITY`] to [`crate::MAX_PRIORITY`]).
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.options.priority = Some(priority);
+        self
+    }
+
     /// Checks everything before any write: the tasks it makes, and its timing.
     pub(crate) fn check(&self, max_payload_bytes: usize) -> Result<(ValidTask, Ticks)> {
         if self.options.order_no.is_some() {
@@ -194,6 +201,8 @@ pub struct ScheduleInfo {
     pub deadline_ms: i64,
     pub delete_after_ms: i64,
     pub max_count: i64,
+    /// The priority of the tasks its ticks make.
+    pub priority: i64,
     /// When the next tick is due; [`NO_MORE_TICKS`] when there is none.
     pub next_at: i64,
     /// The last tick taken (with or without a task), and the task it made.
@@ -251,6 +260,7 @@ mod tests {
             Schedule::every("n", json!({}), "a queue", Duration::from_secs(5)),
             Schedule::every("n", json!({}), "Q", Duration::from_secs(5)).time_zone("UTC"),
             Schedule::every("n", json!({}), "Q", Duration::from_secs(5)).timeout(Duration::ZERO),
+            Schedule::every("n", json!({}), "Q", Duration::from_secs(5)).priority(1001),
             Schedule::cron("n", json!({}), "Q", "* * * * *").time_zone("Nowhere/Atlantis"),
             Schedule::every("x".repeat(192), json!({}), "Q", Duration::from_secs(5)),
             Schedule {

@@ -8,7 +8,7 @@ use sqlx::{AnyConnection, AssertSqlSafe, Executor, Row};
 use super::statements::{id_list, Statements, TwoStep};
 use super::{retry_conflicts, Dialect, Store};
 use crate::error::Result;
-use crate::task::{Fence, Message};
+use crate::task::{Claim, Fence, Message};
 
 /// A task offered to a queue that carries offers (Redis).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -165,11 +165,19 @@ impl Store {
             if fence.attempt == 1 {
                 crate::telemetry::started(&queue, row.try_get(6)?);
             }
-            let lease_lost: Option<i64> = row.try_get(7)?;
+            let lease_lost: Option<i64> = row.try_get(9)?;
             if lease_lost.is_some_and(|lost| lost == fence.attempt - 1) {
                 crate::telemetry::rescued(&queue);
             }
-            match Message::from_claim(fence, queue, &payload, row.try_get(4)?, row.try_get(5)?) {
+            let claim = Claim {
+                fence,
+                queue,
+                name: row.try_get(7)?,
+                deadline_at: row.try_get(8)?,
+                lease_ms: row.try_get(4)?,
+                trace_context: row.try_get(5)?,
+            };
+            match Message::from_claim(claim, &payload) {
                 Ok(message) => messages.push(message),
                 Err(reason) => {
                     tracing::warn!(task_id = fence.task_id, %reason, "qtask: task failed: unreadable payload");

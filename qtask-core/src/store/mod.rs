@@ -259,10 +259,6 @@ impl Store {
                 conn.execute(AssertSqlSafe(statement)).await?;
             }
         }
-        // Issue 12: periodic tasks (schedules.rs).
-        for statement in schedules::statements(self.dialect, &self.table) {
-            conn.execute(AssertSqlSafe(statement)).await?;
-        }
         Ok(())
     }
 

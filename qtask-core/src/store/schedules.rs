@@ -4,8 +4,7 @@
 //! task. A second sweeper's UPDATE then matches no row (PostgreSQL and InnoDB re-read
 //! the row once the first commits; SQLite has one writer), so it writes nothing.
 //!
-//! An interval schedule stores `cron = ''`, `time_zone = ''`; a cron schedule
-//! `every_ms = 0`. Index: `{s}_due (namespace, next_at)` for the sweeper's scan.
+//! The table's columns and index are listed in schema.rs (SCHEDULE_COLUMNS).
 
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
@@ -24,41 +23,8 @@ pub(crate) fn schedule_table(task_table: &str) -> String {
     )
 }
 
-/// Created by install beside the task table; never dropped.
-pub(super) fn statements(dialect: Dialect, task_table: &str) -> Vec<String> {
-    let s = schedule_table(task_table);
-    let (namespace, key, text, int, tail) = match dialect {
-        Dialect::MySql => (
-            "VARCHAR(64)",
-            "VARCHAR(191)",
-            "LONGTEXT",
-            "BIGINT",
-            " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-        ),
-        Dialect::Postgres => ("TEXT", "TEXT", "TEXT", "BIGINT", ""),
-        Dialect::Sqlite => ("TEXT", "TEXT", "TEXT", "INTEGER", ""),
-    };
-    let columns = format!(
-        "namespace {namespace} NOT NULL, name {key} NOT NULL, queue {key} NOT NULL, \
-         payload {text} NOT NULL, cron {key} NOT NULL, time_zone {key} NOT NULL, \
-         every_ms {int} NOT NULL, missed {key} NOT NULL, timeout_ms {int} NOT NULL, \
-         deadline_ms {int} NOT NULL, delete_after_ms {int} NOT NULL, max_count {int} NOT NULL, \
-         next_at {int} NOT NULL, last_tick_at {int}, last_task_id {int}, \
-         created_at {int} NOT NULL, updated_at {int} NOT NULL, PRIMARY KEY (namespace, name)"
-    );
-    match dialect {
-        Dialect::MySql => vec![format!(
-            "CREATE TABLE IF NOT EXISTS {s} ({columns}, KEY {s}_due (namespace, next_at)){tail}"
-        )],
-        _ => vec![
-            format!("CREATE TABLE IF NOT EXISTS {s} ({columns})"),
-            format!("CREATE INDEX IF NOT EXISTS {s}_due ON {s} (namespace, next_at)"),
-        ],
-    }
-}
-
 const COLUMNS: &str = "name, queue, payload, cron, time_zone, every_ms, missed, timeout_ms, \
-     deadline_ms, delete_after_ms, max_count, next_at, last_tick_at, last_task_id, created_at, updated_at";
+     deadline_ms, delete_after_ms, max_count, priority, next_at, last_tick_at, last_task_id, created_at, updated_at";
 
 /// What taking one tick did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,6 +66,7 @@ fn info_from_row(row: &AnyRow) -> Result<ScheduleInfo> {
         deadline_ms: row.try_get("deadline_ms")?,
         delete_after_ms: row.try_get("delete_after_ms")?,
         max_count: row.try_get("max_count")?,
+        priority: row.try_get("priority")?,
         next_at: row.try_get("next_at")?,
         last_tick_at: row.try_get("last_tick_at")?,
         last_task_id: row.try_get("last_task_id")?,
@@ -126,8 +93,7 @@ fn due_from_row(row: &AnyRow) -> Result<DueSchedule> {
         deadline_ms: info.deadline_ms,
         delete_after_ms: info.delete_after_ms,
         max_count: info.max_count,
-        // Schedules have no priority option yet: their tasks take the default.
-        priority: 0,
+        priority: info.priority,
         // A tick's task starts a trace of its own: no producer's span made it.
         trace_context: None,
     };
@@ -172,6 +138,7 @@ impl Store {
             "deadline_ms",
             "delete_after_ms",
             "max_count",
+            "priority",
             "updated_at",
         ];
         let upsert = match self.dialect {
@@ -199,8 +166,8 @@ impl Store {
         let sql = self
             .sql(&format!(
                 "INSERT INTO {s} (namespace, name, queue, payload, cron, time_zone, every_ms, missed, \
-             timeout_ms, deadline_ms, delete_after_ms, max_count, next_at, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {{now}}, {{now}}) {upsert}"
+             timeout_ms, deadline_ms, delete_after_ms, max_count, priority, next_at, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {{now}}, {{now}}) {upsert}"
             ))
             .0;
         let (cron, zone, every_ms) = match (&schedule.cron, schedule.every) {
@@ -229,6 +196,7 @@ impl Store {
                 .bind(task.deadline_ms)
                 .bind(task.delete_after_ms)
                 .bind(task.max_count)
+                .bind(task.priority)
                 .bind(first_tick)
                 .execute(&self.pool)
                 .await

@@ -92,6 +92,33 @@ const QUEUE_COLUMNS: &[Column] = &[
     ("tokens_at", Kind::Int, false),
 ];
 
+/// Every column of the schedule table (schedules.rs). An interval schedule stores
+/// `cron = ''`, `time_zone = ''`; a cron schedule `every_ms = 0`.
+const SCHEDULE_COLUMNS: &[Column] = &[
+    ("namespace", Kind::Key(64), true),
+    ("name", Kind::Key(191), true),
+    ("queue", Kind::Key(191), true),
+    ("payload", Kind::LongText, true),
+    ("cron", Kind::Key(191), true),
+    ("time_zone", Kind::Key(191), true),
+    ("every_ms", Kind::Int, true),
+    ("missed", Kind::Key(191), true),
+    ("timeout_ms", Kind::Int, true),
+    ("deadline_ms", Kind::Int, true),
+    ("delete_after_ms", Kind::Int, true),
+    ("max_count", Kind::Int, true),
+    ("next_at", Kind::Int, true),
+    ("last_tick_at", Kind::Int, false),
+    ("last_task_id", Kind::Int, false),
+    ("created_at", Kind::Int, true),
+    ("updated_at", Kind::Int, true),
+    // The priority of the tasks its ticks make.
+    ("priority", Kind::IntDefault(0), true),
+];
+
+/// The sweeper's scan for due ticks.
+const SCHEDULE_INDEXES: &[Index] = &[("due", "", "namespace, next_at")];
+
 /// One table as install makes it.
 pub(super) struct Table {
     pub name: String,
@@ -101,8 +128,8 @@ pub(super) struct Table {
     indexes: &'static [Index],
 }
 
-/// The task table and the queue settings table beside it.
-pub(super) fn tables(task_table: &str) -> [Table; 2] {
+/// The task table, and the queue settings and schedule tables beside it.
+pub(super) fn tables(task_table: &str) -> [Table; 3] {
     [
         Table {
             name: task_table.to_string(),
@@ -115,6 +142,12 @@ pub(super) fn tables(task_table: &str) -> [Table; 2] {
             columns: QUEUE_COLUMNS,
             primary_key: Some("namespace, queue"),
             indexes: &[],
+        },
+        Table {
+            name: super::schedules::schedule_table(task_table),
+            columns: SCHEDULE_COLUMNS,
+            primary_key: Some("namespace, name"),
+            indexes: SCHEDULE_INDEXES,
         },
     ]
 }
@@ -204,12 +237,17 @@ fn column(dialect: Dialect, (name, kind, not_null): &Column) -> String {
 mod tests {
     use super::*;
 
-    /// The columns of the first release; every later one must be addable to a table with rows.
+    /// The columns of each table's first release; every later one must be addable to a
+    /// table with rows.
     const FIRST_RELEASE: usize = 18;
+    const SCHEDULES_FIRST_RELEASE: usize = 17;
 
     #[test]
     fn later_columns_can_be_added_to_tables_with_rows() {
-        for (name, kind, not_null) in &TASK_COLUMNS[FIRST_RELEASE..] {
+        let later = TASK_COLUMNS[FIRST_RELEASE..]
+            .iter()
+            .chain(&SCHEDULE_COLUMNS[SCHEDULES_FIRST_RELEASE..]);
+        for (name, kind, not_null) in later {
             assert!(
                 !not_null || matches!(kind, Kind::IntDefault(_)),
                 "column {name} must be nullable or have a default"
@@ -219,7 +257,7 @@ mod tests {
 
     #[test]
     fn missing_columns_become_alters() {
-        let [task, _] = tables("qtask_task");
+        let [task, _, schedule] = tables("qtask_task");
         let existing: Vec<String> = TASK_COLUMNS
             .iter()
             .filter(|c| c.0 != "last_error")
@@ -229,5 +267,14 @@ mod tests {
         assert_eq!(alters, ["ALTER TABLE qtask_task ADD COLUMN last_error TEXT"]);
         let all: Vec<String> = TASK_COLUMNS.iter().map(|c| c.0.to_string()).collect();
         assert!(task.add_columns(Dialect::MySql, &all).is_empty());
+        // A schedule table of the first release gains the priority column.
+        let first: Vec<String> = SCHEDULE_COLUMNS[..SCHEDULES_FIRST_RELEASE]
+            .iter()
+            .map(|c| c.0.to_string())
+            .collect();
+        assert_eq!(
+            schedule.add_columns(Dialect::Sqlite, &first),
+            ["ALTER TABLE qtask_schedule ADD COLUMN priority INTEGER DEFAULT 0 NOT NULL"]
+        );
     }
 }

@@ -14,9 +14,10 @@ pub(crate) const LIVE: &str = "(20, 21, 30)";
 pub(crate) const OFFERED: i64 = 21;
 
 /// Columns a claim returns, in this order: then how long ago the task was created
-/// (for the create-to-start histogram), then the attempt whose lease ran out (below).
+/// (for the create-to-start histogram), the name (a worker routes by it) and the
+/// deadline, then the attempt whose lease ran out (below).
 pub(crate) const CLAIMED: &str =
-    "id, queue, payload, dispatch_count, timeout_ms, trace_context, {now} - created_at";
+    "id, queue, payload, dispatch_count, timeout_ms, trace_context, {now} - created_at, name, deadline_at";
 
 /// `rescued_attempt` as a claim or an offer leaves it: a processing row that is
 /// dispatched again lost the lease of its current attempt. Read before the change (in

@@ -57,17 +57,18 @@ func TestCreateTxPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	defer db.Exec(fmt.Sprintf("DROP TABLE IF EXISTS %stask, %squeue", prefix, prefix))
+	defer db.Exec(fmt.Sprintf("DROP TABLE IF EXISTS %stask, %squeue, %sschedule", prefix, prefix, prefix))
 	exerciseTx(t, client, db, true)
 }
 
 func open(t *testing.T, cfg qtask.Config) *qtask.Client {
 	t.Helper()
-	client, err := qtask.Open(cfg)
+	ctx := context.Background()
+	client, err := qtask.Open(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := client.Install(); err != nil {
+	if err := client.Install(ctx); err != nil {
 		client.Close()
 		t.Fatal(err)
 	}
@@ -108,7 +109,7 @@ func exerciseTx(t *testing.T, client *qtask.Client, db *sql.DB, canPopBeforeComm
 		t.Fatal(err)
 	}
 	var qerr *qtask.Error
-	if _, err := client.Get(dropped.ID); !errors.As(err, &qerr) || qerr.Code != qtask.CodeNotFound {
+	if _, err := client.Get(ctx, dropped.ID); !errors.As(err, &qerr) || qerr.Code != qtask.CodeNotFound {
 		t.Fatalf("after rollback: %v", err)
 	}
 
@@ -119,7 +120,7 @@ func exerciseTx(t *testing.T, client *qtask.Client, db *sql.DB, canPopBeforeComm
 	}
 	kept := create(tx)
 	if canPopBeforeCommit {
-		if msg, err := client.Pop(queue, 0); err != nil || msg != nil {
+		if msg, err := client.Pop(ctx, queue, 0); err != nil || msg != nil {
 			t.Fatalf("popped before the commit: %v %v", msg, err)
 		}
 	}
@@ -139,15 +140,15 @@ func exerciseTx(t *testing.T, client *qtask.Client, db *sql.DB, canPopBeforeComm
 	if again.ID != kept.ID || !again.Existing {
 		t.Fatalf("again %+v, kept %+v", again, kept)
 	}
-	if task, err := client.Get(kept.ID); err != nil || task.Priority != 7 {
+	if task, err := client.Get(ctx, kept.ID); err != nil || task.Priority != 7 {
 		t.Fatalf("get: %+v %v", task, err)
 	}
 
-	msg, err := client.Pop(queue, 3*time.Second)
+	msg, err := client.Pop(ctx, queue, 3*time.Second)
 	if err != nil || msg == nil || msg.TaskID != kept.ID || msg.Input["k"] != "v" {
 		t.Fatalf("pop: %+v %v", msg, err)
 	}
-	if dispatched, err := client.Dispatch(kept.ID); err != nil || !dispatched {
+	if dispatched, err := client.Dispatch(ctx, kept.ID); err != nil || !dispatched {
 		t.Fatalf("dispatch on the db queue: %v %v", dispatched, err)
 	}
 }

@@ -1,0 +1,150 @@
+/* The C worker beside the others (bench/c/run.sh builds and runs it): the idle RSS of
+ * a worker of 8 on an empty queue, then the drain rate of a worker of CONCURRENCY on
+ * N queued no-op tasks, timed like bench/run.sh's drain rows (first callback to the
+ * N-th). One JSON line per figure. A program, not a test: nothing asserts a speed.
+ *
+ *   worker_bench DB_URL QUEUE_URL TABLE_PREFIX N CONCURRENCY
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "qtask.h"
+
+static void check(qtask_result rc, const char *what) {
+    if (rc != QTASK_RESULT_OK) {
+        fprintf(stderr, "worker_bench: %s: %d %s\n", what, (int)rc, qtask_last_error());
+        exit(1);
+    }
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double rss_mb(const char *field) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    double kb = -1;
+    size_t len = strlen(field);
+    while (f && fgets(line, sizeof line, f)) {
+        if (strncmp(line, field, len) == 0) {
+            kb = atof(line + len);
+        }
+    }
+    if (f) {
+        fclose(f);
+    }
+    return kb / 1024.0;
+}
+
+struct drain {
+    qtask_worker *worker;
+    long target;
+    atomic_long calls;
+    double first, nth;
+};
+
+static int32_t on_task(const char *message_json, qtask_outcome *outcome, void *user_data) {
+    (void)message_json;
+    (void)outcome;
+    struct drain *d = user_data;
+    double t = now_s();
+    long n = atomic_fetch_add(&d->calls, 1) + 1;
+    if (n == 1) {
+        d->first = t;
+    }
+    if (n == d->target) {
+        d->nth = t;
+        qtask_worker_stop(d->worker);
+    }
+    return QTASK_OUTCOME_CODE_FINISH;
+}
+
+static void *run_worker(void *p) {
+    struct drain *d = p;
+    check(qtask_worker_run(d->worker, NULL), "worker run");
+    return NULL;
+}
+
+struct producer {
+    qtask_client *client;
+    const char *queue;
+    long from, to;
+};
+
+static void *produce(void *p) {
+    struct producer *pr = p;
+    char input[64];
+    for (long i = pr->from; i < pr->to; i++) {
+        snprintf(input, sizeof input, "{\"i\": %ld}", i);
+        check(qtask_create(pr->client, "bench", input, 300, pr->queue, NULL, NULL), "create");
+    }
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 6) {
+        fprintf(stderr, "usage: worker_bench DB_URL QUEUE_URL TABLE_PREFIX N CONCURRENCY\n");
+        return 2;
+    }
+    const char *db = argv[1], *queue_url = argv[2], *prefix = argv[3];
+    long n = atol(argv[4]);
+    unsigned concurrency = (unsigned)atoi(argv[5]);
+    printf("{\"row\": \"rss_start\", \"value\": %.1f}\n", rss_mb("VmRSS:"));
+
+    char config[1024];
+    snprintf(config, sizeof config,
+             "{\"db\": \"%s\", \"queue\": \"%s\", \"table_prefix\": \"%s\", \"redis_prefix\": \"qtask-bench-%s\", "
+             "\"max_connections\": %u}",
+             db, queue_url, prefix, prefix, concurrency + 8);
+    qtask_client *client;
+    check(qtask_open(config, &client), "open");
+    check(qtask_install(client), "install");
+
+    /* Idle: a worker of 8 on an empty queue, before anything else grew the heap. */
+    struct drain idle = {.target = -1};
+    check(qtask_worker_new(client, "idle", 8, on_task, &idle, &idle.worker), "worker");
+    pthread_t thread;
+    pthread_create(&thread, NULL, run_worker, &idle);
+    struct timespec second = {1, 0};
+    nanosleep(&second, NULL);
+    printf("{\"row\": \"rss_idle\", \"value\": %.1f}\n", rss_mb("VmRSS:"));
+    fflush(stdout);
+    qtask_worker_stop(idle.worker);
+    pthread_join(thread, NULL);
+    qtask_worker_free(idle.worker);
+
+    char queue[32];
+    snprintf(queue, sizeof queue, "drain%u", concurrency);
+    enum { PRODUCERS = 8 };
+    pthread_t producers[PRODUCERS];
+    struct producer parts[PRODUCERS];
+    for (int k = 0; k < PRODUCERS; k++) {
+        parts[k] = (struct producer){client, queue, n * k / PRODUCERS, n * (k + 1) / PRODUCERS};
+        pthread_create(&producers[k], NULL, produce, &parts[k]);
+    }
+    for (int k = 0; k < PRODUCERS; k++) {
+        pthread_join(producers[k], NULL);
+    }
+
+    struct drain d = {.target = n};
+    check(qtask_worker_new(client, queue, concurrency, on_task, &d, &d.worker), "worker");
+    qtask_worker_report report;
+    check(qtask_worker_run(d.worker, &report), "worker run");
+    qtask_worker_free(d.worker);
+    if (report.finished != (uint64_t)n) {
+        fprintf(stderr, "worker_bench: %llu of %ld finished\n", (unsigned long long)report.finished, n);
+        return 1;
+    }
+    printf("{\"row\": \"drain_c%u\", \"value\": %.0f}\n", concurrency, (double)n / (d.nth - d.first));
+    printf("{\"row\": \"rss_busy\", \"value\": %.1f}\n", rss_mb("VmHWM:"));
+    qtask_close(client);
+    return 0;
+}
