@@ -24,7 +24,7 @@ qtask-bench: tasks per second of create, create_many and create->pop->processing
 with a raw sqlx INSERT+UPDATE+DELETE baseline on the same server in the same run.
 
 usage: qtask-bench [--db URL]... [--n N] [--parallel P] [--drain D] [--drain-concurrency C]
-                   [--redis URL | --no-redis]
+                   [--drain-only] [--redis URL | --no-redis]
 
   --db URL       a database to measure; repeat for several (default: a SQLite file in
                  $TMPDIR, $QTASK_TEST_PG_URL, $QTASK_TEST_MYSQL_URL, with the defaults of
@@ -34,6 +34,7 @@ usage: qtask-bench [--db URL]... [--n N] [--parallel P] [--drain D] [--drain-con
   --drain D      tasks in the large drain row (default 20000; 0 skips it)
   --drain-concurrency C
                  Worker concurrency of the large drain row (default 32)
+  --drain-only   measure only the large drain row and its ceiling (for profiling)
   --redis URL    also measure every database with this Redis as the queue
                  (default $QTASK_TEST_REDIS_URL when set)
   --no-redis     measure only the db queue";
@@ -50,6 +51,7 @@ struct Args {
     parallel: usize,
     drain: u64,
     drain_concurrency: usize,
+    drain_only: bool,
     redis: Option<String>,
 }
 
@@ -60,6 +62,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         parallel: 4,
         drain: 20_000,
         drain_concurrency: 32,
+        drain_only: false,
         redis: env("QTASK_TEST_REDIS_URL"),
     };
     let mut it = std::env::args().skip(1);
@@ -85,6 +88,7 @@ fn parse_args() -> Result<Option<Args>, String> {
                     .parse()
                     .map_err(|_| "--drain-concurrency must be a number")?
             }
+            "--drain-only" => args.drain_only = true,
             "--redis" => args.redis = Some(value()?),
             "--no-redis" => args.redis = None,
             _ => return Err(format!("unknown argument {arg:?} (try --help)")),
@@ -391,6 +395,36 @@ impl Target {
     }
 
     async fn measure(&self, args: &Args, rows: &mut Vec<Row>) -> Result<(), String> {
+        if !args.drain_only {
+            self.measure_small(args, rows).await?;
+        }
+        if args.drain > 0 {
+            // The ceiling: the SQL one task needs, 500 tasks per transaction, 3 statements.
+            let ceiling = self.raw_batched(args.drain, 500).await?;
+            let drain = self.worker_drain(args.drain, args.drain_concurrency).await?;
+            let ceiling = ceiling.min(self.raw_batched(args.drain, 500).await?);
+            let base = Some(args.drain as f64 / ceiling.as_secs_f64());
+            rows.push(self.row(
+                "ceiling: INSERT+UPDATE+DELETE, 500 tasks per transaction".into(),
+                args.drain,
+                ceiling,
+                None,
+            ));
+            rows.push(self.row(
+                format!(
+                    "Worker(concurrency {}) drains queued tasks",
+                    args.drain_concurrency
+                ),
+                args.drain,
+                drain,
+                base,
+            ));
+        }
+        Ok(())
+    }
+
+    /// The rows of `n` tasks: creates, full lives, the small drain.
+    async fn measure_small(&self, args: &Args, rows: &mut Vec<Row>) -> Result<(), String> {
         let n = args.n;
         let p = args.parallel;
         // The baseline of each group runs before and after qtask's rows and the faster
@@ -444,28 +478,6 @@ impl Target {
             drain,
             base,
         ));
-        if args.drain > 0 {
-            // The ceiling: the SQL one task needs, 500 tasks per transaction, 3 statements.
-            let ceiling = self.raw_batched(args.drain, 500).await?;
-            let drain = self.worker_drain(args.drain, args.drain_concurrency).await?;
-            let ceiling = ceiling.min(self.raw_batched(args.drain, 500).await?);
-            let base = Some(args.drain as f64 / ceiling.as_secs_f64());
-            rows.push(self.row(
-                "ceiling: INSERT+UPDATE+DELETE, 500 tasks per transaction".into(),
-                args.drain,
-                ceiling,
-                None,
-            ));
-            rows.push(self.row(
-                format!(
-                    "Worker(concurrency {}) drains queued tasks",
-                    args.drain_concurrency
-                ),
-                args.drain,
-                drain,
-                base,
-            ));
-        }
         Ok(())
     }
 

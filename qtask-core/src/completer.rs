@@ -2,7 +2,7 @@
 //! user calls queue up while the previous write runs, then go to the database in one
 //! statement per kind. There is no timer: an idle completer writes a lone outcome at
 //! once, a busy one writes whatever gathered meanwhile, up to [`WRITES_IN_FLIGHT`]
-//! batches at once. A caller hears back only after its batch committed.
+//! batches at once (one on SQLite). A caller hears back only after its batch committed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,12 +11,16 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::error::{Error, Result};
-use crate::store::{Store, MAX_BATCH};
+use crate::store::{Dialect, Store, MAX_BATCH};
 use crate::task::{Fence, Fenced};
 
 /// Batches written at once: the database overlaps their commits. A deadlock between
 /// two of them (a renewal and a finish of one task) is retried like any other.
 const WRITES_IN_FLIGHT: usize = 4;
+
+/// Batches written at once on SQLite, whose pool has one connection: further writes
+/// would only queue behind it in smaller batches, each its own commit and fsync.
+const SQLITE_WRITES_IN_FLIGHT: usize = 1;
 
 enum Request {
     Renew(Fence, oneshot::Sender<Result<Fenced<Duration>>>),
@@ -71,7 +75,11 @@ impl Completer {
 }
 
 async fn write_loop(store: Store, mut incoming: mpsc::UnboundedReceiver<Request>) {
-    let writers = Arc::new(Semaphore::new(WRITES_IN_FLIGHT));
+    let in_flight = match store.dialect() {
+        Dialect::Sqlite => SQLITE_WRITES_IN_FLIGHT,
+        _ => WRITES_IN_FLIGHT,
+    };
+    let writers = Arc::new(Semaphore::new(in_flight));
     let mut writes = JoinSet::new();
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut closing = false;
