@@ -14,4 +14,4 @@ mod worker;
 
 pub use client::{Client, Invoke};
 pub use runtime::{runtime, wait};
-pub use worker::{StopSignal, Worker};
+pub use worker::{Reply, StopSignal, Worker};

@@ -42,6 +42,21 @@ impl StopSignal {
     }
 }
 
+/// Where a handler that hands its task elsewhere (a thread pool or an event loop of
+/// the host) sends how the attempt ended: see [`Worker::run_replying`]. Dropped
+/// without a send, the attempt fails and is retried.
+#[derive(Debug)]
+pub struct Reply {
+    sender: tokio::sync::oneshot::Sender<Outcome>,
+}
+
+impl Reply {
+    /// Ends the attempt: what a [`Worker::run`] handler would have returned.
+    pub fn send<D: Into<Outcome>>(self, returned: std::result::Result<D, String>) {
+        let _ = self.sender.send(outcome_of(returned));
+    }
+}
+
 /// Runs a blocking handler on the tasks of one queue.
 pub struct Worker {
     /// `Err(Closed)` when the client was opened before a fork.
@@ -99,11 +114,6 @@ impl Worker {
         D: Into<Outcome> + 'static,
     {
         let handler = Arc::new(handler);
-        let stop = stop.clone();
-        let mut engine = crate::Worker::new(self.client?, self.queue).concurrency(self.concurrency);
-        if let Some(limit) = self.time_limit {
-            engine = engine.time_limit(limit);
-        }
         let handle: Handle = Arc::new(move |message, time_up| {
             let handler = handler.clone();
             Box::pin(async move {
@@ -112,6 +122,37 @@ impl Worker {
                     .unwrap_or_else(|e| Outcome::Retry(format!("handler panicked: {e}")))
             })
         });
+        self.run_handle(handle, stop)
+    }
+
+    /// [`Worker::run_with_time_up`] for a host that runs handlers on threads (or an
+    /// event loop) of its own: `handler` is called on an engine thread for each task
+    /// and must not block; it hands the task on, and whoever runs it sends the outcome
+    /// through the [`Reply`]. At most `concurrency` tasks are handed out and not yet
+    /// replied to. This spares a thread switch per task, and lets a host run several
+    /// ready tasks in one go (Python: under one GIL acquisition).
+    pub fn run_replying<H>(self, handler: H, stop: &StopSignal) -> Result<WorkerReport>
+    where
+        H: Fn(Message, TimeUp, Reply) + Send + Sync + 'static,
+    {
+        let handle: Handle = Arc::new(move |message, time_up| {
+            let (sender, answer) = tokio::sync::oneshot::channel();
+            handler(message, time_up, Reply { sender });
+            Box::pin(async move {
+                answer
+                    .await
+                    .unwrap_or_else(|_| Outcome::Retry("the handler dropped its reply".to_owned()))
+            })
+        });
+        self.run_handle(handle, stop)
+    }
+
+    fn run_handle(self, handle: Handle, stop: &StopSignal) -> Result<WorkerReport> {
+        let stop = stop.clone();
+        let mut engine = crate::Worker::new(self.client?, self.queue).concurrency(self.concurrency);
+        if let Some(limit) = self.time_limit {
+            engine = engine.time_limit(limit);
+        }
         wait(async move {
             let stopped = async move {
                 while !stop.is_stopped() {

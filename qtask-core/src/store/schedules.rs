@@ -128,6 +128,7 @@ fn due_from_row(row: &AnyRow) -> Result<DueSchedule> {
         max_count: info.max_count,
         // Schedules have no priority option yet: their tasks take the default.
         priority: 0,
+        time_limit_ms: None,
         // A tick's task starts a trace of its own: no producer's span made it.
         trace_context: None,
     };
