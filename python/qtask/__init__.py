@@ -21,6 +21,7 @@ re-dispatches whatever is due or overdue, so that no task is lost.
 
 from __future__ import annotations
 
+from ._async_client import AsyncClient, AsyncInvoke
 from ._client import Client, Handler, Invoke
 from ._qtask import __version__
 from .errors import (
@@ -55,6 +56,8 @@ __all__ = [
     "__version__",
     "Client",
     "Invoke",
+    "AsyncClient",
+    "AsyncInvoke",
     "Created",
     "Handler",
     "Message",

@@ -158,12 +158,7 @@ class Client:
     """
 
     def __init__(self, db: Optional[str] = None, queue: Optional[str] = None, **settings: Any) -> None:
-        config: dict[str, Any] = {k: v for k, v in settings.items() if v is not None}
-        if db is not None:
-            config["db"] = db
-        if queue is not None:
-            config["queue"] = queue
-        self._native = _qtask.Client(_dumps(config, "settings"))
+        self._native = _qtask.Client(_config_json(db, queue, settings))
         self._handlers: dict[str, Handler] = {}
 
     # --- lifecycle
@@ -481,17 +476,7 @@ class Client:
         Raises:
             qtask.InvalidArgument: a limit out of range; nothing was changed.
         """
-        if max_processing is not None and (isinstance(max_processing, bool) or not isinstance(max_processing, int)):
-            raise InvalidArgument(f"max_processing must be an int, got {max_processing!r}")
-        if max_processing is not None and not 0 <= max_processing < 2**32:
-            raise InvalidArgument(f"max_processing must be 1 to {2**32 - 1}, got {max_processing}")
-        if max_per_second is not None and (
-            isinstance(max_per_second, bool) or not isinstance(max_per_second, (int, float))
-        ):
-            raise InvalidArgument(f"max_per_second must be a number, got {max_per_second!r}")
-        rate = None if max_per_second is None else float(max_per_second)
-        limits = {"max_processing": max_processing, "max_per_second": rate}
-        self._native.set_queue_limits(queue, json.dumps(limits))
+        self._native.set_queue_limits(queue, _limits_json(max_processing, max_per_second))
 
     def queues(self) -> List[QueueSummary]:
         """Every queue of the namespace with its counts by status, pause flag and limits."""
@@ -541,19 +526,8 @@ class Client:
             qtask.InvalidArgument: a bad expression, time zone or interval (or input);
                 nothing was written.
         """
-        options: Dict[str, Any] = {"queue": _text(queue, "queue"), "missed": _text(missed, "missed")}
-        if cron is not None:
-            options["cron"] = _text(cron, "cron")
-        if time_zone is not None:
-            options["time_zone"] = _text(time_zone, "time_zone")
-        for key, value in (("every", every), ("timeout", timeout), ("deadline", deadline), ("delete_deadline", delete_deadline)):
-            if value is not None:
-                options[key] = _seconds(value, key)
-        if max_count is not None:
-            if isinstance(max_count, bool) or not isinstance(max_count, int):
-                raise InvalidArgument(f"max_count must be an int, got {max_count!r}")
-            options["max_count"] = max_count
-        text = self._native.schedule(_text(name, "name"), _dumps(input, "input"), _dumps(options, "schedule options"))
+        options = _schedule_options(queue, cron, every, time_zone, missed, timeout, deadline, delete_deadline, max_count)
+        text = self._native.schedule(_text(name, "name"), _dumps(input, "input"), options)
         return cast(ScheduleInfo, json.loads(text))
 
     def unschedule(self, name: str) -> bool:
@@ -646,3 +620,54 @@ def _filter(
         "created_until": created_until,
     }
     return json.dumps({k: v for k, v in given.items() if v is not None})
+
+
+def _config_json(db: Optional[str], queue: Optional[str], settings: Mapping[str, Any]) -> str:
+    """A client's settings as the engine reads them (``Config``, as JSON text)."""
+    config: dict[str, Any] = {k: v for k, v in settings.items() if v is not None}
+    if db is not None:
+        config["db"] = db
+    if queue is not None:
+        config["queue"] = queue
+    return _dumps(config, "settings")
+
+
+def _limits_json(max_processing: Optional[int], max_per_second: Optional[float]) -> str:
+    """Queue limits as the engine reads them (``QueueLimits``, as JSON text)."""
+    if max_processing is not None and (isinstance(max_processing, bool) or not isinstance(max_processing, int)):
+        raise InvalidArgument(f"max_processing must be an int, got {max_processing!r}")
+    if max_processing is not None and not 0 <= max_processing < 2**32:
+        raise InvalidArgument(f"max_processing must be 1 to {2**32 - 1}, got {max_processing}")
+    if max_per_second is not None and (
+        isinstance(max_per_second, bool) or not isinstance(max_per_second, (int, float))
+    ):
+        raise InvalidArgument(f"max_per_second must be a number, got {max_per_second!r}")
+    rate = None if max_per_second is None else float(max_per_second)
+    return json.dumps({"max_processing": max_processing, "max_per_second": rate})
+
+
+def _schedule_options(
+    queue: str,
+    cron: Optional[str],
+    every: Optional[float],
+    time_zone: Optional[str],
+    missed: str,
+    timeout: Optional[float],
+    deadline: Optional[float],
+    delete_deadline: Optional[float],
+    max_count: Optional[int],
+) -> str:
+    """A schedule's options as the engine reads them (``Schedule::from_json``)."""
+    options: Dict[str, Any] = {"queue": _text(queue, "queue"), "missed": _text(missed, "missed")}
+    if cron is not None:
+        options["cron"] = _text(cron, "cron")
+    if time_zone is not None:
+        options["time_zone"] = _text(time_zone, "time_zone")
+    for key, value in (("every", every), ("timeout", timeout), ("deadline", deadline), ("delete_deadline", delete_deadline)):
+        if value is not None:
+            options[key] = _seconds(value, key)
+    if max_count is not None:
+        if isinstance(max_count, bool) or not isinstance(max_count, int):
+            raise InvalidArgument(f"max_count must be an int, got {max_count!r}")
+        options["max_count"] = max_count
+    return _dumps(options, "schedule options")

@@ -18,13 +18,13 @@ use crate::error::PyQtaskResult;
 
 /// A task as the Python layer sends it: `qtask_core::TaskArgs` as JSON text, parsed
 /// (and its size bounded) before anything is built.
-fn task_args(text: &str, client: &blocking::Client) -> Result<(NewTask, Duration), Error> {
-    TaskArgs::from_json(text, client.config().max_payload_bytes)?.into_task()
+pub(crate) fn task_args(text: &str, config: &Config) -> Result<(NewTask, Duration), Error> {
+    TaskArgs::from_json(text, config.max_payload_bytes)?.into_task()
 }
 
 /// A task for `create`: a delay belongs to `delay`, not here.
-fn task_now(text: &str, client: &blocking::Client) -> Result<NewTask, Error> {
-    let (task, delay) = task_args(text, client)?;
+pub(crate) fn task_now(text: &str, config: &Config) -> Result<NewTask, Error> {
+    let (task, delay) = task_args(text, config)?;
     if !delay.is_zero() {
         return Err(Error::InvalidArgument(
             "delay is not an option of create: use delay()".into(),
@@ -33,9 +33,9 @@ fn task_now(text: &str, client: &blocking::Client) -> Result<NewTask, Error> {
     Ok(task)
 }
 
-type CreatedTuple = (i64, bool, bool);
+pub(crate) type CreatedTuple = (i64, bool, bool);
 
-fn created_tuple(c: Created) -> CreatedTuple {
+pub(crate) fn created_tuple(c: Created) -> CreatedTuple {
     (c.id, c.existing, c.dispatched)
 }
 
@@ -60,7 +60,7 @@ impl Client {
     }
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> Result<String, Error> {
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<String, Error> {
     serde_json::to_string(value).map_err(|e| Error::Internal(format!("cannot serialise a result: {e}")))
 }
 
@@ -121,14 +121,15 @@ impl Client {
     /// Returns `(id, existing, dispatched)`.
     fn create(&self, py: Python<'_>, task_json: String) -> PyQtaskResult<CreatedTuple> {
         let client = self.client()?;
-        let created = py.detach(move || client.create(task_now(&task_json, &client)?))?;
+        let created = py.detach(move || client.create(task_now(&task_json, client.config())?))?;
         Ok(created_tuple(created))
     }
 
     /// Returns `(id, existing, invoke)`; call `invoke()` after your transaction commits.
     fn create_deferred(&self, py: Python<'_>, task_json: String) -> PyQtaskResult<(i64, bool, Invoke)> {
         let client = self.client()?;
-        let (created, invoke) = py.detach(move || client.create_deferred(task_now(&task_json, &client)?))?;
+        let (created, invoke) =
+            py.detach(move || client.create_deferred(task_now(&task_json, client.config())?))?;
         let invoke = Invoke {
             task_id: created.id,
             inner: Mutex::new(Some(invoke)),
@@ -140,7 +141,7 @@ impl Client {
     fn delay(&self, py: Python<'_>, task_json: String) -> PyQtaskResult<CreatedTuple> {
         let client = self.client()?;
         let created = py.detach(move || {
-            let (task, delay) = task_args(&task_json, &client)?;
+            let (task, delay) = task_args(&task_json, client.config())?;
             client.delay(task, delay)
         })?;
         Ok(created_tuple(created))
@@ -154,7 +155,8 @@ impl Client {
                 .iter()
                 .enumerate()
                 .map(|(i, text)| {
-                    task_now(text, &client).map_err(|e| Error::InvalidArgument(format!("tasks[{i}]: {e}")))
+                    task_now(text, client.config())
+                        .map_err(|e| Error::InvalidArgument(format!("tasks[{i}]: {e}")))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             client.create_many(tasks)
@@ -167,7 +169,7 @@ impl Client {
     fn create_statement(&self, task_json: String, param_style: String) -> PyQtaskResult<String> {
         let client = self.client()?;
         let style = ParamStyle::from_name(&param_style)?;
-        let (task, delay) = task_args(&task_json, &client)?;
+        let (task, delay) = task_args(&task_json, client.config())?;
         Ok(to_json(&client.caller_insert(&task, delay, Some(style))?)?)
     }
 

@@ -1,12 +1,14 @@
 //! `qtask._qtask`: the native half of the `qtask` Python package.
 //!
 //! Thin by design: it converts Python values to owned Rust values, calls
-//! qtask-core's blocking client with the GIL released, and maps errors once
-//! (`error.rs`). Behaviour lives in qtask-core; the typed API, the worker loop and
+//! qtask-core's blocking client with the GIL released (`AsyncClient`: its async
+//! client, awaited from asyncio, `asyncio.rs`), and maps errors once (`error.rs`). Behaviour lives in qtask-core; the typed API, the worker loop and
 //! the CLI live in Python (`python/qtask/`).
 
 use pyo3::prelude::*;
 
+mod async_client;
+mod asyncio;
 mod client;
 mod convert;
 mod error;
@@ -33,6 +35,8 @@ fn _qtask(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", version())?;
     m.add_class::<client::Client>()?;
     m.add_class::<client::Invoke>()?;
+    m.add_class::<async_client::AsyncClient>()?;
+    m.add_class::<async_client::AsyncInvoke>()?;
     m.add_class::<worker::WorkerStop>()?;
     m.add_class::<worker::TimeUp>()?;
     m.add_function(wrap_pyfunction!(redact, m)?)?;

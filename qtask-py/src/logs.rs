@@ -8,7 +8,7 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 use qtask_core::logs::{self, LogLevel};
 
-fn emit(level: LogLevel, line: &str) {
+pub(crate) fn emit(level: LogLevel, line: &str) {
     // `None`: the interpreter is finalizing (or not there); the line is dropped.
     let _ = Python::try_attach(|py| {
         let logged = py

@@ -24,8 +24,9 @@ if ! "$venv/bin/python" -c 'import sys; assert sys.version_info >= (3, 9)' 2>/de
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade \
     'maturin>=1.9,<2' 'pytest>=8' 'mypy>=1.10' \
-    'psycopg[binary]==3.3.9' 'PyMySQL==1.2.4' 'SQLAlchemy==2.1.9'
-# psycopg, PyMySQL and SQLAlchemy: the callers' own connections of test_outbox.py.
+    'psycopg[binary]==3.3.9' 'PyMySQL==1.2.4' 'SQLAlchemy==2.1.9' 'aiosqlite==0.22.1' 'greenlet==3.5.6'
+# psycopg, PyMySQL and SQLAlchemy: the callers' own connections of test_outbox.py;
+# aiosqlite and greenlet (SQLAlchemy's asyncio) those of test_async_outbox.py.
 
 # A wheel is what users get: build one (debug profile, sharing cargo's target dir
 # with the Rust tests) and install it, replacing any earlier build.

@@ -79,6 +79,49 @@ def misuse(c: qtask.Client) -> None:
     qtask.Retry(after="soon")  # type: ignore[arg-type]
 
 
+async def async_typed_usage(c: qtask.AsyncClient) -> None:
+    await c.install()
+    created: qtask.Created = await c.create("n", {"a": 1}, queue="Q", timeout=5.0, priority=2)
+    deferred: Tuple[int, qtask.AsyncInvoke] = await c.create_deferred("n", {}, queue="Q")
+    pushed: bool = await deferred[1]()
+    later: qtask.Created = await c.delay("n", {}, queue="Q", delay=3600)
+    many: List[qtask.Created] = await c.create_many([{"name": "m", "input": {}, "queue": "Q"}])
+    message: Optional[qtask.Message] = await c.pop("Q", wait=0.1)
+    if message is not None:
+        ok: bool = await c.processing(message["task_id"])
+        if ok:
+            await c.finish(message["task_id"])
+    status: str = await c.fail(later, "why")
+    task: qtask.Task = await c.get(created)
+    stats: qtask.Stats = await c.stats()
+    await c.cancel(later)
+    try:
+        result: Any = await c.result(created, wait=0.01)
+    except qtask.TimeoutError:
+        result = None
+    info: qtask.ScheduleInfo = await c.schedule("s", {}, queue="Q", every=60)
+    await c.set_queue_limits("Q", max_processing=1)
+    del pushed, many, status, task, stats, result, info
+
+
+async def async_misuse(c: qtask.AsyncClient) -> None:
+    await c.create("n", {}, queue=5)  # type: ignore[arg-type]
+    await c.pop(queue="Q", wait="1")  # type: ignore[arg-type]
+    (await c.get(1))["nope"]  # type: ignore[typeddict-item]
+    c.stats()["waiting"]  # type: ignore[index]
+
+
+def test_async_typed_usage_runs(sqlite: Backend) -> None:
+    import asyncio
+
+    async def main() -> None:
+        async with qtask.AsyncClient(**sqlite.settings(sweeper=False)) as c:
+            await async_typed_usage(c)
+            assert (await c.stats())["cancelled"] == 1
+
+    asyncio.run(main())
+
+
 def test_typed_usage_runs(sqlite: Backend) -> None:
     with sqlite.client(sweeper=False) as c:
         typed_usage(c)
