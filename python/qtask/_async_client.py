@@ -155,13 +155,15 @@ class AsyncClient:
         max_count: Optional[int] = None,
         order_no: Optional[str] = None,
         priority: Optional[int] = None,
+        time_limit: Optional[float] = None,
         connection: Any = None,
     ) -> Created:
         """As :meth:`qtask.Client.create`. ``connection``: your own async connection
         (``psycopg.AsyncConnection``, or a SQLAlchemy ``AsyncConnection`` /
         ``AsyncSession``), inside whose transaction the row is written."""
         task = _task_json(
-            name, input, queue, timeout, deadline, delete_deadline, max_count, order_no, priority=priority
+            name, input, queue, timeout, deadline, delete_deadline, max_count, order_no,
+            priority=priority, time_limit=time_limit,
         )
         if connection is not None:
             from ._async_outbox import create_on
@@ -184,11 +186,13 @@ class AsyncClient:
         max_count: Optional[int] = None,
         order_no: Optional[str] = None,
         priority: Optional[int] = None,
+        time_limit: Optional[float] = None,
     ) -> tuple[int, AsyncInvoke]:
         """As :meth:`qtask.Client.create_deferred`; ``await invoke()`` dispatches."""
         task_id, _existing, invoke = await self._native.create_deferred(
             _task_json(
-                name, input, queue, timeout, deadline, delete_deadline, max_count, order_no, priority=priority
+                name, input, queue, timeout, deadline, delete_deadline, max_count, order_no,
+                priority=priority, time_limit=time_limit,
             )
         )
         return task_id, AsyncInvoke(invoke)
@@ -206,13 +210,14 @@ class AsyncClient:
         max_count: Optional[int] = None,
         order_no: Optional[str] = None,
         priority: Optional[int] = None,
+        time_limit: Optional[float] = None,
         connection: Any = None,
     ) -> Created:
         """As :meth:`qtask.Client.delay`."""
         if _seconds(delay, "delay") is None:
             raise InvalidArgument("delay is required")
         task = _task_json(
-            name, input, queue, timeout, deadline, delete_deadline, max_count, order_no, delay, priority
+            name, input, queue, timeout, deadline, delete_deadline, max_count, order_no, delay, priority, time_limit
         )
         if connection is not None:
             from ._async_outbox import create_on

@@ -75,6 +75,7 @@ def _task_json(
     order_no: Optional[str] = None,
     delay: Optional[float] = None,
     priority: Optional[int] = None,
+    time_limit: Optional[float] = None,
 ) -> str:
     """One task as the engine reads it (qtask-core's ``TaskArgs``, as JSON text)."""
     if max_count is not None and (isinstance(max_count, bool) or not isinstance(max_count, int)):
@@ -92,6 +93,7 @@ def _task_json(
         "order_no": None if order_no is None else _text(order_no, "order_no"),
         "delay": _seconds(delay, "delay"),
         "priority": priority,
+        "time_limit": _seconds(time_limit, "time_limit"),
     }
     task.update((k, v) for k, v in options.items() if v is not None)
     return _dumps(task, "input")
@@ -219,6 +221,7 @@ class Client:
         max_count: Optional[int] = None,
         order_no: Optional[str] = None,
         priority: Optional[int] = None,
+        time_limit: Optional[float] = None,
         connection: Any = None,
     ) -> Created:
         """Writes the task and dispatches it; returns its id, an ``int`` that also tells
@@ -237,6 +240,9 @@ class Client:
                 returned instead of a new one (``existing`` is then true).
             priority: claims take higher priority first, then the earliest due
                 (default 0, from -1000 to 1000).
+            time_limit: seconds one attempt may run (default: the worker's
+                ``time_limit``, if any); past it the handler is told and the attempt
+                fails, as with ``run_worker(time_limit=…)``.
             connection: your own open connection to the same database (``sqlite3``,
                 ``psycopg``, ``PyMySQL``, or a SQLAlchemy ``Connection`` / ``Session``):
                 the row is written in your current transaction, and workers see the
@@ -252,7 +258,8 @@ class Client:
             qtask.InvalidArgument: bad input; nothing was written.
         """
         task = _task_json(
-            name, input, queue, timeout, deadline, delete_deadline, max_count, order_no, priority=priority
+            name, input, queue, timeout, deadline, delete_deadline, max_count, order_no,
+            priority=priority, time_limit=time_limit,
         )
         if connection is not None:
             from ._outbox import create_on
@@ -275,6 +282,7 @@ class Client:
         max_count: Optional[int] = None,
         order_no: Optional[str] = None,
         priority: Optional[int] = None,
+        time_limit: Optional[float] = None,
     ) -> tuple[int, Invoke]:
         """Writes the task on qtask's own connection without dispatching it; returns
         ``(id, invoke)``; call ``invoke()`` to dispatch it.
@@ -284,7 +292,8 @@ class Client:
         """
         task_id, _existing, invoke = self._native.create_deferred(
             _task_json(
-                name, input, queue, timeout, deadline, delete_deadline, max_count, order_no, priority=priority
+                name, input, queue, timeout, deadline, delete_deadline, max_count, order_no,
+                priority=priority, time_limit=time_limit,
             )
         )
         return task_id, Invoke(invoke)
@@ -302,6 +311,7 @@ class Client:
         max_count: Optional[int] = None,
         order_no: Optional[str] = None,
         priority: Optional[int] = None,
+        time_limit: Optional[float] = None,
         connection: Any = None,
     ) -> Created:
         """Writes the task only; the sweeper dispatches it ``delay`` seconds from now.
@@ -309,7 +319,7 @@ class Client:
         if _seconds(delay, "delay") is None:
             raise InvalidArgument("delay is required")
         task = _task_json(
-            name, input, queue, timeout, deadline, delete_deadline, max_count, order_no, delay, priority
+            name, input, queue, timeout, deadline, delete_deadline, max_count, order_no, delay, priority, time_limit
         )
         if connection is not None:
             from ._outbox import create_on

@@ -5,7 +5,7 @@ Every method that does I/O releases the GIL. Errors are ``qtask.errors`` classes
 """
 
 from asyncio import Future
-from typing import Callable, List, Optional, Tuple, Union, final
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union, final
 
 __version__: str
 
@@ -186,14 +186,43 @@ HandlerOutcome = Union[None, str, Tuple[str, Union[str, float]]]
 def run_worker(
     client: Client,
     queue: str,
-    handler: Callable[[str, Optional[TimeUp]], HandlerOutcome],
+    handler: Callable[[Dict[str, Any], Optional[TimeUp]], HandlerOutcome],
     concurrency: int,
     stop: WorkerStop,
     time_limit: Optional[float] = None,
     kinds: Optional[List[str]] = None,
 ) -> Tuple[int, int, int, int, int]:
-    """Runs qtask-core's worker engine on ``queue`` until ``stop``; ``handler`` gets the
-    message JSON (as ``Client.pop``'s) and the attempt's ``TimeUp`` (``None`` without a
-    time limit) and returns a ``HandlerOutcome``. ``kinds``: the task names ``handler``
-    takes (default all); the engine retries tasks of other names with backoff.
-    Returns ``(finished, failed, skipped, snoozed, cancelled)``."""
+    """Runs qtask-core's worker engine on ``queue`` until ``stop``; ``handler`` is
+    called on a pool of ``concurrency`` threads with the message (a dict) and the
+    attempt's ``TimeUp`` (``None`` without a time limit, the worker's or the task's)
+    and returns a ``HandlerOutcome``. ``kinds``: the task names ``handler`` takes
+    (default all); the engine retries tasks of other names with backoff. Returns
+    ``(finished, failed, skipped, snoozed, cancelled)``."""
+
+@final
+class AttemptReply:
+    """Ends one attempt of an ``async def`` handler."""
+
+    def send(self, outcome: HandlerOutcome) -> None:
+        """Sends how the attempt ended (once; later sends are ignored)."""
+
+@final
+class AsyncInbox:
+    """Tasks for ``async def`` handlers; the engine writes a byte to ``wake_fd`` (the
+    writing end of a non-blocking socket pair) when tasks arrive after a ``take()``."""
+
+    def __init__(self, wake_fd: int) -> None: ...
+    def take(self) -> List[Tuple[Dict[str, Any], Optional[TimeUp], AttemptReply]]:
+        """The tasks handed over since the last call."""
+
+def run_async_worker(
+    client: Client,
+    queue: str,
+    inbox: AsyncInbox,
+    concurrency: int,
+    stop: WorkerStop,
+    time_limit: Optional[float] = None,
+    kinds: Optional[List[str]] = None,
+) -> Tuple[int, int, int, int, int]:
+    """:func:`run_worker` for ``async def`` handlers: tasks go to ``inbox``, at most
+    ``concurrency`` of them unanswered at once."""

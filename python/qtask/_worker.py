@@ -2,9 +2,10 @@
 
 The engine (fetcher, fenced lease renewal, batched outcomes, backoff when a server
 is down, graceful stop) is Rust: ``_qtask.run_worker`` runs it with the GIL
-released, one call per queue, and takes the GIL only to run a handler. This module
-only adapts handlers to it and turns signals into a stop. ``async def`` handlers run
-as coroutines on one asyncio loop in its own thread.
+released, one call per queue, and hands each task to a pool of handler threads
+(sync handlers) or to one asyncio loop in its own thread (``async def`` handlers,
+run as coroutines). This module only adapts handlers to it and turns signals into
+a stop.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import concurrent.futures
 import ctypes
 import json
 import logging
+import inspect
 import signal
+import socket
 import threading
 import traceback
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 from . import _qtask
 from ._kinds import TaskKind, run
@@ -36,19 +39,20 @@ class _Loop:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
 
-    def submit(self, awaitable: Any) -> "Any":
+    def get(self) -> asyncio.AbstractEventLoop:
         with self._lock:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
                 thread = threading.Thread(target=loop.run_forever, name="qtask-asyncio", daemon=True)
                 thread.start()
                 self._loop, self._thread = loop, thread
-            loop = self._loop
+            return self._loop
 
+    def submit(self, awaitable: Any) -> "Any":
         async def wrap() -> Any:
             return await awaitable
 
-        return asyncio.run_coroutine_threadsafe(wrap(), loop)
+        return asyncio.run_coroutine_threadsafe(wrap(), self.get())
 
     def close(self) -> None:
         with self._lock:
@@ -128,17 +132,25 @@ def _finished(value: Any) -> _qtask.HandlerOutcome:
         return ("fail_now", f"the result is not JSON-serialisable: {e}")
 
 
-def _adapt(handler: Callable[[Message], Any], loop: _Loop) -> Callable[[str, Optional[_qtask.TimeUp]], _qtask.HandlerOutcome]:
-    """The engine's view of a handler: message JSON (and the attempt's time-up signal)
-    in, how the attempt ends out (see ``_qtask.HandlerOutcome``)."""
+def _awaitable(value: Any) -> bool:
+    return asyncio.iscoroutine(value) or asyncio.isfuture(value) or hasattr(value, "__await__")
 
-    def call(text: str, time_up: Optional[_qtask.TimeUp]) -> _qtask.HandlerOutcome:
-        interrupt = _Interrupt() if time_up is not None else None
+
+def _adapt(handler: Callable[[Message], Any], loop: _Loop) -> Callable[[Dict[str, Any], Optional[_qtask.TimeUp]], _qtask.HandlerOutcome]:
+    """The engine's view of a sync handler, called on its pool threads: the message
+    (and the attempt's time-up signal) in, how the attempt ends out (see
+    ``_qtask.HandlerOutcome``)."""
+
+    def call(message: Dict[str, Any], time_up: Optional[_qtask.TimeUp]) -> _qtask.HandlerOutcome:
+        interrupt: Optional[_Interrupt] = None
+        if time_up is not None:
+            interrupt = _Interrupt()
+            time_up.on_set(interrupt.fire)
         try:
-            if interrupt is not None and time_up is not None:
-                time_up.on_set(interrupt.fire)
-            result = handler(Message._from_json(text))
-            if asyncio.iscoroutine(result) or asyncio.isfuture(result) or hasattr(result, "__await__"):
+            result = handler(Message(**message))
+            if result is None:
+                return None
+            if _awaitable(result):
                 future = loop.submit(result)
                 if interrupt is not None:
                     interrupt.watch(future)
@@ -159,6 +171,81 @@ def _adapt(handler: Callable[[Message], Any], loop: _Loop) -> Callable[[str, Opt
                 interrupt.disarm()
 
     return call
+
+
+async def _run_async(handler: Callable[[Message], Any], message: Message) -> _qtask.HandlerOutcome:
+    """An ``async def`` handler's attempt, as a coroutine on the loop."""
+    try:
+        return _finished(await handler(message))
+    except Retry as e:
+        return ("retry_after", e.after)
+    except Cancel as e:
+        return ("cancel", e.reason)
+    except FailNow as e:
+        return ("fail_now", e.reason)
+    except (Exception, asyncio.CancelledError):
+        # A cancel is the time limit: the engine has already failed the attempt.
+        return traceback.format_exc()
+
+
+class _AsyncQueue:
+    """Feeds one queue's ``async def`` handler from the engine: the engine puts tasks
+    in an inbox and writes a byte to a socket the loop watches; the loop then starts
+    every task waiting there as a coroutine (one wake-up per burst of tasks)."""
+
+    def __init__(self, handler: Callable[[Message], Any], loop: asyncio.AbstractEventLoop) -> None:
+        self.handler = handler
+        self.loop = loop
+        self.reader, self.writer = socket.socketpair()
+        self.reader.setblocking(False)
+        self.writer.setblocking(False)
+        self.inbox = _qtask.AsyncInbox(self.writer.fileno())
+        self.running: Set["asyncio.Task[None]"] = set()
+        ready = threading.Event()
+
+        def watch() -> None:
+            loop.add_reader(self.reader.fileno(), self._drain)
+            ready.set()
+
+        loop.call_soon_threadsafe(watch)
+        ready.wait()
+
+    def _drain(self) -> None:
+        try:
+            self.reader.recv(4096)
+        except BlockingIOError:
+            pass
+        for message, time_up, reply in self.inbox.take():
+            task = self.loop.create_task(self._attempt(message, time_up, reply))
+            self.running.add(task)
+            task.add_done_callback(self.running.discard)
+
+    async def _attempt(self, fields: Dict[str, Any], time_up: Optional[_qtask.TimeUp], reply: _qtask.AttemptReply) -> None:
+        message = Message(**fields)
+        if time_up is None:
+            reply.send(await _run_async(self.handler, message))
+            return
+        attempt = asyncio.ensure_future(_run_async(self.handler, message))
+        time_up.on_set(lambda: self.loop.call_soon_threadsafe(attempt.cancel))
+        outcome: _qtask.HandlerOutcome
+        try:
+            outcome = await attempt
+        except asyncio.CancelledError:
+            outcome = "time limit exceeded: the handler was cancelled"
+        reply.send(outcome)
+
+    def close(self) -> None:
+        done = threading.Event()
+
+        def unwatch() -> None:
+            self.loop.remove_reader(self.reader.fileno())
+            done.set()
+
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(unwatch)
+            done.wait()
+        self.reader.close()
+        self.writer.close()
 
 
 class Worker:
@@ -197,17 +284,29 @@ class Worker:
         def run_queue(queue: str, route: Tuple[Callable[[Message], Any], Optional[List[str]]]) -> None:
             handler, names = route
             try:
-                reports.append(
-                    _qtask.run_worker(
-                        self.native,
-                        queue,
-                        _adapt(handler, self.loop),
-                        self.concurrency,
-                        engine_stop,
-                        self.time_limit,
-                        names,
+                if inspect.iscoroutinefunction(handler):
+                    # Coroutines on the loop: concurrency counts coroutines, not threads.
+                    feed = _AsyncQueue(handler, self.loop.get())
+                    try:
+                        reports.append(
+                            _qtask.run_async_worker(
+                                self.native, queue, feed.inbox, self.concurrency, engine_stop, self.time_limit, names
+                            )
+                        )
+                    finally:
+                        feed.close()
+                else:
+                    reports.append(
+                        _qtask.run_worker(
+                            self.native,
+                            queue,
+                            _adapt(handler, self.loop),
+                            self.concurrency,
+                            engine_stop,
+                            self.time_limit,
+                            names,
+                        )
                     )
-                )
             except BaseException as e:  # reported by run(), on the caller's thread
                 errors.append(e)
                 engine_stop.stop()

@@ -222,6 +222,7 @@ if sys.version_info >= (3, 11):
         max_count: NotRequired[int]
         order_no: NotRequired[str]
         priority: NotRequired[int]
+        time_limit: NotRequired[float]
 
 else:  # pragma: no cover
 
@@ -239,6 +240,7 @@ else:  # pragma: no cover
         max_count: int
         order_no: str
         priority: int
+        time_limit: float
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,10 @@ pub struct TaskOptions {
     /// Claims take higher priority first, then the earliest due (default 0; at most
     /// [`MAX_PRIORITY`] either way).
     pub priority: Option<i32>,
+    /// The longest one attempt may run (default: the worker's `time_limit`, if any).
+    /// Past it the handler is told and the attempt fails ("time limit of Ns
+    /// exceeded"), retried with backoff.
+    pub time_limit: Option<Duration>,
 }
 
 /// What a producer asks for: the seed's `name, input, timeout, queue, opts…`.
@@ -149,6 +153,12 @@ impl NewTask {
         self.options.priority = Some(priority);
         self
     }
+
+    /// This task's own time limit per attempt: see [`TaskOptions::time_limit`].
+    pub fn time_limit(mut self, limit: Duration) -> Self {
+        self.options.time_limit = Some(limit);
+        self
+    }
 }
 
 /// A `NewTask` checked and reduced to what the table stores (milliseconds, JSON text).
@@ -164,6 +174,7 @@ pub(crate) struct ValidTask {
     pub delete_after_ms: i64,
     pub max_count: i64,
     pub priority: i64,
+    pub time_limit_ms: Option<i64>,
     /// The W3C trace context of the create span (trace.rs), JSON; None without one.
     pub trace_context: Option<String>,
 }
@@ -203,6 +214,10 @@ impl ValidTask {
                 "priority must be between -{MAX_PRIORITY} and {MAX_PRIORITY}, got {priority}"
             )));
         }
+        let time_limit_ms = opts
+            .time_limit
+            .map(|limit| positive_ms("time_limit", limit))
+            .transpose()?;
         Ok(ValidTask {
             name: task.name.clone(),
             queue: task.queue.clone(),
@@ -214,6 +229,7 @@ impl ValidTask {
             delete_after_ms,
             max_count: i64::from(max_count),
             priority: i64::from(priority),
+            time_limit_ms,
             trace_context: None,
         })
     }
@@ -301,6 +317,8 @@ pub struct Message {
     pub input: Map<String, Value>,
     /// How long the claim holds before the task is offered to another worker.
     pub lease: Duration,
+    /// The task's own time limit per attempt (None: the worker's, if any).
+    pub time_limit: Option<Duration>,
     /// The W3C trace context (`{"traceparent": …, "tracestate": …}`) of this attempt's
     /// `qtask.dispatch` span, a child of the producer's span; None when the producer had
     /// no OpenTelemetry context (feature `otel`, trace.rs). Spans of a handler that
@@ -371,6 +389,7 @@ impl Message {
             deadline_at: claim.deadline_at,
             input,
             lease: Duration::from_millis(claim.lease_ms.max(0) as u64),
+            time_limit: None,
             trace_context: claim.trace_context,
         })
     }

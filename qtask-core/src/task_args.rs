@@ -36,10 +36,20 @@ pub struct TaskArgs {
     /// Claims take higher priority first (default 0; at most [`MAX_PRIORITY`] either way).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i64>,
+    /// Seconds one attempt may run (default: the worker's `time_limit`, if any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_limit: Option<f64>,
 }
 
 /// The keys an options object (C's `options_json`, Go's `Option`s) may hold.
-pub const OPTION_KEYS: [&str; 5] = ["deadline", "delete_deadline", "max_count", "order_no", "priority"];
+pub const OPTION_KEYS: [&str; 6] = [
+    "deadline",
+    "delete_deadline",
+    "max_count",
+    "order_no",
+    "priority",
+    "time_limit",
+];
 
 impl TaskArgs {
     /// Parses one task's JSON text. Text far over `max_payload_bytes` is refused
@@ -107,6 +117,9 @@ impl TaskArgs {
         }
         if let Some(order_no) = self.order_no {
             task = task.order_no(order_no);
+        }
+        if let Some(limit) = self.time_limit {
+            task = task.time_limit(seconds("time_limit", limit)?);
         }
         if let Some(p) = self.priority {
             // Out of i32 is out of range too; ValidTask::check bounds the rest.

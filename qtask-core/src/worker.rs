@@ -329,9 +329,10 @@ impl Slot {
         let queue = message.queue.clone();
         let started = std::time::Instant::now();
         let time_up = TimeUp::new();
+        // The task's own limit, else the worker's.
+        let limit = message.time_limit.or(self.limits.time_limit);
         // The handler's own spans nest in this attempt's `qtask.handle` span.
         let mut job = tokio::spawn(handler(message, time_up.clone()).in_current_span());
-        let limit = self.limits.time_limit;
         let time_limit_at = tokio::time::Instant::now() + limit.unwrap_or(NO_LIMIT);
         let mut current = true;
         let mut timed_out = false;

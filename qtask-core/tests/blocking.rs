@@ -201,3 +201,86 @@ fn blocking_worker_time_limit_and_result() {
     client.close();
     let _ = std::fs::remove_file(&dir);
 }
+
+/// `run_replying`: the handler hands each task to a thread of the caller's own, which
+/// sends the outcome later; at most `concurrency` tasks are out at once. A task's own
+/// time limit reaches the handler through its `TimeUp`.
+#[test]
+fn blocking_worker_replies_from_the_caller_s_threads() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{mpsc, Arc, Mutex};
+    use std::time::Duration;
+    let dir = std::env::temp_dir().join(format!("qtask-brep-{}.db", std::process::id()));
+    let config = qtask_core::Config {
+        db: format!("sqlite://{}", dir.display()),
+        sweeper: false,
+        ..qtask_core::Config::default()
+    };
+    let client = qtask_core::blocking::Client::open(config).unwrap();
+    client.install().unwrap();
+    let task = |n: i64| {
+        qtask_core::NewTask::new("brep", serde_json::json!({ "n": n }), "BREP")
+            .delete_deadline(Duration::from_secs(3600))
+    };
+    let ids: Vec<i64> = (0..12).map(|n| client.create(task(n)).unwrap().id).collect();
+    let limited = client
+        .create(task(99).time_limit(Duration::from_millis(200)))
+        .unwrap()
+        .id;
+    type Handed = (
+        qtask_core::Message,
+        qtask_core::TimeUp,
+        qtask_core::blocking::Reply,
+    );
+    let (hand, handed) = mpsc::channel::<Handed>();
+    let out = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let stop = qtask_core::blocking::StopSignal::new();
+    let (runner_out, stopper) = (out.clone(), stop.clone());
+    // The caller's own thread: answers in arrival order, the limited task once told.
+    let runner = std::thread::spawn(move || {
+        let mut done = 0;
+        for (m, time_up, reply) in handed {
+            runner_out.fetch_sub(1, Ordering::SeqCst);
+            if m.input["n"] == 99 {
+                while !time_up.is_up() {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                reply.send_returned::<()>(Err("ignored".into()));
+            } else {
+                std::thread::sleep(Duration::from_millis(5));
+                reply.send_returned(Ok(serde_json::json!({"n": m.input["n"].clone()})));
+            }
+            done += 1;
+            if done == 13 {
+                stopper.stop();
+            }
+        }
+    });
+    let hand = Mutex::new(hand);
+    let (handler_out, handler_most) = (out.clone(), most.clone());
+    let report = qtask_core::blocking::Worker::new(&client, "BREP")
+        .concurrency(3)
+        .run_handing_off(
+            move |m, time_up, reply| {
+                let now = handler_out.fetch_add(1, Ordering::SeqCst) + 1;
+                handler_most.fetch_max(now, Ordering::SeqCst);
+                hand.lock().unwrap().send((m, time_up, reply)).unwrap();
+            },
+            &stop,
+        )
+        .unwrap();
+    runner.join().unwrap();
+    assert_eq!((report.finished, report.failed), (12, 1), "{report:?}");
+    assert!(most.load(Ordering::SeqCst) <= 3, "{most:?}");
+    for (n, id) in ids.iter().enumerate() {
+        assert_eq!(
+            client.result(*id, Duration::from_secs(5)).unwrap(),
+            serde_json::json!({ "n": n })
+        );
+    }
+    let row = client.get(limited).unwrap();
+    assert_eq!(row.last_error.as_deref(), Some("time limit of 0.2s exceeded"));
+    client.close();
+    let _ = std::fs::remove_file(&dir);
+}

@@ -212,6 +212,78 @@ async fn a_time_limit_drops_the_handler_and_fails_the_attempt() {
     }
 }
 
+/// A task's own time limit wins over the worker's: its handler is dropped and its
+/// attempt fails with that limit, while a task without one runs under the worker's.
+/// The limit travels with the message, from `NewTask` or the `TaskArgs` JSON.
+#[tokio::test]
+async fn a_task_s_own_time_limit_wins_over_the_worker_s() {
+    for pair in pairs().await {
+        let name = pair.name();
+        let (c, _clock) = fresh_pair(&pair).await;
+        let zero = c.create(task("slow").time_limit(Duration::ZERO)).await;
+        assert!(matches!(zero, Err(Error::InvalidArgument(_))), "{name}: {zero:?}");
+        let (from_json, _) = qtask_core::TaskArgs::from_json(
+            &json!({"name": "outcome", "input": {"do": "slow"}, "queue": Q, "time_limit": 0.2,
+                    "delete_deadline": 3600.0})
+            .to_string(),
+            1 << 20,
+        )
+        .unwrap()
+        .into_task()
+        .unwrap();
+        assert_eq!(
+            from_json.options.time_limit,
+            Some(Duration::from_millis(200)),
+            "{name}"
+        );
+        let limited = c.create(from_json).await.unwrap().id;
+        let free = c.create(task("quick")).await.unwrap().id;
+        let seen: Arc<Mutex<HashMap<String, Option<Duration>>>> = Arc::default();
+        let handler_seen = seen.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let worker = Worker::new(c.clone(), Q)
+            .concurrency(2)
+            .time_limit(Duration::from_secs(30));
+        let running = tokio::spawn(worker.run(
+            move |m: Message| {
+                let kind = m.input["do"].as_str().unwrap_or_default().to_owned();
+                handler_seen.lock().unwrap().insert(kind.clone(), m.time_limit);
+                async move {
+                    let pause = if kind == "slow" { 60_000 } else { 300 };
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                    Ok(())
+                }
+            },
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let c2 = c.clone();
+        for _ in 0..500 {
+            let failed = c2.get(limited).await.unwrap().last_error.is_some();
+            let finished = c2.get(free).await.unwrap().status == Status::Finished;
+            if failed && finished {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.send(()).unwrap();
+        let report = running.await.unwrap().unwrap();
+        assert_eq!((report.failed, report.finished), (1, 1), "{name}: {report:?}");
+        let row = c.get(limited).await.unwrap();
+        assert_eq!(
+            (row.status, row.last_error.as_deref()),
+            (Status::Waiting, Some("time limit of 0.2s exceeded")),
+            "{name}"
+        );
+        assert_eq!(c.get(free).await.unwrap().status, Status::Finished, "{name}");
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen["slow"], Some(Duration::from_millis(200)), "{name}");
+        assert_eq!(seen["quick"], None, "{name}");
+        drop_table(&c).await;
+    }
+}
+
 /// Contract 7 for every outcome: one of an attempt that is no longer current is stale
 /// and changes nothing.
 #[tokio::test]

@@ -169,6 +169,12 @@ func WithPriority(p int) Option {
 	return func(t *TaskArgs) { t.Priority = p; t.mark("priority") }
 }
 
+// WithTimeLimit: one attempt may run at most d (default: the worker's
+// TimeLimit, if any); past it the attempt fails (see TaskArgs.TimeLimit).
+func WithTimeLimit(d time.Duration) Option {
+	return func(t *TaskArgs) { t.TimeLimit = d; t.mark("time_limit") }
+}
+
 // Invoke dispatches a task written by Create; call it after the caller's own
 // transaction commits (the seed's invoke). A nil error means the task is on
 // the queue, or the queue was down and the sweeper will dispatch it. Calling

@@ -30,6 +30,10 @@ type TaskArgs struct {
 	// Priority: claims take higher priority first, then the earliest due
 	// (default 0, from -1000 to 1000).
 	Priority int
+	// TimeLimit: the longest one attempt may run (default: the worker's
+	// TimeLimit, if any); past it the attempt fails. The handler's ctx is
+	// cancelled only from the worker's own TimeLimit on (see WorkerOptions).
+	TimeLimit time.Duration
 
 	// explicit names the fields set by an Option or an argument, so that a zero
 	// given on purpose reaches libqtask (which refuses it) instead of the default.
@@ -85,6 +89,9 @@ func (t TaskArgs) options() map[string]interface{} {
 	}
 	if t.has("priority", t.Priority == 0) {
 		m["priority"] = t.Priority
+	}
+	if t.has("time_limit", t.TimeLimit == 0) {
+		m["time_limit"] = t.TimeLimit.Seconds()
 	}
 	return m
 }

@@ -142,7 +142,8 @@ pub extern "C" fn qtask_install(client: *mut qtask_client) -> qtask_result {
 /// of one dispatch in seconds (fractions allowed, at least 0.001). `options_json`
 /// may be NULL, or a JSON object with `deadline` and `delete_deadline` (seconds),
 /// `max_count`, `priority` (claims take higher priority first, then the earliest
-/// due; default 0, from -1000 to 1000) and `order_no` (any other key is
+/// due; default 0, from -1000 to 1000), `time_limit` (seconds one attempt may run,
+/// instead of the worker's limit) and `order_no` (any other key is
 /// `QTASK_RESULT_INVALID_ARGUMENT`); if a live task of this queue already has this
 /// `order_no`, its id is returned and nothing is written. `out_id` may be NULL; otherwise it
 /// receives the task id (0 on failure). Bad input writes nothing. If the queue
@@ -256,7 +257,8 @@ pub extern "C" fn qtask_delay(
 /// Writes a task described by `task_json` (borrowed): a JSON object with `name`,
 /// `input` (a JSON object), `queue`, and optionally `timeout`, `deadline`,
 /// `delete_deadline`, `delay` (seconds, fractions allowed), `max_count`,
-/// `priority` and `order_no`; any other key is `QTASK_RESULT_INVALID_ARGUMENT`. Without a delay
+/// `priority`, `order_no` and `time_limit` (seconds one attempt may run, instead of
+/// the worker's limit); any other key is `QTASK_RESULT_INVALID_ARGUMENT`. Without a delay
 /// the task is dispatched now, with one the sweeper dispatches it when due.
 /// `*out_created_json` (not NULL) receives a new string the caller owns and must
 /// free with `qtask_string_free`: `{"id": …, "existing": bool, "dispatched":

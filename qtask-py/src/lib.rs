@@ -10,8 +10,10 @@ use pyo3::prelude::*;
 mod async_client;
 mod asyncio;
 mod client;
+mod convert;
 mod error;
 mod logs;
+mod pool;
 mod worker;
 
 /// `CARGO_PKG_VERSION` in PEP 440 form (`0.1.0-alpha.1` → `0.1.0a1`).
@@ -39,6 +41,9 @@ fn _qtask(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<worker::TimeUp>()?;
     m.add_function(wrap_pyfunction!(redact, m)?)?;
     m.add_function(wrap_pyfunction!(worker::run_worker, m)?)?;
+    m.add_function(wrap_pyfunction!(worker::run_async_worker, m)?)?;
+    m.add_class::<pool::AsyncInbox>()?;
+    m.add_class::<pool::AttemptReply>()?;
     logs::install();
     Ok(())
 }

@@ -1,22 +1,23 @@
 //! `qtask._qtask.run_worker`, `WorkerStop` and `TimeUp`: Python handlers driven by
 //! qtask-core's one worker engine (`blocking::Worker`).
 //!
-//! The engine runs with the GIL released; each handler call takes the GIL only
-//! while Python runs. The Python side (`qtask/_worker.py`) passes one callable per
-//! queue (and the task names it routes, if any: `kinds`) that takes the message as
-//! JSON text ([`message_json`]) and the attempt's `TimeUp` (None without a time
-//! limit) and returns how the attempt ends: `None` (finish), the
-//! error text (retry with backoff, kept as `last_error`), or a pair
-//! `(kind, value)`: `("result", json_text)`, `("retry_after", seconds)`,
-//! `("cancel", reason)`, `("fail_now", reason)`. It also runs `async def` handlers
-//! on its asyncio loop, waiting on them with the GIL released.
+//! The engine runs with the GIL released and hands tasks to Python without waiting
+//! (`pool.rs`): sync handlers run on a pool of threads, `async def` ones as coroutines
+//! on the asyncio loop of `qtask/_worker.py`. The Python side passes, per queue, a
+//! wrapper that takes the message (a dict) and the attempt's `TimeUp` (None without a
+//! time limit) and returns how the attempt ends: `None` (finish), the error text
+//! (retry with backoff, kept as `last_error`), or a pair `(kind, value)`:
+//! `("result", json_text)`, `("retry_after", seconds)`, `("cancel", reason)`,
+//! `("fail_now", reason)`. An async wrapper sends that through the attempt's
+//! `AttemptReply` instead of returning it.
 
 use pyo3::prelude::*;
 use qtask_core::blocking::{StopSignal, Worker};
-use qtask_core::{seconds, Error, Message, Outcome};
+use qtask_core::{seconds, Error, Message, Outcome, WorkerReport};
 
 use crate::client::Client;
 use crate::error::PyQtaskResult;
+use crate::pool::{AsyncInbox, Job, Pool};
 
 /// Stops a running worker gracefully. `stop()` is one atomic store: call it from any
 /// thread or from a signal handler.
@@ -46,7 +47,7 @@ impl WorkerStop {
 /// Tells a running handler that the worker's time limit for its attempt passed.
 #[pyclass(module = "qtask._qtask", frozen)]
 pub struct TimeUp {
-    inner: qtask_core::TimeUp,
+    pub(crate) inner: qtask_core::TimeUp,
 }
 
 #[pymethods]
@@ -85,7 +86,7 @@ pub(crate) fn message_json(message: Message) -> String {
 }
 
 /// Reads what the Python callable returned (see the module comment).
-fn outcome_of(returned: &Bound<'_, PyAny>) -> Outcome {
+pub(crate) fn outcome_of(returned: &Bound<'_, PyAny>) -> Outcome {
     if returned.is_none() {
         return Outcome::Finish(None);
     }
@@ -114,30 +115,45 @@ fn outcome_of(returned: &Bound<'_, PyAny>) -> Outcome {
     }
 }
 
-/// Calls the Python callable and reads its outcome; an exception out of the wrapper
-/// fails the attempt with the exception's type and message.
-fn call_handler(handler: &Py<PyAny>, message: Message, time_up: Option<&qtask_core::TimeUp>) -> Outcome {
-    let text = message_json(message);
-    Python::try_attach(|py| {
-        let time_up = match time_up {
-            Some(t) => match Py::new(py, TimeUp { inner: t.clone() }) {
-                Ok(t) => t.into_any(),
-                Err(err) => return Outcome::Retry(err.to_string()),
-            },
-            None => py.None(),
-        };
-        match handler.call1(py, (text, time_up)) {
-            Ok(returned) => outcome_of(returned.bind(py)),
-            Err(err) => Outcome::Retry(err.to_string()),
-        }
-    })
-    .unwrap_or_else(|| Outcome::Retry("the Python interpreter is shutting down".to_owned()))
+/// The engine with its time limit, for `run_worker` and `run_async_worker`.
+fn engine(
+    client: &Client,
+    queue: String,
+    concurrency: usize,
+    time_limit: Option<f64>,
+    kinds: Option<Vec<String>>,
+) -> PyQtaskResult<(Worker, bool)> {
+    if concurrency == 0 {
+        return Err(Error::InvalidArgument("concurrency must be at least 1".into()).into());
+    }
+    let time_limit = time_limit.map(|s| seconds("time_limit", s)).transpose()?;
+    let client = client.client()?;
+    let mut worker = Worker::new(&client, queue).concurrency(concurrency);
+    if let Some(limit) = time_limit {
+        worker = worker.time_limit(limit);
+    }
+    if let Some(kinds) = kinds {
+        worker = worker.kinds(kinds);
+    }
+    Ok((worker, time_limit.is_some()))
 }
 
-/// Works on `queue` with `handler` until `stop` is set, then lets running handlers
-/// end; returns `(finished, failed, skipped, snoozed, cancelled)`. `time_limit` is
-/// in seconds; `kinds`: the task names `handler` takes (default: all; the engine
-/// retries the others, see `Worker::kinds`).
+type ReportTuple = (u64, u64, u64, u64, u64);
+
+fn report_tuple(report: WorkerReport) -> ReportTuple {
+    (
+        report.finished,
+        report.failed,
+        report.skipped,
+        report.snoozed,
+        report.cancelled,
+    )
+}
+
+/// Works on `queue` with a sync `handler` on `concurrency` threads until `stop` is
+/// set, then lets running handlers end; returns `(finished, failed, skipped, snoozed,
+/// cancelled)`. `time_limit` is in seconds; `kinds`: the task names `handler` takes
+/// (default: all; the engine retries the others, see `Worker::kinds`).
 #[pyfunction]
 #[pyo3(signature = (client, queue, handler, concurrency, stop, time_limit=None, kinds=None))]
 #[allow(clippy::too_many_arguments)] // the Python function's parameters, one by one
@@ -150,34 +166,61 @@ pub fn run_worker(
     stop: &WorkerStop,
     time_limit: Option<f64>,
     kinds: Option<Vec<String>>,
-) -> PyQtaskResult<(u64, u64, u64, u64, u64)> {
-    if concurrency == 0 {
-        return Err(Error::InvalidArgument("concurrency must be at least 1".into()).into());
-    }
-    let time_limit = time_limit.map(|s| seconds("time_limit", s)).transpose()?;
-    let client = client.client()?;
+) -> PyQtaskResult<ReportTuple> {
+    let (worker, limited) = engine(client, queue, concurrency, time_limit, kinds)?;
     let signal = stop.signal.clone();
     let report = py.detach(move || {
-        let mut worker = Worker::new(&client, queue).concurrency(concurrency);
-        if let Some(limit) = time_limit {
-            worker = worker.time_limit(limit);
+        let (pool, threads) = Pool::start(concurrency, handler);
+        let handing = pool.clone();
+        let report = worker.run_handing_off(
+            move |message, time_up, reply| {
+                let time_up = (limited || message.time_limit.is_some()).then_some(time_up);
+                handing.push(Job {
+                    message,
+                    time_up,
+                    reply,
+                });
+            },
+            &signal,
+        );
+        pool.close();
+        for thread in threads {
+            let _ = thread.join();
         }
-        if let Some(kinds) = kinds {
-            worker = worker.kinds(kinds);
-        }
-        let limited = time_limit.is_some();
-        worker.run_with_time_up(
-            move |message, time_up| {
-                Ok::<_, String>(call_handler(&handler, message, limited.then_some(time_up)))
+        report
+    })?;
+    Ok(report_tuple(report))
+}
+
+/// [`run_worker`] for `async def` handlers: tasks go to `inbox`, which the asyncio
+/// loop drains and runs as coroutines, at most `concurrency` at once.
+#[pyfunction]
+#[pyo3(signature = (client, queue, inbox, concurrency, stop, time_limit=None, kinds=None))]
+#[allow(clippy::too_many_arguments)] // the Python function's parameters, one by one
+pub fn run_async_worker(
+    py: Python<'_>,
+    client: &Client,
+    queue: String,
+    inbox: Py<AsyncInbox>,
+    concurrency: usize,
+    stop: &WorkerStop,
+    time_limit: Option<f64>,
+    kinds: Option<Vec<String>>,
+) -> PyQtaskResult<ReportTuple> {
+    let (worker, limited) = engine(client, queue, concurrency, time_limit, kinds)?;
+    let signal = stop.signal.clone();
+    let report = py.detach(move || {
+        worker.run_handing_off(
+            move |message, time_up, reply| {
+                let time_up = (limited || message.time_limit.is_some()).then_some(time_up);
+                inbox.get().push(Job {
+                    message,
+                    time_up,
+                    reply,
+                });
             },
             &signal,
         )
     })?;
-    Ok((
-        report.finished,
-        report.failed,
-        report.skipped,
-        report.snoozed,
-        report.cancelled,
-    ))
+    Ok(report_tuple(report))
 }

@@ -54,6 +54,11 @@ impl Reply {
     pub fn send(self, outcome: Outcome) {
         let _ = self.0.send(outcome);
     }
+
+    /// Ends the attempt with what a [`Worker::run`] handler would have returned.
+    pub fn send_returned<D: Into<Outcome>>(self, returned: std::result::Result<D, String>) {
+        self.send(outcome_of(returned));
+    }
 }
 
 /// Runs a blocking handler on the tasks of one queue.

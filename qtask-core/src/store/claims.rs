@@ -2,6 +2,8 @@
 //! offer; an attempt begins only when a worker claims the task, in one atomic
 //! statement that marks it processing, starts its lease and counts the attempt.
 
+use std::time::Duration;
+
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AssertSqlSafe, Executor, Row};
 
@@ -169,6 +171,7 @@ impl Store {
             if lease_lost.is_some_and(|lost| lost == fence.attempt - 1) {
                 crate::telemetry::rescued(&queue);
             }
+            let time_limit_ms: Option<i64> = row.try_get(10)?;
             let claim = Claim {
                 fence,
                 queue,
@@ -178,7 +181,10 @@ impl Store {
                 trace_context: row.try_get(5)?,
             };
             match Message::from_claim(claim, &payload) {
-                Ok(message) => messages.push(message),
+                Ok(mut message) => {
+                    message.time_limit = time_limit_ms.map(|ms| Duration::from_millis(ms.max(1) as u64));
+                    messages.push(message)
+                }
                 Err(reason) => {
                     tracing::warn!(task_id = fence.task_id, %reason, "qtask: task failed: unreadable payload");
                     self.fail_unreadable(fence, &reason).await?;

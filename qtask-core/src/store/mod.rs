@@ -326,7 +326,8 @@ impl Store {
                 .bind(task.delete_after_ms)
                 .bind(task.max_count)
                 .bind(&task.trace_context)
-                .bind(task.priority);
+                .bind(task.priority)
+                .bind(task.time_limit_ms);
             if wake.is_some() {
                 query = query.bind(channel.clone());
             }

@@ -124,6 +124,7 @@ impl Store {
             task.max_count.into(),
             task.trace_context.clone().map_or(Value::Null, Value::String),
             task.priority.into(),
+            task.time_limit_ms.map_or(Value::Null, Value::from),
         ];
         if wake {
             params.push(self.wake_channel().into());

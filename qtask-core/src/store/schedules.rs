@@ -94,6 +94,7 @@ fn due_from_row(row: &AnyRow) -> Result<DueSchedule> {
         delete_after_ms: info.delete_after_ms,
         max_count: info.max_count,
         priority: info.priority,
+        time_limit_ms: None,
         // A tick's task starts a trace of its own: no producer's span made it.
         trace_context: None,
     };

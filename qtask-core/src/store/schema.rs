@@ -64,6 +64,8 @@ const TASK_COLUMNS: &[Column] = &[
     ("priority", Kind::IntDefault(0), true),
     // A finished task's result (JSON), kept until the row is deleted.
     ("result", Kind::LongText, false),
+    // The longest one attempt may run (ms); NULL: the worker's own limit, if any.
+    ("time_limit_ms", Kind::Int, false),
 ];
 
 const TASK_INDEXES: &[Index] = &[

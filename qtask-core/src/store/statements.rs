@@ -15,7 +15,8 @@ pub(crate) const OFFERED: i64 = 21;
 
 /// Columns a claim returns, in this order: then how long ago the task was created
 /// (for the create-to-start histogram), the name (a worker routes by it) and the
-/// deadline, then the attempt whose lease ran out (below).
+/// deadline, then the attempt whose lease ran out (below), then the task's own time
+/// limit.
 pub(crate) const CLAIMED: &str =
     "id, queue, payload, dispatch_count, timeout_ms, trace_context, {now} - created_at, name, deadline_at";
 
@@ -53,7 +54,7 @@ pub(crate) struct Statements {
     /// Insert one task unless a live one holds its order number; returns the id.
     /// Binds: namespace, name, queue, payload, order_no, live_key, status, timeout_ms,
     /// next-in ms, deadline ms, delete ms, delete_after_ms, max_count, trace_context,
-    /// priority.
+    /// priority, time_limit_ms.
     pub insert: String,
     /// PostgreSQL: [`Statements::insert`] that also wakes the `db` queue's fetchers
     /// (NOTIFY, sent when the inserting transaction commits). Extra binds: channel, queue.
@@ -94,8 +95,8 @@ impl Statements {
              next_at = {{now}} + timeout_ms, updated_at = {{now}}"
         );
         // What a claim returns: after the change (RETURNING), or before it (locking select).
-        let claimed_after = format!("{CLAIMED}, rescued_attempt");
-        let claimed_before = format!("{CLAIMED}, {LEASE_LOST}");
+        let claimed_after = format!("{CLAIMED}, rescued_attempt, time_limit_ms");
+        let claimed_before = format!("{CLAIMED}, {LEASE_LOST}, time_limit_ms");
         let due_select = |columns: &str, queue: &str, order: &str| {
             format!(
                 "SELECT {columns} FROM {{t}} WHERE {} ORDER BY {order} LIMIT ? {}",
@@ -202,9 +203,9 @@ pub(crate) fn insert_template(dialect: Dialect, wake: bool) -> String {
     let insert = format!(
         "{insert_head} {{t}} (namespace, name, queue, payload, order_no, live_key, status, \
          timeout_ms, next_at, deadline_at, delete_at, delete_after_ms, max_count, \
-         trace_context, dispatch_count, last_error, created_at, updated_at, priority) \
+         trace_context, dispatch_count, last_error, created_at, updated_at, priority, time_limit_ms) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, {{now}} + ?, {{now}} + ?, {{now}} + ?, ?, ?, ?, 0, NULL, \
-         {{now}}, {{now}}, ?) {insert_tail}"
+         {{now}}, {{now}}, ?, ?) {insert_tail}"
     );
     if !wake {
         return insert;

@@ -1,0 +1,247 @@
+//! Where the engine's tasks meet Python: a pool of handler threads for sync
+//! handlers, an inbox on an asyncio loop for `async def` ones.
+//!
+//! The engine hands each task over without blocking (`blocking::Worker::run_handing_off`)
+//! and the outcome comes back through its `Reply`. A pool thread keeps its Python
+//! thread state for its whole life and, once it holds the GIL, runs every task that is
+//! ready before it lets go: a burst of tasks costs one GIL acquisition, not one each.
+//! A task never waits behind a running one while a thread is idle: each hand-over
+//! wakes a sleeping thread.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+use qtask_core::blocking::Reply;
+use qtask_core::{Message, Outcome};
+
+use crate::convert::message_dict;
+use crate::worker::{outcome_of, TimeUp};
+
+/// One task handed over by the engine; `time_up` only when a time limit applies.
+pub(crate) struct Job {
+    pub message: Message,
+    pub time_up: Option<qtask_core::TimeUp>,
+    pub reply: Reply,
+}
+
+const SHUTTING_DOWN: &str = "the Python interpreter is shutting down";
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    /// Threads waiting for a job, and how many of them were already woken.
+    sleeping: usize,
+    woken: usize,
+    closed: bool,
+}
+
+/// The sync handler threads of one queue's worker.
+#[derive(Default)]
+pub(crate) struct Pool {
+    queue: Mutex<Queue>,
+    ready: Condvar,
+}
+
+impl Pool {
+    /// Starts `threads` threads that call `handler(message_dict, time_up)`.
+    pub fn start(threads: usize, handler: Py<PyAny>) -> (Arc<Pool>, Vec<std::thread::JoinHandle<()>>) {
+        let pool = Arc::new(Pool::default());
+        let handler = Arc::new(handler);
+        let joins = (0..threads)
+            .map(|i| {
+                let (pool, handler) = (pool.clone(), handler.clone());
+                std::thread::Builder::new()
+                    .name(format!("qtask-handler-{i}"))
+                    .spawn(move || pool.serve(&handler))
+                    .expect("spawning a handler thread")
+            })
+            .collect();
+        (pool, joins)
+    }
+
+    /// Hands a task to the threads; never blocks on Python.
+    pub fn push(&self, job: Job) {
+        let mut queue = lock(&self.queue);
+        queue.jobs.push_back(job);
+        let wake = queue.sleeping > queue.woken;
+        if wake {
+            queue.woken += 1;
+        }
+        drop(queue);
+        if wake {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Lets the threads end once the queue is empty.
+    pub fn close(&self) {
+        lock(&self.queue).closed = true;
+        self.ready.notify_all();
+    }
+
+    /// The next task, waiting for one; None once closed and empty.
+    fn wait_next(&self) -> Option<Job> {
+        let mut queue = lock(&self.queue);
+        loop {
+            if let Some(job) = queue.jobs.pop_front() {
+                return Some(job);
+            }
+            if queue.closed {
+                return None;
+            }
+            queue.sleeping += 1;
+            queue = self.ready.wait(queue).unwrap_or_else(|e| e.into_inner());
+            queue.sleeping -= 1;
+            queue.woken = queue.woken.saturating_sub(1);
+        }
+    }
+
+    fn try_next(&self) -> Option<Job> {
+        lock(&self.queue).jobs.pop_front()
+    }
+
+    fn serve(&self, handler: &Py<PyAny>) {
+        let served = Python::try_attach(|py| {
+            while let Some(mut job) = py.detach(|| self.wait_next()) {
+                // Holding the GIL: run what else is ready before letting go of it.
+                loop {
+                    run_sync(py, handler, job);
+                    match self.try_next() {
+                        Some(next) => job = next,
+                        None => break,
+                    }
+                }
+            }
+        });
+        if served.is_none() {
+            while let Some(job) = self.wait_next() {
+                job.reply.send(Outcome::Retry(SHUTTING_DOWN.to_owned()));
+            }
+        }
+    }
+}
+
+/// The attempt's `TimeUp` for Python, or None.
+fn time_up_object(py: Python<'_>, time_up: Option<qtask_core::TimeUp>) -> PyResult<Py<PyAny>> {
+    Ok(match time_up {
+        Some(inner) => Py::new(py, TimeUp { inner })?.into_any(),
+        None => py.None(),
+    })
+}
+
+/// Calls the wrapper and reads its outcome; an exception out of the wrapper fails the
+/// attempt with the exception's type and message.
+fn run_sync(py: Python<'_>, handler: &Py<PyAny>, job: Job) {
+    let Job {
+        message,
+        time_up,
+        reply,
+    } = job;
+    let outcome = message_dict(py, &message)
+        .and_then(|dict| Ok((dict, time_up_object(py, time_up)?)))
+        .and_then(|args| handler.call1(py, args))
+        .map(|returned| outcome_of(returned.bind(py)))
+        .map_err(|err| err.to_string());
+    reply.send_returned(outcome);
+}
+
+/// Ends one `async def` handler's attempt: `send(outcome)` with what the wrapper
+/// computed (see `run_worker`). Sent once; later sends are ignored.
+#[pyclass(module = "qtask._qtask", frozen)]
+pub struct AttemptReply {
+    reply: Mutex<Option<Reply>>,
+}
+
+#[pymethods]
+impl AttemptReply {
+    fn send(&self, outcome: &Bound<'_, PyAny>) {
+        if let Some(reply) = lock(&self.reply).take() {
+            reply.send(outcome_of(outcome));
+        }
+    }
+}
+
+#[derive(Default)]
+struct Waiting {
+    jobs: Vec<Job>,
+    /// A wake-up byte is on its way to the loop: no need for another.
+    woken: bool,
+}
+
+/// Tasks for `async def` handlers, waiting for the asyncio loop. The engine writes a
+/// byte to `wake_fd` (the loop watches the other end with `add_reader`) when the
+/// first task arrives after a `take()`: one wake-up per burst, and no GIL on the
+/// engine's threads.
+#[pyclass(module = "qtask._qtask", frozen)]
+pub struct AsyncInbox {
+    waiting: Mutex<Waiting>,
+    wake_fd: i32,
+}
+
+impl AsyncInbox {
+    pub(crate) fn push(&self, job: Job) {
+        let mut waiting = lock(&self.waiting);
+        waiting.jobs.push(job);
+        if !waiting.woken {
+            waiting.woken = true;
+            wake(self.wake_fd);
+        }
+    }
+}
+
+#[cfg(unix)]
+fn wake(fd: i32) {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    // Borrowed: the Python side owns the socket and keeps it open while the worker runs.
+    let mut socket = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
+    // A full buffer already holds a wake-up; the loop reads it.
+    let _ = socket.write(&[1]);
+}
+
+#[cfg(not(unix))]
+fn wake(_fd: i32) {
+    compile_error!("qtask's Python worker needs a Unix-like system");
+}
+
+#[pymethods]
+impl AsyncInbox {
+    /// `wake_fd`: the writing end of a non-blocking socket pair.
+    #[new]
+    fn new(wake_fd: i32) -> Self {
+        AsyncInbox {
+            waiting: Mutex::new(Waiting::default()),
+            wake_fd,
+        }
+    }
+
+    /// The tasks handed over since the last call, as `(message, time_up, reply)`.
+    fn take<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let jobs = {
+            let mut waiting = lock(&self.waiting);
+            waiting.woken = false;
+            std::mem::take(&mut waiting.jobs)
+        };
+        let list = PyList::empty(py);
+        for job in jobs {
+            let dict = match message_dict(py, &job.message) {
+                Ok(dict) => dict,
+                Err(err) => {
+                    job.reply.send(Outcome::Retry(err.to_string()));
+                    continue;
+                }
+            };
+            let reply = AttemptReply {
+                reply: Mutex::new(Some(job.reply)),
+            };
+            list.append((dict, time_up_object(py, job.time_up)?, Py::new(py, reply)?))?;
+        }
+        Ok(list)
+    }
+}

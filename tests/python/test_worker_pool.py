@@ -1,0 +1,127 @@
+"""The Python side of the worker engine: sync handlers on a pool of threads that get
+the message as a dict built by the engine; ``async def`` handlers as coroutines on one
+asyncio loop, as many at once as the concurrency; a time limit per task."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any, Dict, List, Set
+
+import pytest
+
+import qtask
+from conftest import Backend
+from test_outcomes import run_until
+
+KEEP = 3600.0
+
+
+def test_sync_handlers_get_the_input_as_json_would_read_it(backend: Backend) -> None:
+    with backend.client(sweep_interval=0.2) as c:
+        c.install()
+        got: Dict[int, Dict[str, Any]] = {}
+        lock = threading.Lock()
+
+        @c.task("POOL")
+        def handle(message: qtask.Message) -> None:
+            with lock:
+                got[message["task_id"]] = dict(message)
+
+        inputs = [
+            {"i": n, "f": 1.5, "neg": -(2**63), "big": 2**64 - 1, "s": "任务", "none": None, "t": True,
+             "l": [1, {"a": [False, 2.0]}], "o": {"x": {}}}
+            for n in range(40)
+        ]
+        ids = [c.create("p", x, queue="POOL") for x in inputs]
+        report = run_until(c, lambda: len(got) == len(ids), "every task handled", concurrency=8)
+        assert report.finished == len(ids), report
+        for task_id, x in zip(ids, inputs):
+            assert got[task_id] == dict(x, task_id=task_id, attempt=1)
+            assert type(got[task_id]["f"]) is float and type(got[task_id]["i"]) is int
+
+
+def test_async_handlers_run_as_coroutines_up_to_the_concurrency(backend: Backend) -> None:
+    with backend.client(sweep_interval=0.2) as c:
+        c.install()
+        threads: Set[int] = set()
+        running = [0]
+        most = [0]
+        done: List[int] = []
+
+        @c.task("CORO")
+        async def handle(message: qtask.Message) -> Dict[str, int]:
+            threads.add(threading.get_ident())
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            # Held until four run at once (or a while has passed): concurrency counts coroutines.
+            for _ in range(200):
+                if most[0] >= 4:
+                    break
+                await asyncio.sleep(0.01)
+            running[0] -= 1
+            done.append(message["task_id"])
+            return {"n": message["n"]}
+
+        ids = [c.create("a", {"n": n}, queue="CORO", delete_deadline=KEEP) for n in range(12)]
+        report = run_until(c, lambda: len(done) == len(ids), "every coroutine done", concurrency=4)
+        assert report.finished == len(ids), report
+        assert most[0] == 4, most
+        assert len(threads) == 1, threads
+        assert [c.result(i) for i in ids] == [{"n": n} for n in range(12)]
+
+
+def test_a_task_time_limit_overrides_the_worker_s(backend: Backend) -> None:
+    with backend.client(sweep_interval=0.2, retry_backoff=60, retry_backoff_max=60) as c:
+        c.install()
+        told: List[str] = []
+        finished: List[str] = []
+
+        @c.task("LIMIT_SYNC")
+        def slow_sync(message: qtask.Message) -> None:
+            try:
+                for _ in range(int(message["sleep"] * 100)):
+                    time.sleep(0.01)
+            except qtask.TimeLimitExceeded:
+                told.append("sync")
+                raise
+            finished.append("sync")
+
+        @c.task("LIMIT_ASYNC")
+        async def slow_async(message: qtask.Message) -> None:
+            try:
+                await asyncio.sleep(message["sleep"])
+            except asyncio.CancelledError:
+                told.append("async")
+                raise
+            finished.append("async")
+
+        limited = [
+            c.create("s", {"sleep": 30}, queue="LIMIT_SYNC", time_limit=0.3),
+            c.delay("a", {"sleep": 30}, queue="LIMIT_ASYNC", delay=0.01, time_limit=0.3),
+        ]
+        # Without a limit of its own a task runs under the worker's (here 60 s).
+        free = [
+            c.create("s", {"sleep": 0.5}, queue="LIMIT_SYNC", delete_deadline=KEEP),
+            c.create_many([{"name": "a", "input": {"sleep": 0.5}, "queue": "LIMIT_ASYNC", "delete_deadline": KEEP}])[0],
+        ]
+        report = run_until(
+            c,
+            lambda: len(told) == 2 and len(finished) == 2 and all(c.get(i)["last_error"] for i in limited),
+            "the limited attempts failed, the others finished",
+            time_limit=60,
+            concurrency=2,
+        )
+        assert sorted(told) == ["async", "sync"] and sorted(finished) == ["async", "sync"]
+        assert (report.failed, report.finished) == (2, 2), report
+        for i in limited:
+            task = c.get(i)
+            assert (task["status"], task["last_error"]) == ("waiting", "time limit of 0.3s exceeded")
+            c.cancel(i)
+        for i in free:
+            assert c.get(i)["status"] == "finished"
+        with pytest.raises(qtask.InvalidArgument):
+            c.create("s", {}, queue="LIMIT_SYNC", time_limit=0)
+        with pytest.raises(qtask.InvalidArgument):
+            c.create("s", {}, queue="LIMIT_SYNC", time_limit="soon")  # type: ignore[arg-type]
