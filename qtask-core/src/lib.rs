@@ -26,6 +26,7 @@ pub mod blocking;
 mod client;
 mod clock;
 mod completer;
+mod creator;
 mod config;
 mod error;
 pub mod input;
