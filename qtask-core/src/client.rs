@@ -10,8 +10,8 @@ use tracing::{Instrument, Span};
 
 use crate::clock::duration_ms;
 use crate::completer::Completer;
-use crate::creator::{CreateDone, Creator, NewCreate, Offerer};
 use crate::config::Config;
+use crate::creator::{CreateDone, Creator, NewCreate, Offerer};
 use crate::error::{invalid, Error, Result};
 use crate::maintenance::{self, Context, Maintainer, Metrics, SweepReport};
 use crate::queue::{self, Queue};
@@ -164,7 +164,13 @@ impl Client {
             })
             .await?;
         let (created, invoke) = self.created(inserted, &valid, offers && !dispatch, span);
-        Ok((Created { dispatched, ..created }, invoke))
+        Ok((
+            Created {
+                dispatched,
+                ..created
+            },
+            invoke,
+        ))
     }
 
     /// Writes the task on the caller's connection, typically inside the caller's own
@@ -264,7 +270,9 @@ impl Client {
                 dispatch: false,
             };
             let CreateDone {
-                task: valid, inserted, ..
+                task: valid,
+                inserted,
+                ..
             } = self.inner.creator.create(new).await?;
             span.record("task_id", inserted.id);
             if !inserted.existing {

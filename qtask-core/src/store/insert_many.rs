@@ -63,15 +63,14 @@ struct Prepared<'a> {
 
 impl Prepared<'_> {
     fn key(&self) -> Option<(&str, &str)> {
-        self.task.order_no.as_deref().map(|o| (self.task.queue.as_str(), o))
+        self.task
+            .order_no
+            .as_deref()
+            .map(|o| (self.task.queue.as_str(), o))
     }
 
     fn bytes(&self) -> usize {
-        let text: usize = self
-            .values
-            .iter()
-            .map(|v| v.as_str().map_or(8, str::len))
-            .sum();
+        let text: usize = self.values.iter().map(|v| v.as_str().map_or(8, str::len)).sum();
         text + 64
     }
 
@@ -85,15 +84,29 @@ impl Store {
     /// Writes one task. `offered` marks it on its way to a queue that carries offers
     /// (Redis): it is claimable from the queue now and offered again after its timeout.
     /// Otherwise it is waiting and due after its delay.
-    pub(crate) async fn insert(&self, conn: &mut AnyConnection, task: &ValidTask, offered: bool) -> Result<Inserted> {
+    pub(crate) async fn insert(
+        &self,
+        conn: &mut AnyConnection,
+        task: &ValidTask,
+        offered: bool,
+    ) -> Result<Inserted> {
         let mut results = self.insert_rows(&mut Via::Conn(conn), &[(task, offered)]).await?;
-        results.pop().unwrap_or_else(|| Err(Error::Internal("no row written".into())))
+        results
+            .pop()
+            .unwrap_or_else(|| Err(Error::Internal("no row written".into())))
     }
 
     /// Writes `rows` on `conn`, in its transaction: one result per row, or the first
     /// error (then the caller rolls back and nothing is written).
-    pub(crate) async fn insert_many(&self, conn: &mut AnyConnection, rows: &[NewRow<'_>]) -> Result<Vec<Inserted>> {
-        self.insert_rows(&mut Via::Conn(conn), rows).await?.into_iter().collect()
+    pub(crate) async fn insert_many(
+        &self,
+        conn: &mut AnyConnection,
+        rows: &[NewRow<'_>],
+    ) -> Result<Vec<Inserted>> {
+        self.insert_rows(&mut Via::Conn(conn), rows)
+            .await?
+            .into_iter()
+            .collect()
     }
 
     /// Writes `rows` of independent callers, each statement committed on its own: one
@@ -139,7 +152,8 @@ impl Store {
                     Outcome::Held if prepared[i].key().is_some() => held.push(i),
                     // MySQL's INSERT IGNORE also skips rows for other reasons than a key.
                     Outcome::Held => {
-                        let err = Error::Internal("the database skipped a task without an order number".into());
+                        let err =
+                            Error::Internal("the database skipped a task without an order number".into());
                         if matches!(via, Via::Conn(_)) {
                             return Err(err);
                         }
@@ -198,7 +212,12 @@ impl Store {
     }
 
     /// Inserts the rows `indices` of `rows` in chunks: one outcome per index.
-    async fn write_chunks(&self, via: &mut Via<'_>, rows: &[Prepared<'_>], indices: &[usize]) -> Result<Vec<Outcome>> {
+    async fn write_chunks(
+        &self,
+        via: &mut Via<'_>,
+        rows: &[Prepared<'_>],
+        indices: &[usize],
+    ) -> Result<Vec<Outcome>> {
         let mut outcomes = Vec::with_capacity(indices.len());
         let mut start = 0;
         while start < indices.len() {
@@ -225,7 +244,9 @@ impl Store {
         match self.write_chunk_alone(chunk).await {
             Ok(outcomes) => Ok(outcomes),
             // The database refused the statement: find the rows it refuses, one by one.
-            Err(err @ (Error::Database(sqlx::Error::Database(_)) | Error::Internal(_))) if chunk.len() > 1 => {
+            Err(err @ (Error::Database(sqlx::Error::Database(_)) | Error::Internal(_)))
+                if chunk.len() > 1 =>
+            {
                 tracing::debug!(error = %err, rows = chunk.len(), "qtask: a multi-row insert failed; rows one by one");
                 let mut outcomes = Vec::with_capacity(chunk.len());
                 for row in chunk {
@@ -364,8 +385,8 @@ impl Store {
         let mut outcomes = Vec::with_capacity(chunk.len());
         for row in chunk {
             let task = row.task;
-            let next = inserted
-                .next_if(|(_, queue, live_key)| *queue == task.queue && *live_key == task.order_no);
+            let next =
+                inserted.next_if(|(_, queue, live_key)| *queue == task.queue && *live_key == task.order_no);
             match next {
                 Some((id, _, _)) => outcomes.push(Outcome::Inserted(id)),
                 // An order number held by a live task skips a row; MariaDB's INSERT
@@ -375,7 +396,9 @@ impl Store {
             }
         }
         if inserted.next().is_some() {
-            return Err(Error::Internal("a multi-row insert returned a row it was not given".into()));
+            return Err(Error::Internal(
+                "a multi-row insert returned a row it was not given".into(),
+            ));
         }
         Ok(outcomes)
     }
@@ -400,7 +423,11 @@ impl Store {
     }
 
     /// The ids of the live tasks that hold these (queue, order number) keys.
-    async fn holders(&self, conn: &mut AnyConnection, keys: &[(&str, &str)]) -> Result<HashMap<(String, String), i64>> {
+    async fn holders(
+        &self,
+        conn: &mut AnyConnection,
+        keys: &[(&str, &str)],
+    ) -> Result<HashMap<(String, String), i64>> {
         // On MariaDB a plain read in a transaction sees its old snapshot, where the row
         // another transaction just committed is missing; a locking read sees it.
         let lock = if self.dialect == Dialect::MySql {
@@ -411,7 +438,8 @@ impl Store {
         let mut found = HashMap::with_capacity(keys.len());
         for chunk in keys.chunks(MAX_LOOKUPS) {
             let any_of = vec!["(queue = ? AND live_key = ?)"; chunk.len()].join(" OR ");
-            let sql = format!("SELECT id, queue, live_key FROM {{t}} WHERE namespace = ? AND ({any_of}){lock}");
+            let sql =
+                format!("SELECT id, queue, live_key FROM {{t}} WHERE namespace = ? AND ({any_of}){lock}");
             let mut query = sqlx::query(self.sql(&sql)).bind(&self.namespace);
             for (queue, order_no) in chunk {
                 query = query.bind(*queue).bind(*order_no);

@@ -437,7 +437,9 @@ fn mariadb_with_returning(version: &str) -> bool {
     }
     // A replication prefix ("5.5.5-") stands before the real version in old clients' view.
     let version = version.strip_prefix("5.5.5-").unwrap_or(version);
-    let mut parts = version.split(|c: char| !c.is_ascii_digit()).map(|p| p.parse::<u32>().unwrap_or(0));
+    let mut parts = version
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
     let major = parts.next().unwrap_or(0);
     let minor = parts.next().unwrap_or(0);
     (major, minor) >= (10, 5)
