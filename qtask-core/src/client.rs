@@ -12,10 +12,11 @@ use tracing::{Instrument, Span};
 use crate::clock::duration_ms;
 use crate::completer::Completer;
 use crate::config::Config;
+use crate::creator::{CreateDone, Creator, NewCreate, Offerer};
 use crate::error::{invalid, Error, Result};
 use crate::maintenance::{self, Context, Maintainer, Metrics, SweepReport};
 use crate::queue::{self, Queue};
-use crate::store::{retry_conflicts, CallerInsert, Inserted, Offer, ParamStyle, Store};
+use crate::store::{retry_conflicts, CallerInsert, Inserted, NewRow, Offer, ParamStyle, Store};
 use crate::task::{check_key, Created, Fence, Fenced, Message, NewTask, Stats, Status, Task, ValidTask};
 
 /// A connection to one namespace of a task table and its queue. Cheap to clone;
@@ -31,6 +32,9 @@ struct Inner {
     store: Store,
     queue: Arc<dyn Queue>,
     completer: Completer,
+    /// Group commit of creates (creator.rs).
+    creator: Creator,
+    offerer: Offerer,
     metrics: Arc<Metrics>,
     maintainer: Mutex<Option<Maintainer>>,
     closed: AtomicBool,
@@ -73,12 +77,20 @@ impl Client {
         crate::otlp::start(&config)?;
         let store = Store::connect(&config).await?;
         let queue = queue::connect(&config, &store).await?;
+        let metrics = Arc::<Metrics>::default();
+        let offerer = Offerer {
+            store: store.clone(),
+            queue: queue.clone(),
+            metrics: metrics.clone(),
+        };
         let client = Client {
             inner: Arc::new(Inner {
                 completer: Completer::start(store.clone()),
+                creator: Creator::start(offerer.clone()),
+                offerer,
                 store,
                 queue,
-                metrics: Arc::default(),
+                metrics,
                 maintainer: Mutex::new(None),
                 closed: AtomicBool::new(false),
                 paused: Default::default(),
@@ -113,19 +125,13 @@ impl Client {
     }
 
     /// Writes the task and dispatches it now (the seed's `Create` followed by `invoke`).
+    /// Concurrent creates on one client share their commit and their push (group
+    /// commit); each returns once its own row committed.
     pub async fn create(&self, task: NewTask) -> Result<Created> {
         let span = crate::trace::create_span(&task.queue, "create");
         async {
-            let (created, invoke) = self.create_alone(task, &Span::current()).await?;
-            let dispatched = if created.existing {
-                false
-            } else {
-                invoke.invoke().await?
-            };
-            Ok(Created {
-                dispatched,
-                ..created
-            })
+            let (created, _) = self.create_alone(task, &Span::current(), true).await?;
+            Ok(created)
         }
         .instrument(span)
         .await
@@ -134,15 +140,38 @@ impl Client {
     /// Writes the task and returns an [`Invoke`] that dispatches it.
     pub async fn create_deferred(&self, task: NewTask) -> Result<(Created, Invoke)> {
         let span = crate::trace::create_span(&task.queue, "create_deferred");
-        self.create_alone(task, &span).instrument(span.clone()).await
+        self.create_alone(task, &span, false)
+            .instrument(span.clone())
+            .await
     }
 
-    async fn create_alone(&self, task: NewTask, span: &Span) -> Result<(Created, Invoke)> {
+    /// Writes the task through the creator (group commit); `dispatch`: the creator
+    /// also offers it, else the returned [`Invoke`] does.
+    async fn create_alone(&self, task: NewTask, span: &Span, dispatch: bool) -> Result<(Created, Invoke)> {
         self.check_open()?;
         let valid = self.check_task(&task, Duration::ZERO, span)?;
         let offers = self.inner.queue.carries_offers();
-        let inserted = self.inner.store.insert_alone(&valid, offers).await?;
-        Ok(self.created(inserted, &valid, offers, span))
+        let CreateDone {
+            task: valid,
+            inserted,
+            dispatched,
+        } = self
+            .inner
+            .creator
+            .create(NewCreate {
+                task: valid,
+                offered: offers,
+                dispatch,
+            })
+            .await?;
+        let (created, invoke) = self.created(inserted, &valid, offers && !dispatch, span);
+        Ok((
+            Created {
+                dispatched,
+                ..created
+            },
+            invoke,
+        ))
     }
 
     /// Writes the task on the caller's connection, typically inside the caller's own
@@ -236,7 +265,16 @@ impl Client {
         async {
             self.check_open()?;
             let valid = self.check_task(&task, delay, &span)?;
-            let inserted = self.inner.store.insert_alone(&valid, false).await?;
+            let new = NewCreate {
+                task: valid,
+                offered: false,
+                dispatch: false,
+            };
+            let CreateDone {
+                task: valid,
+                inserted,
+                ..
+            } = self.inner.creator.create(new).await?;
             span.record("task_id", inserted.id);
             if !inserted.existing {
                 crate::telemetry::created(&valid.queue);
@@ -271,12 +309,10 @@ impl Client {
             })
             .collect::<Result<Vec<_>>>()?;
         let offers = self.inner.queue.carries_offers();
+        let rows: Vec<NewRow> = valid.iter().map(|task| (task, offers)).collect();
         let inserted = retry_conflicts(|| async {
             let mut tx = self.inner.store.pool().begin().await?;
-            let mut inserted = Vec::with_capacity(valid.len());
-            for task in &valid {
-                inserted.push(self.inner.store.insert(&mut tx, task, offers).await?);
-            }
+            let inserted = self.inner.store.insert_many(&mut tx, &rows).await?;
             tx.commit().await?;
             Ok(inserted)
         })
@@ -489,6 +525,7 @@ impl Client {
             maintainer.stop().await;
         }
         self.inner.completer.close().await;
+        self.inner.creator.close().await;
         self.inner.store.close().await;
         crate::otlp::flush().await;
     }
@@ -521,23 +558,7 @@ impl Client {
     /// the sweeper makes them again soon, and reports false. The rows are committed
     /// either way, so this never fails the caller's create.
     async fn offer_or_withdraw(&self, offers: &[Offer]) -> Result<bool> {
-        if offers.is_empty() {
-            return Ok(true);
-        }
-        let Err(failed) = self.inner.queue.offer(offers).await else {
-            self.inner
-                .metrics
-                .offered
-                .fetch_add(offers.len() as u64, Ordering::Relaxed);
-            return Ok(true);
-        };
-        tracing::warn!(error = %failed.error, count = failed.failed.len(),
-            "qtask: queue unreachable; tasks are saved and the sweeper will offer them");
-        if let Err(err) = self.inner.store.withdraw(&failed.failed).await {
-            // The offers then time out and are made again after the tasks' timeout.
-            tracing::warn!(error = %err, "qtask: could not withdraw offers; they are made again after their timeout");
-        }
-        Ok(false)
+        Ok(self.inner.offerer.offer_or_withdraw(offers).await)
     }
 }
 

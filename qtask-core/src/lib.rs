@@ -27,6 +27,7 @@ mod client;
 mod clock;
 mod completer;
 mod config;
+mod creator;
 mod error;
 pub mod input;
 pub mod logs;

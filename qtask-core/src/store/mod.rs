@@ -7,6 +7,8 @@ pub(crate) mod admin;
 mod claims;
 mod dialect;
 mod explain;
+mod insert;
+mod insert_many;
 mod limits;
 mod outbox;
 mod outcomes;
@@ -25,6 +27,7 @@ use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Connection, Executor, Row};
 pub use claims::Offer;
 pub use dialect::{redact, Dialect};
 pub use explain::Plan;
+pub(crate) use insert_many::NewRow;
 pub use limits::QueueLimits;
 pub use outbox::{CallerInsert, CallerStatement, ParamStyle};
 pub(crate) use outcomes::MAX_BATCH;
@@ -33,9 +36,9 @@ pub(crate) use schedules::{DueSchedule, TickTaken};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::task::{Stats, Status, Task, ValidTask};
+use crate::task::{Stats, Status, Task};
 pub(crate) use statements::DUE;
-use statements::{Statements, EXPIRED, OFFERED, SPENT};
+use statements::{Statements, EXPIRED, SPENT};
 
 /// Live rows are kept at least this long, as in the seed (7 days after creation).
 /// Wake-ups of the `db` queue's fetchers sent by one client, at most one per this.
@@ -80,6 +83,9 @@ pub struct Store {
     limited: Arc<RwLock<HashSet<String>>>,
     /// When this store last sent a wake-up to the `db` queue's fetchers.
     last_wake: Arc<Mutex<Option<Instant>>>,
+    /// The database has `INSERT … RETURNING` (not MySQL; MariaDB from 10.5): several
+    /// rows go in one statement (insert_many.rs).
+    insert_returning: bool,
 }
 
 impl Store {
@@ -118,6 +124,15 @@ impl Store {
             });
         }
         let pool = pool.connect_with(options).await?;
+        let insert_returning = match dialect {
+            Dialect::MySql => {
+                let version: String = sqlx::query_scalar("SELECT CAST(VERSION() AS CHAR)")
+                    .fetch_one(&pool)
+                    .await?;
+                mariadb_with_returning(&version)
+            }
+            _ => true,
+        };
         let table = config.task_table();
         let clock = config.clock.clone();
         let offset = clock.offset_ms();
@@ -136,6 +151,7 @@ impl Store {
             rendered: Arc::new(Mutex::new((offset, Arc::new(statements)))),
             last_wake: Arc::new(Mutex::new(None)),
             limited: Arc::default(),
+            insert_returning,
         })
     }
 
@@ -286,105 +302,6 @@ impl Store {
         Ok(names)
     }
 
-    /// Writes one task. `offered` marks it on its way to a queue that carries offers
-    /// (Redis): it is claimable from the queue now and offered again after its timeout.
-    /// Otherwise it is waiting and due after its delay.
-    pub(crate) async fn insert(
-        &self,
-        conn: &mut AnyConnection,
-        task: &ValidTask,
-        offered: bool,
-    ) -> Result<Inserted> {
-        let statements = self.statements();
-        let (status, next_in) = if offered {
-            (OFFERED, task.timeout_ms)
-        } else {
-            (Status::Waiting.code(), task.delay_ms)
-        };
-        // A task due now on the `db` queue wakes the fetchers that wait for it, at most
-        // once per WAKE_EVERY: PostgreSQL commits notifying transactions one at a time
-        // (a global lock), so a NOTIFY per create would undo group commit. Woken
-        // fetchers claim whatever is due, tasks created meanwhile too.
-        let wake = match &statements.insert_and_wake {
-            Some(sql) if !offered && task.delay_ms == 0 && self.wake_due() => Some(sql.as_str()),
-            _ => None,
-        };
-        let channel = self.wake_channel();
-        for _ in 0..3 {
-            let mut query = sqlx::query(AssertSqlSafe(wake.unwrap_or(statements.insert.as_str())))
-                .bind(&self.namespace)
-                .bind(&task.name)
-                .bind(&task.queue)
-                .bind(&task.payload)
-                .bind(&task.order_no)
-                .bind(&task.order_no)
-                .bind(status)
-                .bind(task.timeout_ms)
-                .bind(next_in)
-                .bind(task.deadline_ms)
-                .bind(task.deadline_ms.max(LIVE_RETENTION_MS))
-                .bind(task.delete_after_ms)
-                .bind(task.max_count)
-                .bind(&task.trace_context)
-                .bind(task.priority)
-                .bind(task.time_limit_ms);
-            if wake.is_some() {
-                query = query.bind(channel.clone());
-            }
-            let inserted_id = if self.dialect == Dialect::MySql {
-                let done = query.execute(&mut *conn).await?;
-                match done.rows_affected() {
-                    0 => None,
-                    _ => done.last_insert_id(),
-                }
-            } else {
-                query
-                    .fetch_optional(&mut *conn)
-                    .await?
-                    .map(|row| row.try_get::<i64, _>(0))
-                    .transpose()?
-            };
-            if let Some(id) = inserted_id {
-                return Ok(Inserted { id, existing: false });
-            }
-            // A live task holds this order number: return it. If it just ended, insert again.
-            // On MariaDB a plain read in a transaction sees its old snapshot, where the row
-            // another transaction just committed is missing; a locking read sees it.
-            let lock = if self.dialect == Dialect::MySql {
-                " LOCK IN SHARE MODE"
-            } else {
-                ""
-            };
-            let existing = sqlx::query(self.sql(&format!(
-                "SELECT id FROM {{t}} WHERE namespace = ? AND queue = ? AND live_key = ?{lock}"
-            )))
-            .bind(&self.namespace)
-            .bind(&task.queue)
-            .bind(&task.order_no)
-            .fetch_optional(&mut *conn)
-            .await?;
-            if let Some(row) = existing {
-                return Ok(Inserted {
-                    id: row.try_get(0)?,
-                    existing: true,
-                });
-            }
-        }
-        Err(Error::Internal(
-            "order number kept changing hands while creating".into(),
-        ))
-    }
-
-    /// [`Store::insert`] on a connection of its own (no caller's transaction), run again
-    /// when the database chose it as a deadlock or serialization victim.
-    pub(crate) async fn insert_alone(&self, task: &ValidTask, offered: bool) -> Result<Inserted> {
-        retry_conflicts(|| async {
-            let mut conn = self.pool.acquire().await?;
-            self.insert(&mut conn, task, offered).await
-        })
-        .await
-    }
-
     pub(crate) async fn status(&self, id: i64) -> Result<Option<Status>> {
         let code: Option<i64> =
             sqlx::query_scalar(self.sql("SELECT status FROM {t} WHERE id = ? AND namespace = ?"))
@@ -508,6 +425,22 @@ impl Store {
     }
 }
 
+/// Whether a MySQL-protocol server's `VERSION()` is MariaDB 10.5 or later, which
+/// has `INSERT … RETURNING`.
+fn mariadb_with_returning(version: &str) -> bool {
+    if !version.contains("MariaDB") {
+        return false;
+    }
+    // A replication prefix ("5.5.5-") stands before the real version in old clients' view.
+    let version = version.strip_prefix("5.5.5-").unwrap_or(version);
+    let mut parts = version
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    (major, minor) >= (10, 5)
+}
+
 /// What [`Store::catalog`] reads.
 #[derive(Clone, Copy)]
 enum CatalogList {
@@ -545,4 +478,18 @@ where
 fn is_conflict(err: &sqlx::Error) -> bool {
     let code = err.as_database_error().and_then(|e| e.code());
     matches!(code.as_deref(), Some("40001" | "40P01"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_mariadb_from_10_5_has_insert_returning() {
+        assert!(mariadb_with_returning("10.11.19-MariaDB-0+deb12u1"));
+        assert!(mariadb_with_returning("5.5.5-10.6.4-MariaDB"));
+        assert!(mariadb_with_returning("11.4.2-MariaDB"));
+        assert!(!mariadb_with_returning("10.4.30-MariaDB"));
+        assert!(!mariadb_with_returning("8.0.36"));
+    }
 }

@@ -6,10 +6,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::Row;
 
-use super::statements::{insert_template, OFFERED};
-use super::{Dialect, Offer, Store, LIVE_RETENTION_MS};
+use super::insert::{insert_template, values};
+use super::statements::OFFERED;
+use super::{Dialect, Offer, Store};
 use crate::error::{invalid, Result};
-use crate::task::{Status, ValidTask};
+use crate::task::ValidTask;
 
 /// How the caller's driver writes placeholders.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,25 +108,8 @@ impl Store {
                     .replace("{now}", &self.now()),
             )
         };
-        let order_no = || task.order_no.clone().map_or(Value::Null, Value::String);
-        let mut params = vec![
-            self.namespace().into(),
-            task.name.clone().into(),
-            task.queue.clone().into(),
-            task.payload.clone().into(),
-            order_no(),
-            order_no(),
-            Status::Waiting.code().into(),
-            task.timeout_ms.into(),
-            task.delay_ms.into(),
-            task.deadline_ms.into(),
-            task.deadline_ms.max(LIVE_RETENTION_MS).into(),
-            task.delete_after_ms.into(),
-            task.max_count.into(),
-            task.trace_context.clone().map_or(Value::Null, Value::String),
-            task.priority.into(),
-            task.time_limit_ms.map_or(Value::Null, Value::from),
-        ];
+        // The values Store::insert binds, from the same description (insert.rs).
+        let mut params = values(self.namespace(), task, false);
         if wake {
             params.push(self.wake_channel().into());
         }

@@ -6,6 +6,7 @@
 //! worker to claim it), 30 processing (an attempt holds a lease), 0 finished,
 //! 90 failed, 91 cancelled. Live rows (20, 21, 30) have `next_at`; ended rows do not.
 
+use super::insert::{insert_json_template, insert_template};
 use super::Dialect;
 
 /// Live states.
@@ -52,13 +53,16 @@ pub(crate) enum TwoStep {
 #[derive(Clone, Debug)]
 pub(crate) struct Statements {
     /// Insert one task unless a live one holds its order number; returns the id.
-    /// Binds: namespace, name, queue, payload, order_no, live_key, status, timeout_ms,
-    /// next-in ms, deadline ms, delete ms, delete_after_ms, max_count, trace_context,
-    /// priority, time_limit_ms.
+    /// Binds: the task's values (insert.rs).
     pub insert: String,
     /// PostgreSQL: [`Statements::insert`] that also wakes the `db` queue's fetchers
-    /// (NOTIFY, sent when the inserting transaction commits). Extra binds: channel, queue.
+    /// (NOTIFY, sent when the inserting transaction commits). Extra bind: channel.
     pub insert_and_wake: Option<String>,
+    /// PostgreSQL: insert many tasks from one JSON array (insert.rs), and the same
+    /// that also wakes the fetchers. SQLite and MariaDB render a multi-row `VALUES`
+    /// per row count instead.
+    pub insert_json: Option<String>,
+    pub insert_json_and_wake: Option<String>,
     /// `db` queue: claim up to N due rows of one queue. Binds: namespace, queue, limit.
     pub claim_due: TwoStep,
     /// SQLite: [`Statements::claim_due`] one priority at a time, so that each claim is a
@@ -179,10 +183,15 @@ impl Statements {
              WHERE id = ? AND namespace = ? AND status = 30 AND deadline_at > {now}",
         );
         let insert = fill(&insert_template(dialect, false));
-        let insert_and_wake = (dialect == Dialect::Postgres).then(|| fill(&insert_template(dialect, true)));
+        let postgres = dialect == Dialect::Postgres;
+        let insert_and_wake = postgres.then(|| fill(&insert_template(dialect, true)));
+        let insert_json = postgres.then(|| fill(&insert_json_template(false)));
+        let insert_json_and_wake = postgres.then(|| fill(&insert_json_template(true)));
         Statements {
             insert,
             insert_and_wake,
+            insert_json,
+            insert_json_and_wake,
             claim_due,
             claim_level,
             next_level,
@@ -193,28 +202,6 @@ impl Statements {
             processing,
         }
     }
-}
-
-/// The insert of one task, with `{t}`, `{now}` and `?` placeholders (binds as for
-/// [`Statements::insert`]). `wake` (PostgreSQL): also NOTIFY the `db` queue's fetchers
-/// when the inserting transaction commits; one more bind, the channel.
-pub(crate) fn insert_template(dialect: Dialect, wake: bool) -> String {
-    let (insert_head, insert_tail) = dialect.insert_unless_live();
-    let insert = format!(
-        "{insert_head} {{t}} (namespace, name, queue, payload, order_no, live_key, status, \
-         timeout_ms, next_at, deadline_at, delete_at, delete_after_ms, max_count, \
-         trace_context, dispatch_count, last_error, created_at, updated_at, priority, time_limit_ms) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, {{now}} + ?, {{now}} + ?, {{now}} + ?, ?, ?, ?, 0, NULL, \
-         {{now}}, {{now}}, ?, ?) {insert_tail}"
-    );
-    if !wake {
-        return insert;
-    }
-    let insert = insert.replace("RETURNING id", "RETURNING id, queue");
-    format!(
-        "WITH ins AS ({insert}) SELECT ins.id FROM ins \
-         CROSS JOIN LATERAL (SELECT pg_notify(?, ins.queue)) AS wake"
-    )
 }
 
 /// `{ids}` and `{fence}` for a batch of (task id, attempt): an id list and a CASE that

@@ -1,0 +1,177 @@
+//! Group commit of creates. Tasks that concurrent callers of one client create queue
+//! up while the previous write runs, then go to the database together as one
+//! multi-row insert (store/insert_many.rs), and the new offers of a Redis queue go out
+//! in one push. There is no timer: an idle creator writes a lone task at once, a busy
+//! one writes whatever gathered meanwhile, up to [`WRITES_IN_FLIGHT`] batches at once.
+//! Each caller hears back, with its own id, only after its row committed (and, for a
+//! create that dispatches, after the push).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::error::{Error, Result};
+use crate::maintenance::Metrics;
+use crate::queue::Queue;
+use crate::store::{Inserted, NewRow, Offer, Store};
+use crate::task::ValidTask;
+
+/// Batches written at once: while one commits, the next gathers and starts.
+const WRITES_IN_FLIGHT: usize = 2;
+/// Most creates in one batch.
+const MAX_BATCH: usize = 500;
+
+/// A task to create.
+pub(crate) struct NewCreate {
+    pub task: ValidTask,
+    /// It goes out as an offer to a queue that carries offers (see `Store::insert`).
+    pub offered: bool,
+    /// Push the offer after the commit (`create`), or leave it to the caller.
+    pub dispatch: bool,
+}
+
+/// A create once its row committed.
+pub(crate) struct CreateDone {
+    pub task: ValidTask,
+    pub inserted: Inserted,
+    /// The creator pushed the offer (or the queue needs none).
+    pub dispatched: bool,
+}
+
+enum Request {
+    Create(NewCreate, oneshot::Sender<Result<CreateDone>>),
+    /// Write what came before, then end the loop.
+    Close,
+}
+
+/// Offers new tasks to their queue after they committed.
+#[derive(Clone, Debug)]
+pub(crate) struct Offerer {
+    pub store: Store,
+    pub queue: Arc<dyn Queue>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Offerer {
+    /// Offers new tasks to their queue; if the queue is down, withdraws the offers so
+    /// the sweeper makes them again soon, and reports false. The rows are committed
+    /// either way, so this never fails the caller's create.
+    pub async fn offer_or_withdraw(&self, offers: &[Offer]) -> bool {
+        if offers.is_empty() {
+            return true;
+        }
+        let Err(failed) = self.queue.offer(offers).await else {
+            self.metrics
+                .offered
+                .fetch_add(offers.len() as u64, Ordering::Relaxed);
+            return true;
+        };
+        tracing::warn!(error = %failed.error, count = failed.failed.len(),
+            "qtask: queue unreachable; tasks are saved and the sweeper will offer them");
+        if let Err(err) = self.store.withdraw(&failed.failed).await {
+            // The offers then time out and are made again after the tasks' timeout.
+            tracing::warn!(error = %err, "qtask: could not withdraw offers; they are made again after their timeout");
+        }
+        false
+    }
+}
+
+/// The handle callers send creates through. The loop ends at [`Creator::close`], or
+/// when every handle is gone.
+#[derive(Debug)]
+pub(crate) struct Creator {
+    requests: mpsc::UnboundedSender<Request>,
+    task: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Creator {
+    /// Starts the write loop on the current tokio runtime.
+    pub fn start(offerer: Offerer) -> Creator {
+        let (requests, incoming) = mpsc::unbounded_channel();
+        let task = tokio::spawn(write_loop(offerer, incoming));
+        Creator {
+            requests,
+            task: std::sync::Mutex::new(Some(task)),
+        }
+    }
+
+    /// Writes what was sent before, then stops the loop.
+    pub async fn close(&self) {
+        let _ = self.requests.send(Request::Close);
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+
+    pub async fn create(&self, create: NewCreate) -> Result<CreateDone> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::Create(create, reply))
+            .map_err(|_| Error::Closed)?;
+        answer.await.unwrap_or(Err(Error::Closed))
+    }
+}
+
+async fn write_loop(offerer: Offerer, mut incoming: mpsc::UnboundedReceiver<Request>) {
+    let writers = Arc::new(Semaphore::new(WRITES_IN_FLIGHT));
+    let mut writes = JoinSet::new();
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut closing = false;
+    while !closing {
+        // A free writer first: while every writer is busy, creates gather into the
+        // next batch.
+        let writer = writers.clone().acquire_owned().await.expect("never closed");
+        if incoming.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            break;
+        }
+        let mut creates = Vec::with_capacity(batch.len());
+        for request in batch.drain(..) {
+            match request {
+                Request::Create(create, reply) => creates.push((create, reply)),
+                Request::Close => closing = true,
+            }
+        }
+        if creates.is_empty() {
+            continue;
+        }
+        let offerer = offerer.clone();
+        writes.spawn(async move {
+            let _writer = writer;
+            write(&offerer, creates).await;
+        });
+        while writes.try_join_next().is_some() {}
+    }
+    // Close: every write sent before it has committed.
+    while writes.join_next().await.is_some() {}
+}
+
+/// Writes one batch, pushes its new offers, and answers each caller.
+async fn write(offerer: &Offerer, creates: Vec<(NewCreate, oneshot::Sender<Result<CreateDone>>)>) {
+    let rows: Vec<NewRow> = creates.iter().map(|(c, _)| (&c.task, c.offered)).collect();
+    let results = offerer.store.insert_each(&rows).await;
+    let offers: Vec<Offer> = creates
+        .iter()
+        .zip(&results)
+        .filter_map(|((create, _), result)| match result {
+            Ok(inserted) if create.dispatch && create.offered && !inserted.existing => Some(Offer {
+                task_id: inserted.id,
+                queue: create.task.queue.clone(),
+                priority: create.task.priority,
+                overdue_ms: 0,
+            }),
+            _ => None,
+        })
+        .collect();
+    let dispatched = offerer.offer_or_withdraw(&offers).await;
+    for ((create, reply), result) in creates.into_iter().zip(results) {
+        let done = result.map(|inserted| CreateDone {
+            dispatched: create.dispatch && !inserted.existing && dispatched,
+            task: create.task,
+            inserted,
+        });
+        let _ = reply.send(done);
+    }
+}
