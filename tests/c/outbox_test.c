@@ -26,7 +26,7 @@
     } while (0)
 #define OK(call) CHECK((call) == QTASK_RESULT_OK)
 
-enum { MAX_PARAMS = 16 };
+enum { MAX_PARAMS = 64 };
 
 /* One statement of qtask_create_statement's JSON: SQL and its params as text. */
 typedef struct {
