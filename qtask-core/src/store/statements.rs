@@ -32,9 +32,9 @@ pub(crate) const DUE: &str = "namespace = ? {queue} AND next_at <= {now} \
                               AND dispatch_count < max_count AND deadline_at > {now}";
 /// The order in which the `db` queue claims due rows of one queue (index `queue_priority_due`).
 pub(crate) const CLAIM_ORDER: &str = "priority DESC, next_at";
-/// The next priority level down of one queue (SQLite's claim walks levels with it).
-pub(crate) const NEXT_LEVEL: &str =
-    "SELECT MAX(priority) FROM {t} WHERE namespace = ? AND queue = ? AND priority < ?";
+/// The next priority level down among one queue's live rows (SQLite's claim walks
+/// levels with it). `next_at IS NOT NULL` lets it seek the partial index of live rows.
+pub(crate) const NEXT_LEVEL: &str = "namespace = ? AND queue = ? AND priority < ? AND next_at IS NOT NULL";
 /// Due rows that may not be attempted again.
 pub(crate) const SPENT: &str = "namespace = ? AND next_at <= {now} \
                                 AND (deadline_at <= {now} OR dispatch_count >= max_count)";
@@ -136,7 +136,12 @@ impl Statements {
                     &claimed_after,
                     due_select(&claimed_before, level_filter, "next_at"),
                 );
-                (Some(level), Some(fill(NEXT_LEVEL)))
+                (
+                    Some(level),
+                    Some(fill(&format!(
+                        "SELECT MAX(priority) FROM {{t}} WHERE {NEXT_LEVEL}"
+                    ))),
+                )
             }
             _ => (None, None),
         };
