@@ -103,8 +103,9 @@ impl Statements {
         let claimed_before = format!("{CLAIMED}, {LEASE_LOST}, time_limit_ms");
         let due_select = |columns: &str, queue: &str, order: &str| {
             format!(
-                "SELECT {columns} FROM {{t}} WHERE {} ORDER BY {order} LIMIT ? {}",
+                "SELECT {columns} FROM {{t}} WHERE {} ORDER BY {order} {} {}",
                 DUE.replace("{queue}", queue),
+                dialect.limit_bound(),
                 dialect.skip_locked()
             )
         };
