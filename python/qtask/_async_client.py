@@ -2,7 +2,7 @@
 
 Each native call returns an ``asyncio.Future`` of the running loop, completed from
 the engine's own runtime: no thread per call, no executor. Arguments are checked
-and converted exactly as :class:`qtask.Client` does (the helpers are shared).
+and converted exactly as :class:`qtask.Client` does (both call ``_args``).
 """
 
 from __future__ import annotations
@@ -12,19 +12,21 @@ import json
 from typing import TYPE_CHECKING, Any, Iterable, List, Mapping, Optional, cast
 
 from . import _qtask
-from ._client import (
+from ._args import (
     _config_json,
+    _created,
+    _delayed_task_json,
     _dumps,
+    _error_text,
     _filter,
     _item_json,
     _limits_json,
-    _log,
+    _result_wait,
     _schedule_options,
     _seconds,
     _task_json,
     _text,
 )
-from .errors import InvalidArgument
 from .types import (
     Created,
     Message,
@@ -169,10 +171,7 @@ class AsyncClient:
             from ._async_outbox import create_on
 
             return (await create_on(self._native, connection, [task]))[0]
-        created = Created(*await self._native.create(task))
-        if not created.existing and not created.dispatched:
-            _log.warning("task %d is saved but its queue is unreachable; the sweeper will dispatch it", created)
-        return created
+        return _created(await self._native.create(task))
 
     async def create_deferred(
         self,
@@ -214,10 +213,8 @@ class AsyncClient:
         connection: Any = None,
     ) -> Created:
         """As :meth:`qtask.Client.delay`."""
-        if _seconds(delay, "delay") is None:
-            raise InvalidArgument("delay is required")
-        task = _task_json(
-            name, input, queue, timeout, deadline, delete_deadline, max_count, order_no, delay, priority, time_limit
+        task = _delayed_task_json(
+            name, input, queue, delay, timeout, deadline, delete_deadline, max_count, order_no, priority, time_limit
         )
         if connection is not None:
             from ._async_outbox import create_on
@@ -270,7 +267,7 @@ class AsyncClient:
 
     async def fail(self, task_id: int, error: str) -> str:
         """Records a failed attempt; returns ``"waiting"`` or ``"failed"``."""
-        return await self._native.fail(task_id, str(error).encode("utf-8", "replace").decode("utf-8"))
+        return await self._native.fail(task_id, _error_text(error))
 
     async def cancel(self, task_id: int) -> None:
         """Stops a live task."""
@@ -282,8 +279,7 @@ class AsyncClient:
         Raises:
             qtask.NotFound, qtask.InvalidState, qtask.TimeoutError: as ``Client.result``.
         """
-        wait_s = _seconds(wait, "wait")
-        return json.loads(await self._native.result(task_id, 0.0 if wait_s is None else wait_s))
+        return json.loads(await self._native.result(task_id, _result_wait(wait)))
 
     async def get(self, task_id: int) -> Task:
         """The task's row. Raises ``qtask.NotFound`` for an unknown id."""
