@@ -15,7 +15,7 @@ from .types import Created, NewTask
 _log = logging.getLogger("qtask")
 
 
-def _dumps(value: object, what: str) -> str:
+def dumps(value: object, what: str) -> str:
     # ASCII escapes: a lone surrogate then reaches the engine as JSON it refuses
     # (InvalidArgument) instead of failing the str conversion.
     try:
@@ -24,7 +24,7 @@ def _dumps(value: object, what: str) -> str:
         raise InvalidArgument(f"{what} is not JSON-serialisable: {e}") from None
 
 
-def _text(value: str, what: str) -> str:
+def text(value: str, what: str) -> str:
     """A str that crosses to the engine as UTF-8: a lone surrogate is bad input,
     not the TypeError the native conversion would raise."""
     if not isinstance(value, str):
@@ -36,7 +36,7 @@ def _text(value: str, what: str) -> str:
     return value
 
 
-def _seconds(value: Optional[float], what: str) -> Optional[float]:
+def seconds(value: Optional[float], what: str) -> Optional[float]:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -44,7 +44,13 @@ def _seconds(value: Optional[float], what: str) -> Optional[float]:
     return float(value)
 
 
-def _task_json(
+def integer(value: Optional[int], what: str) -> Optional[int]:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise InvalidArgument(f"{what} must be an int, got {value!r}")
+    return value
+
+
+def task_json(
     name: str,
     input: Mapping[str, Any],
     queue: str,
@@ -58,28 +64,26 @@ def _task_json(
     time_limit: Optional[float] = None,
 ) -> str:
     """One task as the engine reads it (qtask-core's ``TaskArgs``, as JSON text)."""
-    if max_count is not None and (isinstance(max_count, bool) or not isinstance(max_count, int)):
-        raise InvalidArgument(f"max_count must be an int, got {max_count!r}")
-    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
-        raise InvalidArgument(f"priority must be an int, got {priority!r}")
+    integer(max_count, "max_count")
+    integer(priority, "priority")
     if not isinstance(input, Mapping):
         raise InvalidArgument(f"input must be a dict, got {type(input).__name__}")
-    task: dict[str, Any] = {"name": _text(name, "name"), "input": input, "queue": _text(queue, "queue")}
+    task: dict[str, Any] = {"name": text(name, "name"), "input": input, "queue": text(queue, "queue")}
     options = {
-        "timeout": _seconds(timeout, "timeout"),
-        "deadline": _seconds(deadline, "deadline"),
-        "delete_deadline": _seconds(delete_deadline, "delete_deadline"),
+        "timeout": seconds(timeout, "timeout"),
+        "deadline": seconds(deadline, "deadline"),
+        "delete_deadline": seconds(delete_deadline, "delete_deadline"),
         "max_count": max_count,
-        "order_no": None if order_no is None else _text(order_no, "order_no"),
-        "delay": _seconds(delay, "delay"),
+        "order_no": None if order_no is None else text(order_no, "order_no"),
+        "delay": seconds(delay, "delay"),
         "priority": priority,
-        "time_limit": _seconds(time_limit, "time_limit"),
+        "time_limit": seconds(time_limit, "time_limit"),
     }
     task.update((k, v) for k, v in options.items() if v is not None)
-    return _dumps(task, "input")
+    return dumps(task, "input")
 
 
-def _item_json(i: int, task: object) -> str:
+def item_json(i: int, task: object) -> str:
     """One item of ``create_many``."""
     if not isinstance(task, Mapping):
         raise InvalidArgument(f"tasks[{i}] must be a dict, got {type(task).__name__}")
@@ -87,51 +91,38 @@ def _item_json(i: int, task: object) -> str:
     missing = {"name", "input", "queue"} - set(task)
     if unknown or missing:
         raise InvalidArgument(f"tasks[{i}]: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
-    return _task_json(**task)
+    return task_json(**task)
 
 
-def _delayed_task_json(
-    name: str,
-    input: Mapping[str, Any],
-    queue: str,
-    delay: float,
-    timeout: Optional[float],
-    deadline: Optional[float],
-    delete_deadline: Optional[float],
-    max_count: Optional[int],
-    order_no: Optional[str],
-    priority: Optional[int],
-    time_limit: Optional[float],
-) -> str:
-    """The task of ``delay``: as :func:`_task_json`, the delay required."""
-    if _seconds(delay, "delay") is None:
+def required_delay(delay: Optional[float]) -> float:
+    """``delay``'s seconds, which it must have."""
+    value = seconds(delay, "delay")
+    if value is None:
         raise InvalidArgument("delay is required")
-    return _task_json(
-        name, input, queue, timeout, deadline, delete_deadline, max_count, order_no, delay, priority, time_limit
-    )
+    return value
 
 
-def _created(row: Sequence[Any]) -> Created:
+def created(row: Sequence[Any]) -> Created:
     """What ``create`` returns, from the engine's ``(id, existing, dispatched)``; a task
     saved but not dispatched is logged, as the sweeper will dispatch it later."""
-    created = Created(*row)
-    if not created.existing and not created.dispatched:
-        _log.warning("task %d is saved but its queue is unreachable; the sweeper will dispatch it", created)
-    return created
+    task = Created(*row)
+    if not task.existing and not task.dispatched:
+        _log.warning("task %d is saved but its queue is unreachable; the sweeper will dispatch it", task)
+    return task
 
 
-def _error_text(error: object) -> str:
+def error_text(error: object) -> str:
     """A failure's text as the engine keeps it: a lone surrogate is replaced, not refused."""
     return str(error).encode("utf-8", "replace").decode("utf-8")
 
 
-def _result_wait(wait: Optional[float]) -> float:
+def result_wait(wait: Optional[float]) -> float:
     """How long ``result`` waits, in seconds (``None``: not at all)."""
-    wait_s = _seconds(wait, "wait")
+    wait_s = seconds(wait, "wait")
     return 0.0 if wait_s is None else wait_s
 
 
-def _filter(
+def filter_json(
     status: Optional[str],
     queue: Optional[str],
     name: Optional[str],
@@ -149,21 +140,20 @@ def _filter(
     return json.dumps({k: v for k, v in given.items() if v is not None})
 
 
-def _config_json(db: Optional[str], queue: Optional[str], settings: Mapping[str, Any]) -> str:
+def config_json(db: Optional[str], queue: Optional[str], settings: Mapping[str, Any]) -> str:
     """A client's settings as the engine reads them (``Config``, as JSON text)."""
     config: dict[str, Any] = {k: v for k, v in settings.items() if v is not None}
     if db is not None:
         config["db"] = db
     if queue is not None:
         config["queue"] = queue
-    return _dumps(config, "settings")
+    return dumps(config, "settings")
 
 
-def _limits_json(max_processing: Optional[int], max_per_second: Optional[float]) -> str:
+def limits_json(max_processing: Optional[int], max_per_second: Optional[float]) -> str:
     """Queue limits as the engine reads them (``QueueLimits``, as JSON text)."""
-    if max_processing is not None and (isinstance(max_processing, bool) or not isinstance(max_processing, int)):
-        raise InvalidArgument(f"max_processing must be an int, got {max_processing!r}")
-    if max_processing is not None and not 0 <= max_processing < 2**32:
+    processing = integer(max_processing, "max_processing")
+    if processing is not None and not 0 <= processing < 2**32:
         raise InvalidArgument(f"max_processing must be 1 to {2**32 - 1}, got {max_processing}")
     if max_per_second is not None and (
         isinstance(max_per_second, bool) or not isinstance(max_per_second, (int, float))
@@ -173,7 +163,7 @@ def _limits_json(max_processing: Optional[int], max_per_second: Optional[float])
     return json.dumps({"max_processing": max_processing, "max_per_second": rate})
 
 
-def _schedule_options(
+def schedule_options(
     queue: str,
     cron: Optional[str],
     every: Optional[float],
@@ -186,20 +176,15 @@ def _schedule_options(
     priority: Optional[int] = None,
 ) -> str:
     """A schedule's options as the engine reads them (``Schedule::from_json``)."""
-    options: Dict[str, Any] = {"queue": _text(queue, "queue"), "missed": _text(missed, "missed")}
+    options: Dict[str, Any] = {"queue": text(queue, "queue"), "missed": text(missed, "missed")}
     if cron is not None:
-        options["cron"] = _text(cron, "cron")
+        options["cron"] = text(cron, "cron")
     if time_zone is not None:
-        options["time_zone"] = _text(time_zone, "time_zone")
+        options["time_zone"] = text(time_zone, "time_zone")
     for key, value in (("every", every), ("timeout", timeout), ("deadline", deadline), ("delete_deadline", delete_deadline)):
         if value is not None:
-            options[key] = _seconds(value, key)
-    if max_count is not None:
-        if isinstance(max_count, bool) or not isinstance(max_count, int):
-            raise InvalidArgument(f"max_count must be an int, got {max_count!r}")
-        options["max_count"] = max_count
-    if priority is not None:
-        if isinstance(priority, bool) or not isinstance(priority, int):
-            raise InvalidArgument(f"priority must be an int, got {priority!r}")
-        options["priority"] = priority
-    return _dumps(options, "schedule options")
+            options[key] = seconds(value, key)
+    for key, number in (("max_count", max_count), ("priority", priority)):
+        if integer(number, key) is not None:
+            options[key] = number
+    return dumps(options, "schedule options")

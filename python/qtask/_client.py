@@ -7,21 +7,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Mapping, Optional, TypeVar, cast, overload
 
 from . import _qtask
-from ._args import (
-    _config_json,
-    _created,
-    _delayed_task_json,
-    _dumps,
-    _error_text,
-    _filter,
-    _item_json,
-    _limits_json,
-    _result_wait,
-    _schedule_options,
-    _seconds,
-    _task_json,
-    _text,
-)
+from . import _args
 from ._kinds import KindDecorator, TaskKind
 from .errors import InvalidArgument
 from .types import (
@@ -97,7 +83,7 @@ class Client:
     """
 
     def __init__(self, db: Optional[str] = None, queue: Optional[str] = None, **settings: Any) -> None:
-        self._native = _qtask.Client(_config_json(db, queue, settings))
+        self._native = _qtask.Client(_args.config_json(db, queue, settings))
         self._handlers: dict[str, Handler] = {}
         self._kinds: dict[str, dict[str, TaskKind[Any, Any]]] = {}
 
@@ -195,7 +181,7 @@ class Client:
         Raises:
             qtask.InvalidArgument: bad input; nothing was written.
         """
-        task = _task_json(
+        task = _args.task_json(
             name, input, queue, timeout, deadline, delete_deadline, max_count, order_no,
             priority=priority, time_limit=time_limit,
         )
@@ -203,7 +189,7 @@ class Client:
             from ._outbox import create_on
 
             return create_on(self._native, connection, [task])[0]
-        return _created(self._native.create(task))
+        return _args.created(self._native.create(task))
 
     def create_deferred(
         self,
@@ -226,7 +212,7 @@ class Client:
         to your transaction, pass ``connection=`` to :meth:`create` instead.
         """
         task_id, _existing, invoke = self._native.create_deferred(
-            _task_json(
+            _args.task_json(
                 name, input, queue, timeout, deadline, delete_deadline, max_count, order_no,
                 priority=priority, time_limit=time_limit,
             )
@@ -251,8 +237,9 @@ class Client:
     ) -> Created:
         """Writes the task only; the sweeper dispatches it ``delay`` seconds from now.
         ``connection``: as for :meth:`create`."""
-        task = _delayed_task_json(
-            name, input, queue, delay, timeout, deadline, delete_deadline, max_count, order_no, priority, time_limit
+        task = _args.task_json(
+            name, input, queue, timeout, deadline, delete_deadline, max_count, order_no, _args.required_delay(delay),
+            priority, time_limit,
         )
         if connection is not None:
             from ._outbox import create_on
@@ -268,7 +255,7 @@ class Client:
         options of :meth:`create`. All or nothing: one bad task writes none. With
         ``connection``, every row is written in your transaction, as for :meth:`create`.
         """
-        items = [_item_json(i, task) for i, task in enumerate(tasks)]
+        items = [_args.item_json(i, task) for i, task in enumerate(tasks)]
         if connection is not None:
             from ._outbox import create_on
 
@@ -294,7 +281,7 @@ class Client:
         also ``name``, ``deadline_at``, ``input`` as attributes), or ``None``. Then
         call :meth:`processing`, do the work, and :meth:`finish` or :meth:`fail`.
         """
-        text = self._native.pop(_text(queue, "queue"), cast(float, _seconds(wait, "wait")))
+        text = self._native.pop(_args.text(queue, "queue"), cast(float, _args.seconds(wait, "wait")))
         return None if text is None else Message._from_json(text)
 
     def processing(self, task_id: int) -> bool:
@@ -313,7 +300,7 @@ class Client:
         """Records a failed attempt; returns the new status, ``"waiting"`` (retried with
         backoff) or ``"failed"`` (attempts or deadline spent)."""
         # A failure's text is kept even when it holds a lone surrogate (replaced).
-        return self._native.fail(task_id, _error_text(error))
+        return self._native.fail(task_id, _args.error_text(error))
 
     def cancel(self, task_id: int) -> None:
         """Stops a live task. Twice is fine; cancelling a finished task raises InvalidState."""
@@ -331,7 +318,7 @@ class Client:
             qtask.InvalidState: it failed or was cancelled (the message says why).
             qtask.TimeoutError: it is still live after ``wait``.
         """
-        return json.loads(self._native.result(task_id, _result_wait(wait)))
+        return json.loads(self._native.result(task_id, _args.result_wait(wait)))
 
     def get(self, task_id: int) -> Task:
         """The task's row. Raises ``qtask.NotFound`` for an unknown id."""
@@ -363,12 +350,12 @@ class Client:
         ``status`` is ``waiting``, ``processing``, ``finished``, ``failed`` or
         ``cancelled``; times are Unix milliseconds; ``limit`` is 1 to 1000.
         """
-        filter_json = _filter(status, queue, name, created_from, created_until)
+        filter_json = _args.filter_json(status, queue, name, created_from, created_until)
         return cast(TaskPage, json.loads(self._native.list_tasks(filter_json, before_id, limit)))
 
     def count_tasks(self, *, status: Optional[str] = None, queue: Optional[str] = None, name: Optional[str] = None) -> int:
         """How many tasks match the filters."""
-        return self._native.count_tasks(_filter(status, queue, name, None, None))
+        return self._native.count_tasks(_args.filter_json(status, queue, name, None, None))
 
     def retry(self, task_id: int) -> None:
         """Makes a failed or cancelled task wait again, due now, with a fresh attempt
@@ -379,11 +366,11 @@ class Client:
     def retry_matching(self, *, status: str = "failed", queue: Optional[str] = None, name: Optional[str] = None) -> int:
         """Retries every failed (or, with ``status="cancelled"``, cancelled) task
         matching the filters; returns how many."""
-        return self._native.retry_matching(_filter(status, queue, name, None, None))
+        return self._native.retry_matching(_args.filter_json(status, queue, name, None, None))
 
     def cancel_matching(self, *, status: Optional[str] = None, queue: Optional[str] = None, name: Optional[str] = None) -> int:
         """Cancels every waiting or processing task matching the filters; returns how many."""
-        return self._native.cancel_matching(_filter(status, queue, name, None, None))
+        return self._native.cancel_matching(_args.filter_json(status, queue, name, None, None))
 
     def pause_queue(self, queue: str) -> None:
         """Stops dispatching ``queue`` (every worker notices within one sweep interval)."""
@@ -411,7 +398,7 @@ class Client:
         Raises:
             qtask.InvalidArgument: a limit out of range; nothing was changed.
         """
-        self._native.set_queue_limits(queue, _limits_json(max_processing, max_per_second))
+        self._native.set_queue_limits(queue, _args.limits_json(max_processing, max_per_second))
 
     def queues(self) -> List[QueueSummary]:
         """Every queue of the namespace with its counts by status, pause flag and limits."""
@@ -463,13 +450,13 @@ class Client:
             qtask.InvalidArgument: a bad expression, time zone or interval (or input);
                 nothing was written.
         """
-        options = _schedule_options(queue, cron, every, time_zone, missed, timeout, deadline, delete_deadline, max_count, priority)
-        text = self._native.schedule(_text(name, "name"), _dumps(input, "input"), options)
+        options = _args.schedule_options(queue, cron, every, time_zone, missed, timeout, deadline, delete_deadline, max_count, priority)
+        text = self._native.schedule(_args.text(name, "name"), _args.dumps(input, "input"), options)
         return cast(ScheduleInfo, json.loads(text))
 
     def unschedule(self, name: str) -> bool:
         """Removes the schedule ``name``; returns whether it existed. Tasks it made stay."""
-        return self._native.unschedule(_text(name, "name"))
+        return self._native.unschedule(_args.text(name, "name"))
 
     def schedules(self) -> List[ScheduleInfo]:
         """Every schedule of the namespace, by name."""
@@ -530,7 +517,7 @@ class Client:
         it, with the traceback as its last error, and the task is retried with
         backoff. ``async def`` handlers run on an asyncio loop.
         """
-        _text(queue, "queue")
+        _args.text(queue, "queue")
         if name is None:
 
             def register(handler: H) -> H:
@@ -540,7 +527,7 @@ class Client:
                 return handler
 
             return register
-        if not _text(name, "name"):
+        if not _args.text(name, "name"):
             raise InvalidArgument("name must not be empty")
         defaults = dict(
             timeout=timeout, deadline=deadline, delete_deadline=delete_deadline, max_count=max_count, priority=priority
