@@ -216,9 +216,8 @@ fn blocking_worker_time_limit_and_result() {
 fn blocking_worker_replies_from_the_caller_s_threads() {
     let db = WorkerDb::open("brep");
     let client = &db.client;
-    let task = |n: i64| {
-        NewTask::new("brep", json!({ "n": n }), "BREP").delete_deadline(Duration::from_secs(3600))
-    };
+    let task =
+        |n: i64| NewTask::new("brep", json!({ "n": n }), "BREP").delete_deadline(Duration::from_secs(3600));
     let ids: Vec<i64> = (0..12).map(|n| client.create(task(n)).unwrap().id).collect();
     let limited = client
         .create(task(99).time_limit(Duration::from_millis(200)))

@@ -90,7 +90,8 @@ impl Pool {
             Ok(thread) => queue.threads.push(thread),
             Err(err) if queue.threads.is_empty() => {
                 for job in queue.jobs.drain(..) {
-                    job.reply.send(Outcome::Retry(format!("starting a handler thread: {err}")));
+                    job.reply
+                        .send(Outcome::Retry(format!("starting a handler thread: {err}")));
                 }
             }
             Err(_) => {} // the running threads take the task
