@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::{drop_table, fresh_pair, pairs, pop_due};
-use qtask_core::{Client, Error, Fenced, Message, NewTask, Status};
+use qtask_core::{Client, Error, Fenced, NewTask, Status};
 use serde_json::json;
 
 const NO_WAIT: Duration = Duration::ZERO;
