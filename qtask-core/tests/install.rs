@@ -33,6 +33,19 @@ async fn install_adds_missing_columns_and_keeps_rows() {
             .await
             .unwrap();
         assert!(c.get(id).await.is_err(), "{}: the column is gone", db.name);
+        // Before partial indexes, the due index held every row.
+        let due = format!("{table}_due");
+        if db.name != "mariadb" {
+            pool.execute(AssertSqlSafe(format!("DROP INDEX {due}")))
+                .await
+                .unwrap();
+            pool.execute(AssertSqlSafe(format!(
+                "CREATE INDEX {due} ON {table} (namespace, next_at)"
+            )))
+            .await
+            .unwrap();
+            assert!(!index_sql(&c, db.name, &due).await.contains("WHERE"));
+        }
         // The settings table as the release before limits made it.
         let queue_table = format!("{}queue", table.strip_suffix("task").unwrap());
         pool.execute(AssertSqlSafe(format!(
@@ -81,8 +94,28 @@ async fn install_adds_missing_columns_and_keeps_rows() {
             "{}: {indexes:?}",
             db.name
         );
+        if db.name != "mariadb" {
+            let sql = index_sql(&c, db.name, &due).await;
+            assert!(
+                sql.contains("WHERE") && sql.contains("next_at IS NOT NULL"),
+                "{}: {sql}",
+                db.name
+            );
+        }
         drop_table(&c).await;
     }
+}
+
+/// An index's definition (PostgreSQL, SQLite).
+async fn index_sql(c: &Client, db: &str, index: &str) -> String {
+    let sql = match db {
+        "sqlite" => format!("SELECT sql FROM sqlite_master WHERE name = '{index}'"),
+        _ => format!("SELECT indexdef FROM pg_indexes WHERE indexname = lower('{index}')"),
+    };
+    qtask_core::sqlx::query_scalar::<_, String>(AssertSqlSafe(sql))
+        .fetch_one(c.store().pool())
+        .await
+        .unwrap()
 }
 
 async fn index_names(c: &Client, db: &str) -> Vec<String> {

@@ -3,14 +3,15 @@
 
 use sqlx::Row;
 
-use super::statements::CLAIM_ORDER;
+use super::statements::{CLAIM_ORDER, NEXT_LEVEL};
 use super::{Dialect, Store, DUE, EXPIRED, SPENT};
 use crate::error::Result;
 
 /// How the database runs one hot statement.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
-    /// `claim`, `pop`, `give_up`, `cleanup` or `list_failed` (operators' list, admin.rs).
+    /// `claim`, `pop`, `next_level`, `give_up`, `cleanup` or `list_failed` (operators'
+    /// list, admin.rs).
     pub statement: &'static str,
     /// The plan as the database prints it.
     pub text: String,
@@ -41,8 +42,16 @@ impl Store {
             ("cleanup", EXPIRED.to_string(), false),
             ("list_failed", super::admin::LIST_FAILED.to_string(), false),
         ];
+        // SQLite's claim finds the next priority level down with this filter.
+        let next_level = (self.dialect == Dialect::Sqlite).then(|| {
+            (
+                "next_level",
+                NEXT_LEVEL.replace("priority < ?", "priority < 5"),
+                true,
+            )
+        });
         let mut plans = Vec::new();
-        for (statement, filter, binds_queue) in statements {
+        for (statement, filter, binds_queue) in statements.into_iter().chain(next_level) {
             let select = format!("SELECT id FROM {{t}} WHERE {filter} LIMIT 1000");
             let prefix = match self.dialect {
                 Dialect::Sqlite => "EXPLAIN QUERY PLAN ",

@@ -41,6 +41,8 @@ pub(crate) use statements::DUE;
 use statements::{Statements, EXPIRED, SPENT};
 
 /// Live rows are kept at least this long, as in the seed (7 days after creation).
+/// A pooled connection idle this long is pinged before it is handed out.
+const PING_WHEN_IDLE: Duration = Duration::from_secs(1);
 /// Wake-ups of the `db` queue's fetchers sent by one client, at most one per this.
 const WAKE_EVERY: Duration = Duration::from_millis(5);
 
@@ -112,7 +114,20 @@ impl Store {
         };
         let mut pool = AnyPoolOptions::new()
             .max_connections(connections)
-            .acquire_timeout(config.connect_timeout);
+            .acquire_timeout(config.connect_timeout)
+            // sqlx pings every connection it hands out: a round trip per statement on
+            // the hot path. Ping only one that sat idle long enough to have been cut
+            // (a server restart, a firewall); a busy one that breaks fails its
+            // statement, which the caller retries as any other error.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_WHEN_IDLE {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            });
         if dialect == Dialect::Sqlite {
             // WAL lets readers run beside the one writer; busy_timeout makes writers queue.
             pool = pool.after_connect(|conn, _| {
@@ -224,7 +239,8 @@ impl Store {
     }
 
     /// Creates or migrates the tables; safe to run again and from two processes at once.
-    /// Columns and indexes missing from an existing table are added; nothing is dropped.
+    /// Columns and indexes missing from an existing table are added; an index of all
+    /// rows that is now partial is rebuilt (schema.rs); nothing else is dropped.
     pub async fn install(&self) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
         match self.dialect {
@@ -264,10 +280,8 @@ impl Store {
         for table in schema::tables(&self.table) {
             conn.execute(AssertSqlSafe(table.create(self.dialect))).await?;
             let columns = self.catalog(conn, CatalogList::Columns, &table.name).await?;
-            let indexes = match self.dialect {
-                Dialect::MySql => self.catalog(conn, CatalogList::Indexes, &table.name).await?,
-                _ => Vec::new(),
-            };
+            // MySQL: every index; elsewhere the indexes of all rows (schema.rs).
+            let indexes = self.catalog(conn, CatalogList::Indexes, &table.name).await?;
             let mut statements = table.add_columns(self.dialect, &columns);
             statements.extend(table.add_indexes(self.dialect, &indexes));
             for statement in statements {
@@ -278,13 +292,22 @@ impl Store {
         Ok(())
     }
 
-    /// The column (or, on MySQL, index) names an existing table has, from the catalog.
+    /// The column or index names an existing table has, from the catalog (on PostgreSQL
+    /// and SQLite only the indexes of all rows, not the partial ones).
     async fn catalog(&self, conn: &mut AnyConnection, list: CatalogList, table: &str) -> Result<Vec<String>> {
         let sql = match (self.dialect, list) {
-            (Dialect::Sqlite, _) => "SELECT name FROM pragma_table_info(?)",
-            (Dialect::Postgres, _) => {
+            (Dialect::Sqlite, CatalogList::Columns) => "SELECT name FROM pragma_table_info(?)",
+            (Dialect::Sqlite, CatalogList::Indexes) => {
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? \
+                 AND sql IS NOT NULL AND sql NOT LIKE '% WHERE %'"
+            }
+            (Dialect::Postgres, CatalogList::Columns) => {
                 "SELECT column_name::text FROM information_schema.columns \
                  WHERE table_schema = current_schema() AND table_name = lower($1)"
+            }
+            (Dialect::Postgres, CatalogList::Indexes) => {
+                "SELECT indexname::text FROM pg_indexes WHERE schemaname = current_schema() \
+                 AND tablename = lower($1) AND indexdef NOT LIKE '% WHERE %'"
             }
             (Dialect::MySql, CatalogList::Columns) => {
                 "SELECT CAST(column_name AS CHAR) FROM information_schema.columns \

@@ -33,8 +33,14 @@ pub(super) enum Kind {
 /// must be nullable or have a default (install adds it to tables that hold rows).
 pub(super) type Column = (&'static str, Kind, bool);
 
-/// One index: name suffix, `UNIQUE` or empty, columns.
-type Index = (&'static str, &'static str, &'static str);
+/// One index: name suffix, `UNIQUE` or empty, columns, and the rows it holds (a
+/// partial index's predicate, or empty for all rows).
+type Index = (&'static str, &'static str, &'static str, &'static str);
+
+/// The rows of live tasks (waiting, offered, processing): only these are ever due.
+const LIVE_ROWS: &str = "next_at IS NOT NULL";
+/// The rows of ended tasks: only these are ever deleted by the cleanup.
+const ENDED_ROWS: &str = "next_at IS NULL";
 
 /// Every column of the task table.
 const TASK_COLUMNS: &[Column] = &[
@@ -68,17 +74,22 @@ const TASK_COLUMNS: &[Column] = &[
     ("time_limit_ms", Kind::Int, false),
 ];
 
+/// On PostgreSQL and SQLite the due indexes hold live rows only and the delete index
+/// ended rows only (MariaDB has no partial indexes). Neither update of a task is a HOT
+/// update, so each writes an entry in every index whose rows it belongs to: partial
+/// indexes take a finish out of three of them and a claim out of one.
 const TASK_INDEXES: &[Index] = &[
-    ("live_order", "UNIQUE", "namespace, queue, live_key"),
-    ("due", "", "namespace, next_at"),
-    ("queue_due", "", "namespace, queue, next_at"),
+    ("live_order", "UNIQUE", "namespace, queue, live_key", ""),
+    ("due", "", "namespace, next_at", LIVE_ROWS),
+    ("queue_due", "", "namespace, queue, next_at", LIVE_ROWS),
     (
         "queue_priority_due",
         "",
         "namespace, queue, priority DESC, next_at",
+        LIVE_ROWS,
     ),
-    ("delete", "", "namespace, delete_at"),
-    ("status", "", "namespace, status, id"),
+    ("delete", "", "namespace, delete_at", ENDED_ROWS),
+    ("status", "", "namespace, status, id", ""),
 ];
 
 /// Every column of the per-queue settings table (pause, admin.rs; limits, limits.rs).
@@ -119,7 +130,7 @@ const SCHEDULE_COLUMNS: &[Column] = &[
 ];
 
 /// The sweeper's scan for due ticks.
-const SCHEDULE_INDEXES: &[Index] = &[("due", "", "namespace, next_at")];
+const SCHEDULE_INDEXES: &[Index] = &[("due", "", "namespace, next_at", "")];
 
 /// One table as install makes it.
 pub(super) struct Table {
@@ -182,30 +193,41 @@ impl Table {
             .collect()
     }
 
-    /// Statements that create the indexes missing from `existing` (index names; read
-    /// only on MySQL, elsewhere IF NOT EXISTS does it).
+    /// Statements that create the indexes missing from `existing` (index names; on
+    /// MySQL every index, elsewhere the indexes of all rows, as IF NOT EXISTS does the
+    /// rest). An index of all rows that is now partial is dropped and made again.
     pub fn add_indexes(&self, dialect: Dialect, existing: &[String]) -> Vec<String> {
-        self.indexes
-            .iter()
-            .filter_map(|index @ (suffix, unique, cols)| {
-                let name = format!("{}_{suffix}", self.name);
-                match dialect {
-                    Dialect::MySql if existing.iter().any(|e| e.eq_ignore_ascii_case(&name)) => None,
-                    Dialect::MySql => Some(format!(
-                        "ALTER TABLE {} ADD {}",
-                        self.name,
-                        self.inline_index(index)
-                    )),
-                    _ => Some(format!(
-                        "CREATE {unique} INDEX IF NOT EXISTS {name} ON {} ({cols})",
+        let exists = |name: &str| existing.iter().any(|e| e.eq_ignore_ascii_case(name));
+        let mut statements = Vec::new();
+        for index @ (suffix, unique, cols, rows) in self.indexes {
+            let name = format!("{}_{suffix}", self.name);
+            match dialect {
+                Dialect::MySql if exists(&name) => {}
+                Dialect::MySql => statements.push(format!(
+                    "ALTER TABLE {} ADD {}",
+                    self.name,
+                    self.inline_index(index)
+                )),
+                _ => {
+                    if !rows.is_empty() && exists(&name) {
+                        statements.push(format!("DROP INDEX {name}"));
+                    }
+                    let only = if rows.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" WHERE {rows}")
+                    };
+                    statements.push(format!(
+                        "CREATE {unique} INDEX IF NOT EXISTS {name} ON {} ({cols}){only}",
                         self.name
-                    )),
+                    ));
                 }
-            })
-            .collect()
+            }
+        }
+        statements
     }
 
-    fn inline_index(&self, (suffix, unique, cols): &Index) -> String {
+    fn inline_index(&self, (suffix, unique, cols, _): &Index) -> String {
         format!("{unique} KEY {}_{suffix} ({cols})", self.name)
     }
 }
