@@ -12,7 +12,6 @@ run.py names in the params, and removes what it made at the end. Lines:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import subprocess
@@ -267,6 +266,8 @@ class Procrastinate(System):
         self.task.configure(queue=queue, schedule_in={"seconds": delay}).defer(payload=payload)
 
     def start_worker(self, queue: str, concurrency: int) -> Worker:
+        import asyncio
+
         app, _ = self.build()
         loop = asyncio.new_event_loop()
         holder: Dict[str, Any] = {}
@@ -308,6 +309,8 @@ class PgQueuer(System):
 
     def __init__(self, p: Dict[str, Any]) -> None:
         super().__init__(p)
+        import asyncio
+
         import psycopg
         from pgqueuer import PsycopgDriver, Queries
         from pgqueuer.adapters.drivers.psycopg import SyncPsycopgDriver
@@ -339,6 +342,8 @@ class PgQueuer(System):
         self.queries.enqueue(queue, json.dumps(payload).encode(), 0, timedelta(seconds=delay))
 
     def start_worker(self, queue: str, concurrency: int) -> Worker:
+        import asyncio
+
         import psycopg
         from pgqueuer import PsycopgDriver, Queries, QueueManager
 

@@ -28,7 +28,8 @@ re-dispatches whatever is due or overdue, so that no task is lost.
 
 from __future__ import annotations
 
-from ._async_client import AsyncClient, AsyncInvoke
+from typing import TYPE_CHECKING, Any
+
 from ._client import Client, Handler, Invoke
 from ._kinds import MessageKind, TaskKind
 from ._qtask import __version__
@@ -59,6 +60,20 @@ from .types import (
     TaskPage,
     WorkerReport,
 )
+
+if TYPE_CHECKING:
+    from ._async_client import AsyncClient, AsyncInvoke
+
+
+def __getattr__(name: str) -> Any:
+    # The asyncio client is imported on first use: a worker or producer that never
+    # touches it does not pay for asyncio (and the ssl module it loads).
+    if name in ("AsyncClient", "AsyncInvoke"):
+        from . import _async_client
+
+        return getattr(_async_client, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "__version__",
@@ -96,3 +111,7 @@ __all__ = [
     "ClosedError",
     "InternalError",
 ]
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

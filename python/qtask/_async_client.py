@@ -2,7 +2,7 @@
 
 Each native call returns an ``asyncio.Future`` of the running loop, completed from
 the engine's own runtime: no thread per call, no executor. Arguments are checked
-and converted exactly as :class:`qtask.Client` does (the helpers are shared).
+and converted exactly as :class:`qtask.Client` does (both call ``_args``).
 """
 
 from __future__ import annotations
@@ -12,19 +12,7 @@ import json
 from typing import TYPE_CHECKING, Any, Iterable, List, Mapping, Optional, cast
 
 from . import _qtask
-from ._client import (
-    _config_json,
-    _dumps,
-    _filter,
-    _item_json,
-    _limits_json,
-    _log,
-    _schedule_options,
-    _seconds,
-    _task_json,
-    _text,
-)
-from .errors import InvalidArgument
+from . import _args
 from .types import (
     Created,
     Message,
@@ -84,7 +72,7 @@ class AsyncClient:
     """
 
     def __init__(self, db: Optional[str] = None, queue: Optional[str] = None, **settings: Any) -> None:
-        self._native = _qtask.AsyncClient(_config_json(db, queue, settings))
+        self._native = _qtask.AsyncClient(_args.config_json(db, queue, settings))
 
     # --- lifecycle
 
@@ -161,7 +149,7 @@ class AsyncClient:
         """As :meth:`qtask.Client.create`. ``connection``: your own async connection
         (``psycopg.AsyncConnection``, or a SQLAlchemy ``AsyncConnection`` /
         ``AsyncSession``), inside whose transaction the row is written."""
-        task = _task_json(
+        task = _args.task_json(
             name, input, queue, timeout, deadline, delete_deadline, max_count, order_no,
             priority=priority, time_limit=time_limit,
         )
@@ -169,10 +157,7 @@ class AsyncClient:
             from ._async_outbox import create_on
 
             return (await create_on(self._native, connection, [task]))[0]
-        created = Created(*await self._native.create(task))
-        if not created.existing and not created.dispatched:
-            _log.warning("task %d is saved but its queue is unreachable; the sweeper will dispatch it", created)
-        return created
+        return _args.created(await self._native.create(task))
 
     async def create_deferred(
         self,
@@ -190,7 +175,7 @@ class AsyncClient:
     ) -> tuple[int, AsyncInvoke]:
         """As :meth:`qtask.Client.create_deferred`; ``await invoke()`` dispatches."""
         task_id, _existing, invoke = await self._native.create_deferred(
-            _task_json(
+            _args.task_json(
                 name, input, queue, timeout, deadline, delete_deadline, max_count, order_no,
                 priority=priority, time_limit=time_limit,
             )
@@ -214,10 +199,9 @@ class AsyncClient:
         connection: Any = None,
     ) -> Created:
         """As :meth:`qtask.Client.delay`."""
-        if _seconds(delay, "delay") is None:
-            raise InvalidArgument("delay is required")
-        task = _task_json(
-            name, input, queue, timeout, deadline, delete_deadline, max_count, order_no, delay, priority, time_limit
+        task = _args.task_json(
+            name, input, queue, timeout, deadline, delete_deadline, max_count, order_no, _args.required_delay(delay),
+            priority, time_limit,
         )
         if connection is not None:
             from ._async_outbox import create_on
@@ -227,7 +211,7 @@ class AsyncClient:
 
     async def create_many(self, tasks: Iterable[NewTask], *, connection: Any = None) -> List[Created]:
         """As :meth:`qtask.Client.create_many`: one transaction, all or nothing."""
-        items = [_item_json(i, task) for i, task in enumerate(tasks)]
+        items = [_args.item_json(i, task) for i, task in enumerate(tasks)]
         if connection is not None:
             from ._async_outbox import create_on
 
@@ -247,7 +231,7 @@ class AsyncClient:
         Cancelled while waiting, it claims nothing more; a message it had already
         claimed is handed back (waiting again, due now, no attempt used).
         """
-        future = self._native.pop(_text(queue, "queue"), cast(float, _seconds(wait, "wait")))
+        future = self._native.pop(_args.text(queue, "queue"), cast(float, _args.seconds(wait, "wait")))
         try:
             text = await future
         except asyncio.CancelledError:
@@ -270,7 +254,7 @@ class AsyncClient:
 
     async def fail(self, task_id: int, error: str) -> str:
         """Records a failed attempt; returns ``"waiting"`` or ``"failed"``."""
-        return await self._native.fail(task_id, str(error).encode("utf-8", "replace").decode("utf-8"))
+        return await self._native.fail(task_id, _args.error_text(error))
 
     async def cancel(self, task_id: int) -> None:
         """Stops a live task."""
@@ -282,8 +266,7 @@ class AsyncClient:
         Raises:
             qtask.NotFound, qtask.InvalidState, qtask.TimeoutError: as ``Client.result``.
         """
-        wait_s = _seconds(wait, "wait")
-        return json.loads(await self._native.result(task_id, 0.0 if wait_s is None else wait_s))
+        return json.loads(await self._native.result(task_id, _args.result_wait(wait)))
 
     async def get(self, task_id: int) -> Task:
         """The task's row. Raises ``qtask.NotFound`` for an unknown id."""
@@ -311,13 +294,13 @@ class AsyncClient:
         limit: int = 50,
     ) -> TaskPage:
         """As :meth:`qtask.Client.list_tasks`."""
-        filter_json = _filter(status, queue, name, created_from, created_until)
+        filter_json = _args.filter_json(status, queue, name, created_from, created_until)
         return cast(TaskPage, json.loads(await self._native.list_tasks(filter_json, before_id, limit)))
 
     async def count_tasks(
         self, *, status: Optional[str] = None, queue: Optional[str] = None, name: Optional[str] = None
     ) -> int:
-        return await self._native.count_tasks(_filter(status, queue, name, None, None))
+        return await self._native.count_tasks(_args.filter_json(status, queue, name, None, None))
 
     async def retry(self, task_id: int) -> None:
         """As :meth:`qtask.Client.retry`."""
@@ -326,12 +309,12 @@ class AsyncClient:
     async def retry_matching(
         self, *, status: str = "failed", queue: Optional[str] = None, name: Optional[str] = None
     ) -> int:
-        return await self._native.retry_matching(_filter(status, queue, name, None, None))
+        return await self._native.retry_matching(_args.filter_json(status, queue, name, None, None))
 
     async def cancel_matching(
         self, *, status: Optional[str] = None, queue: Optional[str] = None, name: Optional[str] = None
     ) -> int:
-        return await self._native.cancel_matching(_filter(status, queue, name, None, None))
+        return await self._native.cancel_matching(_args.filter_json(status, queue, name, None, None))
 
     async def pause_queue(self, queue: str) -> None:
         await self._native.pause_queue(queue)
@@ -347,7 +330,7 @@ class AsyncClient:
         max_per_second: Optional[float] = None,
     ) -> None:
         """As :meth:`qtask.Client.set_queue_limits`."""
-        await self._native.set_queue_limits(queue, _limits_json(max_processing, max_per_second))
+        await self._native.set_queue_limits(queue, _args.limits_json(max_processing, max_per_second))
 
     async def queues(self) -> List[QueueSummary]:
         return cast(List[QueueSummary], json.loads(await self._native.queues()))
@@ -374,14 +357,14 @@ class AsyncClient:
         priority: Optional[int] = None,
     ) -> ScheduleInfo:
         """As :meth:`qtask.Client.schedule`."""
-        options = _schedule_options(
+        options = _args.schedule_options(
             queue, cron, every, time_zone, missed, timeout, deadline, delete_deadline, max_count, priority
         )
-        text = await self._native.schedule(_text(name, "name"), _dumps(input, "input"), options)
+        text = await self._native.schedule(_args.text(name, "name"), _args.dumps(input, "input"), options)
         return cast(ScheduleInfo, json.loads(text))
 
     async def unschedule(self, name: str) -> bool:
-        return await self._native.unschedule(_text(name, "name"))
+        return await self._native.unschedule(_args.text(name, "name"))
 
     async def schedules(self) -> List[ScheduleInfo]:
         return cast(List[ScheduleInfo], json.loads(await self._native.schedules()))

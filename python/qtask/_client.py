@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import logging
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Mapping, Optional, TypeVar, cast, overload
 
 from . import _qtask
+from . import _args
 from ._kinds import KindDecorator, TaskKind
 from .errors import InvalidArgument
 from .types import (
@@ -25,8 +25,6 @@ from .types import (
     WorkerReport,
 )
 
-_log = logging.getLogger("qtask")
-
 if TYPE_CHECKING:
     from types import TracebackType
 
@@ -34,80 +32,6 @@ Handler = Callable[[Message], Any]
 """A task handler: called with the message dict; may be ``async def``."""
 
 H = TypeVar("H", bound=Handler)
-
-def _dumps(value: object, what: str) -> str:
-    # ASCII escapes: a lone surrogate then reaches the engine as JSON it refuses
-    # (InvalidArgument) instead of failing the str conversion.
-    try:
-        return json.dumps(value, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError, RecursionError) as e:
-        raise InvalidArgument(f"{what} is not JSON-serialisable: {e}") from None
-
-
-def _text(value: str, what: str) -> str:
-    """A str that crosses to the engine as UTF-8: a lone surrogate is bad input,
-    not the TypeError the native conversion would raise."""
-    if not isinstance(value, str):
-        raise InvalidArgument(f"{what} must be a str, got {type(value).__name__}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise InvalidArgument(f"{what} is not valid text: {e.reason} at index {e.start}") from None
-    return value
-
-
-def _seconds(value: Optional[float], what: str) -> Optional[float]:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidArgument(f"{what} must be a number of seconds, got {value!r}")
-    return float(value)
-
-
-def _task_json(
-    name: str,
-    input: Mapping[str, Any],
-    queue: str,
-    timeout: Optional[float] = None,
-    deadline: Optional[float] = None,
-    delete_deadline: Optional[float] = None,
-    max_count: Optional[int] = None,
-    order_no: Optional[str] = None,
-    delay: Optional[float] = None,
-    priority: Optional[int] = None,
-    time_limit: Optional[float] = None,
-) -> str:
-    """One task as the engine reads it (qtask-core's ``TaskArgs``, as JSON text)."""
-    if max_count is not None and (isinstance(max_count, bool) or not isinstance(max_count, int)):
-        raise InvalidArgument(f"max_count must be an int, got {max_count!r}")
-    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
-        raise InvalidArgument(f"priority must be an int, got {priority!r}")
-    if not isinstance(input, Mapping):
-        raise InvalidArgument(f"input must be a dict, got {type(input).__name__}")
-    task: dict[str, Any] = {"name": _text(name, "name"), "input": input, "queue": _text(queue, "queue")}
-    options = {
-        "timeout": _seconds(timeout, "timeout"),
-        "deadline": _seconds(deadline, "deadline"),
-        "delete_deadline": _seconds(delete_deadline, "delete_deadline"),
-        "max_count": max_count,
-        "order_no": None if order_no is None else _text(order_no, "order_no"),
-        "delay": _seconds(delay, "delay"),
-        "priority": priority,
-        "time_limit": _seconds(time_limit, "time_limit"),
-    }
-    task.update((k, v) for k, v in options.items() if v is not None)
-    return _dumps(task, "input")
-
-
-def _item_json(i: int, task: object) -> str:
-    """One item of ``create_many``."""
-    if not isinstance(task, Mapping):
-        raise InvalidArgument(f"tasks[{i}] must be a dict, got {type(task).__name__}")
-    unknown = set(task) - set(NewTask.__annotations__)
-    missing = {"name", "input", "queue"} - set(task)
-    if unknown or missing:
-        raise InvalidArgument(f"tasks[{i}]: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
-    return _task_json(**task)
 
 
 class Invoke:
@@ -159,7 +83,7 @@ class Client:
     """
 
     def __init__(self, db: Optional[str] = None, queue: Optional[str] = None, **settings: Any) -> None:
-        self._native = _qtask.Client(_config_json(db, queue, settings))
+        self._native = _qtask.Client(_args.config_json(db, queue, settings))
         self._handlers: dict[str, Handler] = {}
         self._kinds: dict[str, dict[str, TaskKind[Any, Any]]] = {}
 
@@ -257,7 +181,7 @@ class Client:
         Raises:
             qtask.InvalidArgument: bad input; nothing was written.
         """
-        task = _task_json(
+        task = _args.task_json(
             name, input, queue, timeout, deadline, delete_deadline, max_count, order_no,
             priority=priority, time_limit=time_limit,
         )
@@ -265,10 +189,7 @@ class Client:
             from ._outbox import create_on
 
             return create_on(self._native, connection, [task])[0]
-        created = Created(*self._native.create(task))
-        if not created.existing and not created.dispatched:
-            _log.warning("task %d is saved but its queue is unreachable; the sweeper will dispatch it", created)
-        return created
+        return _args.created(self._native.create(task))
 
     def create_deferred(
         self,
@@ -291,7 +212,7 @@ class Client:
         to your transaction, pass ``connection=`` to :meth:`create` instead.
         """
         task_id, _existing, invoke = self._native.create_deferred(
-            _task_json(
+            _args.task_json(
                 name, input, queue, timeout, deadline, delete_deadline, max_count, order_no,
                 priority=priority, time_limit=time_limit,
             )
@@ -316,10 +237,9 @@ class Client:
     ) -> Created:
         """Writes the task only; the sweeper dispatches it ``delay`` seconds from now.
         ``connection``: as for :meth:`create`."""
-        if _seconds(delay, "delay") is None:
-            raise InvalidArgument("delay is required")
-        task = _task_json(
-            name, input, queue, timeout, deadline, delete_deadline, max_count, order_no, delay, priority, time_limit
+        task = _args.task_json(
+            name, input, queue, timeout, deadline, delete_deadline, max_count, order_no, _args.required_delay(delay),
+            priority, time_limit,
         )
         if connection is not None:
             from ._outbox import create_on
@@ -335,7 +255,7 @@ class Client:
         options of :meth:`create`. All or nothing: one bad task writes none. With
         ``connection``, every row is written in your transaction, as for :meth:`create`.
         """
-        items = [_item_json(i, task) for i, task in enumerate(tasks)]
+        items = [_args.item_json(i, task) for i, task in enumerate(tasks)]
         if connection is not None:
             from ._outbox import create_on
 
@@ -361,7 +281,7 @@ class Client:
         also ``name``, ``deadline_at``, ``input`` as attributes), or ``None``. Then
         call :meth:`processing`, do the work, and :meth:`finish` or :meth:`fail`.
         """
-        text = self._native.pop(_text(queue, "queue"), cast(float, _seconds(wait, "wait")))
+        text = self._native.pop(_args.text(queue, "queue"), cast(float, _args.seconds(wait, "wait")))
         return None if text is None else Message._from_json(text)
 
     def processing(self, task_id: int) -> bool:
@@ -380,7 +300,7 @@ class Client:
         """Records a failed attempt; returns the new status, ``"waiting"`` (retried with
         backoff) or ``"failed"`` (attempts or deadline spent)."""
         # A failure's text is kept even when it holds a lone surrogate (replaced).
-        return self._native.fail(task_id, str(error).encode("utf-8", "replace").decode("utf-8"))
+        return self._native.fail(task_id, _args.error_text(error))
 
     def cancel(self, task_id: int) -> None:
         """Stops a live task. Twice is fine; cancelling a finished task raises InvalidState."""
@@ -398,8 +318,7 @@ class Client:
             qtask.InvalidState: it failed or was cancelled (the message says why).
             qtask.TimeoutError: it is still live after ``wait``.
         """
-        wait_s = _seconds(wait, "wait")
-        return json.loads(self._native.result(task_id, 0.0 if wait_s is None else wait_s))
+        return json.loads(self._native.result(task_id, _args.result_wait(wait)))
 
     def get(self, task_id: int) -> Task:
         """The task's row. Raises ``qtask.NotFound`` for an unknown id."""
@@ -431,12 +350,12 @@ class Client:
         ``status`` is ``waiting``, ``processing``, ``finished``, ``failed`` or
         ``cancelled``; times are Unix milliseconds; ``limit`` is 1 to 1000.
         """
-        filter_json = _filter(status, queue, name, created_from, created_until)
+        filter_json = _args.filter_json(status, queue, name, created_from, created_until)
         return cast(TaskPage, json.loads(self._native.list_tasks(filter_json, before_id, limit)))
 
     def count_tasks(self, *, status: Optional[str] = None, queue: Optional[str] = None, name: Optional[str] = None) -> int:
         """How many tasks match the filters."""
-        return self._native.count_tasks(_filter(status, queue, name, None, None))
+        return self._native.count_tasks(_args.filter_json(status, queue, name, None, None))
 
     def retry(self, task_id: int) -> None:
         """Makes a failed or cancelled task wait again, due now, with a fresh attempt
@@ -447,11 +366,11 @@ class Client:
     def retry_matching(self, *, status: str = "failed", queue: Optional[str] = None, name: Optional[str] = None) -> int:
         """Retries every failed (or, with ``status="cancelled"``, cancelled) task
         matching the filters; returns how many."""
-        return self._native.retry_matching(_filter(status, queue, name, None, None))
+        return self._native.retry_matching(_args.filter_json(status, queue, name, None, None))
 
     def cancel_matching(self, *, status: Optional[str] = None, queue: Optional[str] = None, name: Optional[str] = None) -> int:
         """Cancels every waiting or processing task matching the filters; returns how many."""
-        return self._native.cancel_matching(_filter(status, queue, name, None, None))
+        return self._native.cancel_matching(_args.filter_json(status, queue, name, None, None))
 
     def pause_queue(self, queue: str) -> None:
         """Stops dispatching ``queue`` (every worker notices within one sweep interval)."""
@@ -479,7 +398,7 @@ class Client:
         Raises:
             qtask.InvalidArgument: a limit out of range; nothing was changed.
         """
-        self._native.set_queue_limits(queue, _limits_json(max_processing, max_per_second))
+        self._native.set_queue_limits(queue, _args.limits_json(max_processing, max_per_second))
 
     def queues(self) -> List[QueueSummary]:
         """Every queue of the namespace with its counts by status, pause flag and limits."""
@@ -531,13 +450,13 @@ class Client:
             qtask.InvalidArgument: a bad expression, time zone or interval (or input);
                 nothing was written.
         """
-        options = _schedule_options(queue, cron, every, time_zone, missed, timeout, deadline, delete_deadline, max_count, priority)
-        text = self._native.schedule(_text(name, "name"), _dumps(input, "input"), options)
+        options = _args.schedule_options(queue, cron, every, time_zone, missed, timeout, deadline, delete_deadline, max_count, priority)
+        text = self._native.schedule(_args.text(name, "name"), _args.dumps(input, "input"), options)
         return cast(ScheduleInfo, json.loads(text))
 
     def unschedule(self, name: str) -> bool:
         """Removes the schedule ``name``; returns whether it existed. Tasks it made stay."""
-        return self._native.unschedule(_text(name, "name"))
+        return self._native.unschedule(_args.text(name, "name"))
 
     def schedules(self) -> List[ScheduleInfo]:
         """Every schedule of the namespace, by name."""
@@ -598,7 +517,7 @@ class Client:
         it, with the traceback as its last error, and the task is retried with
         backoff. ``async def`` handlers run on an asyncio loop.
         """
-        _text(queue, "queue")
+        _args.text(queue, "queue")
         if name is None:
 
             def register(handler: H) -> H:
@@ -608,7 +527,7 @@ class Client:
                 return handler
 
             return register
-        if not _text(name, "name"):
+        if not _args.text(name, "name"):
             raise InvalidArgument("name must not be empty")
         defaults = dict(
             timeout=timeout, deadline=deadline, delete_deadline=delete_deadline, max_count=max_count, priority=priority
@@ -682,77 +601,3 @@ class Client:
             self._native, handlers, kinds=kinds, concurrency=concurrency, stop=stop, time_limit=time_limit
         )
         return worker.run(handle_signals=handle_signals)
-
-
-def _filter(
-    status: Optional[str],
-    queue: Optional[str],
-    name: Optional[str],
-    created_from: Optional[int],
-    created_until: Optional[int],
-) -> str:
-    """A task filter as the engine reads it (``TaskFilter::from_json``)."""
-    given = {
-        "status": status,
-        "queue": queue,
-        "name": name,
-        "created_from": created_from,
-        "created_until": created_until,
-    }
-    return json.dumps({k: v for k, v in given.items() if v is not None})
-
-
-def _config_json(db: Optional[str], queue: Optional[str], settings: Mapping[str, Any]) -> str:
-    """A client's settings as the engine reads them (``Config``, as JSON text)."""
-    config: dict[str, Any] = {k: v for k, v in settings.items() if v is not None}
-    if db is not None:
-        config["db"] = db
-    if queue is not None:
-        config["queue"] = queue
-    return _dumps(config, "settings")
-
-
-def _limits_json(max_processing: Optional[int], max_per_second: Optional[float]) -> str:
-    """Queue limits as the engine reads them (``QueueLimits``, as JSON text)."""
-    if max_processing is not None and (isinstance(max_processing, bool) or not isinstance(max_processing, int)):
-        raise InvalidArgument(f"max_processing must be an int, got {max_processing!r}")
-    if max_processing is not None and not 0 <= max_processing < 2**32:
-        raise InvalidArgument(f"max_processing must be 1 to {2**32 - 1}, got {max_processing}")
-    if max_per_second is not None and (
-        isinstance(max_per_second, bool) or not isinstance(max_per_second, (int, float))
-    ):
-        raise InvalidArgument(f"max_per_second must be a number, got {max_per_second!r}")
-    rate = None if max_per_second is None else float(max_per_second)
-    return json.dumps({"max_processing": max_processing, "max_per_second": rate})
-
-
-def _schedule_options(
-    queue: str,
-    cron: Optional[str],
-    every: Optional[float],
-    time_zone: Optional[str],
-    missed: str,
-    timeout: Optional[float],
-    deadline: Optional[float],
-    delete_deadline: Optional[float],
-    max_count: Optional[int],
-    priority: Optional[int] = None,
-) -> str:
-    """A schedule's options as the engine reads them (``Schedule::from_json``)."""
-    options: Dict[str, Any] = {"queue": _text(queue, "queue"), "missed": _text(missed, "missed")}
-    if cron is not None:
-        options["cron"] = _text(cron, "cron")
-    if time_zone is not None:
-        options["time_zone"] = _text(time_zone, "time_zone")
-    for key, value in (("every", every), ("timeout", timeout), ("deadline", deadline), ("delete_deadline", delete_deadline)):
-        if value is not None:
-            options[key] = _seconds(value, key)
-    if max_count is not None:
-        if isinstance(max_count, bool) or not isinstance(max_count, int):
-            raise InvalidArgument(f"max_count must be an int, got {max_count!r}")
-        options["max_count"] = max_count
-    if priority is not None:
-        if isinstance(priority, bool) or not isinstance(priority, int):
-            raise InvalidArgument(f"priority must be an int, got {priority!r}")
-        options["priority"] = priority
-    return _dumps(options, "schedule options")

@@ -4,29 +4,32 @@ The engine (fetcher, fenced lease renewal, batched outcomes, backoff when a serv
 is down, graceful stop) is Rust: ``_qtask.run_worker`` runs it with the GIL
 released, one call per queue, and hands each task to a pool of handler threads
 (sync handlers) or to one asyncio loop in its own thread (``async def`` handlers,
-run as coroutines). This module only adapts handlers to it and turns signals into
-a stop.
+run as coroutines, ``_async_worker.py``). This module only adapts handlers to it
+and turns signals into a stop. asyncio is imported only once a queue has an
+``async def`` handler or a sync one returns an awaitable: a worker of sync handlers
+does without it (and the ssl module it loads).
 """
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import ctypes
 import json
 import logging
 import inspect
 import signal
-import socket
 import threading
 import traceback
-from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from . import _qtask
 from ._kinds import TaskKind, run
 from .errors import Error
 from .outcomes import Cancel, FailNow, Retry, TimeLimitExceeded
 from .types import Message, WorkerReport
+
+if TYPE_CHECKING:
+    import asyncio
 
 log = logging.getLogger("qtask.worker")
 
@@ -40,6 +43,8 @@ class _Loop:
         self._thread: Optional[threading.Thread] = None
 
     def get(self) -> asyncio.AbstractEventLoop:
+        import asyncio
+
         with self._lock:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
@@ -49,6 +54,8 @@ class _Loop:
             return self._loop
 
     def submit(self, awaitable: Any) -> "Any":
+        import asyncio
+
         async def wrap() -> Any:
             return await awaitable
 
@@ -132,8 +139,15 @@ def _finished(value: Any) -> _qtask.HandlerOutcome:
         return ("fail_now", f"the result is not JSON-serialisable: {e}")
 
 
-def _awaitable(value: Any) -> bool:
-    return asyncio.iscoroutine(value) or asyncio.isfuture(value) or hasattr(value, "__await__")
+def _ended(e: BaseException) -> _qtask.HandlerOutcome:
+    """How the exception a handler raised ends its attempt; call it where it is caught."""
+    if isinstance(e, Retry):
+        return ("retry_after", e.after)
+    if isinstance(e, Cancel):
+        return ("cancel", e.reason)
+    if isinstance(e, FailNow):
+        return ("fail_now", e.reason)
+    return traceback.format_exc()
 
 
 def _adapt(handler: Callable[[Message], Any], loop: _Loop) -> Callable[[Dict[str, Any], Optional[_qtask.TimeUp]], _qtask.HandlerOutcome]:
@@ -150,102 +164,21 @@ def _adapt(handler: Callable[[Message], Any], loop: _Loop) -> Callable[[Dict[str
             result = handler(Message(**message))
             if result is None:
                 return None
-            if _awaitable(result):
+            if inspect.isawaitable(result):
                 future = loop.submit(result)
                 if interrupt is not None:
                     interrupt.watch(future)
                 # Waiting on the concurrent future releases the GIL.
                 result = future.result()
             return _finished(result)
-        except Retry as e:
-            return ("retry_after", e.after)
-        except Cancel as e:
-            return ("cancel", e.reason)
-        except FailNow as e:
-            return ("fail_now", e.reason)
-        except (Exception, concurrent.futures.CancelledError):
+        except (Exception, concurrent.futures.CancelledError) as e:
             # After a time limit the engine has already failed the attempt: this is ignored.
-            return traceback.format_exc()
+            return _ended(e)
         finally:
             if interrupt is not None:
                 interrupt.disarm()
 
     return call
-
-
-async def _run_async(handler: Callable[[Message], Any], message: Message) -> _qtask.HandlerOutcome:
-    """An ``async def`` handler's attempt, as a coroutine on the loop."""
-    try:
-        return _finished(await handler(message))
-    except Retry as e:
-        return ("retry_after", e.after)
-    except Cancel as e:
-        return ("cancel", e.reason)
-    except FailNow as e:
-        return ("fail_now", e.reason)
-    except (Exception, asyncio.CancelledError):
-        # A cancel is the time limit: the engine has already failed the attempt.
-        return traceback.format_exc()
-
-
-class _AsyncQueue:
-    """Feeds one queue's ``async def`` handler from the engine: the engine puts tasks
-    in an inbox and writes a byte to a socket the loop watches; the loop then starts
-    every task waiting there as a coroutine (one wake-up per burst of tasks)."""
-
-    def __init__(self, handler: Callable[[Message], Any], loop: asyncio.AbstractEventLoop) -> None:
-        self.handler = handler
-        self.loop = loop
-        self.reader, self.writer = socket.socketpair()
-        self.reader.setblocking(False)
-        self.writer.setblocking(False)
-        self.inbox = _qtask.AsyncInbox(self.writer.fileno())
-        self.running: Set["asyncio.Task[None]"] = set()
-        ready = threading.Event()
-
-        def watch() -> None:
-            loop.add_reader(self.reader.fileno(), self._drain)
-            ready.set()
-
-        loop.call_soon_threadsafe(watch)
-        ready.wait()
-
-    def _drain(self) -> None:
-        try:
-            self.reader.recv(4096)
-        except BlockingIOError:
-            pass
-        for message, time_up, reply in self.inbox.take():
-            task = self.loop.create_task(self._attempt(message, time_up, reply))
-            self.running.add(task)
-            task.add_done_callback(self.running.discard)
-
-    async def _attempt(self, fields: Dict[str, Any], time_up: Optional[_qtask.TimeUp], reply: _qtask.AttemptReply) -> None:
-        message = Message(**fields)
-        if time_up is None:
-            reply.send(await _run_async(self.handler, message))
-            return
-        attempt = asyncio.ensure_future(_run_async(self.handler, message))
-        time_up.on_set(lambda: self.loop.call_soon_threadsafe(attempt.cancel))
-        outcome: _qtask.HandlerOutcome
-        try:
-            outcome = await attempt
-        except asyncio.CancelledError:
-            outcome = "time limit exceeded: the handler was cancelled"
-        reply.send(outcome)
-
-    def close(self) -> None:
-        done = threading.Event()
-
-        def unwatch() -> None:
-            self.loop.remove_reader(self.reader.fileno())
-            done.set()
-
-        if not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(unwatch)
-            done.wait()
-        self.reader.close()
-        self.writer.close()
 
 
 class Worker:
@@ -285,8 +218,10 @@ class Worker:
             handler, names = route
             try:
                 if inspect.iscoroutinefunction(handler):
+                    from ._async_worker import AsyncQueue
+
                     # Coroutines on the loop: concurrency counts coroutines, not threads.
-                    feed = _AsyncQueue(handler, self.loop.get())
+                    feed = AsyncQueue(handler, self.loop.get())
                     try:
                         reports.append(
                             _qtask.run_async_worker(

@@ -2,11 +2,13 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use qtask_core::blocking::Client;
-use qtask_core::{Clock, Error, NewTask};
+use qtask_core::blocking::{Client, Reply, StopSignal, Worker};
+use qtask_core::{Clock, Config, Error, Message, NewTask, Outcome, Status, TimeUp};
 use serde_json::json;
 
 fn open() -> Client {
@@ -85,7 +87,7 @@ async fn works_inside_a_tokio_runtime_without_panicking() {
 
 #[test]
 fn open_errors_are_returned_not_panicked() {
-    let config = qtask_core::Config {
+    let config = Config {
         db: "postgres://postgres@127.0.0.1:1/none".into(),
         connect_timeout: Duration::from_millis(500),
         ..Default::default()
@@ -93,37 +95,56 @@ fn open_errors_are_returned_not_panicked() {
     assert!(matches!(Client::open(config), Err(Error::Database(_))));
 }
 
+/// A worker test's client: a SQLite file of the test's own (`tag`), the sweeper off (no
+/// cleanup: finished rows stay to be counted); closed and its file removed on drop.
+struct WorkerDb {
+    client: Client,
+    file: PathBuf,
+}
+
+impl WorkerDb {
+    fn open(tag: &str) -> Self {
+        let file = std::env::temp_dir().join(format!("qtask-{tag}-{}.db", std::process::id()));
+        let config = Config {
+            db: format!("sqlite://{}", file.display()),
+            sweeper: false,
+            ..Config::default()
+        };
+        let client = Client::open(config).unwrap();
+        client.install().unwrap();
+        WorkerDb { client, file }
+    }
+}
+
+impl Drop for WorkerDb {
+    fn drop(&mut self) {
+        self.client.close();
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
 /// The blocking worker runs the engine with a plain function, from a thread without a
 /// runtime, and stops when its signal is set from another thread.
 #[test]
 fn blocking_worker_runs_plain_handlers_until_stopped() {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::Arc;
-    let dir = std::env::temp_dir().join(format!("qtask-bw-{}.db", std::process::id()));
-    let config = qtask_core::Config {
-        db: format!("sqlite://{}", dir.display()),
-        // No cleanup: finished rows stay to be counted.
-        sweeper: false,
-        ..qtask_core::Config::default()
-    };
-    let client = qtask_core::blocking::Client::open(config).unwrap();
-    client.install().unwrap();
+    let db = WorkerDb::open("bw");
+    let client = &db.client;
     let tasks = (0..20)
-        .map(|i| qtask_core::NewTask::new("bw", serde_json::json!({ "i": i }), "BW"))
+        .map(|i| NewTask::new("bw", json!({ "i": i }), "BW"))
         .collect();
     client.create_many(tasks).unwrap();
     let handled = Arc::new(AtomicU64::new(0));
     let seen = handled.clone();
-    let stop = qtask_core::blocking::StopSignal::new();
+    let stop = StopSignal::new();
     let stopper = stop.clone();
     let watcher = std::thread::spawn(move || {
         while seen.load(Ordering::SeqCst) < 20 {
-            std::thread::sleep(std::time::Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(10));
         }
         stopper.stop();
     });
     let counter = handled.clone();
-    let report = qtask_core::blocking::Worker::new(&client, "BW")
+    let report = Worker::new(client, "BW")
         .concurrency(4)
         .run(
             move |m| {
@@ -140,41 +161,29 @@ fn blocking_worker_runs_plain_handlers_until_stopped() {
     watcher.join().unwrap();
     assert_eq!((report.finished, report.failed), (19, 1), "{report:?}");
     assert_eq!(client.stats().unwrap().finished, 19);
-    client.close();
-    let _ = std::fs::remove_file(&dir);
 }
 
 /// The blocking worker tells a handler on a thread that its time is up (it polls its
 /// `TimeUp`), fails the attempt with the reason, and keeps a handler's result.
 #[test]
 fn blocking_worker_time_limit_and_result() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-    use std::time::Duration;
-    let dir = std::env::temp_dir().join(format!("qtask-bwt-{}.db", std::process::id()));
-    let config = qtask_core::Config {
-        db: format!("sqlite://{}", dir.display()),
-        sweeper: false,
-        ..qtask_core::Config::default()
-    };
-    let client = qtask_core::blocking::Client::open(config).unwrap();
-    client.install().unwrap();
+    let db = WorkerDb::open("bwt");
+    let client = &db.client;
     let task = |slow: bool| {
-        qtask_core::NewTask::new("bwt", serde_json::json!({ "slow": slow }), "BWT")
-            .delete_deadline(Duration::from_secs(3600))
+        NewTask::new("bwt", json!({ "slow": slow }), "BWT").delete_deadline(Duration::from_secs(3600))
     };
     let slow = client.create(task(true)).unwrap().id;
     let quick = client.create(task(false)).unwrap().id;
     let told = Arc::new(AtomicBool::new(false));
-    let stop = qtask_core::blocking::StopSignal::new();
+    let stop = StopSignal::new();
     let (handler_told, stopper) = (told.clone(), stop.clone());
-    let report = qtask_core::blocking::Worker::new(&client, "BWT")
+    let report = Worker::new(client, "BWT")
         .concurrency(2)
         .time_limit(Duration::from_millis(200))
         .run_with_time_up(
             move |m, time_up| {
                 if m.input["slow"] == false {
-                    return Ok(qtask_core::Outcome::result(serde_json::json!({"ok": true})));
+                    return Ok(Outcome::result(json!({"ok": true})));
                 }
                 for _ in 0..1000 {
                     if time_up.is_up() {
@@ -193,49 +202,32 @@ fn blocking_worker_time_limit_and_result() {
     assert_eq!((report.finished, report.failed), (1, 1), "{report:?}");
     let row = client.get(slow).unwrap();
     assert_eq!(row.last_error.as_deref(), Some("time limit of 0.2s exceeded"));
-    assert_eq!(row.status, qtask_core::Status::Waiting);
+    assert_eq!(row.status, Status::Waiting);
     assert_eq!(
         client.result(quick, Duration::from_secs(5)).unwrap(),
-        serde_json::json!({"ok": true})
+        json!({"ok": true})
     );
-    client.close();
-    let _ = std::fs::remove_file(&dir);
 }
 
-/// `run_replying`: the handler hands each task to a thread of the caller's own, which
-/// sends the outcome later; at most `concurrency` tasks are out at once. A task's own
-/// time limit reaches the handler through its `TimeUp`.
+/// `run_handing_off`: the handler hands each task to a thread of the caller's own,
+/// which sends the outcome later; at most `concurrency` tasks are out at once. A
+/// task's own time limit reaches the handler through its `TimeUp`.
 #[test]
 fn blocking_worker_replies_from_the_caller_s_threads() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::{mpsc, Arc, Mutex};
-    use std::time::Duration;
-    let dir = std::env::temp_dir().join(format!("qtask-brep-{}.db", std::process::id()));
-    let config = qtask_core::Config {
-        db: format!("sqlite://{}", dir.display()),
-        sweeper: false,
-        ..qtask_core::Config::default()
-    };
-    let client = qtask_core::blocking::Client::open(config).unwrap();
-    client.install().unwrap();
-    let task = |n: i64| {
-        qtask_core::NewTask::new("brep", serde_json::json!({ "n": n }), "BREP")
-            .delete_deadline(Duration::from_secs(3600))
-    };
+    let db = WorkerDb::open("brep");
+    let client = &db.client;
+    let task =
+        |n: i64| NewTask::new("brep", json!({ "n": n }), "BREP").delete_deadline(Duration::from_secs(3600));
     let ids: Vec<i64> = (0..12).map(|n| client.create(task(n)).unwrap().id).collect();
     let limited = client
         .create(task(99).time_limit(Duration::from_millis(200)))
         .unwrap()
         .id;
-    type Handed = (
-        qtask_core::Message,
-        qtask_core::TimeUp,
-        qtask_core::blocking::Reply,
-    );
+    type Handed = (Message, TimeUp, Reply);
     let (hand, handed) = mpsc::channel::<Handed>();
     let out = Arc::new(AtomicUsize::new(0));
     let most = Arc::new(AtomicUsize::new(0));
-    let stop = qtask_core::blocking::StopSignal::new();
+    let stop = StopSignal::new();
     let (runner_out, stopper) = (out.clone(), stop.clone());
     // The caller's own thread: answers in arrival order, the limited task once told.
     let runner = std::thread::spawn(move || {
@@ -249,7 +241,7 @@ fn blocking_worker_replies_from_the_caller_s_threads() {
                 reply.send_returned::<()>(Err("ignored".into()));
             } else {
                 std::thread::sleep(Duration::from_millis(5));
-                reply.send_returned(Ok(serde_json::json!({"n": m.input["n"].clone()})));
+                reply.send_returned(Ok(json!({"n": m.input["n"].clone()})));
             }
             done += 1;
             if done == 13 {
@@ -259,7 +251,7 @@ fn blocking_worker_replies_from_the_caller_s_threads() {
     });
     let hand = Mutex::new(hand);
     let (handler_out, handler_most) = (out.clone(), most.clone());
-    let report = qtask_core::blocking::Worker::new(&client, "BREP")
+    let report = Worker::new(client, "BREP")
         .concurrency(3)
         .run_handing_off(
             move |m, time_up, reply| {
@@ -276,11 +268,9 @@ fn blocking_worker_replies_from_the_caller_s_threads() {
     for (n, id) in ids.iter().enumerate() {
         assert_eq!(
             client.result(*id, Duration::from_secs(5)).unwrap(),
-            serde_json::json!({ "n": n })
+            json!({ "n": n })
         );
     }
     let row = client.get(limited).unwrap();
     assert_eq!(row.last_error.as_deref(), Some("time limit of 0.2s exceeded"));
-    client.close();
-    let _ = std::fs::remove_file(&dir);
 }

@@ -10,8 +10,8 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{drop_table, fresh_pair, pairs, Pair};
-use qtask_core::{Client, Error, Fenced, Message, NewTask, Status};
+use common::{drop_table, fresh_pair, pairs, pop_due};
+use qtask_core::{Client, Error, Fenced, NewTask, Status};
 use serde_json::json;
 
 const NO_WAIT: Duration = Duration::ZERO;
@@ -25,21 +25,13 @@ fn task(n: i64) -> NewTask {
     NewTask::new("订单绑定任务", json!({"order": n}), Q).timeout(Duration::from_secs(60))
 }
 
-/// Pops the next due task of `Q`: on Redis the sweep offers what became due first.
-async fn pop_due(pair: &Pair, c: &Client, wait: Duration) -> Option<Message> {
-    if pair.carries_offers() {
-        c.sweep_once().await.unwrap();
-    }
-    c.pop(Q, wait).await.unwrap()
-}
-
 #[tokio::test]
 async fn full_cycle_delivers_input_with_task_id_and_attempt() {
     for pair in pairs().await {
         let (c, _) = fresh_pair(&pair).await;
         let created = c.create(task(7)).await.unwrap();
         assert!(created.dispatched && !created.existing, "{}", pair.name());
-        let m = pop_due(&pair, &c, WAIT).await.expect("message");
+        let m = pop_due(&pair, &c, Q, WAIT).await.expect("message");
         assert_eq!(
             m.to_json(),
             json!({"order": 7, "task_id": created.id, "attempt": 1}),
@@ -57,7 +49,7 @@ async fn full_cycle_delivers_input_with_task_id_and_attempt() {
         );
         c.finish(m.task_id).await.unwrap();
         assert_eq!(c.get(m.task_id).await.unwrap().status, Status::Finished);
-        assert!(pop_due(&pair, &c, NO_WAIT).await.is_none(), "{}", pair.name());
+        assert!(pop_due(&pair, &c, Q, NO_WAIT).await.is_none(), "{}", pair.name());
         drop_table(&c).await;
     }
 }
@@ -68,16 +60,16 @@ async fn unfinished_task_is_dispatched_again_after_its_timeout() {
     for pair in pairs().await {
         let (c, clock) = fresh_pair(&pair).await;
         let id = c.create(task(1)).await.unwrap().id;
-        let first = pop_due(&pair, &c, WAIT).await.unwrap();
+        let first = pop_due(&pair, &c, Q, WAIT).await.unwrap();
         assert!(c.processing(id).await.unwrap());
         clock.advance(Duration::from_secs(59));
         assert!(
-            pop_due(&pair, &c, NO_WAIT).await.is_none(),
+            pop_due(&pair, &c, Q, NO_WAIT).await.is_none(),
             "{}: leased",
             pair.name()
         );
         clock.advance(Duration::from_secs(2));
-        let second = pop_due(&pair, &c, WAIT).await.expect("re-dispatch");
+        let second = pop_due(&pair, &c, Q, WAIT).await.expect("re-dispatch");
         assert_eq!(
             (second.task_id, first.attempt, second.attempt),
             (id, 1, 2),
@@ -95,11 +87,11 @@ async fn processing_again_extends_the_lease() {
     for pair in pairs().await {
         let (c, clock) = fresh_pair(&pair).await;
         let id = c.create(task(1)).await.unwrap().id;
-        pop_due(&pair, &c, WAIT).await.unwrap();
+        pop_due(&pair, &c, Q, WAIT).await.unwrap();
         clock.advance(Duration::from_secs(50));
         assert!(c.processing(id).await.unwrap());
         clock.advance(Duration::from_secs(50));
-        assert!(pop_due(&pair, &c, NO_WAIT).await.is_none(), "{}", pair.name());
+        assert!(pop_due(&pair, &c, Q, NO_WAIT).await.is_none(), "{}", pair.name());
         drop_table(&c).await;
     }
 }
@@ -119,7 +111,7 @@ async fn ended_tasks_are_never_dispatched_and_processing_refuses_them() {
         let failed = c.create(task(3).max_count(1)).await.unwrap().id;
         let mut popped = HashSet::new();
         for _ in 0..3 {
-            popped.insert(pop_due(&pair, &c, WAIT).await.expect("dispatch").task_id);
+            popped.insert(pop_due(&pair, &c, Q, WAIT).await.expect("dispatch").task_id);
         }
         assert_eq!(popped.len(), 3, "{}", pair.name());
         c.finish(finished).await.unwrap();
@@ -128,7 +120,7 @@ async fn ended_tasks_are_never_dispatched_and_processing_refuses_them() {
         assert_eq!(c.sweep_once().await.unwrap().gave_up, 1, "{}", pair.name());
         assert_eq!(c.get(failed).await.unwrap().status, Status::Failed);
         clock.advance(Duration::from_secs(600));
-        assert!(pop_due(&pair, &c, NO_WAIT).await.is_none(), "{}", pair.name());
+        assert!(pop_due(&pair, &c, Q, NO_WAIT).await.is_none(), "{}", pair.name());
         for id in [finished, cancelled, failed] {
             assert!(!c.processing(id).await.unwrap(), "{}: task {id}", pair.name());
         }
@@ -163,12 +155,12 @@ async fn max_count_ends_in_failed_with_reason() {
         let (c, clock) = fresh_pair(&pair).await;
         let id = c.create(task(1).max_count(2)).await.unwrap().id;
         for attempt in 1..=2 {
-            let m = pop_due(&pair, &c, WAIT).await.expect("dispatch");
+            let m = pop_due(&pair, &c, Q, WAIT).await.expect("dispatch");
             assert_eq!(m.attempt, attempt);
             clock.advance(Duration::from_secs(61));
         }
         assert!(
-            pop_due(&pair, &c, NO_WAIT).await.is_none(),
+            pop_due(&pair, &c, Q, NO_WAIT).await.is_none(),
             "{}: third dispatch",
             pair.name()
         );
@@ -195,7 +187,7 @@ async fn deadline_ends_in_failed_and_keeps_the_last_error() {
             .await
             .unwrap()
             .id;
-        pop_due(&pair, &c, WAIT).await.unwrap();
+        pop_due(&pair, &c, Q, WAIT).await.unwrap();
         assert!(c.processing(id).await.unwrap());
         assert_eq!(
             c.fail(id, "payment gateway said no").await.unwrap(),
@@ -206,7 +198,7 @@ async fn deadline_ends_in_failed_and_keeps_the_last_error() {
         assert!(c.pop(Q, NO_WAIT).await.unwrap().is_none(), "{}", pair.name());
         assert_eq!(c.sweep_once().await.unwrap().gave_up, 1, "{}", pair.name());
         assert!(
-            pop_due(&pair, &c, NO_WAIT).await.is_none(),
+            pop_due(&pair, &c, Q, NO_WAIT).await.is_none(),
             "{}: dispatched after its deadline",
             pair.name()
         );
@@ -228,9 +220,9 @@ async fn a_stale_attempt_cannot_end_or_requeue_the_newer_one() {
     for pair in pairs().await {
         let (c, clock) = fresh_pair(&pair).await;
         let id = c.create(task(1)).await.unwrap().id;
-        let paused = pop_due(&pair, &c, WAIT).await.expect("first attempt");
+        let paused = pop_due(&pair, &c, Q, WAIT).await.expect("first attempt");
         clock.advance(Duration::from_secs(61));
-        let newer = pop_due(&pair, &c, WAIT).await.expect("second attempt");
+        let newer = pop_due(&pair, &c, Q, WAIT).await.expect("second attempt");
         assert_eq!((newer.task_id, newer.attempt), (id, 2), "{}", pair.name());
         let old = paused.fence();
         assert_eq!(
@@ -249,7 +241,7 @@ async fn a_stale_attempt_cannot_end_or_requeue_the_newer_one() {
             pair.name()
         );
         assert!(
-            pop_due(&pair, &c, NO_WAIT).await.is_none(),
+            pop_due(&pair, &c, Q, NO_WAIT).await.is_none(),
             "{}: re-queued",
             pair.name()
         );
@@ -269,14 +261,14 @@ async fn fail_retries_with_growing_backoff() {
         let (c, clock) = fresh_pair(&pair).await;
         let id = c.create(task(1)).await.unwrap().id;
         for (attempt, backoff) in [(1, 1), (2, 2), (3, 4)] {
-            let m = pop_due(&pair, &c, WAIT).await;
+            let m = pop_due(&pair, &c, Q, WAIT).await;
             let t = c.get(id).await.unwrap();
             let m = m.unwrap_or_else(|| panic!("{}: attempt {attempt} not dispatched: {t:?}", pair.name()));
             assert_eq!(m.attempt, attempt, "{}", pair.name());
             assert_eq!(c.fail(id, "boom").await.unwrap(), Status::Waiting);
             clock.advance(Duration::from_millis(backoff * 1000 - 300));
             assert!(
-                pop_due(&pair, &c, NO_WAIT).await.is_none(),
+                pop_due(&pair, &c, Q, NO_WAIT).await.is_none(),
                 "{}: early retry",
                 pair.name()
             );
@@ -294,15 +286,15 @@ async fn delayed_task_is_not_dispatched_early() {
         let (c, clock) = fresh_pair(&pair).await;
         let created = c.delay(task(1), Duration::from_secs(60)).await.unwrap();
         assert!(!created.dispatched);
-        assert!(pop_due(&pair, &c, NO_WAIT).await.is_none());
+        assert!(pop_due(&pair, &c, Q, NO_WAIT).await.is_none());
         clock.advance(Duration::from_secs(59));
         assert!(
-            pop_due(&pair, &c, NO_WAIT).await.is_none(),
+            pop_due(&pair, &c, Q, NO_WAIT).await.is_none(),
             "{}: early",
             pair.name()
         );
         clock.advance(Duration::from_secs(2));
-        let m = pop_due(&pair, &c, WAIT).await.expect("due");
+        let m = pop_due(&pair, &c, Q, WAIT).await.expect("due");
         assert_eq!((m.task_id, m.attempt), (created.id, 1));
         drop_table(&c).await;
     }
@@ -585,7 +577,7 @@ async fn task_written_but_never_invoked_is_still_dispatched() {
         if pair.carries_offers() {
             // Nothing was offered: the sweep offers the row once its timeout has passed
             // (the bound of contract 1), not before.
-            assert!(pop_due(&pair, &c, NO_WAIT).await.is_none(), "{}", pair.name());
+            assert!(pop_due(&pair, &c, Q, NO_WAIT).await.is_none(), "{}", pair.name());
             clock.advance(Duration::from_secs(61));
             assert_eq!(c.sweep_once().await.unwrap().dispatched, 1, "{}", pair.name());
         }

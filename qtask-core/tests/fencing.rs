@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{drop_table, fresh_pair, fresh_table, pairs, unique_prefix};
+use common::{drop_table, fresh_pair, fresh_table, next, pairs, unique_prefix};
 use qtask_core::sqlx::{AssertSqlSafe, Executor};
 use qtask_core::{Client, Clock, Fenced, Message, NewTask, Status, Worker};
 use serde_json::json;
@@ -15,16 +15,6 @@ const Q: &str = "V2:Q";
 
 fn task(i: usize) -> NewTask {
     NewTask::new("v2", json!({ "i": i }), Q).timeout(Duration::from_secs(10))
-}
-
-/// Pops the next message, sweeping first when the queue needs offers.
-async fn next(client: &Client) -> Message {
-    client.sweep_once().await.unwrap();
-    client
-        .pop(Q, Duration::from_secs(2))
-        .await
-        .unwrap()
-        .expect("a message")
 }
 
 /// Lets the lease of the running attempt run out (the clock is shifted, not slept).
@@ -40,11 +30,11 @@ async fn stale_outcomes_change_nothing() {
     for pair in pairs().await {
         let (c, clock) = fresh_pair(&pair).await;
         let id = c.create(task(1)).await.unwrap().id;
-        let first = next(&c).await;
+        let first = next(&c, Q).await;
         assert_eq!((first.task_id, first.attempt), (id, 1), "{}", pair.name());
         assert_eq!(first.lease, Duration::from_secs(10));
         expire(&c, &clock).await;
-        let second = next(&c).await;
+        let second = next(&c, Q).await;
         assert_eq!((second.task_id, second.attempt), (id, 2), "{}", pair.name());
 
         let old = first.fence();
@@ -97,7 +87,7 @@ async fn another_namespace_cannot_end_an_attempt() {
         })
         .await;
         let id = c.create(task(1)).await.unwrap().id;
-        let message = next(&c).await;
+        let message = next(&c, Q).await;
         let fence = message.fence();
         let finished = other.finish_attempt(fence).await;
         assert!(
@@ -147,7 +137,7 @@ async fn a_backlog_uses_no_attempt_and_holds_one_copy() {
             assert_eq!(offers_on_queue(&c).await, 1, "{}: one copy", pair.name());
         }
         for attempt in 1..=3 {
-            let m = next(&c).await;
+            let m = next(&c, Q).await;
             assert_eq!((m.task_id, m.attempt), (id, attempt), "{}", pair.name());
             // The worker dies: the lease runs out.
             clock.advance(Duration::from_millis(1100));

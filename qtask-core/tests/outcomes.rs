@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{drop_table, fresh_pair, pairs};
+use common::{drop_table, fresh_pair, next, pairs};
 use qtask_core::{Client, Error, Fenced, Message, NewTask, Outcome, Status, Worker};
 use serde_json::{json, Value};
 
@@ -21,15 +21,6 @@ fn task(kind: &str) -> NewTask {
         .timeout(Duration::from_secs(30))
         .max_count(3)
         .delete_deadline(Duration::from_secs(3600))
-}
-
-async fn next(client: &Client) -> Message {
-    client.sweep_once().await.unwrap();
-    client
-        .pop(Q, Duration::from_secs(2))
-        .await
-        .unwrap()
-        .expect("a message")
 }
 
 /// Polls (bounded) until `done` holds; the worker runs meanwhile.
@@ -152,10 +143,10 @@ async fn each_outcome_ends_the_task_its_way() {
         // The snoozed task comes back after its delay, as attempt 2 (the number only
         // goes up), and its attempt was given back.
         clock.advance(Duration::from_secs(3601));
-        let mut back = next(&c).await;
+        let mut back = next(&c, Q).await;
         while back.task_id != ids["retry_after"] {
             c.finish_attempt(back.fence()).await.unwrap();
-            back = next(&c).await;
+            back = next(&c, Q).await;
         }
         assert_eq!(back.attempt, 2, "{name}");
         drop_table(&c).await;
@@ -292,9 +283,9 @@ async fn stale_outcomes_change_nothing() {
         let name = pair.name();
         let (c, clock) = fresh_pair(&pair).await;
         let id = c.create(task("any")).await.unwrap().id;
-        let first = next(&c).await;
+        let first = next(&c, Q).await;
         clock.advance(Duration::from_secs(31));
-        let second = next(&c).await;
+        let second = next(&c, Q).await;
         assert_eq!((second.task_id, second.attempt), (id, 2), "{name}");
         let before = c.get(id).await.unwrap();
         for outcome in [
@@ -332,7 +323,7 @@ async fn result_waits_times_out_and_reports() {
             ),
             "{name}"
         );
-        let m = next(&c).await;
+        let m = next(&c, Q).await;
         let settler = c.clone();
         let settled = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -348,9 +339,9 @@ async fn result_waits_times_out_and_reports() {
         // A retry-after past the deadline fails the task for good, with the reason.
         let short = task("any").deadline(Duration::from_secs(60));
         let id = c.create(short).await.unwrap().id;
-        let mut m = next(&c).await;
+        let mut m = next(&c, Q).await;
         while m.task_id != id {
-            m = next(&c).await;
+            m = next(&c, Q).await;
         }
         let done = c
             .settle(m.fence(), &Outcome::retry_after(Duration::from_secs(120)))
@@ -362,9 +353,9 @@ async fn result_waits_times_out_and_reports() {
 
         // A result larger than max_payload_bytes fails the task for good.
         let id = c.create(task("big")).await.unwrap().id;
-        let mut m = next(&c).await;
+        let mut m = next(&c, Q).await;
         while m.task_id != id {
-            m = next(&c).await;
+            m = next(&c, Q).await;
         }
         let big = json!("x".repeat(c.config().max_payload_bytes + 1));
         let done = c.settle(m.fence(), &big.into()).await.unwrap();

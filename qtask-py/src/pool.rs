@@ -6,10 +6,13 @@
 //! thread state for its whole life and, once it holds the GIL, runs every task that is
 //! ready before it lets go: a burst of tasks costs one GIL acquisition, not one each.
 //! A task never waits behind a running one while a thread is idle: each hand-over
-//! wakes a sleeping thread.
+//! wakes a sleeping thread, or starts a new one while fewer than the concurrency run.
+//! Threads start on demand, not with the worker: an idle worker holds no handler
+//! thread (nor its stack, Python thread state and malloc arena).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 
 use pyo3::prelude::*;
 use pyo3::types::PyList;
@@ -39,50 +42,74 @@ struct Queue {
     sleeping: usize,
     woken: usize,
     closed: bool,
+    threads: Vec<JoinHandle<()>>,
 }
 
-/// The sync handler threads of one queue's worker.
-#[derive(Default)]
+/// The sync handler threads of one queue's worker: at most `max_threads`, each started
+/// when a task finds no idle one.
 pub(crate) struct Pool {
     queue: Mutex<Queue>,
     ready: Condvar,
+    max_threads: usize,
+    handler: Py<PyAny>,
 }
 
 impl Pool {
-    /// Starts `threads` threads that call `handler(message_dict, time_up)`.
-    pub fn start(threads: usize, handler: Py<PyAny>) -> (Arc<Pool>, Vec<std::thread::JoinHandle<()>>) {
-        let pool = Arc::new(Pool::default());
-        let handler = Arc::new(handler);
-        let joins = (0..threads)
-            .map(|i| {
-                let (pool, handler) = (pool.clone(), handler.clone());
-                std::thread::Builder::new()
-                    .name(format!("qtask-handler-{i}"))
-                    .spawn(move || pool.serve(&handler))
-                    .expect("spawning a handler thread")
-            })
-            .collect();
-        (pool, joins)
+    /// A pool whose threads call `handler(message_dict, time_up)`; none started yet.
+    pub fn new(max_threads: usize, handler: Py<PyAny>) -> Arc<Pool> {
+        Arc::new(Pool {
+            queue: Mutex::default(),
+            ready: Condvar::new(),
+            max_threads,
+            handler,
+        })
     }
 
-    /// Hands a task to the threads; never blocks on Python.
-    pub fn push(&self, job: Job) {
+    /// Hands a task to the threads, waking an idle one or starting one; never blocks
+    /// on Python.
+    pub fn push(self: &Arc<Self>, job: Job) {
         let mut queue = lock(&self.queue);
         queue.jobs.push_back(job);
-        let wake = queue.sleeping > queue.woken;
-        if wake {
+        if queue.sleeping > queue.woken {
             queue.woken += 1;
-        }
-        drop(queue);
-        if wake {
+            drop(queue);
             self.ready.notify_one();
+        } else if queue.threads.len() < self.max_threads {
+            self.start_thread(&mut queue);
         }
     }
 
-    /// Lets the threads end once the queue is empty.
-    pub fn close(&self) {
-        lock(&self.queue).closed = true;
+    /// Starts one more thread (called with the queue locked). If none can start and
+    /// none runs, the waiting tasks are retried: nothing would ever run them.
+    fn start_thread(self: &Arc<Self>, queue: &mut Queue) {
+        let pool = self.clone();
+        let started = std::thread::Builder::new()
+            .name(format!("qtask-handler-{}", queue.threads.len()))
+            .spawn(move || pool.serve());
+        match started {
+            Ok(thread) => queue.threads.push(thread),
+            Err(err) if queue.threads.is_empty() => {
+                for job in queue.jobs.drain(..) {
+                    job.reply
+                        .send(Outcome::Retry(format!("starting a handler thread: {err}")));
+                }
+            }
+            Err(_) => {} // the running threads take the task
+        }
+    }
+
+    /// Lets the threads end once the queue is empty, and waits for them. Call it
+    /// without the GIL: they take it to finish what they hold.
+    pub fn close_and_join(&self) {
+        let threads = {
+            let mut queue = lock(&self.queue);
+            queue.closed = true;
+            std::mem::take(&mut queue.threads)
+        };
         self.ready.notify_all();
+        for thread in threads {
+            let _ = thread.join();
+        }
     }
 
     /// The next task, waiting for one; None once closed and empty.
@@ -106,12 +133,12 @@ impl Pool {
         lock(&self.queue).jobs.pop_front()
     }
 
-    fn serve(&self, handler: &Py<PyAny>) {
+    fn serve(&self) {
         let served = Python::try_attach(|py| {
             while let Some(mut job) = py.detach(|| self.wait_next()) {
                 // Holding the GIL: run what else is ready before letting go of it.
                 loop {
-                    run_sync(py, handler, job);
+                    run_sync(py, &self.handler, job);
                     match self.try_next() {
                         Some(next) => job = next,
                         None => break,

@@ -150,6 +150,32 @@ fn report_tuple(report: WorkerReport) -> ReportTuple {
     )
 }
 
+/// Runs `engine` (see [`engine`]) until `stop` is set, with the GIL released: each
+/// task goes to `deliver` (the handler pool or the async inbox) as a [`Job`], with its
+/// `TimeUp` when a time limit applies to it.
+fn run_engine(
+    py: Python<'_>,
+    (worker, limited): (Worker, bool),
+    stop: &WorkerStop,
+    deliver: impl Fn(Job) + Send + Sync + 'static,
+) -> PyQtaskResult<ReportTuple> {
+    let signal = stop.signal.clone();
+    let report = py.detach(move || {
+        worker.run_handing_off(
+            move |message, time_up, reply| {
+                let time_up = (limited || message.time_limit.is_some()).then_some(time_up);
+                deliver(Job {
+                    message,
+                    time_up,
+                    reply,
+                });
+            },
+            &signal,
+        )
+    })?;
+    Ok(report_tuple(report))
+}
+
 /// Works on `queue` with a sync `handler` on `concurrency` threads until `stop` is
 /// set, then lets running handlers end; returns `(finished, failed, skipped, snoozed,
 /// cancelled)`. `time_limit` is in seconds; `kinds`: the task names `handler` takes
@@ -167,29 +193,13 @@ pub fn run_worker(
     time_limit: Option<f64>,
     kinds: Option<Vec<String>>,
 ) -> PyQtaskResult<ReportTuple> {
-    let (worker, limited) = engine(client, queue, concurrency, time_limit, kinds)?;
-    let signal = stop.signal.clone();
-    let report = py.detach(move || {
-        let (pool, threads) = Pool::start(concurrency, handler);
-        let handing = pool.clone();
-        let report = worker.run_handing_off(
-            move |message, time_up, reply| {
-                let time_up = (limited || message.time_limit.is_some()).then_some(time_up);
-                handing.push(Job {
-                    message,
-                    time_up,
-                    reply,
-                });
-            },
-            &signal,
-        );
-        pool.close();
-        for thread in threads {
-            let _ = thread.join();
-        }
-        report
-    })?;
-    Ok(report_tuple(report))
+    let engine = engine(client, queue, concurrency, time_limit, kinds)?;
+    let pool = Pool::new(concurrency, handler);
+    let handing = pool.clone();
+    let report = run_engine(py, engine, stop, move |job| handing.push(job));
+    // The handler threads take the GIL to finish what they hold: join them without it.
+    py.detach(|| pool.close_and_join());
+    report
 }
 
 /// [`run_worker`] for `async def` handlers: tasks go to `inbox`, which the asyncio
@@ -207,20 +217,6 @@ pub fn run_async_worker(
     time_limit: Option<f64>,
     kinds: Option<Vec<String>>,
 ) -> PyQtaskResult<ReportTuple> {
-    let (worker, limited) = engine(client, queue, concurrency, time_limit, kinds)?;
-    let signal = stop.signal.clone();
-    let report = py.detach(move || {
-        worker.run_handing_off(
-            move |message, time_up, reply| {
-                let time_up = (limited || message.time_limit.is_some()).then_some(time_up);
-                inbox.get().push(Job {
-                    message,
-                    time_up,
-                    reply,
-                });
-            },
-            &signal,
-        )
-    })?;
-    Ok(report_tuple(report))
+    let engine = engine(client, queue, concurrency, time_limit, kinds)?;
+    run_engine(py, engine, stop, move |job| inbox.get().push(job))
 }

@@ -1,5 +1,5 @@
 """Shared fixtures: backends (SQLite always; PostgreSQL and Redis when reachable),
-a unique table prefix per test, and a bounded wait helper.
+a unique table prefix per test, a bounded wait helper, and a worker run in a thread.
 
 A server that cannot be reached skips its tests with one loud line
 (``SKIP: <server> not reachable at <url>``); with ``CI=true`` it fails them instead.
@@ -12,8 +12,10 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, TypeVar
 from urllib.parse import urlsplit
@@ -38,6 +40,28 @@ def wait_until(predicate: Callable[[], Optional[T]], what: str, limit: float = 6
         if time.monotonic() > deadline:
             raise AssertionError(f"gave up waiting for {what}")
         time.sleep(0.05)
+
+
+@contextmanager
+def worker_running(c: qtask.Client, **options: Any) -> Iterator[List[qtask.WorkerReport]]:
+    """Runs ``c.run_worker(**options)`` in a thread for the ``with`` block, then stops it
+    gracefully and joins it; the yielded list holds its report after the block."""
+    stop = threading.Event()
+    reports: List[qtask.WorkerReport] = []
+    t = threading.Thread(target=lambda: reports.append(c.run_worker(stop=stop, handle_signals=False, **options)))
+    t.start()
+    try:
+        yield reports
+    finally:
+        stop.set()
+        t.join()
+
+
+def run_until(c: qtask.Client, done: Any, what: str, **options: Any) -> qtask.WorkerReport:
+    """Runs a worker (``run_worker(**options)``) until ``done()`` holds; its report."""
+    with worker_running(c, **options) as reports:
+        wait_until(done, what)
+    return reports[0]
 
 
 def _reachable(url: str) -> bool:

@@ -9,7 +9,7 @@ from typing import Any, Dict, List
 import pytest
 
 import qtask
-from conftest import Backend, wait_until
+from conftest import Backend, run_until, wait_until, worker_running
 
 KEEP = 3600.0  # delete_deadline: keep finished rows, so that the test can read them
 
@@ -133,19 +133,12 @@ def test_worker_sync_and_async_handlers(backend: Backend) -> None:
         ids = [c.create("s", {"i": i}, queue="SYNC", delete_deadline=KEEP) for i in range(5)]
         ids += [c.create("a", {"i": i}, queue="ASYNC", delete_deadline=KEEP) for i in range(5)]
         boom = c.create("boom", {"explode": True}, queue="SYNC", delete_deadline=KEEP)
-        stop = threading.Event()
-        reports: List[qtask.WorkerReport] = []
-        t = threading.Thread(target=lambda: reports.append(c.run_worker(concurrency=3, stop=stop)))
-        t.start()
-        try:
-            wait_until(
-                lambda: all(c.get(i)["status"] == "finished" for i in ids + [boom]),
-                "every task finished by the worker",
-            )
-        finally:
-            stop.set()
-            t.join()
-        report = reports[0]
+        report = run_until(
+            c,
+            lambda: all(c.get(i)["status"] == "finished" for i in ids + [boom]),
+            "every task finished by the worker",
+            concurrency=3,
+        )
         assert report.finished == 11
         assert report.failed == 1
         retried = c.get(boom)
@@ -163,16 +156,10 @@ def test_worker_failure_keeps_traceback(sqlite: Backend) -> None:
             raise ValueError(f"cannot handle {message['x']}")
 
         task_id = c.create("bad", {"x": "this"}, queue="BAD")
-        stop = threading.Event()
-        t = threading.Thread(target=lambda: c.run_worker(stop=stop))
-        t.start()
-        try:
+        with worker_running(c):
             task = wait_until(
                 lambda: (lambda t: t if t["last_error"] else None)(c.get(task_id)), "the failure recorded"
             )
-        finally:
-            stop.set()
-            t.join()
         assert task["status"] == "waiting"  # retried later, with backoff
         assert "Traceback (most recent call last)" in (task["last_error"] or "")
         assert "ValueError: cannot handle this" in (task["last_error"] or "")

@@ -7,28 +7,14 @@ queue's ``@client.task(queue)`` handler when it has one."""
 
 from __future__ import annotations
 
-import threading
 from typing import Any, Dict, List
 
 import pytest
 
 import qtask
-from conftest import Backend, wait_until
+from conftest import Backend, run_until
 
 Q = "KINDS"
-
-
-def run_until(c: qtask.Client, done: Any, what: str) -> qtask.WorkerReport:
-    stop = threading.Event()
-    reports: List[qtask.WorkerReport] = []
-    t = threading.Thread(target=lambda: reports.append(c.run_worker(2, stop=stop, handle_signals=False)))
-    t.start()
-    try:
-        wait_until(done, what)
-    finally:
-        stop.set()
-        t.join()
-    return reports[0]
 
 
 def test_two_kinds_in_one_queue_each_reach_their_handler(backend: Backend) -> None:
@@ -56,7 +42,7 @@ def test_two_kinds_in_one_queue_each_reach_their_handler(backend: Backend) -> No
 
         mail = send_email.create("a@example.com")
         paid = charge.create(amount=42)
-        report = run_until(c, lambda: emails and charges, "both kinds handled")
+        report = run_until(c, lambda: emails and charges, "both kinds handled", concurrency=2)
         assert (report.finished, report.failed) == (2, 0), report
 
         assert emails == [{"to": "a@example.com", "subject": "(none)"}]
@@ -141,7 +127,7 @@ def test_a_name_without_handler_is_retried_or_goes_to_the_queue_handler(backend:
         def settled() -> bool:
             return c.get(new_kind)["last_error"] is not None and c.get(unfit)["status"] == "failed" and len(seen) == 3
 
-        report = run_until(c, settled, "every task settled")
+        report = run_until(c, settled, "every task settled", concurrency=2)
         assert sorted(seen) == ["a@example.com", "known", "other:label:2"]
         assert (report.finished, report.failed) == (3, 2), report
         waiting = c.get(new_kind)

@@ -13,22 +13,9 @@ from typing import Any, Dict, List
 import pytest
 
 import qtask
-from conftest import Backend, wait_until
+from conftest import Backend, run_until, worker_running
 
 KEEP = 3600.0
-
-
-def run_until(c: qtask.Client, done: Any, what: str, **options: Any) -> qtask.WorkerReport:
-    stop = threading.Event()
-    reports: List[qtask.WorkerReport] = []
-    t = threading.Thread(target=lambda: reports.append(c.run_worker(stop=stop, handle_signals=False, **options)))
-    t.start()
-    try:
-        wait_until(done, what)
-    finally:
-        stop.set()
-        t.join()
-    return reports[0]
 
 
 def test_each_outcome_ends_the_task_its_way(backend: Backend) -> None:
@@ -101,17 +88,11 @@ def test_result_waits_for_the_worker(db_backend: Backend) -> None:
             return [message["n"], "done"]
 
         task_id = c.create("later", {"n": 7}, queue="LATER", delete_deadline=KEEP)
-        stop = threading.Event()
-        t = threading.Thread(target=lambda: c.run_worker(stop=stop, handle_signals=False))
-        t.start()
-        try:
+        with worker_running(c):
             with pytest.raises(qtask.TimeoutError):
                 c.result(task_id, wait=0.1)
             release.set()
             assert c.result(task_id, wait=30) == [7, "done"]
-        finally:
-            stop.set()
-            t.join()
 
 
 def test_time_limit_interrupts_sync_and_cancels_async(backend: Backend) -> None:
@@ -169,18 +150,13 @@ def test_an_outcome_of_an_ended_task_is_skipped(backend: Backend) -> None:
             raise qtask.FailNow("too late")
 
         task_id = c.create("s", {}, queue="STALE", delete_deadline=KEEP)
-        stop = threading.Event()
-        reports: List[qtask.WorkerReport] = []
-        t = threading.Thread(target=lambda: reports.append(c.run_worker(stop=stop, handle_signals=False)))
-        t.start()
-        try:
-            assert started.wait(30)
-            c.cancel(task_id)
-        finally:
-            # A graceful stop lets the handler end and writes its outcome first.
-            release.set()
-            stop.set()
-            t.join()
+        with worker_running(c) as reports:
+            try:
+                assert started.wait(30)
+                c.cancel(task_id)
+            finally:
+                # A graceful stop lets the handler end and writes its outcome first.
+                release.set()
         assert (reports[0].skipped, reports[0].failed) == (1, 0), reports[0]
         task = c.get(task_id)
         assert (task["status"], task["last_error"]) == ("cancelled", None)

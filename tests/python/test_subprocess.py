@@ -12,7 +12,7 @@ import threading
 from typing import List
 
 import qtask
-from conftest import Backend, wait_until
+from conftest import Backend, run_until, wait_until
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -138,13 +138,6 @@ def test_long_handler_keeps_its_lease(db_backend: Backend) -> None:
             threading.Event().wait(4.5)
 
         task_id = c.create("long", {}, queue="LONG", timeout=2.0, delete_deadline=3600)
-        stop = threading.Event()
-        t = threading.Thread(target=lambda: c.run_worker(concurrency=2, stop=stop))
-        t.start()
-        try:
-            wait_until(lambda: c.get(task_id)["status"] == "finished", "the long task to finish")
-        finally:
-            stop.set()
-            t.join()
+        run_until(c, lambda: c.get(task_id)["status"] == "finished", "the long task to finish", concurrency=2)
         assert starts == [1]
         assert c.get(task_id)["count"] == 1

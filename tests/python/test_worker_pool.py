@@ -12,8 +12,7 @@ from typing import Any, Dict, List, Set
 import pytest
 
 import qtask
-from conftest import Backend
-from test_outcomes import run_until
+from conftest import Backend, run_until
 
 KEEP = 3600.0
 

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use qtask_core::sqlx::{AssertSqlSafe, Executor};
-use qtask_core::{Client, Clock, Config, Error};
+use qtask_core::{Client, Clock, Config, Error, Message};
 
 // Each test file uses a part of the harness.
 #[allow(unused_imports)]
@@ -257,4 +257,25 @@ pub async fn pairs() -> Vec<Pair> {
 /// A fresh table (and Redis key prefix) for one pair; sweeper off, its own test clock.
 pub async fn fresh_pair(pair: &Pair) -> (Client, Clock) {
     fresh_table(&pair.db, &unique_prefix(), &pair.queue, |_| {}).await
+}
+
+/// Sweeps, then pops the next message of `queue`, waiting up to 2 s (on Redis only a
+/// sweep offers what became due; InnoDB's SKIP LOCKED may pass over a row for a moment
+/// right after another transaction committed it).
+pub async fn next(client: &Client, queue: &str) -> Message {
+    client.sweep_once().await.unwrap();
+    client
+        .pop(queue, Duration::from_secs(2))
+        .await
+        .unwrap()
+        .expect("a message")
+}
+
+/// Pops the next due message of `queue`, if any within `wait`; where the pair's queue
+/// carries offers (Redis), a sweep first offers what became due.
+pub async fn pop_due(pair: &Pair, client: &Client, queue: &str, wait: Duration) -> Option<Message> {
+    if pair.carries_offers() {
+        client.sweep_once().await.unwrap();
+    }
+    client.pop(queue, wait).await.unwrap()
 }
