@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "qtask.h"
@@ -26,6 +27,13 @@ static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* CPU time (user + system) of this process so far, in seconds. */
+static double cpu_s(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
 static double rss_mb(const char *field) {
@@ -137,13 +145,16 @@ int main(int argc, char **argv) {
     struct drain d = {.target = n};
     check(qtask_worker_new(client, queue, concurrency, on_task, &d, &d.worker), "worker");
     qtask_worker_report report;
+    double cpu = cpu_s();
     check(qtask_worker_run(d.worker, &report), "worker run");
+    cpu = cpu_s() - cpu;
     qtask_worker_free(d.worker);
     if (report.finished != (uint64_t)n) {
         fprintf(stderr, "worker_bench: %llu of %ld finished\n", (unsigned long long)report.finished, n);
         return 1;
     }
     printf("{\"row\": \"drain_c%u\", \"value\": %.0f}\n", concurrency, (double)n / (d.nth - d.first));
+    printf("{\"row\": \"drain_c%u_cpu_us\", \"value\": %.1f}\n", concurrency, cpu * 1e6 / (double)n);
     printf("{\"row\": \"rss_busy\", \"value\": %.1f}\n", rss_mb("VmHWM:"));
     qtask_close(client);
     return 0;
