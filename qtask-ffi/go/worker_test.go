@@ -37,6 +37,7 @@ func exerciseWorker(t *testing.T, cfg qtask.Config) {
 	t.Run("BadOptions", func(t *testing.T) { testWorkerBadOptions(t, client) })
 	t.Run("Outcomes", func(t *testing.T) { testWorkerOutcomes(t, client) })
 	t.Run("TimeLimit", func(t *testing.T) { testWorkerTimeLimit(t, client) })
+	t.Run("TaskTimeLimit", func(t *testing.T) { testWorkerTaskTimeLimit(t, client) })
 	t.Run("StaleOutcomeSkipped", func(t *testing.T) { testWorkerStaleOutcome(t, client) })
 }
 
@@ -328,6 +329,86 @@ func testWorkerTimeLimit(t *testing.T, c *qtask.Client) {
 		t.Errorf("report %+v", r)
 	}
 	task, err := c.Get(bg, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if task.Status != "failed" || task.LastError == nil || *task.LastError != "time limit of 0.2s exceeded" {
+		t.Errorf("task %+v", task)
+	}
+}
+
+// A task's own time limit (shorter than the worker's) is the handler context's
+// deadline, and its context is cancelled once the engine says the time is up;
+// the attempt fails with the reason. A task without one has no deadline, and
+// the handler sees its name.
+func testWorkerTaskTimeLimit(t *testing.T, c *qtask.Client) {
+	q := queue("worker-task-time-limit")
+	limited, err := c.CreateNow(bg, "limited", map[string]string{"do": "block"}, time.Minute, q,
+		qtask.WithMaxCount(1), qtask.WithTimeLimit(200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	free, err := c.CreateNow(bg, "free", map[string]string{"do": "look"}, time.Minute, q, qtask.WithDeleteDeadline(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	var calls int
+	var blockedErr, blockedCause error
+	var blockedLeft time.Duration
+	var hadDeadline, freeHadDeadline bool
+	names := map[int64]string{}
+	w := qtask.NewWorker(c, q, qtask.WorkerOptions{Concurrency: 2, TimeLimit: time.Minute})
+	w.Handle(func(hctx context.Context, m *qtask.Message) error {
+		defer func() {
+			mu.Lock()
+			defer mu.Unlock()
+			names[m.TaskID] = m.Name
+			if calls++; calls == 2 {
+				cancel()
+			}
+		}()
+		deadline, ok := hctx.Deadline()
+		if m.Input["do"] == "look" {
+			freeHadDeadline = ok
+			return nil
+		}
+		left := time.Until(deadline)
+		select {
+		case <-hctx.Done():
+		case <-time.After(30 * time.Second):
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		hadDeadline, blockedLeft = ok, left
+		blockedErr, blockedCause = hctx.Err(), context.Cause(hctx)
+		return nil
+	})
+	if err := <-runWorker(ctx, w); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// The worker's own limit is a minute: a deadline under 200 ms away is the task's.
+	if !hadDeadline || blockedLeft <= 0 || blockedLeft > 200*time.Millisecond {
+		t.Errorf("deadline: %v, %s left at the start", hadDeadline, blockedLeft)
+	}
+	if !errors.Is(blockedErr, context.Canceled) || !errors.Is(blockedCause, qtask.ErrTimeUp) {
+		t.Errorf("the handler's context: %v, cause %v", blockedErr, blockedCause)
+	}
+	// A task without a limit of its own has the worker's.
+	if !freeHadDeadline {
+		t.Error("no deadline under the worker's time limit")
+	}
+	if names[limited] != "limited" || names[free] != "free" {
+		t.Errorf("names %v", names)
+	}
+	if r := w.LastReport(); r.Failed != 1 || r.Finished != 1 {
+		t.Errorf("report %+v", r)
+	}
+	task, err := c.Get(bg, limited)
 	if err != nil {
 		t.Fatal(err)
 	}
