@@ -3,7 +3,10 @@
  * N queued no-op tasks, timed like bench/run.sh's drain rows (first callback to the
  * N-th). One JSON line per figure. A program, not a test: nothing asserts a speed.
  *
- *   worker_bench DB_URL QUEUE_URL TABLE_PREFIX N CONCURRENCY
+ *   worker_bench DB_URL QUEUE_URL TABLE_PREFIX N CONCURRENCY [pull]
+ *
+ * With `pull` the drain uses the pull mode instead of a callback: one thread takes
+ * batches (qtask_worker_take), runs the no-op on each and completes them in one call.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -75,9 +78,37 @@ static int32_t on_task(const char *message_json, qtask_outcome *outcome, void *u
     return QTASK_OUTCOME_CODE_FINISH;
 }
 
+/* The pull mode's loop: take, handle, complete, until the run has returned. */
+static void pull_loop(struct drain *d, unsigned concurrency) {
+    qtask_taken_task *tasks = calloc(concurrency, sizeof *tasks);
+    qtask_completion *done = calloc(concurrency, sizeof *done);
+    size_t count;
+    while (qtask_worker_take(d->worker, tasks, concurrency, 1.0, &count) == QTASK_RESULT_OK) {
+        for (size_t k = 0; k < count; k++) {
+            on_task(tasks[k].message_json, NULL, d);
+            done[k] = (qtask_completion){.token = tasks[k].token, .code = QTASK_OUTCOME_CODE_FINISH};
+        }
+        qtask_worker_complete(d->worker, done, count);
+    }
+    free(tasks);
+    free(done);
+}
+
 static void *run_worker(void *p) {
     struct drain *d = p;
     check(qtask_worker_run(d->worker, NULL), "worker run");
+    return NULL;
+}
+
+struct run_arg {
+    qtask_worker *worker;
+    qtask_result rc;
+    qtask_worker_report report;
+};
+
+static void *run_worker_report(void *p) {
+    struct run_arg *run = p;
+    run->rc = qtask_worker_run(run->worker, &run->report);
     return NULL;
 }
 
@@ -98,8 +129,8 @@ static void *produce(void *p) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 6) {
-        fprintf(stderr, "usage: worker_bench DB_URL QUEUE_URL TABLE_PREFIX N CONCURRENCY\n");
+    if (argc != 6 && !(argc == 7 && strcmp(argv[6], "pull") == 0)) {
+        fprintf(stderr, "usage: worker_bench DB_URL QUEUE_URL TABLE_PREFIX N CONCURRENCY [pull]\n");
         return 2;
     }
     const char *db = argv[1], *queue_url = argv[2], *prefix = argv[3];
@@ -143,10 +174,24 @@ int main(int argc, char **argv) {
     }
 
     struct drain d = {.target = n};
-    check(qtask_worker_new(client, queue, concurrency, on_task, &d, &d.worker), "worker");
+    int pull = argc == 7;
+    if (pull) {
+        check(qtask_worker_new_pull(client, queue, concurrency, &d.worker), "worker");
+    } else {
+        check(qtask_worker_new(client, queue, concurrency, on_task, &d, &d.worker), "worker");
+    }
     qtask_worker_report report;
     double cpu = cpu_s();
-    check(qtask_worker_run(d.worker, &report), "worker run");
+    if (pull) {
+        struct run_arg run = {d.worker, QTASK_RESULT_INTERNAL, {0}};
+        pthread_create(&thread, NULL, run_worker_report, &run);
+        pull_loop(&d, concurrency);
+        pthread_join(thread, NULL);
+        check(run.rc, "worker run");
+        report = run.report;
+    } else {
+        check(qtask_worker_run(d.worker, &report), "worker run");
+    }
     cpu = cpu_s() - cpu;
     qtask_worker_free(d.worker);
     if (report.finished != (uint64_t)n) {
