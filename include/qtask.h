@@ -821,6 +821,16 @@ void qtask_worker_free(struct qtask_worker *worker);
 qtask_result qtask_worker_set_time_limit(struct qtask_worker *worker, double seconds);
 
 /**
+ * Sets the task names (kinds) this worker takes, for its next `qtask_worker_run`:
+ * `kinds_json` (borrowed) is a JSON array of at least one string, or `null` for
+ * every task of the queue (the default). A task of another name does not reach
+ * the callback (or `qtask_worker_next`): its attempt fails with "no handler for
+ * task name …" and it is retried with backoff, so that during a rolling deploy a
+ * worker that has the kind takes it later. Not while the worker runs.
+ */
+qtask_result qtask_worker_set_kinds(struct qtask_worker *worker, const char *kinds_json);
+
+/**
  * Called from a worker callback: true once the worker's time limit for this
  * attempt has passed (then return soon; the attempt has already failed). False
  * without a time limit, and for NULL.

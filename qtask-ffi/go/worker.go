@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -97,6 +98,7 @@ type Worker struct {
 	queue   string
 	options WorkerOptions
 	handler ResultHandler
+	kinds   map[string]ResultHandler
 
 	mu     sync.Mutex
 	report Report
@@ -133,9 +135,30 @@ func (w *Worker) HandleResult(handler func(ctx context.Context, m *Message) (int
 	w.handler = handler
 }
 
+// HandleKind sets the handler of the tasks named name (their kind; Message.Name),
+// as Python's @client.task(queue, name=...) does: one queue carries several kinds
+// of task, each to its own handler. Call it before Run, once per kind. Without a
+// Handle (or HandleResult) handler, the worker takes only these kinds: a task of
+// another name never reaches a handler, its attempt fails with "no handler for
+// task name ..." and it is retried with backoff, so that during a rolling deploy
+// a worker that knows the kind takes it later. With one, that handler takes every
+// other name.
+func (w *Worker) HandleKind(name string, handler func(ctx context.Context, m *Message) error) {
+	w.HandleKindResult(name, func(ctx context.Context, m *Message) (interface{}, error) { return nil, handler(ctx, m) })
+}
+
+// HandleKindResult is HandleKind with a handler that returns a result.
+func (w *Worker) HandleKindResult(name string, handler func(ctx context.Context, m *Message) (interface{}, error)) {
+	if w.kinds == nil {
+		w.kinds = map[string]ResultHandler{}
+	}
+	w.kinds[name] = handler
+}
+
 // workerRun is one Run's handler and context.
 type workerRun struct {
 	handler ResultHandler
+	kinds   map[string]ResultHandler
 	ctx     context.Context
 	worker  *C.qtask_worker
 }
@@ -156,8 +179,8 @@ type job struct {
 // Handlers get a context with ctx's values that is not cancelled with it, so
 // that a stop lets them end their work.
 func (w *Worker) Run(ctx context.Context) error {
-	if w.handler == nil {
-		return &Error{Code: CodeInvalidArgument, Message: "invalid argument: no handler: call Handle before Run"}
+	if w.handler == nil && len(w.kinds) == 0 {
+		return &Error{Code: CodeInvalidArgument, Message: "invalid argument: no handler: call Handle or HandleKind before Run"}
 	}
 	concurrency := w.options.Concurrency
 	if concurrency == 0 {
@@ -189,6 +212,27 @@ func (w *Worker) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	if w.handler == nil {
+		// Only the kinds: the engine keeps the others from the handlers.
+		names := make([]string, 0, len(w.kinds))
+		for name := range w.kinds {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		text, err := json.Marshal(names)
+		if err != nil {
+			return err
+		}
+		kinds, err := cString("kinds", string(text))
+		if err != nil {
+			return err
+		}
+		err = call(func() C.qtask_result { return C.qtask_worker_set_kinds(worker, kinds) })
+		C.free(unsafe.Pointer(kinds))
+		if err != nil {
+			return err
+		}
+	}
 
 	ended := make(chan struct{})
 	go func() {
@@ -208,7 +252,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		runErr = call(func() C.qtask_result { return C.qtask_worker_run(worker, &report) })
 		close(ended)
 	}()
-	run := &workerRun{handler: w.handler, ctx: detached{ctx}, worker: worker}
+	run := &workerRun{handler: w.handler, kinds: w.kinds, ctx: detached{ctx}, worker: worker}
 	done := newCompletions(worker, concurrency)
 	jobs := make(chan job, concurrency)
 	// idle counts the pool's goroutines waiting for a job, less the jobs queued.
@@ -459,7 +503,15 @@ func (r *workerRun) call(j job) (value interface{}, err error) {
 		defer stop()
 		ctx = limited
 	}
-	return r.handler(ctx, msg)
+	handler, ok := r.kinds[msg.Name]
+	if !ok {
+		handler = r.handler
+	}
+	if handler == nil {
+		// The engine routes only the kinds here; a guard, not a path.
+		return nil, fmt.Errorf("no handler for task name %q", msg.Name)
+	}
+	return handler(ctx, msg)
 }
 
 // ErrTimeUp is the cause (context.Cause) of a handler's context cancelled

@@ -38,6 +38,7 @@ func exerciseWorker(t *testing.T, cfg qtask.Config) {
 	t.Run("Outcomes", func(t *testing.T) { testWorkerOutcomes(t, client) })
 	t.Run("TimeLimit", func(t *testing.T) { testWorkerTimeLimit(t, client) })
 	t.Run("TaskTimeLimit", func(t *testing.T) { testWorkerTaskTimeLimit(t, client) })
+	t.Run("Kinds", func(t *testing.T) { testWorkerKinds(t, client) })
 	t.Run("StaleOutcomeSkipped", func(t *testing.T) { testWorkerStaleOutcome(t, client) })
 }
 
@@ -414,6 +415,97 @@ func testWorkerTaskTimeLimit(t *testing.T, c *qtask.Client) {
 	}
 	if task.Status != "failed" || task.LastError == nil || *task.LastError != "time limit of 0.2s exceeded" {
 		t.Errorf("task %+v", task)
+	}
+}
+
+// HandleKind routes each task by its name; a name with no handler is failed by
+// the engine ("no handler for task name ...", retried with backoff: here its one
+// attempt is spent) without reaching a handler. With Handle too, that handler
+// takes the other names.
+func testWorkerKinds(t *testing.T, c *qtask.Client) {
+	q := queue("worker-kinds")
+	ids := map[string]int64{}
+	for _, name := range []string{"email", "sms", "fax"} {
+		id, err := c.CreateNow(bg, name, map[string]string{"to": name}, time.Minute, q,
+			qtask.WithMaxCount(1), qtask.WithDeleteDeadline(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[name] = id
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	seen := map[string]string{}
+	record := func(kind string) func(context.Context, *qtask.Message) error {
+		return func(_ context.Context, m *qtask.Message) error {
+			mu.Lock()
+			defer mu.Unlock()
+			seen[kind] = m.Name + "/" + fmt.Sprint(m.Input["to"])
+			return nil
+		}
+	}
+	w := qtask.NewWorker(c, q, qtask.WorkerOptions{Concurrency: 2})
+	w.HandleKind("email", record("email"))
+	w.HandleKind("sms", record("sms"))
+	done := runWorker(ctx, w)
+	var fax *qtask.Task
+	for i := 0; i < 500; i++ {
+		task, err := c.Get(bg, ids["fax"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fax = task; fax.Status == "failed" {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for i := 0; i < 500; i++ {
+		mu.Lock()
+		n := len(seen)
+		mu.Unlock()
+		if n == 2 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	mu.Lock()
+	if seen["email"] != "email/email" || seen["sms"] != "sms/sms" || len(seen) != 2 {
+		t.Errorf("handled %v", seen)
+	}
+	mu.Unlock()
+	if fax.Status != "failed" || fax.LastError == nil || !strings.Contains(*fax.LastError, `no handler for task name "fax"`) {
+		t.Errorf("fax %+v", fax)
+	}
+	if r := w.LastReport(); r.Finished != 2 || r.Failed != 1 {
+		t.Errorf("report %+v", r)
+	}
+
+	// Handle beside HandleKind takes every other name.
+	other, err := c.CreateNow(bg, "telegram", map[string]string{"to": "telegram"}, time.Minute, q, qtask.WithDeleteDeadline(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	w2 := qtask.NewWorker(c, q, qtask.WorkerOptions{})
+	w2.HandleKind("email", func(context.Context, *qtask.Message) error { t.Error("email handler called"); return nil })
+	w2.Handle(func(_ context.Context, m *qtask.Message) error {
+		defer cancel2()
+		if m.TaskID != other || m.Name != "telegram" {
+			t.Errorf("default handler got %d %q", m.TaskID, m.Name)
+		}
+		return nil
+	})
+	if err := <-runWorker(ctx2, w2); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if r := w2.LastReport(); r.Finished != 1 {
+		t.Errorf("report %+v", r)
 	}
 }
 

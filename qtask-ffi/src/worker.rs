@@ -454,6 +454,8 @@ struct WorkerState {
     running: AtomicBool,
     /// `qtask_worker_set_time_limit`, in milliseconds; 0 for none.
     time_limit_ms: AtomicU64,
+    /// `qtask_worker_set_kinds`: the task names this worker takes (None: all).
+    kinds: Mutex<Option<Vec<String>>>,
 }
 
 static WORKER_SPACE: Space = Space::new();
@@ -536,6 +538,7 @@ fn new_worker(
         mode,
         running: AtomicBool::new(false),
         time_limit_ms: AtomicU64::new(0),
+        kinds: Mutex::new(None),
     };
     let worker: *mut qtask_worker = WORKERS.insert(Arc::new(state))?;
     // The slot may have served an earlier, stopped worker.
@@ -603,6 +606,10 @@ pub extern "C" fn qtask_worker_run(
         let limit_ms = state.time_limit_ms.load(Ordering::Acquire);
         if limit_ms > 0 {
             engine = engine.time_limit(Duration::from_millis(limit_ms));
+        }
+        let kinds = state.kinds.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        if let Some(kinds) = kinds {
+            engine = engine.kinds(kinds);
         }
         let report = match &state.mode {
             Mode::Callback(callback) => {
@@ -687,6 +694,33 @@ pub extern "C" fn qtask_worker_set_time_limit(worker: *mut qtask_worker, seconds
             return Err(Error::InvalidState("the worker is running".into()));
         }
         state.time_limit_ms.store(ms, Ordering::Release);
+        Ok(())
+    })
+}
+
+/// Sets the task names (kinds) this worker takes, for its next `qtask_worker_run`:
+/// `kinds_json` (borrowed) is a JSON array of at least one string, or `null` for
+/// every task of the queue (the default). A task of another name does not reach
+/// the callback (or `qtask_worker_next`): its attempt fails with "no handler for
+/// task name …" and it is retried with backoff, so that during a rolling deploy a
+/// worker that has the kind takes it later. Not while the worker runs.
+#[no_mangle]
+pub extern "C" fn qtask_worker_set_kinds(
+    worker: *mut qtask_worker,
+    kinds_json: *const c_char,
+) -> qtask_result {
+    ffi_boundary!(result: {
+        let state = WORKERS.get(worker)?;
+        let text = unsafe { str_arg(kinds_json, "kinds_json") }?;
+        let kinds: Option<Vec<String>> = serde_json::from_str(text)
+            .map_err(|e| invalid(format!("kinds_json: a JSON array of task names, or null: {e}")))?;
+        if kinds.as_ref().is_some_and(Vec::is_empty) {
+            return Err(invalid("kinds_json must name at least one task name"));
+        }
+        if state.running.load(Ordering::Acquire) {
+            return Err(Error::InvalidState("the worker is running".into()));
+        }
+        *state.kinds.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = kinds;
         Ok(())
     })
 }

@@ -994,7 +994,66 @@ static void test_worker_take(qtask_client *client) {
     EXPECT(QTASK_RESULT_INVALID_STATE, qtask_worker_wake_fd(callback_worker, &fd));
     CHECK(fd == -1, "fd %d", fd);
     EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_worker_take(callback_worker, NULL, 4, 0, &count));
+    /* Kinds: a JSON array of names, or null; nothing else. */
+    OK(qtask_worker_set_kinds(callback_worker, "[\"a\", \"b\"]"));
+    OK(qtask_worker_set_kinds(callback_worker, "null"));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_worker_set_kinds(callback_worker, "[]"));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_worker_set_kinds(callback_worker, "\"a\""));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_worker_set_kinds(callback_worker, NULL));
     qtask_worker_free(callback_worker);
+}
+
+/* A worker with kinds: the callback gets the named kinds only; another name fails
+ * its attempt ("no handler for task name") without reaching it. */
+struct kinds_seen {
+    qtask_worker *worker;
+    atomic_int calls, wrong;
+};
+
+static int32_t on_kind(const char *message_json, qtask_outcome *outcome, void *user_data) {
+    (void)outcome;
+    struct kinds_seen *seen = user_data;
+    if (!strstr(message_json, "\"to\":\"email\"")) {
+        atomic_fetch_add(&seen->wrong, 1);
+    }
+    atomic_fetch_add(&seen->calls, 1);
+    return QTASK_OUTCOME_CODE_FINISH;
+}
+
+static void test_worker_kinds(qtask_client *client) {
+    char *created = NULL;
+    OK(qtask_create_task(client, "{\"name\": \"fax\", \"input\": {\"to\": \"fax\"}, \"queue\": \"C:KINDS\", \"max_count\": 1}",
+                         &created));
+    long long fax = json_int(created, "id");
+    qtask_string_free(created);
+    OK(qtask_create(client, "email", "{\"to\": \"email\"}", 60, "C:KINDS", NULL, NULL));
+    struct kinds_seen seen = {NULL, 0, 0};
+    OK(qtask_worker_new(client, "C:KINDS", 2, on_kind, &seen, &seen.worker));
+    OK(qtask_worker_set_kinds(seen.worker, "[\"email\"]"));
+    struct run_arg arg = {seen.worker, QTASK_RESULT_INTERNAL};
+    pthread_t thread;
+    CHECK(pthread_create(&thread, NULL, run_worker, &arg) == 0, "pthread_create");
+    char *task = NULL;
+    for (int i = 0; i < 500; i++) {
+        OK(qtask_get(client, fax, &task));
+        int failed = strstr(task, "\"status\":\"failed\"") != NULL;
+        if (failed && atomic_load(&seen.calls) >= 1) {
+            break;
+        }
+        qtask_string_free(task);
+        task = NULL;
+        struct timespec ten_ms = {0, 10 * 1000 * 1000};
+        nanosleep(&ten_ms, NULL);
+    }
+    qtask_worker_stop(seen.worker);
+    pthread_join(thread, NULL);
+    CHECK(arg.rc == QTASK_RESULT_OK, "run: %s", qtask_result_name(arg.rc));
+    CHECK(task && strstr(task, "\"status\":\"failed\"") && strstr(task, "no handler for task name"), "fax: %s",
+          task ? task : "(not failed within 5 s)");
+    qtask_string_free(task);
+    CHECK(atomic_load(&seen.calls) == 1 && atomic_load(&seen.wrong) == 0, "calls %d, wrong %d", atomic_load(&seen.calls),
+          atomic_load(&seen.wrong));
+    qtask_worker_free(seen.worker);
 }
 
 /* ---- the log callback ---- */
@@ -1216,6 +1275,7 @@ int main(int argc, char **argv) {
         RUN(test_worker_stop_from_signal(client));
         RUN(test_worker_pull(client));
         RUN(test_worker_take(client));
+        RUN(test_worker_kinds(client));
     }
     qtask_close(client);
     printf("%d checks, %d failed\n", checks, failures);
