@@ -126,8 +126,7 @@ unsafe impl Sync for Callback {}
 
 impl Callback {
     fn call(&self, message: Message, time_up: &TimeUp) -> Result<Outcome, String> {
-        // serde_json escapes NUL, so the text has none.
-        let json = CString::new(message.to_json().to_string()).map_err(|e| format!("message: {e}"))?;
+        let json = message_text(&message).map_err(|e| format!("message: {e}"))?;
         let mut outcome = qtask_outcome {
             error: None,
             delay: None,
@@ -143,6 +142,30 @@ impl Callback {
             "callback",
         ))
     }
+}
+
+/// `Message::to_json` as C text, written in one pass: the input's keys (but
+/// `task_id` and `attempt`) after the ids, with no copy of the input first.
+fn message_text(message: &Message) -> Result<CString, String> {
+    use std::io::Write;
+    let mut text = Vec::with_capacity(64);
+    let _ = write!(
+        text,
+        "{{\"task_id\":{},\"attempt\":{}",
+        message.task_id, message.attempt
+    );
+    for (key, value) in &message.input {
+        if key == "task_id" || key == "attempt" {
+            continue;
+        }
+        text.push(b',');
+        serde_json::to_writer(&mut text, key).map_err(|e| e.to_string())?;
+        text.push(b':');
+        serde_json::to_writer(&mut text, value).map_err(|e| e.to_string())?;
+    }
+    text.push(b'}');
+    // serde_json escapes NUL, so the text has none.
+    CString::new(text).map_err(|e| e.to_string())
 }
 
 /// How an attempt ends, from a returned code and what was set beside it.
@@ -343,8 +366,8 @@ impl Exchange {
             .time_limit
             .or(worker_limit)
             .and_then(|limit| Instant::now().checked_add(limit));
-        // serde_json escapes NUL, so the text has none; a name with a NUL is cut there.
-        let text = match CString::new(message.to_json().to_string()) {
+        // A name with a NUL is cut there.
+        let text = match message_text(&message) {
             Ok(text) => text,
             Err(e) => return reply.send(Outcome::Retry(format!("message: {e}"))),
         };
@@ -983,4 +1006,30 @@ pub extern "C" fn qtask_worker_time_up(worker: *mut qtask_worker, token: u64) ->
             Err(_) => false,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    #[test]
+    fn message_text_is_to_json() {
+        let input = json!({"n": 1, "s": "a\"b\u{e9}", "nested": {"x": [1, 2.5, null]}, "task_id": "theirs", "attempt": 9});
+        let message = Message {
+            task_id: 42,
+            attempt: 3,
+            queue: "q".into(),
+            name: "kind".into(),
+            deadline_at: 0,
+            input: input.as_object().cloned().unwrap_or_default(),
+            lease: Duration::from_secs(1),
+            time_limit: None,
+            trace_context: None,
+        };
+        let text = message_text(&message).expect("text");
+        let parsed: Value = serde_json::from_str(text.to_str().expect("utf-8")).expect("json");
+        assert_eq!(parsed, message.to_json());
+        assert_eq!(parsed["task_id"], 42);
+    }
 }
