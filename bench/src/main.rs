@@ -7,6 +7,7 @@
 //!
 //! See bench/README.md for what each row measures and the figures of this machine.
 
+mod cpu;
 mod suite;
 
 use std::process::ExitCode;
@@ -639,6 +640,7 @@ impl Target {
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let worker = Worker::new(self.client.clone(), Q_WORKER).concurrency(concurrency);
+        let cpu_before = cpu::CpuUse::now();
         let start = Instant::now();
         let running = tokio::spawn(worker.run(handler, async {
             let _ = stopped.await;
@@ -667,11 +669,16 @@ impl Target {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         };
+        let cpu = cpu::CpuUse::now().per_task_since(&cpu_before, n);
         let _ = stop.send(());
         running
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("worker: {e}"))?;
+        println!(
+            "{:<14} {:<5} drain at concurrency {concurrency}: CPU per task: {cpu}",
+            self.db_label, self.queue_label
+        );
         Ok(elapsed)
     }
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{drop_table, fresh_pair, pairs};
+use common::{drop_table, fresh_pair, fresh_table, pairs, unique_prefix};
 use qtask_core::sqlx::{AssertSqlSafe, Executor};
 use qtask_core::{Client, Clock, Fenced, Message, NewTask, Status, Worker};
 use serde_json::json;
@@ -81,6 +81,45 @@ async fn stale_outcomes_change_nothing() {
             c.fail_attempt(missing, "x").await,
             Err(qtask_core::Error::NotFound(_))
         ));
+        drop_table(&c).await;
+    }
+}
+
+/// Outcomes keyed by ids test the namespace (inside the fence, statements.rs): a client
+/// of another namespace on the same table cannot end or renew an attempt of this one.
+#[tokio::test]
+async fn another_namespace_cannot_end_an_attempt() {
+    for pair in pairs().await {
+        let prefix = unique_prefix();
+        let (c, _clock) = fresh_table(&pair.db, &prefix, &pair.queue, |_| {}).await;
+        let (other, _) = fresh_table(&pair.db, &prefix, &pair.queue, |config| {
+            config.namespace = "another".into()
+        })
+        .await;
+        let id = c.create(task(1)).await.unwrap().id;
+        let message = next(&c).await;
+        let fence = message.fence();
+        let finished = other.finish_attempt(fence).await;
+        assert!(
+            !matches!(finished, Ok(Fenced::Current(_))),
+            "{}: {finished:?}",
+            pair.name()
+        );
+        let renewed = other.renew(fence).await;
+        assert!(
+            !matches!(renewed, Ok(Fenced::Current(_))),
+            "{}: {renewed:?}",
+            pair.name()
+        );
+        let row = c.get(id).await.unwrap();
+        assert_eq!(
+            (row.status, row.count),
+            (Status::Processing, 1),
+            "{}",
+            pair.name()
+        );
+        assert_eq!(c.finish_attempt(fence).await.unwrap(), Fenced::Current(()));
+        other.close().await;
         drop_table(&c).await;
     }
 }

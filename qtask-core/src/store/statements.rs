@@ -151,7 +151,11 @@ impl Statements {
             update: fill(&format!("UPDATE {{t}} SET {offer_set} WHERE id IN ({{ids}})")),
         };
         // Offered rows of this namespace that may still be attempted. Locks taken by id.
-        let offered = "id IN ({ids}) AND namespace = {ns} AND status = 21 \
+        // Statements keyed by ids test the namespace inside a CASE, where no index can
+        // serve it: as a plain `namespace = …` it drew PostgreSQL, whose statistics lag a
+        // burst of new rows (20,000 rows estimated at 43), to an index that starts with
+        // the namespace, and finishing 32 tasks read every row of it: 3 to 12 ms, not 0.3.
+        let offered = "id IN ({ids}) AND status = CASE WHEN namespace = {ns} THEN 21 END \
                        AND dispatch_count < max_count AND deadline_at > {now}";
         let claim_offered = two_step(
             claim_set,
@@ -160,8 +164,8 @@ impl Statements {
             format!("SELECT {claimed_before} FROM {{t}} WHERE {offered} ORDER BY id FOR UPDATE"),
         );
         // The attempt named by the fence is the latest claimed one and the task is live.
-        let fenced = "id IN ({ids}) AND namespace = {ns} AND status IN (20, 21, 30) \
-                      AND dispatch_count = {fence}";
+        let fenced = "id IN ({ids}) AND status IN (20, 21, 30) \
+                      AND dispatch_count = CASE WHEN namespace = {ns} THEN {fence} END";
         let renew = two_step(
             "status = 30, next_at = {now} + timeout_ms, updated_at = {now}",
             &fenced.replace("(20, 21, 30)", "(21, 30)"),
