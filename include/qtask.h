@@ -238,6 +238,48 @@ typedef struct qtask_task {
 } qtask_task;
 
 /**
+ * A task handed out by `qtask_worker_take`: a `qtask_task` plus what a handler
+ * needs without parsing the JSON, and its time limit.
+ */
+typedef struct qtask_taken_task {
+  /**
+   * Names the task to `qtask_worker_complete` and `qtask_worker_time_up`; unique
+   * within the worker.
+   */
+  uint64_t token;
+  int64_t task_id;
+  /**
+   * The attempt's number (1 for the first).
+   */
+  int64_t attempt;
+  /**
+   * The task's input object plus `task_id` and `attempt`, as `qtask_task`'s:
+   * valid until this token's completion is passed to `qtask_worker_complete` (or
+   * the run ends).
+   */
+  const char *message_json;
+  /**
+   * The length of `message_json` in bytes, without its NUL.
+   */
+  size_t message_len;
+  /**
+   * The task's name (its kind), valid as long as `message_json`.
+   */
+  const char *name;
+  /**
+   * The length of `name` in bytes, without its NUL.
+   */
+  size_t name_len;
+  /**
+   * Seconds left, when `qtask_worker_take` returned, before this attempt's time
+   * limit (the task's own `time_limit`, else the worker's
+   * `qtask_worker_set_time_limit`) ends it as failed; `qtask_worker_time_up` then
+   * turns true. Negative when the attempt has no time limit.
+   */
+  double time_left_seconds;
+} qtask_taken_task;
+
+/**
  * How one handed-out task ended, for `qtask_worker_complete`: what a callback
  * returns and sets on its `qtask_outcome`, in one struct.
  */
@@ -779,6 +821,16 @@ void qtask_worker_free(struct qtask_worker *worker);
 qtask_result qtask_worker_set_time_limit(struct qtask_worker *worker, double seconds);
 
 /**
+ * Sets the task names (kinds) this worker takes, for its next `qtask_worker_run`:
+ * `kinds_json` (borrowed) is a JSON array of at least one string, or `null` for
+ * every task of the queue (the default). A task of another name does not reach
+ * the callback (or `qtask_worker_next`): its attempt fails with "no handler for
+ * task name …" and it is retried with backoff, so that during a rolling deploy a
+ * worker that has the kind takes it later. Not while the worker runs.
+ */
+qtask_result qtask_worker_set_kinds(struct qtask_worker *worker, const char *kinds_json);
+
+/**
  * Called from a worker callback: true once the worker's time limit for this
  * attempt has passed (then return soon; the attempt has already failed). False
  * without a time limit, and for NULL.
@@ -828,6 +880,21 @@ qtask_result qtask_worker_next(struct qtask_worker *worker,
                                size_t *out_count);
 
 /**
+ * `qtask_worker_next` with more about each task (`qtask_taken_task`: its id,
+ * attempt, name, the JSON's length and the time left before its time limit), so
+ * that a binding need not parse the JSON for them. Same rules as
+ * `qtask_worker_next`: up to `capacity` tasks into `out_tasks`, their number into
+ * `*out_count`, waiting up to `wait_seconds` for the first; `QTASK_RESULT_CLOSED`
+ * once the run has returned. Each task must be reported with
+ * `qtask_worker_complete`.
+ */
+qtask_result qtask_worker_take(struct qtask_worker *worker,
+                               struct qtask_taken_task *out_tasks,
+                               size_t capacity,
+                               double wait_seconds,
+                               size_t *out_count);
+
+/**
  * Reports how `count` tasks of `qtask_worker_next` ended (`completions`, borrowed,
  * an array of `count`): each attempt ends as its code says, as a callback's return
  * would, and its slot frees up. A token that is unknown or already completed is
@@ -839,9 +906,22 @@ qtask_result qtask_worker_complete(struct qtask_worker *worker,
                                    size_t count);
 
 /**
+ * Gives a file descriptor of a worker made by `qtask_worker_new_pull` that turns
+ * readable when tasks wait to be taken, and when the run has ended: wait for it
+ * in an event loop (poll, epoll, Go's netpoller), read what it holds (the bytes
+ * mean nothing; it is non-blocking), then call `qtask_worker_take` or
+ * `qtask_worker_next` with a wait of 0 until they hand out nothing. It may turn
+ * readable with nothing to take. The descriptor is the worker's: do not close
+ * it; it stays open until `qtask_worker_free`. Unix only
+ * (`QTASK_RESULT_INVALID_STATE` elsewhere).
+ */
+qtask_result qtask_worker_wake_fd(struct qtask_worker *worker, int32_t *out_fd);
+
+/**
  * True once the time limit of the task `token` of a `qtask_worker_new_pull` worker
- * has passed (its attempt has then failed: stop working on it, and complete it).
- * False without a time limit, and for a token not handed out or already completed.
+ * (the task's own `time_limit`, else the worker's) has passed: its attempt has
+ * then failed; stop working on it, and complete it. False without a time limit,
+ * and for a token not handed out or already completed.
  */
 bool qtask_worker_time_up(struct qtask_worker *worker, uint64_t token);
 

@@ -3,7 +3,10 @@
  * N queued no-op tasks, timed like bench/run.sh's drain rows (first callback to the
  * N-th). One JSON line per figure. A program, not a test: nothing asserts a speed.
  *
- *   worker_bench DB_URL QUEUE_URL TABLE_PREFIX N CONCURRENCY
+ *   worker_bench DB_URL QUEUE_URL TABLE_PREFIX N CONCURRENCY [pull]
+ *
+ * With `pull` the drain uses the pull mode instead of a callback: one thread takes
+ * batches (qtask_worker_take), runs the no-op on each and completes them in one call.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -11,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "qtask.h"
@@ -26,6 +30,13 @@ static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* CPU time (user + system) of this process so far, in seconds. */
+static double cpu_s(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
 static double rss_mb(const char *field) {
@@ -67,9 +78,37 @@ static int32_t on_task(const char *message_json, qtask_outcome *outcome, void *u
     return QTASK_OUTCOME_CODE_FINISH;
 }
 
+/* The pull mode's loop: take, handle, complete, until the run has returned. */
+static void pull_loop(struct drain *d, unsigned concurrency) {
+    qtask_taken_task *tasks = calloc(concurrency, sizeof *tasks);
+    qtask_completion *done = calloc(concurrency, sizeof *done);
+    size_t count;
+    while (qtask_worker_take(d->worker, tasks, concurrency, 1.0, &count) == QTASK_RESULT_OK) {
+        for (size_t k = 0; k < count; k++) {
+            on_task(tasks[k].message_json, NULL, d);
+            done[k] = (qtask_completion){.token = tasks[k].token, .code = QTASK_OUTCOME_CODE_FINISH};
+        }
+        qtask_worker_complete(d->worker, done, count);
+    }
+    free(tasks);
+    free(done);
+}
+
 static void *run_worker(void *p) {
     struct drain *d = p;
     check(qtask_worker_run(d->worker, NULL), "worker run");
+    return NULL;
+}
+
+struct run_arg {
+    qtask_worker *worker;
+    qtask_result rc;
+    qtask_worker_report report;
+};
+
+static void *run_worker_report(void *p) {
+    struct run_arg *run = p;
+    run->rc = qtask_worker_run(run->worker, &run->report);
     return NULL;
 }
 
@@ -90,8 +129,8 @@ static void *produce(void *p) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 6) {
-        fprintf(stderr, "usage: worker_bench DB_URL QUEUE_URL TABLE_PREFIX N CONCURRENCY\n");
+    if (argc != 6 && !(argc == 7 && strcmp(argv[6], "pull") == 0)) {
+        fprintf(stderr, "usage: worker_bench DB_URL QUEUE_URL TABLE_PREFIX N CONCURRENCY [pull]\n");
         return 2;
     }
     const char *db = argv[1], *queue_url = argv[2], *prefix = argv[3];
@@ -135,15 +174,32 @@ int main(int argc, char **argv) {
     }
 
     struct drain d = {.target = n};
-    check(qtask_worker_new(client, queue, concurrency, on_task, &d, &d.worker), "worker");
+    int pull = argc == 7;
+    if (pull) {
+        check(qtask_worker_new_pull(client, queue, concurrency, &d.worker), "worker");
+    } else {
+        check(qtask_worker_new(client, queue, concurrency, on_task, &d, &d.worker), "worker");
+    }
     qtask_worker_report report;
-    check(qtask_worker_run(d.worker, &report), "worker run");
+    double cpu = cpu_s();
+    if (pull) {
+        struct run_arg run = {d.worker, QTASK_RESULT_INTERNAL, {0}};
+        pthread_create(&thread, NULL, run_worker_report, &run);
+        pull_loop(&d, concurrency);
+        pthread_join(thread, NULL);
+        check(run.rc, "worker run");
+        report = run.report;
+    } else {
+        check(qtask_worker_run(d.worker, &report), "worker run");
+    }
+    cpu = cpu_s() - cpu;
     qtask_worker_free(d.worker);
     if (report.finished != (uint64_t)n) {
         fprintf(stderr, "worker_bench: %llu of %ld finished\n", (unsigned long long)report.finished, n);
         return 1;
     }
     printf("{\"row\": \"drain_c%u\", \"value\": %.0f}\n", concurrency, (double)n / (d.nth - d.first));
+    printf("{\"row\": \"drain_c%u_cpu_us\", \"value\": %.1f}\n", concurrency, cpu * 1e6 / (double)n);
     printf("{\"row\": \"rss_busy\", \"value\": %.1f}\n", rss_mb("VmHWM:"));
     qtask_close(client);
     return 0;

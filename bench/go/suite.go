@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -43,6 +44,8 @@ type suiteParams struct {
 	LatencySecs float64 `json:"latency_secs"`
 	Delayed     int     `json:"delayed"`
 	Timeout     float64 `json:"timeout"`
+	// DrainOnly: only the drain rows, for comparing workers back to back.
+	DrainOnly bool `json:"drain_only"`
 }
 
 func emit(row string, value float64) {
@@ -56,6 +59,15 @@ func note(text string) {
 }
 
 func nowMs() float64 { return float64(time.Now().UnixNano()) / 1e6 }
+
+// cpuSeconds is the CPU time (user + system) of this process so far.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
 
 // rssMB reads VmRSS or VmHWM (the peak) of this process.
 func rssMB(field string) float64 {
@@ -178,99 +190,65 @@ func runSuite(name, params string) error {
 
 func suiteRows(ctx context.Context, p suiteParams, sys *suiteSystem, s *sink) error {
 	limit := time.Duration(p.Timeout * float64(time.Second))
-	stop, err := sys.startWorker(ctx, "idle", 8)
-	if err != nil {
-		return err
-	}
-	time.Sleep(time.Second)
-	emit("rss_idle", rssMB("VmRSS:"))
-	stop()
-
-	t0 := time.Now()
-	for i := 0; i < p.NEnqueue; i++ {
-		if err := sys.enqueue(ctx, "enq1", map[string]interface{}{"i": i}); err != nil {
-			return err
-		}
-	}
-	emit("enqueue_1", float64(p.NEnqueue)/time.Since(t0).Seconds())
-
-	t0 = time.Now()
 	var wg sync.WaitGroup
 	var failed atomic.Value
-	for k := 0; k < 8; k++ {
-		wg.Add(1)
-		go func(k int) {
-			defer wg.Done()
-			for i := 0; i < p.NEnqueue/8; i++ {
-				if err := sys.enqueue(ctx, "enq8", map[string]interface{}{"i": i, "k": k}); err != nil {
-					failed.Store(err)
-					return
-				}
-			}
-		}(k)
-	}
-	wg.Wait()
-	if err, ok := failed.Load().(error); ok {
-		return err
-	}
-	emit("enqueue_8", float64(p.NEnqueue/8*8)/time.Since(t0).Seconds())
-
-	batches := func(queue string, n int, timed bool) error {
+	batches := func(queue string, n int) error {
+		if sys.enqueueBatch == nil {
+			return enqueueParallel(ctx, sys, queue, n)
+		}
 		for start := 0; start < n; start += p.Batch {
 			var payloads []map[string]interface{}
 			for i := start; i < n && i < start+p.Batch; i++ {
 				payloads = append(payloads, map[string]interface{}{"i": i})
 			}
-			if sys.enqueueBatch != nil {
-				if err := sys.enqueueBatch(ctx, queue, payloads); err != nil {
-					return err
-				}
-				continue
-			}
-			for _, x := range payloads {
-				if err := sys.enqueue(ctx, queue, x); err != nil {
-					return err
-				}
+			if err := sys.enqueueBatch(ctx, queue, payloads); err != nil {
+				return err
 			}
 		}
 		return nil
 	}
-	if sys.enqueueBatch != nil {
-		t0 = time.Now()
-		if err := batches("enqb", p.NEnqueue, true); err != nil {
+	if !p.DrainOnly {
+		if err := enqueueRows(ctx, p, sys, batches); err != nil {
 			return err
 		}
-		emit("enqueue_batch", float64(p.NEnqueue)/time.Since(t0).Seconds())
 	}
 
 	for _, c := range p.Concurrency {
 		queue := fmt.Sprintf("drain%d", c)
-		if err := batches(queue, p.NDrain, false); err != nil {
+		if err := batches(queue, p.NDrain); err != nil {
 			return err
 		}
 		s.reset(p.NDrain)
+		cpu := cpuSeconds()
 		stop, err := sys.startWorker(ctx, queue, c)
 		if err != nil {
 			return err
 		}
 		err = s.wait(limit)
+		cpu = cpuSeconds() - cpu
 		stop()
 		if err != nil {
 			return err
 		}
 		emit(fmt.Sprintf("drain_c%d", c), float64(p.NDrain)/s.nth.Sub(s.first).Seconds())
+		if p.DrainOnly {
+			emit(fmt.Sprintf("drain_c%d_cpu_us", c), cpu*1e6/float64(p.NDrain))
+		}
 	}
 	emit("rss_busy", rssMB("VmHWM:"))
+	if p.DrainOnly {
+		return nil
+	}
 
 	// Latency: 8 producers sharing a steady rate; a worker of 8.
 	n := int(p.Rate * p.LatencySecs)
 	s.reset(n)
-	stop, err = sys.startWorker(ctx, "latency", 8)
+	stop, err := sys.startWorker(ctx, "latency", 8)
 	if err != nil {
 		return err
 	}
 	time.Sleep(500 * time.Millisecond)
-	t0 = time.Now()
+	t0 := time.Now()
 	for k := 0; k < 8; k++ {
 		wg.Add(1)
 		go func(k int) {
@@ -320,6 +298,81 @@ func suiteRows(ctx context.Context, p suiteParams, sys *suiteSystem, s *sink) er
 	emit("delayed_p50", p50)
 	emit("delayed_p99", p99)
 	return nil
+}
+
+// enqueueRows measures the idle RSS and the enqueue rows.
+func enqueueRows(ctx context.Context, p suiteParams, sys *suiteSystem, batches func(string, int) error) error {
+	stop, err := sys.startWorker(ctx, "idle", 8)
+	if err != nil {
+		return err
+	}
+	time.Sleep(time.Second)
+	emit("rss_idle", rssMB("VmRSS:"))
+	stop()
+
+	t0 := time.Now()
+	for i := 0; i < p.NEnqueue; i++ {
+		if err := sys.enqueue(ctx, "enq1", map[string]interface{}{"i": i}); err != nil {
+			return err
+		}
+	}
+	emit("enqueue_1", float64(p.NEnqueue)/time.Since(t0).Seconds())
+
+	t0 = time.Now()
+	var wg sync.WaitGroup
+	var failed atomic.Value
+	for k := 0; k < 8; k++ {
+		wg.Add(1)
+		go func(k int) {
+			defer wg.Done()
+			for i := 0; i < p.NEnqueue/8; i++ {
+				if err := sys.enqueue(ctx, "enq8", map[string]interface{}{"i": i, "k": k}); err != nil {
+					failed.Store(err)
+					return
+				}
+			}
+		}(k)
+	}
+	wg.Wait()
+	if err, ok := failed.Load().(error); ok {
+		return err
+	}
+	emit("enqueue_8", float64(p.NEnqueue/8*8)/time.Since(t0).Seconds())
+
+	if sys.enqueueBatch != nil {
+		t0 = time.Now()
+		if err := batches("enqb", p.NEnqueue); err != nil {
+			return err
+		}
+		emit("enqueue_batch", float64(p.NEnqueue)/time.Since(t0).Seconds())
+	}
+
+	return nil
+}
+
+// enqueueParallel queues n tasks (not timed) from 16 goroutines, for a system
+// without a batch call.
+func enqueueParallel(ctx context.Context, sys *suiteSystem, queue string, n int) error {
+	const producers = 16
+	errs := make(chan error, producers)
+	for k := 0; k < producers; k++ {
+		go func(k int) {
+			for i := k; i < n; i += producers {
+				if err := sys.enqueue(ctx, queue, map[string]interface{}{"i": i}); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}(k)
+	}
+	var first error
+	for k := 0; k < producers; k++ {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // ---------------------------------------------------------------- qtask

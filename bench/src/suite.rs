@@ -29,6 +29,9 @@ struct Params {
     delayed: u64,
     sweep_rows: u64,
     sweep_due: u64,
+    /// Only the drain rows (optional `"drain_only": true`): for comparing workers
+    /// back to back.
+    drain_only: bool,
 }
 
 impl Params {
@@ -60,6 +63,7 @@ impl Params {
             delayed: n("delayed")?,
             sweep_rows: n("sweep_rows")?,
             sweep_due: n("sweep_due")?,
+            drain_only: v["drain_only"].as_bool().unwrap_or(false),
         })
     }
 }
@@ -89,6 +93,21 @@ fn rss_mb(field: &str) -> f64 {
         .and_then(|kb| kb.parse::<f64>().ok())
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
+}
+
+/// CPU time (user + system) of this process so far, in seconds (`/proc/self/stat`,
+/// clock ticks of 10 ms).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime is the 12th, stime the 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    ticks.iter().sum::<f64>() / 100.0
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -265,6 +284,36 @@ async fn qtask_rows(p: &Params) -> Result<(), String> {
 
 async fn qtask_measure(client: &Client, p: &Params) -> Result<(), String> {
     let recorder = Arc::new(Recorder::default());
+    if !p.drain_only {
+        qtask_enqueue_rows(client, p, &recorder).await?;
+    }
+    for &c in &p.concurrency {
+        let queue = format!("drain{c}");
+        create_batches(client, &queue, p.n_drain, p.batch).await?;
+        recorder.reset(p.n_drain);
+        let cpu = cpu_seconds();
+        let (stop, running) = start_worker(client, &queue, c, recorder.clone());
+        let waited = recorder.wait(Duration::from_secs(600)).await;
+        let cpu = cpu_seconds() - cpu;
+        stop_worker(stop, running).await?;
+        waited?;
+        emit(
+            &format!("drain_c{c}"),
+            p.n_drain as f64 / recorder.span().as_secs_f64(),
+        );
+        if p.drain_only {
+            emit(&format!("drain_c{c}_cpu_us"), cpu * 1e6 / p.n_drain as f64);
+        }
+    }
+    emit("rss_busy", rss_mb("VmHWM:"));
+    if !p.drain_only {
+        qtask_latency_rows(client, p, &recorder).await?;
+    }
+    Ok(())
+}
+
+/// The idle RSS and the enqueue rows.
+async fn qtask_enqueue_rows(client: &Client, p: &Params, recorder: &Arc<Recorder>) -> Result<(), String> {
     // Idle: a worker waiting on an empty queue, before anything else grew the heap.
     let (stop, running) = start_worker(client, "idle", 8, recorder.clone());
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -308,22 +357,11 @@ async fn qtask_measure(client: &Client, p: &Params) -> Result<(), String> {
         "enqueue_batch",
         p.n_enqueue as f64 / start.elapsed().as_secs_f64(),
     );
+    Ok(())
+}
 
-    for &c in &p.concurrency {
-        let queue = format!("drain{c}");
-        create_batches(client, &queue, p.n_drain, p.batch).await?;
-        recorder.reset(p.n_drain);
-        let (stop, running) = start_worker(client, &queue, c, recorder.clone());
-        let waited = recorder.wait(Duration::from_secs(600)).await;
-        stop_worker(stop, running).await?;
-        waited?;
-        emit(
-            &format!("drain_c{c}"),
-            p.n_drain as f64 / recorder.span().as_secs_f64(),
-        );
-    }
-    emit("rss_busy", rss_mb("VmHWM:"));
-
+/// The latency and delayed-lateness rows.
+async fn qtask_latency_rows(client: &Client, p: &Params, recorder: &Arc<Recorder>) -> Result<(), String> {
     // Latency: 8 producers sharing a steady rate (one alone cannot offer 1,000/s to
     // every system), a worker of 8 slots.
     let n = (p.rate * p.latency_secs) as u64;

@@ -272,6 +272,9 @@ func (c *Client) CreateTask(ctx context.Context, task TaskArgs) (Created, error)
 type Message struct {
 	TaskID  int64
 	Attempt int64
+	// Name is the task's name (its kind); set on the messages a Worker hands
+	// its handler.
+	Name string
 	// Input is the task's input object (without task_id and attempt).
 	Input map[string]interface{}
 	// Raw is the wire form: the input with task_id and attempt added.

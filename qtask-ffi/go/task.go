@@ -31,8 +31,9 @@ type TaskArgs struct {
 	// (default 0, from -1000 to 1000).
 	Priority int
 	// TimeLimit: the longest one attempt may run (default: the worker's
-	// TimeLimit, if any); past it the attempt fails. The handler's ctx is
-	// cancelled only from the worker's own TimeLimit on (see WorkerOptions).
+	// TimeLimit, if any); past it the attempt fails. A Worker's handler sees it
+	// as its ctx's deadline, and its ctx is cancelled when it passes (see
+	// WorkerOptions.TimeLimit).
 	TimeLimit time.Duration
 
 	// explicit names the fields set by an Option or an argument, so that a zero

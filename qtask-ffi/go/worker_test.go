@@ -37,6 +37,8 @@ func exerciseWorker(t *testing.T, cfg qtask.Config) {
 	t.Run("BadOptions", func(t *testing.T) { testWorkerBadOptions(t, client) })
 	t.Run("Outcomes", func(t *testing.T) { testWorkerOutcomes(t, client) })
 	t.Run("TimeLimit", func(t *testing.T) { testWorkerTimeLimit(t, client) })
+	t.Run("TaskTimeLimit", func(t *testing.T) { testWorkerTaskTimeLimit(t, client) })
+	t.Run("Kinds", func(t *testing.T) { testWorkerKinds(t, client) })
 	t.Run("StaleOutcomeSkipped", func(t *testing.T) { testWorkerStaleOutcome(t, client) })
 }
 
@@ -333,6 +335,177 @@ func testWorkerTimeLimit(t *testing.T, c *qtask.Client) {
 	}
 	if task.Status != "failed" || task.LastError == nil || *task.LastError != "time limit of 0.2s exceeded" {
 		t.Errorf("task %+v", task)
+	}
+}
+
+// A task's own time limit (shorter than the worker's) is the handler context's
+// deadline, and its context is cancelled once the engine says the time is up;
+// the attempt fails with the reason. A task without one has no deadline, and
+// the handler sees its name.
+func testWorkerTaskTimeLimit(t *testing.T, c *qtask.Client) {
+	q := queue("worker-task-time-limit")
+	limited, err := c.CreateNow(bg, "limited", map[string]string{"do": "block"}, time.Minute, q,
+		qtask.WithMaxCount(1), qtask.WithTimeLimit(200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	free, err := c.CreateNow(bg, "free", map[string]string{"do": "look"}, time.Minute, q, qtask.WithDeleteDeadline(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	var calls int
+	var blockedErr, blockedCause error
+	var blockedLeft time.Duration
+	var hadDeadline, freeHadDeadline bool
+	names := map[int64]string{}
+	w := qtask.NewWorker(c, q, qtask.WorkerOptions{Concurrency: 2, TimeLimit: time.Minute})
+	w.Handle(func(hctx context.Context, m *qtask.Message) error {
+		defer func() {
+			mu.Lock()
+			defer mu.Unlock()
+			names[m.TaskID] = m.Name
+			if calls++; calls == 2 {
+				cancel()
+			}
+		}()
+		deadline, ok := hctx.Deadline()
+		if m.Input["do"] == "look" {
+			freeHadDeadline = ok
+			return nil
+		}
+		left := time.Until(deadline)
+		select {
+		case <-hctx.Done():
+		case <-time.After(30 * time.Second):
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		hadDeadline, blockedLeft = ok, left
+		blockedErr, blockedCause = hctx.Err(), context.Cause(hctx)
+		return nil
+	})
+	if err := <-runWorker(ctx, w); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// The worker's own limit is a minute: a deadline under 200 ms away is the task's.
+	if !hadDeadline || blockedLeft <= 0 || blockedLeft > 200*time.Millisecond {
+		t.Errorf("deadline: %v, %s left at the start", hadDeadline, blockedLeft)
+	}
+	if !errors.Is(blockedErr, context.Canceled) || !errors.Is(blockedCause, qtask.ErrTimeUp) {
+		t.Errorf("the handler's context: %v, cause %v", blockedErr, blockedCause)
+	}
+	// A task without a limit of its own has the worker's.
+	if !freeHadDeadline {
+		t.Error("no deadline under the worker's time limit")
+	}
+	if names[limited] != "limited" || names[free] != "free" {
+		t.Errorf("names %v", names)
+	}
+	if r := w.LastReport(); r.Failed != 1 || r.Finished != 1 {
+		t.Errorf("report %+v", r)
+	}
+	task, err := c.Get(bg, limited)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if task.Status != "failed" || task.LastError == nil || *task.LastError != "time limit of 0.2s exceeded" {
+		t.Errorf("task %+v", task)
+	}
+}
+
+// HandleKind routes each task by its name; a name with no handler is failed by
+// the engine ("no handler for task name ...", retried with backoff: here its one
+// attempt is spent) without reaching a handler. With Handle too, that handler
+// takes the other names.
+func testWorkerKinds(t *testing.T, c *qtask.Client) {
+	q := queue("worker-kinds")
+	ids := map[string]int64{}
+	for _, name := range []string{"email", "sms", "fax"} {
+		id, err := c.CreateNow(bg, name, map[string]string{"to": name}, time.Minute, q,
+			qtask.WithMaxCount(1), qtask.WithDeleteDeadline(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[name] = id
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	seen := map[string]string{}
+	record := func(kind string) func(context.Context, *qtask.Message) error {
+		return func(_ context.Context, m *qtask.Message) error {
+			mu.Lock()
+			defer mu.Unlock()
+			seen[kind] = m.Name + "/" + fmt.Sprint(m.Input["to"])
+			return nil
+		}
+	}
+	w := qtask.NewWorker(c, q, qtask.WorkerOptions{Concurrency: 2})
+	w.HandleKind("email", record("email"))
+	w.HandleKind("sms", record("sms"))
+	done := runWorker(ctx, w)
+	var fax *qtask.Task
+	for i := 0; i < 500; i++ {
+		task, err := c.Get(bg, ids["fax"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fax = task; fax.Status == "failed" {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for i := 0; i < 500; i++ {
+		mu.Lock()
+		n := len(seen)
+		mu.Unlock()
+		if n == 2 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	mu.Lock()
+	if seen["email"] != "email/email" || seen["sms"] != "sms/sms" || len(seen) != 2 {
+		t.Errorf("handled %v", seen)
+	}
+	mu.Unlock()
+	if fax.Status != "failed" || fax.LastError == nil || !strings.Contains(*fax.LastError, `no handler for task name "fax"`) {
+		t.Errorf("fax %+v", fax)
+	}
+	if r := w.LastReport(); r.Finished != 2 || r.Failed != 1 {
+		t.Errorf("report %+v", r)
+	}
+
+	// Handle beside HandleKind takes every other name.
+	other, err := c.CreateNow(bg, "telegram", map[string]string{"to": "telegram"}, time.Minute, q, qtask.WithDeleteDeadline(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	w2 := qtask.NewWorker(c, q, qtask.WorkerOptions{})
+	w2.HandleKind("email", func(context.Context, *qtask.Message) error { t.Error("email handler called"); return nil })
+	w2.Handle(func(_ context.Context, m *qtask.Message) error {
+		defer cancel2()
+		if m.TaskID != other || m.Name != "telegram" {
+			t.Errorf("default handler got %d %q", m.TaskID, m.Name)
+		}
+		return nil
+	})
+	if err := <-runWorker(ctx2, w2); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if r := w2.LastReport(); r.Finished != 1 {
+		t.Errorf("report %+v", r)
 	}
 }
 

@@ -126,8 +126,7 @@ unsafe impl Sync for Callback {}
 
 impl Callback {
     fn call(&self, message: Message, time_up: &TimeUp) -> Result<Outcome, String> {
-        // serde_json escapes NUL, so the text has none.
-        let json = CString::new(message.to_json().to_string()).map_err(|e| format!("message: {e}"))?;
+        let json = message_text(&message).map_err(|e| format!("message: {e}"))?;
         let mut outcome = qtask_outcome {
             error: None,
             delay: None,
@@ -143,6 +142,30 @@ impl Callback {
             "callback",
         ))
     }
+}
+
+/// `Message::to_json` as C text, written in one pass: the input's keys (but
+/// `task_id` and `attempt`) after the ids, with no copy of the input first.
+fn message_text(message: &Message) -> Result<CString, String> {
+    use std::io::Write;
+    let mut text = Vec::with_capacity(64);
+    let _ = write!(
+        text,
+        "{{\"task_id\":{},\"attempt\":{}",
+        message.task_id, message.attempt
+    );
+    for (key, value) in &message.input {
+        if key == "task_id" || key == "attempt" {
+            continue;
+        }
+        text.push(b',');
+        serde_json::to_writer(&mut text, key).map_err(|e| e.to_string())?;
+        text.push(b':');
+        serde_json::to_writer(&mut text, value).map_err(|e| e.to_string())?;
+    }
+    text.push(b'}');
+    // serde_json escapes NUL, so the text has none.
+    CString::new(text).map_err(|e| e.to_string())
 }
 
 /// How an attempt ends, from a returned code and what was set beside it.
@@ -181,6 +204,35 @@ pub struct qtask_task {
     pub message_json: *const c_char,
 }
 
+/// A task handed out by `qtask_worker_take`: a `qtask_task` plus what a handler
+/// needs without parsing the JSON, and its time limit.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct qtask_taken_task {
+    /// Names the task to `qtask_worker_complete` and `qtask_worker_time_up`; unique
+    /// within the worker.
+    pub token: u64,
+    pub task_id: i64,
+    /// The attempt's number (1 for the first).
+    pub attempt: i64,
+    /// The task's input object plus `task_id` and `attempt`, as `qtask_task`'s:
+    /// valid until this token's completion is passed to `qtask_worker_complete` (or
+    /// the run ends).
+    pub message_json: *const c_char,
+    /// The length of `message_json` in bytes, without its NUL.
+    pub message_len: usize,
+    /// The task's name (its kind), valid as long as `message_json`.
+    pub name: *const c_char,
+    /// The length of `name` in bytes, without its NUL.
+    pub name_len: usize,
+    /// Seconds left, when `qtask_worker_take` returned, before this attempt's time
+    /// limit (the task's own `time_limit`, else the worker's
+    /// `qtask_worker_set_time_limit`) ends it as failed; `qtask_worker_time_up` then
+    /// turns true. Negative when the attempt has no time limit.
+    pub time_left_seconds: f64,
+}
+
 /// How one handed-out task ended, for `qtask_worker_complete`: what a callback
 /// returns and sets on its `qtask_outcome`, in one struct.
 #[allow(non_camel_case_types)]
@@ -205,6 +257,12 @@ pub struct qtask_completion {
 /// A task handed out and not completed yet.
 struct Out {
     message: CString,
+    name: CString,
+    task_id: i64,
+    attempt: i64,
+    /// When the engine ends the attempt for its time limit (it started the clock
+    /// just before the hand-off).
+    deadline: Option<Instant>,
     time_up: TimeUp,
     reply: Reply,
 }
@@ -214,6 +272,69 @@ struct Out {
 struct Exchange {
     handed: Mutex<Handed>,
     ready: Condvar,
+    /// `qtask_worker_wake_fd`'s pipe, made on the first call.
+    wake: std::sync::OnceLock<WakePipe>,
+}
+
+/// A pipe that turns readable when tasks wait to be taken (or the run ended), so
+/// that a caller can wait in its own event loop (Go's netpoller) instead of
+/// blocking a thread in `qtask_worker_next`.
+struct WakePipe {
+    read: i32,
+    write: i32,
+}
+
+impl WakePipe {
+    #[cfg(unix)]
+    fn new() -> Result<WakePipe, Error> {
+        let mut fds = [0; 2];
+        if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+            return Err(Error::Internal(format!(
+                "pipe: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        for fd in fds {
+            // Non-blocking: the engine's thread never waits on a full pipe (it is
+            // readable then anyway), and the reader may poll it.
+            unsafe {
+                libc::fcntl(
+                    fd,
+                    libc::F_SETFL,
+                    libc::fcntl(fd, libc::F_GETFL) | libc::O_NONBLOCK,
+                );
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+        }
+        Ok(WakePipe {
+            read: fds[0],
+            write: fds[1],
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn new() -> Result<WakePipe, Error> {
+        Err(Error::InvalidState(
+            "qtask_worker_wake_fd needs a Unix system".into(),
+        ))
+    }
+
+    fn signal(&self) {
+        #[cfg(unix)]
+        unsafe {
+            libc::write(self.write, [1u8].as_ptr().cast(), 1);
+        }
+    }
+}
+
+impl Drop for WakePipe {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        unsafe {
+            libc::close(self.read);
+            libc::close(self.write);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -225,6 +346,9 @@ struct Handed {
     next_token: u64,
     /// The run has returned: `qtask_worker_next` says so instead of waiting.
     ended: bool,
+    /// Callers waiting in `qtask_worker_next` / `qtask_worker_take`: a hand-off
+    /// wakes one only when there is one (a wake is a system call).
+    waiting: usize,
 }
 
 impl Exchange {
@@ -235,27 +359,95 @@ impl Exchange {
     }
 
     /// Called by the engine (on its runtime threads, never blocking for long) with
-    /// each claimed task.
-    fn deliver(&self, message: Message, time_up: TimeUp, reply: Reply) {
-        // serde_json escapes NUL, so the text has none.
-        let message = match CString::new(message.to_json().to_string()) {
-            Ok(message) => message,
+    /// each claimed task. `worker_limit` is the worker's time limit, which the
+    /// engine applies when the task has none of its own.
+    fn deliver(&self, message: Message, time_up: TimeUp, reply: Reply, worker_limit: Option<Duration>) {
+        let deadline = message
+            .time_limit
+            .or(worker_limit)
+            .and_then(|limit| Instant::now().checked_add(limit));
+        // A name with a NUL is cut there.
+        let text = match message_text(&message) {
+            Ok(text) => text,
             Err(e) => return reply.send(Outcome::Retry(format!("message: {e}"))),
+        };
+        let name = CString::new(message.name).unwrap_or_else(|e| {
+            let end = e.nul_position();
+            let mut bytes = e.into_vec();
+            bytes.truncate(end);
+            CString::new(bytes).unwrap_or_default()
+        });
+        let out = Out {
+            message: text,
+            name,
+            task_id: message.task_id,
+            attempt: message.attempt,
+            deadline,
+            time_up,
+            reply,
         };
         let mut handed = self.lock();
         handed.next_token += 1;
         let token = handed.next_token;
-        handed.out.insert(
-            token,
-            Out {
-                message,
-                time_up,
-                reply,
-            },
-        );
+        handed.out.insert(token, out);
         handed.queue.push_back(token);
+        let wake = handed.waiting > 0;
+        let first = handed.queue.len() == 1;
         drop(handed);
-        self.ready.notify_one();
+        if wake {
+            self.ready.notify_one();
+        }
+        if first {
+            if let Some(pipe) = self.wake.get() {
+                pipe.signal();
+            }
+        }
+    }
+
+    /// Waits up to `wait` for tasks to hand out; then takes up to `capacity` of them
+    /// and calls `write` with each one's token and entry. `Ok(0)` when the wait
+    /// passed, `Err(Closed)` once the run has ended.
+    fn take(
+        &self,
+        capacity: usize,
+        wait: Duration,
+        mut write: impl FnMut(usize, u64, &Out),
+    ) -> Result<usize, Error> {
+        let until = Instant::now().checked_add(wait);
+        let mut handed = self.lock();
+        while handed.queue.is_empty() && !handed.ended {
+            let left = match until {
+                Some(until) => until.saturating_duration_since(Instant::now()),
+                None => Duration::from_secs(3600),
+            };
+            if left.is_zero() {
+                return Ok(0);
+            }
+            handed.waiting += 1;
+            handed = self
+                .ready
+                .wait_timeout(handed, left)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
+            handed.waiting -= 1;
+        }
+        if handed.ended {
+            return Err(Error::Closed);
+        }
+        let take = handed.queue.len().min(capacity);
+        for i in 0..take {
+            let token = handed.queue.pop_front().expect("counted");
+            if let Some(out) = handed.out.get(&token) {
+                write(i, token, out);
+            }
+        }
+        let more = !handed.queue.is_empty() && handed.waiting > 0;
+        drop(handed);
+        if more {
+            // Another caller may take the rest.
+            self.ready.notify_one();
+        }
+        Ok(take)
     }
 
     fn end(&self) {
@@ -265,6 +457,9 @@ impl Exchange {
         handed.out.clear();
         drop(handed);
         self.ready.notify_all();
+        if let Some(pipe) = self.wake.get() {
+            pipe.signal();
+        }
     }
 }
 
@@ -282,6 +477,8 @@ struct WorkerState {
     running: AtomicBool,
     /// `qtask_worker_set_time_limit`, in milliseconds; 0 for none.
     time_limit_ms: AtomicU64,
+    /// `qtask_worker_set_kinds`: the task names this worker takes (None: all).
+    kinds: Mutex<Option<Vec<String>>>,
 }
 
 static WORKER_SPACE: Space = Space::new();
@@ -364,6 +561,7 @@ fn new_worker(
         mode,
         running: AtomicBool::new(false),
         time_limit_ms: AtomicU64::new(0),
+        kinds: Mutex::new(None),
     };
     let worker: *mut qtask_worker = WORKERS.insert(Arc::new(state))?;
     // The slot may have served an earlier, stopped worker.
@@ -432,6 +630,10 @@ pub extern "C" fn qtask_worker_run(
         if limit_ms > 0 {
             engine = engine.time_limit(Duration::from_millis(limit_ms));
         }
+        let kinds = state.kinds.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        if let Some(kinds) = kinds {
+            engine = engine.kinds(kinds);
+        }
         let report = match &state.mode {
             Mode::Callback(callback) => {
                 let callback = *callback;
@@ -439,7 +641,11 @@ pub extern "C" fn qtask_worker_run(
             }
             Mode::Pull(exchange) => {
                 let to = exchange.clone();
-                let report = engine.run_handing_off(move |message, time_up, reply| to.deliver(message, time_up, reply), &stop);
+                let limit = (limit_ms > 0).then(|| Duration::from_millis(limit_ms));
+                let report = engine.run_handing_off(
+                    move |message, time_up, reply| to.deliver(message, time_up, reply, limit),
+                    &stop,
+                );
                 exchange.end();
                 report
             }
@@ -511,6 +717,33 @@ pub extern "C" fn qtask_worker_set_time_limit(worker: *mut qtask_worker, seconds
             return Err(Error::InvalidState("the worker is running".into()));
         }
         state.time_limit_ms.store(ms, Ordering::Release);
+        Ok(())
+    })
+}
+
+/// Sets the task names (kinds) this worker takes, for its next `qtask_worker_run`:
+/// `kinds_json` (borrowed) is a JSON array of at least one string, or `null` for
+/// every task of the queue (the default). A task of another name does not reach
+/// the callback (or `qtask_worker_next`): its attempt fails with "no handler for
+/// task name …" and it is retried with backoff, so that during a rolling deploy a
+/// worker that has the kind takes it later. Not while the worker runs.
+#[no_mangle]
+pub extern "C" fn qtask_worker_set_kinds(
+    worker: *mut qtask_worker,
+    kinds_json: *const c_char,
+) -> qtask_result {
+    ffi_boundary!(result: {
+        let state = WORKERS.get(worker)?;
+        let text = unsafe { str_arg(kinds_json, "kinds_json") }?;
+        let kinds: Option<Vec<String>> = serde_json::from_str(text)
+            .map_err(|e| invalid(format!("kinds_json: a JSON array of task names, or null: {e}")))?;
+        if kinds.as_ref().is_some_and(Vec::is_empty) {
+            return Err(invalid("kinds_json must name at least one task name"));
+        }
+        if state.running.load(Ordering::Acquire) {
+            return Err(Error::InvalidState("the worker is running".into()));
+        }
+        *state.kinds.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = kinds;
         Ok(())
     })
 }
@@ -614,38 +847,54 @@ pub extern "C" fn qtask_worker_next(
         }
         let wait = qtask_core::seconds("wait_seconds", wait_seconds)?;
         let exchange = exchange(worker)?;
-        let until = Instant::now().checked_add(wait);
-        let mut handed = exchange.lock();
-        while handed.queue.is_empty() && !handed.ended {
-            let left = match until {
-                Some(until) => until.saturating_duration_since(Instant::now()),
-                None => Duration::from_secs(3600),
+        let take = exchange.take(capacity, wait, |i, token, out| {
+            // i < capacity: the caller's array has room for it.
+            unsafe { out_tasks.add(i).write(qtask_task { token, message_json: out.message.as_ptr() }) };
+        })?;
+        reset(out_count, take);
+        Ok(())
+    })
+}
+
+/// `qtask_worker_next` with more about each task (`qtask_taken_task`: its id,
+/// attempt, name, the JSON's length and the time left before its time limit), so
+/// that a binding need not parse the JSON for them. Same rules as
+/// `qtask_worker_next`: up to `capacity` tasks into `out_tasks`, their number into
+/// `*out_count`, waiting up to `wait_seconds` for the first; `QTASK_RESULT_CLOSED`
+/// once the run has returned. Each task must be reported with
+/// `qtask_worker_complete`.
+#[no_mangle]
+pub extern "C" fn qtask_worker_take(
+    worker: *mut qtask_worker,
+    out_tasks: *mut qtask_taken_task,
+    capacity: usize,
+    wait_seconds: f64,
+    out_count: *mut usize,
+) -> qtask_result {
+    ffi_boundary!(result: {
+        reset(out_count, 0);
+        if out_tasks.is_null() || capacity == 0 {
+            return Err(invalid("out_tasks is NULL or capacity is 0"));
+        }
+        let wait = qtask_core::seconds("wait_seconds", wait_seconds)?;
+        let exchange = exchange(worker)?;
+        let now = Instant::now();
+        let take = exchange.take(capacity, wait, |i, token, out| {
+            let task = qtask_taken_task {
+                token,
+                task_id: out.task_id,
+                attempt: out.attempt,
+                message_json: out.message.as_ptr(),
+                message_len: out.message.as_bytes().len(),
+                name: out.name.as_ptr(),
+                name_len: out.name.as_bytes().len(),
+                time_left_seconds: out
+                    .deadline
+                    .map_or(-1.0, |deadline| deadline.saturating_duration_since(now).as_secs_f64()),
             };
-            if left.is_zero() {
-                return Ok(());
-            }
-            handed = exchange
-                .ready
-                .wait_timeout(handed, left)
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .0;
-        }
-        if handed.ended {
-            return Err(Error::Closed);
-        }
-        let take = handed.queue.len().min(capacity);
-        let tasks = unsafe { std::slice::from_raw_parts_mut(out_tasks, take) };
-        for task in tasks.iter_mut() {
-            let token = handed.queue.pop_front().expect("counted");
-            let message = handed.out.get(&token).map_or(std::ptr::null(), |out| out.message.as_ptr());
-            *task = qtask_task { token, message_json: message };
-        }
-        let more = !handed.queue.is_empty();
-        drop(handed);
-        if more {
-            // Another caller may take the rest.
-            exchange.ready.notify_one();
-        }
+            // i < capacity: the caller's array has room for it.
+            unsafe { out_tasks.add(i).write(task) };
+        })?;
         reset(out_count, take);
         Ok(())
     })
@@ -687,6 +936,37 @@ pub extern "C" fn qtask_worker_complete(
     })
 }
 
+/// Gives a file descriptor of a worker made by `qtask_worker_new_pull` that turns
+/// readable when tasks wait to be taken, and when the run has ended: wait for it
+/// in an event loop (poll, epoll, Go's netpoller), read what it holds (the bytes
+/// mean nothing; it is non-blocking), then call `qtask_worker_take` or
+/// `qtask_worker_next` with a wait of 0 until they hand out nothing. It may turn
+/// readable with nothing to take. The descriptor is the worker's: do not close
+/// it; it stays open until `qtask_worker_free`. Unix only
+/// (`QTASK_RESULT_INVALID_STATE` elsewhere).
+#[no_mangle]
+pub extern "C" fn qtask_worker_wake_fd(worker: *mut qtask_worker, out_fd: *mut i32) -> qtask_result {
+    ffi_boundary!(result: {
+        reset(out_fd, -1);
+        let exchange = exchange(worker)?;
+        if exchange.wake.get().is_none() {
+            let pipe = WakePipe::new()?;
+            // A second caller racing this one keeps the first pipe; this one closes.
+            let _ = exchange.wake.set(pipe);
+        }
+        let pipe = exchange.wake.get().expect("set above");
+        let pending = {
+            let handed = exchange.lock();
+            !handed.queue.is_empty() || handed.ended
+        };
+        if pending {
+            pipe.signal();
+        }
+        reset(out_fd, pipe.read);
+        Ok(())
+    })
+}
+
 /// The outcome a `qtask_completion` describes.
 fn completed(done: &qtask_completion) -> Outcome {
     let text = |p: *const c_char| {
@@ -711,8 +991,9 @@ fn completed(done: &qtask_completion) -> Outcome {
 }
 
 /// True once the time limit of the task `token` of a `qtask_worker_new_pull` worker
-/// has passed (its attempt has then failed: stop working on it, and complete it).
-/// False without a time limit, and for a token not handed out or already completed.
+/// (the task's own `time_limit`, else the worker's) has passed: its attempt has
+/// then failed; stop working on it, and complete it. False without a time limit,
+/// and for a token not handed out or already completed.
 #[no_mangle]
 pub extern "C" fn qtask_worker_time_up(worker: *mut qtask_worker, token: u64) -> bool {
     ffi_boundary!({
@@ -725,4 +1006,30 @@ pub extern "C" fn qtask_worker_time_up(worker: *mut qtask_worker, token: u64) ->
             Err(_) => false,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    #[test]
+    fn message_text_is_to_json() {
+        let input = json!({"n": 1, "s": "a\"b\u{e9}", "nested": {"x": [1, 2.5, null]}, "task_id": "theirs", "attempt": 9});
+        let message = Message {
+            task_id: 42,
+            attempt: 3,
+            queue: "q".into(),
+            name: "kind".into(),
+            deadline_at: 0,
+            input: input.as_object().cloned().unwrap_or_default(),
+            lease: Duration::from_secs(1),
+            time_limit: None,
+            trace_context: None,
+        };
+        let text = message_text(&message).expect("text");
+        let parsed: Value = serde_json::from_str(text.to_str().expect("utf-8")).expect("json");
+        assert_eq!(parsed, message.to_json());
+        assert_eq!(parsed["task_id"], 42);
+    }
 }

@@ -12,6 +12,7 @@
  * Exits 0 when every check passed. Run by tests/c/run.sh.
  */
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -19,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "qtask.h"
 
@@ -907,6 +909,153 @@ static void test_worker_pull(qtask_client *client) {
     EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_worker_new_pull(client, "C:PULL", 0, &callback_worker));
 }
 
+/* qtask_worker_take with the wake pipe: ids, name and length without parsing, the
+ * time left of a task with a time limit of its own (none for the other), time up
+ * once the engine ended that attempt, and the pipe readable when the run ended. */
+static int wait_readable(int fd) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int ready = poll(&p, 1, 5000);
+    char buf[64];
+    while (ready > 0 && read(fd, buf, sizeof buf) > 0) {
+    }
+    return ready;
+}
+
+static void test_worker_take(qtask_client *client) {
+    char *created = NULL;
+    OK(qtask_create_task(client,
+                         "{\"name\": \"limited\", \"input\": {\"n\": 1}, \"queue\": \"C:TAKE\", "
+                         "\"time_limit\": 0.3, \"max_count\": 1}",
+                         &created));
+    long long limited_id = json_int(created, "id");
+    qtask_string_free(created);
+    OK(qtask_create(client, "free", "{\"n\": 2}", 60, "C:TAKE", NULL, NULL));
+    struct run_arg arg = {NULL, QTASK_RESULT_INTERNAL};
+    OK(qtask_worker_new_pull(client, "C:TAKE", 2, &arg.worker));
+    int fd = -1;
+    OK(qtask_worker_wake_fd(arg.worker, &fd));
+    CHECK(fd >= 0, "wake fd %d", fd);
+    pthread_t thread;
+    CHECK(pthread_create(&thread, NULL, run_worker, &arg) == 0, "pthread_create");
+    qtask_taken_task tasks[4], limited = {0};
+    int have = 0;
+    while (have < 2) {
+        size_t count = 0;
+        OK(qtask_worker_take(arg.worker, tasks, 4, 0, &count));
+        if (count == 0) {
+            CHECK(wait_readable(fd) > 0, "the wake pipe stayed quiet for 5 s");
+            continue;
+        }
+        for (size_t k = 0; k < count; k++) {
+            qtask_taken_task *t = &tasks[k];
+            CHECK(t->message_len == strlen(t->message_json) && t->name_len == strlen(t->name), "lengths");
+            CHECK(json_int(t->message_json, "task_id") == t->task_id && t->attempt == 1, "ids %s", t->message_json);
+            if (strcmp(t->name, "limited") == 0) {
+                CHECK(t->task_id == limited_id, "limited id");
+                CHECK(t->time_left_seconds > 0 && t->time_left_seconds <= 0.3, "time left %f", t->time_left_seconds);
+                limited = *t;
+            } else {
+                CHECK(strcmp(t->name, "free") == 0 && t->time_left_seconds < 0, "free: %s %f", t->name,
+                      t->time_left_seconds);
+                qtask_completion done = {.token = t->token, .code = QTASK_OUTCOME_CODE_FINISH};
+                OK(qtask_worker_complete(arg.worker, &done, 1));
+            }
+            have++;
+        }
+    }
+    /* The limited task is not completed: the engine ends its attempt. */
+    for (int i = 0; i < 500 && !qtask_worker_time_up(arg.worker, limited.token); i++) {
+        struct timespec ten_ms = {0, 10 * 1000 * 1000};
+        nanosleep(&ten_ms, NULL);
+    }
+    CHECK(qtask_worker_time_up(arg.worker, limited.token), "time not up after 5 s");
+    qtask_completion late = {.token = limited.token, .code = QTASK_OUTCOME_CODE_FINISH};
+    OK(qtask_worker_complete(arg.worker, &late, 1));
+    qtask_worker_stop(arg.worker);
+    CHECK(wait_readable(fd) > 0, "the wake pipe stayed quiet after the stop");
+    size_t count = 0;
+    qtask_result rc;
+    while ((rc = qtask_worker_take(arg.worker, tasks, 4, 0, &count)) == QTASK_RESULT_OK) {
+        CHECK(count == 0, "%zu tasks after the stop", count);
+        CHECK(wait_readable(fd) > 0, "the wake pipe stayed quiet after the stop");
+    }
+    EXPECT(QTASK_RESULT_CLOSED, rc);
+    pthread_join(thread, NULL);
+    CHECK(arg.rc == QTASK_RESULT_OK, "run: %s", qtask_result_name(arg.rc));
+    char *task = NULL;
+    OK(qtask_get(client, limited_id, &task));
+    CHECK(strstr(task, "\"status\":\"failed\"") && strstr(task, "time limit of 0.3s exceeded"), "limited: %s", task);
+    qtask_string_free(task);
+    qtask_worker_free(arg.worker);
+    /* A callback worker has no wake pipe. */
+    atomic_int calls = 0;
+    qtask_worker *callback_worker;
+    OK(qtask_worker_new(client, "C:TAKE", 1, never_called, &calls, &callback_worker));
+    EXPECT(QTASK_RESULT_INVALID_STATE, qtask_worker_wake_fd(callback_worker, &fd));
+    CHECK(fd == -1, "fd %d", fd);
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_worker_take(callback_worker, NULL, 4, 0, &count));
+    /* Kinds: a JSON array of names, or null; nothing else. */
+    OK(qtask_worker_set_kinds(callback_worker, "[\"a\", \"b\"]"));
+    OK(qtask_worker_set_kinds(callback_worker, "null"));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_worker_set_kinds(callback_worker, "[]"));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_worker_set_kinds(callback_worker, "\"a\""));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_worker_set_kinds(callback_worker, NULL));
+    qtask_worker_free(callback_worker);
+}
+
+/* A worker with kinds: the callback gets the named kinds only; another name fails
+ * its attempt ("no handler for task name") without reaching it. */
+struct kinds_seen {
+    qtask_worker *worker;
+    atomic_int calls, wrong;
+};
+
+static int32_t on_kind(const char *message_json, qtask_outcome *outcome, void *user_data) {
+    (void)outcome;
+    struct kinds_seen *seen = user_data;
+    if (!strstr(message_json, "\"to\":\"email\"")) {
+        atomic_fetch_add(&seen->wrong, 1);
+    }
+    atomic_fetch_add(&seen->calls, 1);
+    return QTASK_OUTCOME_CODE_FINISH;
+}
+
+static void test_worker_kinds(qtask_client *client) {
+    char *created = NULL;
+    OK(qtask_create_task(client, "{\"name\": \"fax\", \"input\": {\"to\": \"fax\"}, \"queue\": \"C:KINDS\", \"max_count\": 1}",
+                         &created));
+    long long fax = json_int(created, "id");
+    qtask_string_free(created);
+    OK(qtask_create(client, "email", "{\"to\": \"email\"}", 60, "C:KINDS", NULL, NULL));
+    struct kinds_seen seen = {NULL, 0, 0};
+    OK(qtask_worker_new(client, "C:KINDS", 2, on_kind, &seen, &seen.worker));
+    OK(qtask_worker_set_kinds(seen.worker, "[\"email\"]"));
+    struct run_arg arg = {seen.worker, QTASK_RESULT_INTERNAL};
+    pthread_t thread;
+    CHECK(pthread_create(&thread, NULL, run_worker, &arg) == 0, "pthread_create");
+    char *task = NULL;
+    for (int i = 0; i < 500; i++) {
+        OK(qtask_get(client, fax, &task));
+        int failed = strstr(task, "\"status\":\"failed\"") != NULL;
+        if (failed && atomic_load(&seen.calls) >= 1) {
+            break;
+        }
+        qtask_string_free(task);
+        task = NULL;
+        struct timespec ten_ms = {0, 10 * 1000 * 1000};
+        nanosleep(&ten_ms, NULL);
+    }
+    qtask_worker_stop(seen.worker);
+    pthread_join(thread, NULL);
+    CHECK(arg.rc == QTASK_RESULT_OK, "run: %s", qtask_result_name(arg.rc));
+    CHECK(task && strstr(task, "\"status\":\"failed\"") && strstr(task, "no handler for task name"), "fax: %s",
+          task ? task : "(not failed within 5 s)");
+    qtask_string_free(task);
+    CHECK(atomic_load(&seen.calls) == 1 && atomic_load(&seen.wrong) == 0, "calls %d, wrong %d", atomic_load(&seen.calls),
+          atomic_load(&seen.wrong));
+    qtask_worker_free(seen.worker);
+}
+
 /* ---- the log callback ---- */
 
 struct log_seen {
@@ -1125,6 +1274,8 @@ int main(int argc, char **argv) {
         RUN(test_worker_stop_from_thread(client));
         RUN(test_worker_stop_from_signal(client));
         RUN(test_worker_pull(client));
+        RUN(test_worker_take(client));
+        RUN(test_worker_kinds(client));
     }
     qtask_close(client);
     printf("%d checks, %d failed\n", checks, failures);
