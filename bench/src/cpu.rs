@@ -18,12 +18,17 @@ pub struct CpuUse {
     servers: BTreeMap<u32, (String, f64)>,
 }
 
+/// CPU seconds this process (every thread, ended ones too) used so far.
+pub fn own_cpu_seconds() -> f64 {
+    fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| cpu_seconds(&stat).map(|(_, secs)| secs))
+        .unwrap_or(0.0)
+}
+
 impl CpuUse {
     pub fn now() -> CpuUse {
-        let client = fs::read_to_string("/proc/self/stat")
-            .ok()
-            .and_then(|stat| cpu_seconds(&stat).map(|(_, secs)| secs))
-            .unwrap_or(0.0);
+        let client = own_cpu_seconds();
         let mut servers = BTreeMap::new();
         for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
             let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse().ok()) else {

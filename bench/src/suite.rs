@@ -95,21 +95,6 @@ fn rss_mb(field: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// CPU time (user + system) of this process so far, in seconds (`/proc/self/stat`,
-/// clock ticks of 10 ms).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which may hold spaces): utime is the 12th, stime the 13th.
-    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let ticks: Vec<f64> = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|t| t.parse().ok())
-        .collect();
-    ticks.iter().sum::<f64>() / 100.0
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -291,10 +276,10 @@ async fn qtask_measure(client: &Client, p: &Params) -> Result<(), String> {
         let queue = format!("drain{c}");
         create_batches(client, &queue, p.n_drain, p.batch).await?;
         recorder.reset(p.n_drain);
-        let cpu = cpu_seconds();
+        let cpu = crate::cpu::own_cpu_seconds();
         let (stop, running) = start_worker(client, &queue, c, recorder.clone());
         let waited = recorder.wait(Duration::from_secs(600)).await;
-        let cpu = cpu_seconds() - cpu;
+        let cpu = crate::cpu::own_cpu_seconds() - cpu;
         stop_worker(stop, running).await?;
         waited?;
         emit(
