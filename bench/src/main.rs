@@ -346,7 +346,9 @@ impl Target {
 
     /// Drops this run's tables and Redis lists; reports but never fails.
     async fn clean_up(&self) {
-        for table in [self.client.config().task_table(), self.raw_table.clone()] {
+        let mut tables = self.client.store().table_names();
+        tables.push(self.raw_table.clone());
+        for table in tables {
             let sql = format!("DROP TABLE IF EXISTS {table}");
             if let Err(err) = sqlx::query(AssertSqlSafe(sql)).execute(self.pool()).await {
                 eprintln!("qtask-bench: could not drop {table}: {err}");

@@ -262,7 +262,9 @@ async fn qtask_rows(p: &Params) -> Result<(), String> {
         (max_c + 8).max(10)
     ));
     let result = qtask_measure(&client, p).await;
-    drop_table(client.store().pool(), &client.config().task_table()).await;
+    for table in client.store().table_names() {
+        drop_table(client.store().pool(), &table).await;
+    }
     client.close().await;
     result
 }
@@ -551,7 +553,9 @@ async fn ceiling_redis(p: &Params) -> Result<(), String> {
 async fn sweeper(p: &Params) -> Result<(), String> {
     let client = open(p, false, 10).await?;
     let result = sweeper_measure(&client, p).await;
-    drop_table(client.store().pool(), &client.config().task_table()).await;
+    for table in client.store().table_names() {
+        drop_table(client.store().pool(), &table).await;
+    }
     client.close().await;
     result
 }

@@ -227,6 +227,15 @@ impl Store {
         &self.table
     }
 
+    /// Every table `install()` makes: the task table, then the queue settings and the
+    /// schedules beside it (for a tool that removes them all).
+    pub fn table_names(&self) -> Vec<String> {
+        schema::tables(&self.table)
+            .into_iter()
+            .map(|table| table.name)
+            .collect()
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

@@ -190,9 +190,7 @@ pub async fn fresh_at(db: &Db, prefix: &str) -> (Client, Clock) {
 /// Drops the test's tables (tasks, queue settings, schedules), closes the client and,
 /// when Redis carries its offers, deletes its Redis keys.
 pub async fn drop_table(client: &Client) {
-    let task_table = client.store().table().to_string();
-    let prefix = task_table.strip_suffix("task").unwrap_or(&task_table).to_string();
-    for table in [task_table, format!("{prefix}queue"), format!("{prefix}schedule")] {
+    for table in client.store().table_names() {
         let sql = format!("DROP TABLE IF EXISTS {table}");
         client
             .store()
