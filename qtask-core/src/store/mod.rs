@@ -41,8 +41,6 @@ pub(crate) use statements::DUE;
 use statements::{Statements, EXPIRED, SPENT};
 
 /// Live rows are kept at least this long, as in the seed (7 days after creation).
-/// A pooled connection idle this long is pinged before it is handed out.
-const PING_WHEN_IDLE: Duration = Duration::from_secs(1);
 /// Wake-ups of the `db` queue's fetchers sent by one client, at most one per this.
 const WAKE_EVERY: Duration = Duration::from_millis(5);
 
@@ -114,20 +112,7 @@ impl Store {
         };
         let mut pool = AnyPoolOptions::new()
             .max_connections(connections)
-            .acquire_timeout(config.connect_timeout)
-            // sqlx pings every connection it hands out: a round trip per statement on
-            // the hot path. Ping only one that sat idle long enough to have been cut
-            // (a server restart, a firewall); a busy one that breaks fails its
-            // statement, which the caller retries as any other error.
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for >= PING_WHEN_IDLE {
-                        conn.ping().await?;
-                    }
-                    Ok(true)
-                })
-            });
+            .acquire_timeout(config.connect_timeout);
         if dialect == Dialect::Sqlite {
             // WAL lets readers run beside the one writer; busy_timeout makes writers queue.
             pool = pool.after_connect(|conn, _| {
