@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 
 use crate::error::{Error, Result};
 use crate::store::{Dialect, Store, MAX_BATCH};
 use crate::task::{Fence, Fenced};
+use crate::write_loop::LoopHandle;
 
 /// Batches written at once: the database overlaps their commits. A deadlock between
 /// two of them (a renewal and a finish of one task) is retried like any other.
@@ -33,44 +34,32 @@ enum Request {
 /// when every handle is gone.
 #[derive(Debug)]
 pub(crate) struct Completer {
-    requests: mpsc::UnboundedSender<Request>,
-    task: std::sync::Mutex<Option<JoinHandle<()>>>,
+    requests: LoopHandle<Request>,
 }
 
 impl Completer {
     /// Starts the write loop on the current tokio runtime.
     pub fn start(store: Store) -> Completer {
-        let (requests, incoming) = mpsc::unbounded_channel();
-        let task = tokio::spawn(write_loop(store, incoming));
         Completer {
-            requests,
-            task: std::sync::Mutex::new(Some(task)),
+            requests: LoopHandle::start(|incoming| write_loop(store, incoming)),
         }
     }
 
     /// Writes what was sent before, then stops the loop (and lets go of the pool).
     pub async fn close(&self) {
-        let _ = self.requests.send(Request::Close);
-        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(task) = task {
-            let _ = task.await;
-        }
+        self.requests.close(Request::Close).await;
     }
 
     pub async fn renew(&self, fence: Fence) -> Result<Fenced<Duration>> {
         let (reply, answer) = oneshot::channel();
-        self.send(Request::Renew(fence, reply))?;
+        self.requests.send(Request::Renew(fence, reply))?;
         answer.await.unwrap_or(Err(Error::Closed))
     }
 
     pub async fn finish(&self, fence: Fence) -> Result<Fenced<()>> {
         let (reply, answer) = oneshot::channel();
-        self.send(Request::Finish(fence, reply))?;
+        self.requests.send(Request::Finish(fence, reply))?;
         answer.await.unwrap_or(Err(Error::Closed))
-    }
-
-    fn send(&self, request: Request) -> Result<()> {
-        self.requests.send(request).map_err(|_| Error::Closed)
     }
 }
 

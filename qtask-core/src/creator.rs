@@ -10,13 +10,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 
 use crate::error::{Error, Result};
 use crate::maintenance::Metrics;
 use crate::queue::Queue;
 use crate::store::{Inserted, NewRow, Offer, Store};
 use crate::task::ValidTask;
+use crate::write_loop::LoopHandle;
 
 /// Batches written at once: while one commits, the next gathers and starts.
 const WRITES_IN_FLIGHT: usize = 2;
@@ -82,35 +83,25 @@ impl Offerer {
 /// when every handle is gone.
 #[derive(Debug)]
 pub(crate) struct Creator {
-    requests: mpsc::UnboundedSender<Request>,
-    task: std::sync::Mutex<Option<JoinHandle<()>>>,
+    requests: LoopHandle<Request>,
 }
 
 impl Creator {
     /// Starts the write loop on the current tokio runtime.
     pub fn start(offerer: Offerer) -> Creator {
-        let (requests, incoming) = mpsc::unbounded_channel();
-        let task = tokio::spawn(write_loop(offerer, incoming));
         Creator {
-            requests,
-            task: std::sync::Mutex::new(Some(task)),
+            requests: LoopHandle::start(|incoming| write_loop(offerer, incoming)),
         }
     }
 
     /// Writes what was sent before, then stops the loop.
     pub async fn close(&self) {
-        let _ = self.requests.send(Request::Close);
-        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(task) = task {
-            let _ = task.await;
-        }
+        self.requests.close(Request::Close).await;
     }
 
     pub async fn create(&self, create: NewCreate) -> Result<CreateDone> {
         let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(Request::Create(create, reply))
-            .map_err(|_| Error::Closed)?;
+        self.requests.send(Request::Create(create, reply))?;
         answer.await.unwrap_or(Err(Error::Closed))
     }
 }

@@ -44,6 +44,7 @@ mod task_args;
 mod telemetry;
 mod trace;
 mod worker;
+mod write_loop;
 
 pub use client::{Client, Invoke};
 pub use clock::{Clock, MAX_WAIT};
