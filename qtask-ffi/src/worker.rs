@@ -841,18 +841,10 @@ pub extern "C" fn qtask_worker_next(
     out_count: *mut usize,
 ) -> qtask_result {
     ffi_boundary!(result: {
-        reset(out_count, 0);
-        if out_tasks.is_null() || capacity == 0 {
-            return Err(invalid("out_tasks is NULL or capacity is 0"));
-        }
-        let wait = qtask_core::seconds("wait_seconds", wait_seconds)?;
-        let exchange = exchange(worker)?;
-        let take = exchange.take(capacity, wait, |i, token, out| {
-            // i < capacity: the caller's array has room for it.
-            unsafe { out_tasks.add(i).write(qtask_task { token, message_json: out.message.as_ptr() }) };
-        })?;
-        reset(out_count, take);
-        Ok(())
+        take_into(worker, out_tasks, capacity, wait_seconds, out_count, |token, out| qtask_task {
+            token,
+            message_json: out.message.as_ptr(),
+        })
     })
 }
 
@@ -872,32 +864,44 @@ pub extern "C" fn qtask_worker_take(
     out_count: *mut usize,
 ) -> qtask_result {
     ffi_boundary!(result: {
-        reset(out_count, 0);
-        if out_tasks.is_null() || capacity == 0 {
-            return Err(invalid("out_tasks is NULL or capacity is 0"));
-        }
-        let wait = qtask_core::seconds("wait_seconds", wait_seconds)?;
-        let exchange = exchange(worker)?;
         let now = Instant::now();
-        let take = exchange.take(capacity, wait, |i, token, out| {
-            let task = qtask_taken_task {
-                token,
-                task_id: out.task_id,
-                attempt: out.attempt,
-                message_json: out.message.as_ptr(),
-                message_len: out.message.as_bytes().len(),
-                name: out.name.as_ptr(),
-                name_len: out.name.as_bytes().len(),
-                time_left_seconds: out
-                    .deadline
-                    .map_or(-1.0, |deadline| deadline.saturating_duration_since(now).as_secs_f64()),
-            };
-            // i < capacity: the caller's array has room for it.
-            unsafe { out_tasks.add(i).write(task) };
-        })?;
-        reset(out_count, take);
-        Ok(())
+        take_into(worker, out_tasks, capacity, wait_seconds, out_count, |token, out| qtask_taken_task {
+            token,
+            task_id: out.task_id,
+            attempt: out.attempt,
+            message_json: out.message.as_ptr(),
+            message_len: out.message.as_bytes().len(),
+            name: out.name.as_ptr(),
+            name_len: out.name.as_bytes().len(),
+            time_left_seconds: out
+                .deadline
+                .map_or(-1.0, |deadline| deadline.saturating_duration_since(now).as_secs_f64()),
+        })
     })
+}
+
+/// The body of `qtask_worker_next` and `qtask_worker_take`: checks the caller's
+/// array, waits up to `wait_seconds` for tasks and writes each, as `describe` makes
+/// it, into the array; their number goes to `*out_count`.
+fn take_into<T>(
+    worker: *mut qtask_worker,
+    out_tasks: *mut T,
+    capacity: usize,
+    wait_seconds: f64,
+    out_count: *mut usize,
+    describe: impl Fn(u64, &Out) -> T,
+) -> Result<(), Error> {
+    reset(out_count, 0);
+    if out_tasks.is_null() || capacity == 0 {
+        return Err(invalid("out_tasks is NULL or capacity is 0"));
+    }
+    let wait = qtask_core::seconds("wait_seconds", wait_seconds)?;
+    let take = exchange(worker)?.take(capacity, wait, |i, token, out| {
+        // i < capacity: the caller's array has room for it.
+        unsafe { out_tasks.add(i).write(describe(token, out)) };
+    })?;
+    reset(out_count, take);
+    Ok(())
 }
 
 /// Reports how `count` tasks of `qtask_worker_next` ended (`completions`, borrowed,
