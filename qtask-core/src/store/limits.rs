@@ -108,7 +108,7 @@ impl Store {
             };
             if allowance.claims > 0 {
                 changed = self
-                    .claim_due_on(&mut tx, &statements, queue, allowance.claims)
+                    .claim_due_on(&mut tx, &statements, queue, allowance.claims, false)
                     .await?;
                 self.spend(&mut tx, queue, &allowance, changed.rows.len()).await?;
             }
@@ -140,7 +140,7 @@ impl Store {
             if !taken.is_empty() {
                 let list = super::statements::id_list(taken.iter().copied());
                 changed = self
-                    .change_on(&mut tx, &statements.claim_offered, &[], &list)
+                    .change_on(&mut tx, &statements.claim_offered, &[], &list, false)
                     .await?;
                 self.spend(&mut tx, queue, &allowance, changed.rows.len()).await?;
             }

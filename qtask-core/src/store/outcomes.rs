@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, Row};
 
+use super::durability::Commit;
 use super::statements::{fill_fences, TwoStep, LIVE};
 use super::{retry_conflicts, Dialect, Store};
 use crate::error::{Error, Result};
@@ -71,7 +72,7 @@ impl Store {
                 update: update.clone(),
             },
         };
-        let changed = retry_conflicts(|| self.change(&step, &[], "")).await?;
+        let changed = retry_conflicts(|| self.change(&step, &[], "", Commit::Relaxed)).await?;
         Ok(changed.rows)
     }
 
