@@ -32,6 +32,44 @@ pub(crate) enum Bind<'a> {
     Int(i64),
 }
 
+/// The ids of a statement keyed by them: one bound JSON array where the dialect takes
+/// them so ([`Statements::json_ids`]), else `{ids}` text.
+pub(crate) struct Keyed {
+    text: String,
+    json: bool,
+}
+
+impl Keyed {
+    pub fn new(statements: &Statements, ids: &[i64]) -> Keyed {
+        let list = id_list(ids.iter().copied());
+        match statements.json_ids {
+            true => Keyed {
+                text: format!("[{list}]"),
+                json: true,
+            },
+            false => Keyed {
+                text: list,
+                json: false,
+            },
+        }
+    }
+
+    pub fn binds(&self) -> Vec<Bind<'_>> {
+        match self.json {
+            true => vec![Bind::Text(&self.text)],
+            false => Vec::new(),
+        }
+    }
+
+    /// What fills `{ids}`.
+    pub fn ids(&self) -> &str {
+        match self.json {
+            true => "",
+            false => &self.text,
+        }
+    }
+}
+
 /// Rows a [`TwoStep`] changed, and whether they show the values from before the change.
 pub(crate) struct Changed {
     pub rows: Vec<AnyRow>,
@@ -123,9 +161,11 @@ impl Store {
             return Ok(Vec::new());
         }
         let statements = self.statements();
-        let list = id_list(ids.iter().copied());
+        let keyed = Keyed::new(&statements, ids);
+        let binds = keyed.binds();
         let changed =
-            retry_conflicts(|| self.change(&statements.claim_offered, &[], &list, Commit::Relaxed)).await?;
+            retry_conflicts(|| self.change(&statements.claim_offered, &binds, keyed.ids(), Commit::Relaxed))
+                .await?;
         self.claimed(changed).await
     }
 
