@@ -76,17 +76,6 @@ fn cpu_seconds(stat: &str) -> Option<(String, f64)> {
     Some((comm, (utime + stime) / TICKS_PER_SECOND))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_the_times_after_a_command_with_spaces() {
-        let stat = "42 (tokio rt) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 1 0";
-        assert_eq!(cpu_seconds(stat), Some(("tokio rt".to_string(), 3.0)));
-    }
-}
-
 /// Profiles only the drain: with `QTASK_BENCH_PERF_CTL` naming the control fifo of
 /// `perf record --control fifo:PATH -D -1`, the drain sends `enable` as it starts and
 /// `disable` as it ends, so creating the tasks and the ceiling stay out of the profile.
@@ -95,5 +84,16 @@ pub fn perf_control(command: &str) {
         if let Err(err) = fs::write(&path, format!("{command}\n")) {
             eprintln!("qtask-bench: cannot write {command:?} to {path}: {err}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_times_after_a_command_with_spaces() {
+        let stat = "42 (tokio rt) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 1 0";
+        assert_eq!(cpu_seconds(stat), Some(("tokio rt".to_string(), 3.0)));
     }
 }

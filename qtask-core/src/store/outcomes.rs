@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, Row};
 
-use super::statements::{fill_fences, TwoStep, LIVE};
+use super::claims::Bind;
+use super::durability::Commit;
+use super::statements::{fences_json, fill_fences, TwoStep, LIVE};
 use super::{retry_conflicts, Dialect, Store};
 use crate::error::{Error, Result};
 use crate::task::{Fence, Fenced, Status};
@@ -64,6 +66,12 @@ impl Store {
         let mut pairs: Vec<(i64, i64)> = fences.iter().map(|f| (f.task_id, f.attempt)).collect();
         pairs.sort_unstable();
         pairs.dedup_by_key(|p| p.0);
+        if self.statements().json_ids {
+            let json = fences_json(&pairs);
+            let binds = [Bind::Text(&json)];
+            let changed = retry_conflicts(|| self.change(step, &binds, "", Commit::Relaxed)).await?;
+            return Ok(changed.rows);
+        }
         let step = match step {
             TwoStep::Returning(sql) => TwoStep::Returning(fill_fences(sql, &pairs)),
             TwoStep::Locking { select, update } => TwoStep::Locking {
@@ -71,7 +79,7 @@ impl Store {
                 update: update.clone(),
             },
         };
-        let changed = retry_conflicts(|| self.change(&step, &[], "")).await?;
+        let changed = retry_conflicts(|| self.change(&step, &[], "", Commit::Relaxed)).await?;
         Ok(changed.rows)
     }
 
