@@ -12,8 +12,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -253,7 +253,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		close(ended)
 	}()
 	run := &workerRun{handler: w.handler, kinds: w.kinds, ctx: detached{ctx}, worker: worker}
-	done := newCompletions(worker)
+	done := newCompletions(worker, concurrency)
 	jobs := make(chan job, concurrency)
 	// idle counts the pool's goroutines waiting for a job, less the jobs queued.
 	var idle int32
@@ -273,10 +273,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	// Between batches this goroutine waits in Go's netpoller on the worker's
 	// wake pipe rather than in a blocking cgo call, which would cost a thread
 	// hand-off and keep sysmon polling at its fastest.
-	wake := newWakePipe(worker)
+	wake := wakeFile(worker)
 	if wake != nil {
-		defer wake.close()
+		defer wake.Close()
 	}
+	var wakeBuf [64]byte
 	tasks := make([]C.qtask_taken_task, concurrency)
 	for {
 		wait := C.double(1.0)
@@ -291,7 +292,13 @@ func (w *Worker) Run(ctx context.Context) error {
 			// Closed: the run returned, every task handed out was completed.
 			break
 		}
-		done.started(int(count))
+		if count == 0 && wake != nil {
+			if _, err := wake.Read(wakeBuf[:]); err != nil {
+				wake.Close()
+				wake = nil
+			}
+			continue
+		}
 		for _, t := range tasks[:count] {
 			j := job{
 				token:   uint64(t.token),
@@ -309,14 +316,6 @@ func (w *Worker) Run(ctx context.Context) error {
 				go serve(j)
 			} else {
 				jobs <- j
-			}
-		}
-		if int(count) < len(tasks) && wake != nil {
-			// The queue was left empty, so the next task handed over (or the
-			// run's end) writes to the pipe: wait for that.
-			if err := wake.wait(); err != nil {
-				wake.close()
-				wake = nil
 			}
 		}
 	}
@@ -339,16 +338,9 @@ type completion struct {
 	handled handled
 }
 
-// wakePipe is a pollable copy of the worker's wake pipe.
-type wakePipe struct {
-	file *os.File
-	raw  syscall.RawConn
-	buf  [64]byte
-}
-
-// newWakePipe returns the worker's wake pipe, or nil where there is none (the
-// pump then waits inside qtask_worker_take).
-func newWakePipe(worker *C.qtask_worker) *wakePipe {
+// wakeFile is a pollable copy of the worker's wake pipe (nil where there is
+// none: the pump then waits inside qtask_worker_take).
+func wakeFile(worker *C.qtask_worker) *os.File {
 	var fd C.int32_t
 	if C.qtask_worker_wake_fd(worker, &fd) != C.QTASK_RESULT_OK {
 		return nil
@@ -359,121 +351,81 @@ func newWakePipe(worker *C.qtask_worker) *wakePipe {
 	if err != nil {
 		return nil
 	}
-	file := os.NewFile(uintptr(own), "qtask-worker-wake")
-	raw, err := file.SyscallConn()
-	if err != nil {
-		file.Close()
-		return nil
-	}
-	return &wakePipe{file: file, raw: raw}
+	return os.NewFile(uintptr(own), "qtask-worker-wake")
 }
-
-// wait returns once the pipe was readable, having read what it held. The read
-// is a raw system call: it never blocks (the pipe is non-blocking), so it need
-// not tell the scheduler, whose bookkeeping would wake sysmon each time.
-func (w *wakePipe) wait() error {
-	var failed error
-	err := w.raw.Read(func(fd uintptr) bool {
-		n, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&w.buf[0])), uintptr(len(w.buf)))
-		switch {
-		case errno == syscall.EAGAIN:
-			return false // nothing yet: wait in the netpoller
-		case errno != 0:
-			failed = errno
-		case n == 0:
-			failed = io.EOF
-		}
-		return true
-	})
-	if err != nil {
-		return err
-	}
-	return failed
-}
-
-func (w *wakePipe) close() { w.file.Close() }
-
-// completionHold is how long the outcome of a handler that ended while others
-// still run may wait for theirs, so that they go back to the engine together:
-// each call wakes the engine, and each batch becomes one statement.
-const completionHold = time.Millisecond
 
 // completions gathers the outcomes of handled tasks and gives them back to the
-// engine in batches: the handler that ends last (none left running) writes the
-// batch itself; otherwise a timer writes what is pending completionHold after
-// the first of it.
+// engine in batches, one call for as many as came in meanwhile, from a
+// goroutine of its own while the handlers go on.
 type completions struct {
 	worker  *C.qtask_worker
 	mu      sync.Mutex
 	pending []completion
-	// running counts handlers started and not added yet.
-	running int
-	hold    *time.Timer
+	wake    chan struct{} // capacity 1: something is pending
+	closed  chan struct{}
+	done    chan struct{}
 }
 
-func newCompletions(worker *C.qtask_worker) *completions {
-	c := &completions{worker: worker}
-	c.hold = time.AfterFunc(time.Hour, c.flush)
-	c.hold.Stop()
+func newCompletions(worker *C.qtask_worker, max int) *completions {
+	c := &completions{worker: worker, wake: make(chan struct{}, 1), closed: make(chan struct{}), done: make(chan struct{})}
+	go c.loop(max)
 	return c
-}
-
-// started counts n handlers about to start; call it before they can end.
-func (c *completions) started(n int) {
-	c.mu.Lock()
-	c.running += n
-	c.mu.Unlock()
 }
 
 func (c *completions) add(token uint64, h handled) {
 	c.mu.Lock()
 	c.pending = append(c.pending, completion{token: token, handled: h})
-	c.running--
-	if c.running == 0 {
-		// The last one running: nothing else to wait for.
-		taken := c.pending
-		c.pending = nil
-		c.hold.Stop()
-		c.mu.Unlock()
-		c.write(taken)
-		return
-	}
-	if len(c.pending) == 1 {
-		c.hold.Reset(completionHold)
-	}
+	first := len(c.pending) == 1
 	c.mu.Unlock()
+	if first {
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	}
 }
 
-// flush writes what is pending.
-func (c *completions) flush() {
-	c.mu.Lock()
-	taken := c.pending
-	c.pending = nil
-	c.mu.Unlock()
-	c.write(taken)
-}
-
-// close stops the timer. By then every outcome was written: the run returns only
-// once every task it handed out was completed.
+// close writes what is pending and returns once the loop has ended; call it
+// after the last add.
 func (c *completions) close() {
-	c.hold.Stop()
-	c.flush()
+	close(c.closed)
+	<-c.done
 }
 
-// write gives taken back to the engine in one call.
-func (c *completions) write(taken []completion) {
-	if len(taken) == 0 {
-		return
-	}
-	batch := make([]C.qtask_completion, 0, len(taken))
+func (c *completions) loop(max int) {
+	defer close(c.done)
+	var taken []completion
+	batch := make([]C.qtask_completion, 0, max)
 	var texts []*C.char
-	for _, done := range taken {
-		batch, texts = appendCompletion(batch, texts, done)
-	}
-	// The array is Go memory holding only C pointers, which cgo allows.
-	C.qtask_worker_complete(c.worker, &batch[0], C.size_t(len(batch)))
-	for _, text := range texts {
-		C.free(unsafe.Pointer(text))
+	closed := false
+	for {
+		if !closed {
+			select {
+			case <-c.wake:
+				// Let handlers that are about to end join this batch.
+				runtime.Gosched()
+			case <-c.closed:
+				closed = true
+			}
+		}
+		c.mu.Lock()
+		taken, c.pending = c.pending, taken[:0]
+		c.mu.Unlock()
+		if len(taken) == 0 {
+			if closed {
+				return
+			}
+			continue
+		}
+		batch, texts = batch[:0], texts[:0]
+		for _, done := range taken {
+			batch, texts = appendCompletion(batch, texts, done)
+		}
+		// The array is Go memory holding only C pointers, which cgo allows.
+		C.qtask_worker_complete(c.worker, &batch[0], C.size_t(len(batch)))
+		for _, text := range texts {
+			C.free(unsafe.Pointer(text))
+		}
 	}
 }
 

@@ -40,7 +40,6 @@ func exerciseWorker(t *testing.T, cfg qtask.Config) {
 	t.Run("TaskTimeLimit", func(t *testing.T) { testWorkerTaskTimeLimit(t, client) })
 	t.Run("Kinds", func(t *testing.T) { testWorkerKinds(t, client) })
 	t.Run("StaleOutcomeSkipped", func(t *testing.T) { testWorkerStaleOutcome(t, client) })
-	t.Run("OutcomesWrittenWhileOthersRun", func(t *testing.T) { testWorkerOutcomesWhileOthersRun(t, client) })
 }
 
 // runWorker runs w until ctx is done, and returns Run's error through a channel.
@@ -547,63 +546,4 @@ func testWorkerStaleOutcome(t *testing.T, c *qtask.Client) {
 	if task.Status != "cancelled" || task.LastError != nil {
 		t.Errorf("task %+v", task)
 	}
-}
-
-// Outcomes are held back a moment to go back in batches, but not until every
-// handler has returned: while one handler still runs, the others' tasks are
-// written finished.
-func testWorkerOutcomesWhileOthersRun(t *testing.T, c *qtask.Client) {
-	q := queue("worker-while-others-run")
-	var fast []int64
-	for i := 0; i < 3; i++ {
-		id, err := c.CreateNow(bg, "fast", map[string]int{"i": i}, time.Minute, q, qtask.WithDeleteDeadline(time.Hour))
-		if err != nil {
-			t.Fatal(err)
-		}
-		fast = append(fast, id)
-	}
-	if _, err := c.CreateNow(bg, "slow", map[string]int{}, time.Minute, q); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	slowSaw := make(chan error, 1)
-	w := qtask.NewWorker(c, q, qtask.WorkerOptions{Concurrency: 4})
-	w.HandleKind("fast", func(context.Context, *qtask.Message) error { return nil })
-	w.HandleKind("slow", func(context.Context, *qtask.Message) error {
-		defer cancel()
-		// Up to 10 s for the fast tasks to be written finished while this runs.
-		var err error
-		for i := 0; i < 1000; i++ {
-			if err = allFinished(c, fast); err == nil {
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		slowSaw <- err
-		return nil
-	})
-	if err := <-runWorker(ctx, w); err != nil {
-		t.Fatalf("run: %v", err)
-	}
-	if err := <-slowSaw; err != nil {
-		t.Errorf("while the slow handler ran: %v", err)
-	}
-	if r := w.LastReport(); r.Finished != 4 {
-		t.Errorf("report %+v", r)
-	}
-}
-
-// allFinished is nil once every task of ids is finished.
-func allFinished(c *qtask.Client, ids []int64) error {
-	for _, id := range ids {
-		task, err := c.Get(bg, id)
-		if err != nil {
-			return err
-		}
-		if task.Status != "finished" {
-			return fmt.Errorf("task %d is %s", id, task.Status)
-		}
-	}
-	return nil
 }

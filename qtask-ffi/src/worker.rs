@@ -363,13 +363,7 @@ impl Exchange {
     /// Called by the engine (on its runtime threads, never blocking for long) with
     /// each claimed task. `worker_limit` is the worker's time limit, which the
     /// engine applies when the task has none of its own.
-    fn deliver(
-        self: &Arc<Self>,
-        message: Message,
-        time_up: TimeUp,
-        reply: Reply,
-        worker_limit: Option<Duration>,
-    ) {
+    fn deliver(&self, message: Message, time_up: TimeUp, reply: Reply, worker_limit: Option<Duration>) {
         let deadline = message
             .time_limit
             .or(worker_limit)
@@ -405,32 +399,10 @@ impl Exchange {
         if wake {
             self.ready.notify_one();
         }
-        if first && self.wake.get().is_some() {
-            // Signal once this engine thread has handed over the rest of the claim
-            // (yield_now resumes after the tasks already runnable here): the caller
-            // then wakes once per claim, not once per task it happens to miss.
-            let exchange = self.clone();
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => {
-                    runtime.spawn(async move {
-                        tokio::task::yield_now().await;
-                        exchange.signal_if_waiting();
-                    });
-                }
-                Err(_) => exchange.signal_if_waiting(),
+        if first {
+            if let Some(pipe) = self.wake.get() {
+                pipe.signal();
             }
-        }
-    }
-
-    /// Writes to the wake pipe when tasks wait to be taken or the run ended.
-    fn signal_if_waiting(&self) {
-        let Some(pipe) = self.wake.get() else { return };
-        let pending = {
-            let handed = self.lock();
-            !handed.queue.is_empty() || handed.ended
-        };
-        if pending {
-            pipe.signal();
         }
     }
 
