@@ -1,13 +1,14 @@
 //! Group commit of outcomes. Lease renewals and finishes from worker loops and from
 //! user calls queue up while the previous write runs, then go to the database in one
 //! statement per kind. There is no timer: an idle completer writes a lone outcome at
-//! once, a busy one writes whatever gathered meanwhile, up to [`WRITES_IN_FLIGHT`]
-//! batches at once (one on SQLite). A caller hears back only after its batch committed.
+//! once; a busy one writes whatever gathered meanwhile when a write returns, and starts
+//! another beside it only for a batch of [`WORTH_ANOTHER_WRITE`] or more, up to
+//! [`WRITES_IN_FLIGHT`] at once (one on SQLite). A caller hears back only after its
+//! batch committed.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use crate::error::{Error, Result};
@@ -20,8 +21,11 @@ use crate::write_loop::LoopHandle;
 const WRITES_IN_FLIGHT: usize = 4;
 
 /// Batches written at once on SQLite, whose pool has one connection: further writes
-/// would only queue behind it in smaller batches, each its own commit and fsync.
+/// would only queue behind it in smaller batches, each its own commit.
 const SQLITE_WRITES_IN_FLIGHT: usize = 1;
+
+/// Outcomes gathered that start a write beside one in flight; fewer wait for it.
+const WORTH_ANOTHER_WRITE: usize = 16;
 
 enum Request {
     Renew(Fence, oneshot::Sender<Result<Fenced<Duration>>>),
@@ -68,43 +72,70 @@ async fn write_loop(store: Store, mut incoming: mpsc::UnboundedReceiver<Request>
         Dialect::Sqlite => SQLITE_WRITES_IN_FLIGHT,
         _ => WRITES_IN_FLIGHT,
     };
-    let writers = Arc::new(Semaphore::new(in_flight));
     let mut writes = JoinSet::new();
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut closing = false;
-    while !closing {
-        // A free writer first: while every writer is busy, requests gather into the
-        // next batch.
-        let writer = writers.clone().acquire_owned().await.expect("never closed");
-        if incoming.recv_many(&mut batch, MAX_BATCH).await == 0 {
+    let mut ended = false;
+    loop {
+        if batch.is_empty() && (ended || incoming.recv_many(&mut batch, MAX_BATCH).await == 0) {
             break;
         }
-        let mut renews = Vec::new();
-        let mut finishes = Vec::new();
-        for request in batch.drain(..) {
-            match request {
-                Request::Renew(fence, reply) => renews.push((fence, reply)),
-                Request::Finish(fence, reply) => finishes.push((fence, reply)),
-                Request::Close => closing = true,
+        while batch.len() < MAX_BATCH {
+            match incoming.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
             }
         }
-        let store = store.clone();
-        writes.spawn(async move {
-            let _writer = writer;
-            // Finishes first: a finished task needs no renewal.
-            if !finishes.is_empty() {
-                let fences: Vec<Fence> = finishes.iter().map(|(f, _)| *f).collect();
-                answer(store.finish_many(&fences).await, finishes);
-            }
-            if !renews.is_empty() {
-                let fences: Vec<Fence> = renews.iter().map(|(f, _)| *f).collect();
-                answer(store.renew_many(&fences).await, renews);
-            }
-        });
         while writes.try_join_next().is_some() {}
+        // An idle loop writes at once. Beside a write in flight, only a batch worth its
+        // own commit starts another; a smaller one waits for a write to return (no timer),
+        // so outcomes that trickle in (a Go or C worker's replies) share commits.
+        let worth_it = writes.len() < in_flight && batch.len() >= WORTH_ANOTHER_WRITE;
+        if !batch.is_empty() && (writes.is_empty() || worth_it || ended) {
+            let closing = spawn_write(&store, &mut writes, batch.drain(..));
+            if closing || ended {
+                break;
+            }
+            continue;
+        }
+        let room = MAX_BATCH - batch.len();
+        tokio::select! {
+            _ = writes.join_next() => {}
+            received = incoming.recv_many(&mut batch, room), if room > 0 => {
+                // Every handle is gone: write what is left, then end.
+                ended = received == 0;
+            }
+        }
     }
     // Close: every write sent before it has committed.
     while writes.join_next().await.is_some() {}
+}
+
+/// Starts one batch's write: finishes, then renewals, each one statement. True when the
+/// batch holds the close request.
+fn spawn_write(store: &Store, writes: &mut JoinSet<()>, batch: impl Iterator<Item = Request>) -> bool {
+    let mut renews = Vec::new();
+    let mut finishes = Vec::new();
+    let mut closing = false;
+    for request in batch {
+        match request {
+            Request::Renew(fence, reply) => renews.push((fence, reply)),
+            Request::Finish(fence, reply) => finishes.push((fence, reply)),
+            Request::Close => closing = true,
+        }
+    }
+    let store = store.clone();
+    writes.spawn(async move {
+        // Finishes first: a finished task needs no renewal.
+        if !finishes.is_empty() {
+            let fences: Vec<Fence> = finishes.iter().map(|(f, _)| *f).collect();
+            answer(store.finish_many(&fences).await, finishes);
+        }
+        if !renews.is_empty() {
+            let fences: Vec<Fence> = renews.iter().map(|(f, _)| *f).collect();
+            answer(store.renew_many(&fences).await, renews);
+        }
+    });
+    closing
 }
 
 /// Hands each caller its own result, or a copy of the batch's error.
