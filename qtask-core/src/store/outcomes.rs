@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, Row};
 
-use super::statements::{fill_fences, TwoStep, LIVE};
+use super::claims::Bind;
+use super::statements::{fence_arrays, fill_fences, TwoStep, LIVE};
 use super::{retry_conflicts, Dialect, Store};
 use crate::error::{Error, Result};
 use crate::task::{Fence, Fenced, Status};
@@ -19,7 +20,9 @@ impl Store {
     /// Renews the leases of running attempts; per fence, the lease granted or stale.
     pub(crate) async fn renew_many(&self, fences: &[Fence]) -> Result<Vec<Fenced<Duration>>> {
         let statements = self.statements();
-        let rows = self.fenced_batch(&statements.renew, fences).await?;
+        let rows = self
+            .fenced_batch(&statements.renew, statements.fences_bound, fences)
+            .await?;
         let mut leases: HashMap<i64, Duration> = HashMap::with_capacity(rows.len());
         for row in &rows {
             let ms: i64 = row.try_get(1)?;
@@ -38,7 +41,9 @@ impl Store {
     /// Finishes attempts; per fence, done or stale.
     pub(crate) async fn finish_many(&self, fences: &[Fence]) -> Result<Vec<Fenced<()>>> {
         let statements = self.statements();
-        let rows = self.fenced_batch(&statements.finish, fences).await?;
+        let rows = self
+            .fenced_batch(&statements.finish, statements.fences_bound, fences)
+            .await?;
         let done = rows
             .iter()
             .map(|row| row.try_get::<i64, _>(0))
@@ -57,13 +62,25 @@ impl Store {
 
     /// One fenced batch statement, retried when the database picked it as a deadlock
     /// victim. Row locks are taken in id order (MariaDB), like every batch here.
-    async fn fenced_batch(&self, step: &TwoStep, fences: &[Fence]) -> Result<Vec<sqlx::any::AnyRow>> {
+    /// `bound`: the fences go in as array binds (PostgreSQL), not inlined into the text.
+    async fn fenced_batch(
+        &self,
+        step: &TwoStep,
+        bound: bool,
+        fences: &[Fence],
+    ) -> Result<Vec<sqlx::any::AnyRow>> {
         if fences.is_empty() {
             return Ok(Vec::new());
         }
         let mut pairs: Vec<(i64, i64)> = fences.iter().map(|f| (f.task_id, f.attempt)).collect();
         pairs.sort_unstable();
         pairs.dedup_by_key(|p| p.0);
+        if bound {
+            let arrays = fence_arrays(&pairs);
+            let binds = arrays.each_ref().map(|a| Bind::Text(a));
+            let changed = retry_conflicts(|| self.change(step, &binds, "")).await?;
+            return Ok(changed.rows);
+        }
         let step = match step {
             TwoStep::Returning(sql) => TwoStep::Returning(fill_fences(sql, &pairs)),
             TwoStep::Locking { select, update } => TwoStep::Locking {

@@ -77,10 +77,14 @@ pub(crate) struct Statements {
     pub offer_due: TwoStep,
     /// Claim offered rows by id (`{ids}`), for this namespace (`{ns}`).
     pub claim_offered: TwoStep,
-    /// Renew the lease of attempts (`{ids}`, `{fence}`); returns id, timeout_ms.
+    /// Renew the lease of attempts (`{ids}`, `{fence}`, or on PostgreSQL the
+    /// [`fence_arrays`] binds); returns id, timeout_ms.
     pub renew: TwoStep,
-    /// Finish attempts (`{ids}`, `{fence}`); returns id.
+    /// Finish attempts (`{ids}`, `{fence}`, or on PostgreSQL the [`fence_arrays`]
+    /// binds); returns id.
     pub finish: TwoStep,
+    /// Whether renew and finish take their fences as [`fence_arrays`] binds.
+    pub fences_bound: bool,
     /// Unfenced renew of whatever attempt runs now (the seed's `processing`). Binds: id, namespace.
     pub processing: String,
 }
@@ -170,8 +174,16 @@ impl Statements {
             format!("SELECT {claimed_before} FROM {{t}} WHERE {offered} ORDER BY id FOR UPDATE"),
         );
         // The attempt named by the fence is the latest claimed one and the task is live.
-        let fenced = "id IN ({ids}) AND status IN (20, 21, 30) \
-                      AND dispatch_count = CASE WHEN namespace = {ns} THEN {fence} END";
+        // PostgreSQL binds the fences as two arrays (FENCE_ARRAYS), so that finish and
+        // renew are prepared once per connection instead of parsed and planned per batch.
+        let fenced: &str = if dialect == Dialect::Postgres {
+            "id = ANY(CAST(? AS BIGINT[])) AND status IN (20, 21, 30) AND dispatch_count = \
+             CASE WHEN namespace = {ns} THEN \
+             (CAST(? AS BIGINT[]))[array_position(CAST(? AS BIGINT[]), id)] END"
+        } else {
+            "id IN ({ids}) AND status IN (20, 21, 30) \
+             AND dispatch_count = CASE WHEN namespace = {ns} THEN {fence} END"
+        };
         let renew = two_step(
             "status = 30, next_at = {now} + timeout_ms, updated_at = {now}",
             &fenced.replace("(20, 21, 30)", "(21, 30)"),
@@ -209,6 +221,7 @@ impl Statements {
             claim_offered,
             renew,
             finish,
+            fences_bound: dialect == Dialect::Postgres,
             processing,
         }
     }
@@ -224,6 +237,15 @@ pub(crate) fn fill_fences(sql: &str, fences: &[(i64, i64)]) -> String {
     }
     case.push_str(" END");
     sql.replace("{ids}", &ids).replace("{fence}", &case)
+}
+
+/// The binds of a fenced batch on PostgreSQL, in order: the ids, the attempts, the ids
+/// again, each an array literal (`{7,9}`) that the statement casts to `BIGINT[]`.
+/// The attempt of a row is the one at its id's position.
+pub(crate) fn fence_arrays(fences: &[(i64, i64)]) -> [String; 3] {
+    let ids = format!("{{{}}}", id_list(fences.iter().map(|f| f.0)));
+    let attempts = format!("{{{}}}", id_list(fences.iter().map(|f| f.1)));
+    [ids.clone(), attempts, ids]
 }
 
 /// A comma-separated list of integers.
@@ -245,6 +267,24 @@ mod tests {
             sql,
             "id IN (7,9) AND dispatch_count = CASE id WHEN 7 THEN 2 WHEN 9 THEN 1 END"
         );
+    }
+
+    #[test]
+    fn postgres_binds_fences_as_arrays() {
+        assert_eq!(fence_arrays(&[(7, 2), (9, 1)]), ["{7,9}", "{2,1}", "{7,9}"]);
+        let pg = Statements::render(Dialect::Postgres, "t", "NOW_MS", "'default'");
+        match pg.finish {
+            TwoStep::Returning(sql) => {
+                assert!(
+                    sql.contains("ANY(CAST($1 AS BIGINT[]))") && sql.contains("$3"),
+                    "{sql}"
+                );
+                assert!(!sql.contains("{ids}") && !sql.contains("{fence}"), "{sql}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let lite = Statements::render(Dialect::Sqlite, "t", "NOW_MS", "'default'");
+        assert!(!lite.fences_bound);
     }
 
     #[test]
