@@ -174,12 +174,14 @@ impl Statements {
             format!("SELECT {claimed_before} FROM {{t}} WHERE {offered} ORDER BY id FOR UPDATE"),
         );
         // The attempt named by the fence is the latest claimed one and the task is live.
-        // PostgreSQL binds the fences as two arrays (FENCE_ARRAYS), so that finish and
+        // PostgreSQL binds the fences as two arrays ([`fence_arrays`]), so that finish and
         // renew are prepared once per connection instead of parsed and planned per batch.
+        // Each array is cast in a subquery, which runs once per execution: a bare cast
+        // of a bound text would be parsed again for every row once the plan is generic.
         let fenced: &str = if dialect == Dialect::Postgres {
-            "id = ANY(CAST(? AS BIGINT[])) AND status IN (20, 21, 30) AND dispatch_count = \
-             CASE WHEN namespace = {ns} THEN \
-             (CAST(? AS BIGINT[]))[array_position(CAST(? AS BIGINT[]), id)] END"
+            "id = ANY((SELECT CAST(? AS BIGINT[]))::BIGINT[]) AND status IN (20, 21, 30) \
+             AND dispatch_count = CASE WHEN namespace = {ns} THEN \
+             (SELECT CAST(? AS BIGINT[]))[array_position((SELECT CAST(? AS BIGINT[])), id)] END"
         } else {
             "id IN ({ids}) AND status IN (20, 21, 30) \
              AND dispatch_count = CASE WHEN namespace = {ns} THEN {fence} END"
@@ -276,7 +278,7 @@ mod tests {
         match pg.finish {
             TwoStep::Returning(sql) => {
                 assert!(
-                    sql.contains("ANY(CAST($1 AS BIGINT[]))") && sql.contains("$3"),
+                    sql.contains("(SELECT CAST($1 AS BIGINT[]))") && sql.contains("$3"),
                     "{sql}"
                 );
                 assert!(!sql.contains("{ids}") && !sql.contains("{fence}"), "{sql}");
