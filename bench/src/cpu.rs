@@ -76,6 +76,17 @@ fn cpu_seconds(stat: &str) -> Option<(String, f64)> {
     Some((comm, (utime + stime) / TICKS_PER_SECOND))
 }
 
+/// Profiles only the drain: with `QTASK_BENCH_PERF_CTL` naming the control fifo of
+/// `perf record --control fifo:PATH -D -1`, the drain sends `enable` as it starts and
+/// `disable` as it ends, so creating the tasks and the ceiling stay out of the profile.
+pub fn perf_control(command: &str) {
+    if let Ok(path) = std::env::var("QTASK_BENCH_PERF_CTL") {
+        if let Err(err) = fs::write(&path, format!("{command}\n")) {
+            eprintln!("qtask-bench: cannot write {command:?} to {path}: {err}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

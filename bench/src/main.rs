@@ -642,6 +642,7 @@ impl Target {
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let worker = Worker::new(self.client.clone(), Q_WORKER).concurrency(concurrency);
+        cpu::perf_control("enable");
         let cpu_before = cpu::CpuUse::now();
         let start = Instant::now();
         let running = tokio::spawn(worker.run(handler, async {
@@ -672,6 +673,7 @@ impl Target {
             tokio::time::sleep(Duration::from_millis(2)).await;
         };
         let cpu = cpu::CpuUse::now().per_task_since(&cpu_before, n);
+        cpu::perf_control("disable");
         let _ = stop.send(());
         running
             .await

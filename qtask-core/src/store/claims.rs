@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, AssertSqlSafe, Executor, Row};
+use sqlx::{AnyConnection, AssertSqlSafe, Connection, Executor, Row};
 
+use super::durability::{relax, Commit};
 use super::statements::{id_list, Statements, TwoStep};
 use super::{retry_conflicts, Dialect, Store};
 use crate::error::Result;
@@ -31,6 +32,44 @@ pub(crate) enum Bind<'a> {
     Int(i64),
 }
 
+/// The ids of a statement keyed by them: one bound JSON array where the dialect takes
+/// them so ([`Statements::json_ids`]), else `{ids}` text.
+pub(crate) struct Keyed {
+    text: String,
+    json: bool,
+}
+
+impl Keyed {
+    pub fn new(statements: &Statements, ids: &[i64]) -> Keyed {
+        let list = id_list(ids.iter().copied());
+        match statements.json_ids {
+            true => Keyed {
+                text: format!("[{list}]"),
+                json: true,
+            },
+            false => Keyed {
+                text: list,
+                json: false,
+            },
+        }
+    }
+
+    pub fn binds(&self) -> Vec<Bind<'_>> {
+        match self.json {
+            true => vec![Bind::Text(&self.text)],
+            false => Vec::new(),
+        }
+    }
+
+    /// What fills `{ids}`.
+    pub fn ids(&self) -> &str {
+        match self.json {
+            true => "",
+            false => &self.text,
+        }
+    }
+}
+
 /// Rows a [`TwoStep`] changed, and whether they show the values from before the change.
 pub(crate) struct Changed {
     pub rows: Vec<AnyRow>,
@@ -47,9 +86,13 @@ impl Store {
         let statements = self.statements();
         if statements.claim_level.is_some() {
             let changed = retry_conflicts(|| async {
-                let mut conn = self.pool.acquire().await?;
-                self.claim_due_on(&mut conn, &statements, queue, i64::from(limit))
-                    .await
+                let mut conn = self.conn_for(Commit::Relaxed).await?;
+                let relaxed = conn.relaxed();
+                let changed = self
+                    .claim_due_on(&mut conn, &statements, queue, i64::from(limit), relaxed)
+                    .await?;
+                conn.ran();
+                Ok(changed)
             })
             .await?;
             return self.claimed(changed).await;
@@ -59,22 +102,27 @@ impl Store {
             Bind::Text(queue),
             Bind::Int(i64::from(limit)),
         ];
-        let changed = retry_conflicts(|| self.change(&statements.claim_due, &binds, "")).await?;
+        let changed =
+            retry_conflicts(|| self.change(&statements.claim_due, &binds, "", Commit::Relaxed)).await?;
         self.claimed(changed).await
     }
 
     /// Claims up to `limit` due rows of `queue` on `conn`: in one statement, or (SQLite)
     /// one priority level at a time, highest first, until `limit` rows are claimed.
+    /// `relaxed`: see [`Store::change_on`].
     pub(super) async fn claim_due_on(
         &self,
         conn: &mut AnyConnection,
         statements: &Statements,
         queue: &str,
         limit: i64,
+        relaxed: bool,
     ) -> Result<Changed> {
         let (Some(claim_level), Some(next_level)) = (&statements.claim_level, &statements.next_level) else {
             let binds = [Bind::Text(self.namespace()), Bind::Text(queue), Bind::Int(limit)];
-            return self.change_on(conn, &statements.claim_due, &binds, "").await;
+            return self
+                .change_on(conn, &statements.claim_due, &binds, "", relaxed)
+                .await;
         };
         let mut changed = Changed {
             rows: Vec::new(),
@@ -100,7 +148,7 @@ impl Store {
             ];
             changed
                 .rows
-                .extend(self.change_on(conn, claim_level, &binds, "").await?.rows);
+                .extend(self.change_on(conn, claim_level, &binds, "", relaxed).await?.rows);
             below = level;
         }
         Ok(changed)
@@ -113,8 +161,11 @@ impl Store {
             return Ok(Vec::new());
         }
         let statements = self.statements();
-        let list = id_list(ids.iter().copied());
-        let changed = retry_conflicts(|| self.change(&statements.claim_offered, &[], &list)).await?;
+        let keyed = Keyed::new(&statements, ids);
+        let binds = keyed.binds();
+        let changed =
+            retry_conflicts(|| self.change(&statements.claim_offered, &binds, keyed.ids(), Commit::Relaxed))
+                .await?;
         self.claimed(changed).await
     }
 
@@ -123,7 +174,8 @@ impl Store {
     pub(crate) async fn offer_due(&self, limit: u32) -> Result<Vec<Offer>> {
         let statements = self.statements();
         let binds = [Bind::Text(self.namespace()), Bind::Int(i64::from(limit))];
-        let changed = retry_conflicts(|| self.change(&statements.offer_due, &binds, "")).await?;
+        let changed =
+            retry_conflicts(|| self.change(&statements.offer_due, &binds, "", Commit::Durable)).await?;
         changed
             .rows
             .iter()
@@ -211,38 +263,50 @@ impl Store {
 
     /// Runs a [`TwoStep`] once. `{ids}` / `{fence}` in its text are filled by `fill`
     /// (already done for fences; `ids` fills a plain `{ids}`).
-    pub(crate) async fn change(&self, step: &TwoStep, binds: &[Bind<'_>], ids: &str) -> Result<Changed> {
-        let fill = |sql: &str| sql.replace("{ids}", ids);
-        match step {
-            TwoStep::Returning(sql) => {
-                let rows = self.fetch(&self.pool, &fill(sql), binds).await?;
-                Ok(Changed { rows, before: false })
-            }
+    pub(crate) async fn change(
+        &self,
+        step: &TwoStep,
+        binds: &[Bind<'_>],
+        ids: &str,
+        commit: Commit,
+    ) -> Result<Changed> {
+        let mut conn = self.conn_for(commit).await?;
+        let relaxed = conn.relaxed();
+        let changed = match step {
+            TwoStep::Returning(_) => self.change_on(&mut conn, step, binds, ids, relaxed).await?,
             TwoStep::Locking { .. } => {
                 // SQLite: take the write lock first, so that no writer slips in between.
                 let mut tx = match self.dialect {
-                    Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-                    _ => self.pool.begin().await?,
+                    Dialect::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await?,
+                    _ => conn.begin().await?,
                 };
-                let changed = self.change_on(&mut tx, step, binds, ids).await?;
+                let changed = self.change_on(&mut tx, step, binds, ids, false).await?;
                 tx.commit().await?;
-                Ok(changed)
+                changed
             }
-        }
+        };
+        conn.ran();
+        Ok(changed)
     }
 
-    /// Runs a [`TwoStep`] on a connection inside the caller's transaction.
+    /// Runs a [`TwoStep`] on a connection, inside the caller's transaction if any.
+    /// `relaxed` (a statement that commits on its own): see [`relax`].
     pub(super) async fn change_on(
         &self,
         conn: &mut AnyConnection,
         step: &TwoStep,
         binds: &[Bind<'_>],
         ids: &str,
+        relaxed: bool,
     ) -> Result<Changed> {
         let fill = |sql: &str| sql.replace("{ids}", ids);
         match step {
             TwoStep::Returning(sql) => {
-                let rows = self.fetch(&mut *conn, &fill(sql), binds).await?;
+                let sql = match relaxed {
+                    true => relax(&fill(sql)),
+                    false => fill(sql),
+                };
+                let rows = self.fetch(&mut *conn, &sql, binds).await?;
                 Ok(Changed { rows, before: false })
             }
             TwoStep::Locking { select, update } => {

@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use sqlx::{AnyConnection, Row};
 
 use super::admin::queue_table;
-use super::claims::Changed;
+use super::claims::{Changed, Keyed};
 use super::{retry_conflicts, Dialect, Store};
 use crate::error::Result;
 use crate::task::Message;
@@ -108,7 +108,7 @@ impl Store {
             };
             if allowance.claims > 0 {
                 changed = self
-                    .claim_due_on(&mut tx, &statements, queue, allowance.claims)
+                    .claim_due_on(&mut tx, &statements, queue, allowance.claims, false)
                     .await?;
                 self.spend(&mut tx, queue, &allowance, changed.rows.len()).await?;
             }
@@ -138,9 +138,15 @@ impl Store {
                 before: false,
             };
             if !taken.is_empty() {
-                let list = super::statements::id_list(taken.iter().copied());
+                let keyed = Keyed::new(&statements, taken);
                 changed = self
-                    .change_on(&mut tx, &statements.claim_offered, &[], &list)
+                    .change_on(
+                        &mut tx,
+                        &statements.claim_offered,
+                        &keyed.binds(),
+                        keyed.ids(),
+                        false,
+                    )
                     .await?;
                 self.spend(&mut tx, queue, &allowance, changed.rows.len()).await?;
             }

@@ -6,6 +6,7 @@
 pub(crate) mod admin;
 mod claims;
 mod dialect;
+mod durability;
 mod explain;
 mod insert;
 mod insert_many;
@@ -40,10 +41,10 @@ use crate::task::{Stats, Status, Task};
 pub(crate) use statements::DUE;
 use statements::{Statements, EXPIRED, SPENT};
 
-/// Live rows are kept at least this long, as in the seed (7 days after creation).
 /// Wake-ups of the `db` queue's fetchers sent by one client, at most one per this.
 const WAKE_EVERY: Duration = Duration::from_millis(5);
 
+/// Live rows are kept at least this long, as in the seed (7 days after creation).
 const LIVE_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
 
 /// A failed row is kept at least this long after it failed (or `delete_deadline`, if
@@ -112,7 +113,10 @@ impl Store {
         };
         let mut pool = AnyPoolOptions::new()
             .max_connections(connections)
-            .acquire_timeout(config.connect_timeout);
+            .acquire_timeout(config.connect_timeout)
+            // A ping before each use finds a server's dropped connections; a file
+            // has none, and on SQLite the ping is a trip to its one thread per statement.
+            .test_before_acquire(dialect != Dialect::Sqlite);
         if dialect == Dialect::Sqlite {
             // WAL lets readers run beside the one writer; busy_timeout makes writers queue.
             pool = pool.after_connect(|conn, _| {

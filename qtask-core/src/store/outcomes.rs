@@ -8,7 +8,8 @@ use std::time::Duration;
 use sqlx::{AssertSqlSafe, Row};
 
 use super::claims::Bind;
-use super::statements::{fence_arrays, fill_fences, TwoStep, LIVE};
+use super::durability::Commit;
+use super::statements::{fence_arrays, fences_json, fill_fences, TwoStep, LIVE};
 use super::{retry_conflicts, Dialect, Store};
 use crate::error::{Error, Result};
 use crate::task::{Fence, Fenced, Status};
@@ -20,9 +21,7 @@ impl Store {
     /// Renews the leases of running attempts; per fence, the lease granted or stale.
     pub(crate) async fn renew_many(&self, fences: &[Fence]) -> Result<Vec<Fenced<Duration>>> {
         let statements = self.statements();
-        let rows = self
-            .fenced_batch(&statements.renew, statements.fences_bound, fences)
-            .await?;
+        let rows = self.fenced_batch(&statements.renew, fences).await?;
         let mut leases: HashMap<i64, Duration> = HashMap::with_capacity(rows.len());
         for row in &rows {
             let ms: i64 = row.try_get(1)?;
@@ -41,9 +40,7 @@ impl Store {
     /// Finishes attempts; per fence, done or stale.
     pub(crate) async fn finish_many(&self, fences: &[Fence]) -> Result<Vec<Fenced<()>>> {
         let statements = self.statements();
-        let rows = self
-            .fenced_batch(&statements.finish, statements.fences_bound, fences)
-            .await?;
+        let rows = self.fenced_batch(&statements.finish, fences).await?;
         let done = rows
             .iter()
             .map(|row| row.try_get::<i64, _>(0))
@@ -62,23 +59,26 @@ impl Store {
 
     /// One fenced batch statement, retried when the database picked it as a deadlock
     /// victim. Row locks are taken in id order (MariaDB), like every batch here.
-    /// `bound`: the fences go in as array binds (PostgreSQL), not inlined into the text.
-    async fn fenced_batch(
-        &self,
-        step: &TwoStep,
-        bound: bool,
-        fences: &[Fence],
-    ) -> Result<Vec<sqlx::any::AnyRow>> {
+    /// The fences go in as binds (SQLite: one JSON array; PostgreSQL: arrays), or
+    /// inlined into the text (MariaDB).
+    async fn fenced_batch(&self, step: &TwoStep, fences: &[Fence]) -> Result<Vec<sqlx::any::AnyRow>> {
         if fences.is_empty() {
             return Ok(Vec::new());
         }
         let mut pairs: Vec<(i64, i64)> = fences.iter().map(|f| (f.task_id, f.attempt)).collect();
         pairs.sort_unstable();
         pairs.dedup_by_key(|p| p.0);
-        if bound {
+        let statements = self.statements();
+        if statements.json_ids {
+            let json = fences_json(&pairs);
+            let binds = [Bind::Text(&json)];
+            let changed = retry_conflicts(|| self.change(step, &binds, "", Commit::Relaxed)).await?;
+            return Ok(changed.rows);
+        }
+        if statements.fences_bound {
             let arrays = fence_arrays(&pairs);
             let binds = arrays.each_ref().map(|a| Bind::Text(a));
-            let changed = retry_conflicts(|| self.change(step, &binds, "")).await?;
+            let changed = retry_conflicts(|| self.change(step, &binds, "", Commit::Relaxed)).await?;
             return Ok(changed.rows);
         }
         let step = match step {
@@ -88,7 +88,7 @@ impl Store {
                 update: update.clone(),
             },
         };
-        let changed = retry_conflicts(|| self.change(&step, &[], "")).await?;
+        let changed = retry_conflicts(|| self.change(&step, &[], "", Commit::Relaxed)).await?;
         Ok(changed.rows)
     }
 

@@ -77,16 +77,20 @@ pub(crate) struct Statements {
     pub offer_due: TwoStep,
     /// Claim offered rows by id (`{ids}`), for this namespace (`{ns}`).
     pub claim_offered: TwoStep,
-    /// Renew the lease of attempts (`{ids}`, `{fence}`, or on PostgreSQL the
-    /// [`fence_arrays`] binds); returns id, timeout_ms.
+    /// Renew the lease of attempts (`{ids}`, `{fence}`; bound on SQLite and
+    /// PostgreSQL, see below); returns id, timeout_ms.
     pub renew: TwoStep,
-    /// Finish attempts (`{ids}`, `{fence}`, or on PostgreSQL the [`fence_arrays`]
-    /// binds); returns id.
+    /// Finish attempts (`{ids}`, `{fence}`; bound on SQLite and PostgreSQL, see
+    /// below); returns id.
     pub finish: TwoStep,
-    /// Whether renew and finish take their fences as [`fence_arrays`] binds.
+    /// PostgreSQL: `renew` and `finish` take their fences as the three [`fence_arrays`]
+    /// binds instead of `{ids}` / `{fence}` text.
     pub fences_bound: bool,
     /// Unfenced renew of whatever attempt runs now (the seed's `processing`). Binds: id, namespace.
     pub processing: String,
+    /// SQLite: `claim_offered`, `renew` and `finish` bind their ids (a JSON array) or
+    /// fences ([`fences_json`]) as their one `?` instead of `{ids}` / `{fence}` text.
+    pub json_ids: bool,
 }
 
 impl Statements {
@@ -165,8 +169,19 @@ impl Statements {
         // serve it: as a plain `namespace = …` it drew PostgreSQL, whose statistics lag a
         // burst of new rows (20,000 rows estimated at 43), to an index that starts with
         // the namespace, and finishing 32 tasks read every row of it: 3 to 12 ms, not 0.3.
-        let offered = "id IN ({ids}) AND status = CASE WHEN namespace = {ns} THEN 21 END \
-                       AND dispatch_count < max_count AND deadline_at > {now}";
+        // SQLite takes ids and fences as one bound JSON array, so that the statement's
+        // text never changes and it is prepared once; the others inline ids (integers),
+        // and PostgreSQL binds fences as arrays (below).
+        let json_ids = dialect == Dialect::Sqlite;
+        let ids_in = match json_ids {
+            true => "id IN (SELECT value FROM json_each(?))",
+            false => "id IN ({ids})",
+        };
+        let offered = format!(
+            "{ids_in} AND status = CASE WHEN namespace = {{ns}} THEN 21 END \
+             AND dispatch_count < max_count AND deadline_at > {{now}}"
+        );
+        let offered = offered.as_str();
         let claim_offered = two_step(
             claim_set,
             offered,
@@ -186,8 +201,9 @@ impl Statements {
             "id IN ({ids}) AND status IN (20, 21, 30) \
              AND dispatch_count = CASE WHEN namespace = {ns} THEN {fence} END"
         };
+        let renew_set = "status = 30, next_at = {now} + timeout_ms, updated_at = {now}";
         let renew = two_step(
-            "status = 30, next_at = {now} + timeout_ms, updated_at = {now}",
+            renew_set,
             &fenced.replace("(20, 21, 30)", "(21, 30)"),
             "id, timeout_ms",
             format!(
@@ -195,13 +211,21 @@ impl Statements {
                 fenced.replace("(20, 21, 30)", "(21, 30)")
             ),
         );
+        let finish_set = "status = 0, live_key = NULL, next_at = NULL, \
+                          delete_at = {now} + delete_after_ms, updated_at = {now}";
         let finish = two_step(
-            "status = 0, live_key = NULL, next_at = NULL, \
-             delete_at = {now} + delete_after_ms, updated_at = {now}",
+            finish_set,
             fenced,
             "id",
             format!("SELECT id FROM {{t}} WHERE {fenced} ORDER BY id FOR UPDATE"),
         );
+        let (renew, finish) = match json_ids {
+            true => (
+                json_fenced(&fill, renew_set, "(21, 30)", "id, timeout_ms"),
+                json_fenced(&fill, finish_set, "(20, 21, 30)", "id"),
+            ),
+            false => (renew, finish),
+        };
         let processing = fill(
             "UPDATE {t} SET next_at = {now} + timeout_ms, updated_at = {now} \
              WHERE id = ? AND namespace = ? AND status = 30 AND deadline_at > {now}",
@@ -225,8 +249,30 @@ impl Statements {
             finish,
             fences_bound: dialect == Dialect::Postgres,
             processing,
+            json_ids,
         }
     }
+}
+
+/// SQLite: a fenced update whose fences come as one bound JSON array of
+/// `[task id, attempt]` pairs, joined to the rows by primary key.
+fn json_fenced(fill: &dyn Fn(&str) -> String, set: &str, live: &str, returning: &str) -> TwoStep {
+    TwoStep::Returning(fill(&format!(
+        "UPDATE {{t}} SET {set} FROM (SELECT json_extract(value, '$[0]') AS fence_id, \
+         json_extract(value, '$[1]') AS fence_attempt FROM json_each(?)) \
+         WHERE id = fence_id AND status IN {live} \
+         AND dispatch_count = CASE WHEN namespace = {{ns}} THEN fence_attempt END \
+         RETURNING {returning}"
+    )))
+}
+
+/// `[[id, attempt], …]`: the fences of a batch as [`Statements::json_ids`] binds them.
+pub(crate) fn fences_json(fences: &[(i64, i64)]) -> String {
+    let pairs: Vec<String> = fences
+        .iter()
+        .map(|(id, attempt)| format!("[{id},{attempt}]"))
+        .collect();
+    format!("[{}]", pairs.join(","))
 }
 
 /// `{ids}` and `{fence}` for a batch of (task id, attempt): an id list and a CASE that
