@@ -75,7 +75,7 @@ impl Store {
             let changed = retry_conflicts(|| self.change(step, &binds, "", Commit::Relaxed)).await?;
             return Ok(changed.rows);
         }
-        if statements.fences_bound {
+        if statements.arrays_bound {
             let arrays = fence_arrays(&pairs);
             let binds = arrays.each_ref().map(|a| Bind::Text(a));
             let changed = retry_conflicts(|| self.change(step, &binds, "", Commit::Relaxed)).await?;

@@ -83,9 +83,10 @@ pub(crate) struct Statements {
     /// Finish attempts (`{ids}`, `{fence}`; bound on SQLite and PostgreSQL, see
     /// below); returns id.
     pub finish: TwoStep,
-    /// PostgreSQL: `renew` and `finish` take their fences as the three [`fence_arrays`]
-    /// binds instead of `{ids}` / `{fence}` text.
-    pub fences_bound: bool,
+    /// PostgreSQL: `claim_offered` binds its ids as one array (`{7,9}`), `renew` and
+    /// `finish` their fences as the three [`fence_arrays`] binds, instead of `{ids}` /
+    /// `{fence}` text.
+    pub arrays_bound: bool,
     /// Unfenced renew of whatever attempt runs now (the seed's `processing`). Binds: id, namespace.
     pub processing: String,
     /// SQLite: `claim_offered`, `renew` and `finish` bind their ids (a JSON array) or
@@ -170,12 +171,13 @@ impl Statements {
         // burst of new rows (20,000 rows estimated at 43), to an index that starts with
         // the namespace, and finishing 32 tasks read every row of it: 3 to 12 ms, not 0.3.
         // SQLite takes ids and fences as one bound JSON array, so that the statement's
-        // text never changes and it is prepared once; the others inline ids (integers),
-        // and PostgreSQL binds fences as arrays (below).
+        // text never changes and it is prepared once; PostgreSQL binds arrays (the
+        // fences below); MariaDB inlines them (integers).
         let json_ids = dialect == Dialect::Sqlite;
-        let ids_in = match json_ids {
-            true => "id IN (SELECT value FROM json_each(?))",
-            false => "id IN ({ids})",
+        let ids_in = match dialect {
+            Dialect::Sqlite => "id IN (SELECT value FROM json_each(?))",
+            Dialect::Postgres => "id = ANY((SELECT CAST(? AS BIGINT[]))::BIGINT[])",
+            Dialect::MySql => "id IN ({ids})",
         };
         let offered = format!(
             "{ids_in} AND status = CASE WHEN namespace = {{ns}} THEN 21 END \
@@ -247,7 +249,7 @@ impl Statements {
             claim_offered,
             renew,
             finish,
-            fences_bound: dialect == Dialect::Postgres,
+            arrays_bound: dialect == Dialect::Postgres,
             processing,
             json_ids,
         }
@@ -331,8 +333,18 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        match pg.claim_offered {
+            TwoStep::Returning(sql) => {
+                assert!(
+                    sql.contains("(SELECT CAST($1 AS BIGINT[]))") && !sql.contains("$2"),
+                    "{sql}"
+                );
+                assert!(!sql.contains("{ids}"), "{sql}");
+            }
+            other => panic!("{other:?}"),
+        }
         let lite = Statements::render(Dialect::Sqlite, "t", "NOW_MS", "'default'");
-        assert!(!lite.fences_bound);
+        assert!(!lite.arrays_bound);
     }
 
     #[test]
