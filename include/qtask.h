@@ -177,9 +177,10 @@ typedef void (*qtask_log_callback)(int32_t level, const char *message, void *use
  * to keep it). It returns a `qtask_outcome_code` (0 finishes the task) and may
  * set a text, delay or result on `outcome` first.
  *
- * Called on the engine's blocking threads, up to the worker's `concurrency` at
- * once, never on the thread inside `qtask_worker_run`; so it and `user_data` must
- * be safe to use from several threads at once. It may call any `qtask_*` function
+ * Called on threads the worker starts for its callbacks (up to the worker's
+ * `concurrency`, started as needed and kept until `qtask_worker_run` returns),
+ * never on the thread inside `qtask_worker_run`; so it and `user_data` must be
+ * safe to use from several threads at once. It may call any `qtask_*` function
  * on other handles (a client, even the worker's own, another worker) and
  * `qtask_worker_stop` on its own worker, but not `qtask_worker_free` on its own
  * worker. It must return normally: no longjmp or C++ exception out of it.

@@ -55,6 +55,18 @@ static double rss_mb(const char *field) {
     return kb / 1024.0;
 }
 
+/* Profiles only the drain: with QTASK_BENCH_PERF_CTL naming the control fifo of
+ * `perf record --control fifo:PATH -D -1`, writes "enable" as the drain starts and
+ * "disable" as it ends (as qtask-bench does). */
+static void perf_control(const char *command) {
+    const char *path = getenv("QTASK_BENCH_PERF_CTL");
+    FILE *fifo = path ? fopen(path, "w") : NULL;
+    if (fifo) {
+        fprintf(fifo, "%s\n", command);
+        fclose(fifo);
+    }
+}
+
 struct drain {
     qtask_worker *worker;
     long target;
@@ -181,6 +193,7 @@ int main(int argc, char **argv) {
         check(qtask_worker_new(client, queue, concurrency, on_task, &d, &d.worker), "worker");
     }
     qtask_worker_report report;
+    perf_control("enable");
     double cpu = cpu_s();
     if (pull) {
         struct run_arg run = {d.worker, QTASK_RESULT_INTERNAL, {0}};
@@ -193,6 +206,7 @@ int main(int argc, char **argv) {
         check(qtask_worker_run(d.worker, &report), "worker run");
     }
     cpu = cpu_s() - cpu;
+    perf_control("disable");
     qtask_worker_free(d.worker);
     if (report.finished != (uint64_t)n) {
         fprintf(stderr, "worker_bench: %llu of %ld finished\n", (unsigned long long)report.finished, n);

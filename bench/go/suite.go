@@ -69,6 +69,17 @@ func cpuSeconds() float64 {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
+// perfControl profiles only the drain: with QTASK_BENCH_PERF_CTL naming the
+// control fifo of `perf record --control fifo:PATH -D -1`, the drain sends
+// "enable" as it starts and "disable" as it ends (as qtask-bench does).
+func perfControl(command string) {
+	if path := os.Getenv("QTASK_BENCH_PERF_CTL"); path != "" {
+		if err := os.WriteFile(path, []byte(command+"\n"), 0); err != nil {
+			fmt.Fprintf(os.Stderr, "go-bench: cannot write %q to %s: %v\n", command, path, err)
+		}
+	}
+}
+
 // rssMB reads VmRSS or VmHWM (the peak) of this process.
 func rssMB(field string) float64 {
 	b, _ := os.ReadFile("/proc/self/status")
@@ -219,6 +230,7 @@ func suiteRows(ctx context.Context, p suiteParams, sys *suiteSystem, s *sink) er
 			return err
 		}
 		s.reset(p.NDrain)
+		perfControl("enable")
 		cpu := cpuSeconds()
 		stop, err := sys.startWorker(ctx, queue, c)
 		if err != nil {
@@ -226,6 +238,7 @@ func suiteRows(ctx context.Context, p suiteParams, sys *suiteSystem, s *sink) er
 		}
 		err = s.wait(limit)
 		cpu = cpuSeconds() - cpu
+		perfControl("disable")
 		stop()
 		if err != nil {
 			return err

@@ -278,10 +278,12 @@ async fn qtask_measure(client: &Client, p: &Params) -> Result<(), String> {
         let queue = format!("drain{c}");
         create_batches(client, &queue, p.n_drain, p.batch).await?;
         recorder.reset(p.n_drain);
+        crate::cpu::perf_control("enable");
         let cpu = crate::cpu::own_cpu_seconds();
         let (stop, running) = start_worker(client, &queue, c, recorder.clone());
         let waited = recorder.wait(Duration::from_secs(600)).await;
         let cpu = crate::cpu::own_cpu_seconds() - cpu;
+        crate::cpu::perf_control("disable");
         stop_worker(stop, running).await?;
         waited?;
         emit(

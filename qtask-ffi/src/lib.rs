@@ -15,6 +15,7 @@
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 mod admin;
+mod callback_threads;
 mod cancel;
 mod client;
 mod error;

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use qtask_core::blocking::{Client, Reply, StopSignal, Worker};
 use qtask_core::{Error, Message, Outcome, TimeUp};
 
+use crate::callback_threads::CallbackThreads;
 use crate::client::{client, qtask_client, reset};
 use crate::error::qtask_result;
 use crate::ffi::{invalid, str_arg, try_ref};
@@ -74,9 +75,10 @@ pub enum qtask_outcome_code {
 /// to keep it). It returns a `qtask_outcome_code` (0 finishes the task) and may
 /// set a text, delay or result on `outcome` first.
 ///
-/// Called on the engine's blocking threads, up to the worker's `concurrency` at
-/// once, never on the thread inside `qtask_worker_run`; so it and `user_data` must
-/// be safe to use from several threads at once. It may call any `qtask_*` function
+/// Called on threads the worker starts for its callbacks (up to the worker's
+/// `concurrency`, started as needed and kept until `qtask_worker_run` returns),
+/// never on the thread inside `qtask_worker_run`; so it and `user_data` must be
+/// safe to use from several threads at once. It may call any `qtask_*` function
 /// on other handles (a client, even the worker's own, another worker) and
 /// `qtask_worker_stop` on its own worker, but not `qtask_worker_free` on its own
 /// worker. It must return normally: no longjmp or C++ exception out of it.
@@ -116,7 +118,7 @@ pub struct qtask_worker_report {
 /// The callback and its `user_data`, which the header makes the caller promise
 /// are usable from the engine's threads.
 #[derive(Clone, Copy)]
-struct Callback {
+pub(crate) struct Callback {
     function: unsafe extern "C" fn(*const c_char, *mut qtask_outcome, *mut c_void) -> i32,
     user_data: *mut c_void,
 }
@@ -125,7 +127,7 @@ unsafe impl Send for Callback {}
 unsafe impl Sync for Callback {}
 
 impl Callback {
-    fn call(&self, message: Message, time_up: &TimeUp) -> Result<Outcome, String> {
+    pub(crate) fn call(&self, message: Message, time_up: &TimeUp) -> Result<Outcome, String> {
         let json = message_text(&message).map_err(|e| format!("message: {e}"))?;
         let mut outcome = qtask_outcome {
             error: None,
@@ -636,8 +638,14 @@ pub extern "C" fn qtask_worker_run(
         }
         let report = match &state.mode {
             Mode::Callback(callback) => {
-                let callback = *callback;
-                engine.run_with_time_up(move |message, time_up| callback.call(message, time_up), &stop)
+                let threads = CallbackThreads::new(*callback, state.concurrency);
+                let to = threads.clone();
+                let report = engine.run_handing_off(
+                    move |message, time_up, reply| to.deliver(message, time_up, reply),
+                    &stop,
+                );
+                threads.end();
+                report
             }
             Mode::Pull(exchange) => {
                 let to = exchange.clone();

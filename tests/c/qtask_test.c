@@ -569,6 +569,48 @@ static void test_worker_drain(qtask_client *client) {
     EXPECT(QTASK_RESULT_CLOSED, qtask_worker_run(d.worker, NULL));
 }
 
+struct together {
+    qtask_worker *worker;
+    pthread_t run_thread;
+    atomic_int running, most_running, on_run_thread, done;
+};
+
+/* Waits (up to 10 s) until 4 callbacks run at once, so each needs a thread of its own. */
+static int together_callback(const char *message_json, qtask_outcome *outcome, void *user_data) {
+    (void)message_json;
+    (void)outcome;
+    struct together *t = user_data;
+    if (pthread_equal(pthread_self(), t->run_thread)) {
+        atomic_fetch_add(&t->on_run_thread, 1);
+    }
+    int now = atomic_fetch_add(&t->running, 1) + 1;
+    int most = atomic_load(&t->most_running);
+    while (now > most && !atomic_compare_exchange_weak(&t->most_running, &most, now)) {
+    }
+    struct timespec ms = {0, 1000000};
+    for (int i = 0; i < 10000 && atomic_load(&t->most_running) < 4; i++) nanosleep(&ms, NULL);
+    atomic_fetch_sub(&t->running, 1);
+    if (atomic_fetch_add(&t->done, 1) + 1 == 4) {
+        qtask_worker_stop(t->worker);
+    }
+    return 0;
+}
+
+/* Callbacks that block run side by side, up to the concurrency, never on the run's thread. */
+static void test_worker_callbacks_side_by_side(qtask_client *client) {
+    for (int i = 0; i < 4; i++) {
+        OK(qtask_create(client, "together", "{}", 60, "C:TOGETHER", NULL, NULL));
+    }
+    struct together t = {.run_thread = pthread_self()};
+    OK(qtask_worker_new(client, "C:TOGETHER", 4, together_callback, &t, &t.worker));
+    qtask_worker_report report;
+    OK(qtask_worker_run(t.worker, &report));
+    CHECK(report.finished == 4, "finished %llu", (unsigned long long)report.finished);
+    CHECK(atomic_load(&t.most_running) == 4, "%d callbacks at once, not 4", atomic_load(&t.most_running));
+    CHECK(atomic_load(&t.on_run_thread) == 0, "%d callbacks on the run's thread", atomic_load(&t.on_run_thread));
+    qtask_worker_free(t.worker);
+}
+
 struct failing {
     qtask_worker *worker;
     atomic_int calls;
@@ -1267,6 +1309,7 @@ int main(int argc, char **argv) {
         RUN(test_cancel(client));
         RUN(test_bad_input(client, dir));
         RUN(test_worker_drain(client));
+        RUN(test_worker_callbacks_side_by_side(client));
         RUN(test_worker_failure(client));
         RUN(test_worker_outcomes(client));
         RUN(test_worker_time_limit(client));
