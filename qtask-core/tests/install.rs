@@ -35,6 +35,7 @@ async fn install_adds_missing_columns_and_keeps_rows() {
         assert!(c.get(id).await.is_err(), "{}: the column is gone", db.name);
         // Before partial indexes, the due index held every row.
         let due = format!("{table}_due");
+        let live_order = format!("{table}_live_order");
         if db.name != "mariadb" {
             pool.execute(AssertSqlSafe(format!("DROP INDEX {due}")))
                 .await
@@ -45,7 +46,23 @@ async fn install_adds_missing_columns_and_keeps_rows() {
             .await
             .unwrap();
             assert!(!index_sql(&c, db.name, &due).await.contains("WHERE"));
+            // Before partial indexes, `live_order` held every row too.
+            pool.execute(AssertSqlSafe(format!("DROP INDEX {live_order}")))
+                .await
+                .unwrap();
+            pool.execute(AssertSqlSafe(format!(
+                "CREATE UNIQUE INDEX {live_order} ON {table} (namespace, queue, live_key)"
+            )))
+            .await
+            .unwrap();
         }
+        // Older releases also made `queue_due`, which install now drops.
+        let queue_due = format!("{table}_queue_due");
+        pool.execute(AssertSqlSafe(format!(
+            "CREATE INDEX {queue_due} ON {table} (namespace, queue, next_at)"
+        )))
+        .await
+        .unwrap();
         // The settings table as the release before limits made it.
         let queue_table = format!("{}queue", table.strip_suffix("task").unwrap());
         pool.execute(AssertSqlSafe(format!(
@@ -94,10 +111,21 @@ async fn install_adds_missing_columns_and_keeps_rows() {
             "{}: {indexes:?}",
             db.name
         );
+        assert!(
+            !indexes.iter().any(|i| i.eq_ignore_ascii_case(&queue_due)),
+            "{}: {indexes:?}",
+            db.name
+        );
         if db.name != "mariadb" {
             let sql = index_sql(&c, db.name, &due).await;
             assert!(
                 sql.contains("WHERE") && sql.contains("next_at IS NOT NULL"),
+                "{}: {sql}",
+                db.name
+            );
+            let sql = index_sql(&c, db.name, &live_order).await;
+            assert!(
+                sql.contains("UNIQUE") && sql.contains("live_key IS NOT NULL"),
                 "{}: {sql}",
                 db.name
             );

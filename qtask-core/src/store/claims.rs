@@ -32,30 +32,37 @@ pub(crate) enum Bind<'a> {
     Int(i64),
 }
 
-/// The ids of a statement keyed by them: one bound JSON array where the dialect takes
-/// them so ([`Statements::json_ids`]), else `{ids}` text.
+/// The ids of a statement keyed by them: one bound JSON array or (PostgreSQL) array
+/// where the dialect takes them so ([`Statements::json_ids`], [`Statements::arrays_bound`]),
+/// else `{ids}` text.
 pub(crate) struct Keyed {
     text: String,
-    json: bool,
+    bound: bool,
 }
 
 impl Keyed {
     pub fn new(statements: &Statements, ids: &[i64]) -> Keyed {
         let list = id_list(ids.iter().copied());
-        match statements.json_ids {
-            true => Keyed {
+        if statements.json_ids {
+            Keyed {
                 text: format!("[{list}]"),
-                json: true,
-            },
-            false => Keyed {
+                bound: true,
+            }
+        } else if statements.arrays_bound {
+            Keyed {
+                text: format!("{{{list}}}"),
+                bound: true,
+            }
+        } else {
+            Keyed {
                 text: list,
-                json: false,
-            },
+                bound: false,
+            }
         }
     }
 
     pub fn binds(&self) -> Vec<Bind<'_>> {
-        match self.json {
+        match self.bound {
             true => vec![Bind::Text(&self.text)],
             false => Vec::new(),
         }
@@ -63,7 +70,7 @@ impl Keyed {
 
     /// What fills `{ids}`.
     pub fn ids(&self) -> &str {
-        match self.json {
+        match self.bound {
             true => "",
             false => &self.text,
         }

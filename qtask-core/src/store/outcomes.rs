@@ -9,7 +9,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::claims::Bind;
 use super::durability::Commit;
-use super::statements::{fences_json, fill_fences, TwoStep, LIVE};
+use super::statements::{fence_arrays, fences_json, fill_fences, TwoStep, LIVE};
 use super::{retry_conflicts, Dialect, Store};
 use crate::error::{Error, Result};
 use crate::task::{Fence, Fenced, Status};
@@ -59,6 +59,8 @@ impl Store {
 
     /// One fenced batch statement, retried when the database picked it as a deadlock
     /// victim. Row locks are taken in id order (MariaDB), like every batch here.
+    /// The fences go in as binds (SQLite: one JSON array; PostgreSQL: arrays), or
+    /// inlined into the text (MariaDB).
     async fn fenced_batch(&self, step: &TwoStep, fences: &[Fence]) -> Result<Vec<sqlx::any::AnyRow>> {
         if fences.is_empty() {
             return Ok(Vec::new());
@@ -66,9 +68,16 @@ impl Store {
         let mut pairs: Vec<(i64, i64)> = fences.iter().map(|f| (f.task_id, f.attempt)).collect();
         pairs.sort_unstable();
         pairs.dedup_by_key(|p| p.0);
-        if self.statements().json_ids {
+        let statements = self.statements();
+        if statements.json_ids {
             let json = fences_json(&pairs);
             let binds = [Bind::Text(&json)];
+            let changed = retry_conflicts(|| self.change(step, &binds, "", Commit::Relaxed)).await?;
+            return Ok(changed.rows);
+        }
+        if statements.arrays_bound {
+            let arrays = fence_arrays(&pairs);
+            let binds = arrays.each_ref().map(|a| Bind::Text(a));
             let changed = retry_conflicts(|| self.change(step, &binds, "", Commit::Relaxed)).await?;
             return Ok(changed.rows);
         }

@@ -5,13 +5,17 @@
 //! Index use (checked with EXPLAIN in tests/explain.rs):
 //! - `due`: the sweeper's claim and reaper (`namespace = ? AND next_at <= now`);
 //!   finished, failed and cancelled rows have `next_at` NULL, so they never enter the range.
-//! - `queue_due`: the `db` queue's pop (`namespace, queue, next_at`) while few rows are due;
-//! - `queue_priority_due`: the pop in claim order (`priority DESC, next_at`) when many are;
-//!   the planner picks whichever reads less.
+//! - `queue_priority_due`: the `db` queue's pop in claim order (`priority DESC, next_at`)
+//!   when many rows are due; while few are, the planner takes `due`'s range on `next_at`
+//!   (filtering other queues) and sorts. The limits' count of processing rows reads
+//!   `status`. (`queue_due`, the pop's own range, cost every claim and create one index
+//!   entry for a plan `due` gives too; install drops it.)
 //! - `delete`: cleanup (`namespace = ? AND delete_at <= now`).
 //! - `status`: operators' lists and bulk retry / cancel by status, in id order (admin.rs).
 //! - `live_order`: unique (`namespace, queue, live_key`); `live_key` is the order number
-//!   while the task is live and NULL after, so only live tasks are deduplicated.
+//!   while the task is live and NULL after, so only live tasks are deduplicated. Partial
+//!   (`live_key IS NOT NULL`) on PostgreSQL and SQLite: a task without an order number
+//!   never enters it, so its claim and finish write one index entry fewer each.
 
 use super::Dialect;
 
@@ -41,6 +45,8 @@ type Index = (&'static str, &'static str, &'static str, &'static str);
 const LIVE_ROWS: &str = "next_at IS NOT NULL";
 /// The rows of ended tasks: only these are ever deleted by the cleanup.
 const ENDED_ROWS: &str = "next_at IS NULL";
+/// The rows that hold a live order number: the only ones deduplicated.
+const ORDERED_ROWS: &str = "live_key IS NOT NULL";
 
 /// Every column of the task table.
 const TASK_COLUMNS: &[Column] = &[
@@ -77,11 +83,13 @@ const TASK_COLUMNS: &[Column] = &[
 /// On PostgreSQL and SQLite the due indexes hold live rows only and the delete index
 /// ended rows only (MariaDB has no partial indexes). Neither update of a task is a HOT
 /// update, so each writes an entry in every index whose rows it belongs to: partial
-/// indexes take a finish out of three of them and a claim out of one.
+/// indexes take a finish out of three of them and a claim out of one, and a task without
+/// an order number out of `live_order` for good. WAL records per task on PostgreSQL
+/// (`pg_stat_statements`, 20,000 tasks): claim 8.8 → 6.75, finish 5.3 → 4.3, create
+/// 8.15 → 6.1.
 const TASK_INDEXES: &[Index] = &[
-    ("live_order", "UNIQUE", "namespace, queue, live_key", ""),
+    ("live_order", "UNIQUE", "namespace, queue, live_key", ORDERED_ROWS),
     ("due", "", "namespace, next_at", LIVE_ROWS),
-    ("queue_due", "", "namespace, queue, next_at", LIVE_ROWS),
     (
         "queue_priority_due",
         "",
@@ -91,6 +99,10 @@ const TASK_INDEXES: &[Index] = &[
     ("delete", "", "namespace, delete_at", ENDED_ROWS),
     ("status", "", "namespace, status, id", ""),
 ];
+
+/// Indexes of the task table that older releases made and install drops: each cost
+/// every claim and create an index entry and no statement needs it any more.
+const RETIRED_TASK_INDEXES: &[&str] = &["queue_due"];
 
 /// Every column of the per-queue settings table (pause, admin.rs; limits, limits.rs).
 const QUEUE_COLUMNS: &[Column] = &[
@@ -139,6 +151,8 @@ pub(super) struct Table {
     /// A composite primary key, as a table constraint.
     primary_key: Option<&'static str>,
     indexes: &'static [Index],
+    /// Name suffixes of indexes install drops.
+    retired: &'static [&'static str],
 }
 
 /// The task table, and the queue settings and schedule tables beside it.
@@ -149,18 +163,21 @@ pub(super) fn tables(task_table: &str) -> [Table; 3] {
             columns: TASK_COLUMNS,
             primary_key: None,
             indexes: TASK_INDEXES,
+            retired: RETIRED_TASK_INDEXES,
         },
         Table {
             name: super::admin::queue_table(task_table),
             columns: QUEUE_COLUMNS,
             primary_key: Some("namespace, queue"),
             indexes: &[],
+            retired: &[],
         },
         Table {
             name: super::schedules::schedule_table(task_table),
             columns: SCHEDULE_COLUMNS,
             primary_key: Some("namespace, name"),
             indexes: SCHEDULE_INDEXES,
+            retired: &[],
         },
     ]
 }
@@ -195,10 +212,22 @@ impl Table {
 
     /// Statements that create the indexes missing from `existing` (index names; on
     /// MySQL every index, elsewhere the indexes of all rows, as IF NOT EXISTS does the
-    /// rest). An index of all rows that is now partial is dropped and made again.
+    /// rest). An index of all rows that is now partial is dropped and made again, and a
+    /// retired index is dropped.
     pub fn add_indexes(&self, dialect: Dialect, existing: &[String]) -> Vec<String> {
         let exists = |name: &str| existing.iter().any(|e| e.eq_ignore_ascii_case(name));
         let mut statements = Vec::new();
+        for suffix in self.retired {
+            let name = format!("{}_{suffix}", self.name);
+            match dialect {
+                Dialect::MySql if exists(&name) => {
+                    statements.push(format!("ALTER TABLE {} DROP INDEX {name}", self.name))
+                }
+                Dialect::MySql => {}
+                // Partial on both, so absent from `existing`: IF EXISTS decides.
+                _ => statements.push(format!("DROP INDEX IF EXISTS {name}")),
+            }
+        }
         for index @ (suffix, unique, cols, rows) in self.indexes {
             let name = format!("{}_{suffix}", self.name);
             match dialect {
@@ -277,6 +306,17 @@ mod tests {
                 "column {name} must be nullable or have a default"
             );
         }
+    }
+
+    #[test]
+    fn retired_indexes_are_dropped() {
+        let [task, _, _] = tables("qtask_task");
+        let drop = "DROP INDEX IF EXISTS qtask_task_queue_due".to_string();
+        assert!(task.add_indexes(Dialect::Postgres, &[]).contains(&drop));
+        let mysql = task.add_indexes(Dialect::MySql, &["qtask_task_queue_due".into()]);
+        assert!(mysql.contains(&"ALTER TABLE qtask_task DROP INDEX qtask_task_queue_due".to_string()));
+        let fresh = task.add_indexes(Dialect::MySql, &[]);
+        assert!(!fresh.iter().any(|s| s.contains("DROP")), "{fresh:?}");
     }
 
     #[test]

@@ -77,10 +77,16 @@ pub(crate) struct Statements {
     pub offer_due: TwoStep,
     /// Claim offered rows by id (`{ids}`), for this namespace (`{ns}`).
     pub claim_offered: TwoStep,
-    /// Renew the lease of attempts (`{ids}`, `{fence}`); returns id, timeout_ms.
+    /// Renew the lease of attempts (`{ids}`, `{fence}`; bound on SQLite and
+    /// PostgreSQL, see below); returns id, timeout_ms.
     pub renew: TwoStep,
-    /// Finish attempts (`{ids}`, `{fence}`); returns id.
+    /// Finish attempts (`{ids}`, `{fence}`; bound on SQLite and PostgreSQL, see
+    /// below); returns id.
     pub finish: TwoStep,
+    /// PostgreSQL: `claim_offered` binds its ids as one array (`{7,9}`), `renew` and
+    /// `finish` their fences as the three [`fence_arrays`] binds, instead of `{ids}` /
+    /// `{fence}` text.
+    pub arrays_bound: bool,
     /// Unfenced renew of whatever attempt runs now (the seed's `processing`). Binds: id, namespace.
     pub processing: String,
     /// SQLite: `claim_offered`, `renew` and `finish` bind their ids (a JSON array) or
@@ -165,11 +171,13 @@ impl Statements {
         // burst of new rows (20,000 rows estimated at 43), to an index that starts with
         // the namespace, and finishing 32 tasks read every row of it: 3 to 12 ms, not 0.3.
         // SQLite takes ids and fences as one bound JSON array, so that the statement's
-        // text never changes and it is prepared once; the others inline them (integers).
+        // text never changes and it is prepared once; PostgreSQL binds arrays (the
+        // fences below); MariaDB inlines them (integers).
         let json_ids = dialect == Dialect::Sqlite;
-        let ids_in = match json_ids {
-            true => "id IN (SELECT value FROM json_each(?))",
-            false => "id IN ({ids})",
+        let ids_in = match dialect {
+            Dialect::Sqlite => "id IN (SELECT value FROM json_each(?))",
+            Dialect::Postgres => "id = ANY((SELECT CAST(? AS BIGINT[]))::BIGINT[])",
+            Dialect::MySql => "id IN ({ids})",
         };
         let offered = format!(
             "{ids_in} AND status = CASE WHEN namespace = {{ns}} THEN 21 END \
@@ -183,8 +191,18 @@ impl Statements {
             format!("SELECT {claimed_before} FROM {{t}} WHERE {offered} ORDER BY id FOR UPDATE"),
         );
         // The attempt named by the fence is the latest claimed one and the task is live.
-        let fenced = "id IN ({ids}) AND status IN (20, 21, 30) \
-                      AND dispatch_count = CASE WHEN namespace = {ns} THEN {fence} END";
+        // PostgreSQL binds the fences as two arrays ([`fence_arrays`]), so that finish and
+        // renew are prepared once per connection instead of parsed and planned per batch.
+        // Each array is cast in a subquery, which runs once per execution: a bare cast
+        // of a bound text would be parsed again for every row once the plan is generic.
+        let fenced: &str = if dialect == Dialect::Postgres {
+            "id = ANY((SELECT CAST(? AS BIGINT[]))::BIGINT[]) AND status IN (20, 21, 30) \
+             AND dispatch_count = CASE WHEN namespace = {ns} THEN \
+             (SELECT CAST(? AS BIGINT[]))[array_position((SELECT CAST(? AS BIGINT[])), id)] END"
+        } else {
+            "id IN ({ids}) AND status IN (20, 21, 30) \
+             AND dispatch_count = CASE WHEN namespace = {ns} THEN {fence} END"
+        };
         let renew_set = "status = 30, next_at = {now} + timeout_ms, updated_at = {now}";
         let renew = two_step(
             renew_set,
@@ -231,6 +249,7 @@ impl Statements {
             claim_offered,
             renew,
             finish,
+            arrays_bound: dialect == Dialect::Postgres,
             processing,
             json_ids,
         }
@@ -270,6 +289,15 @@ pub(crate) fn fill_fences(sql: &str, fences: &[(i64, i64)]) -> String {
     sql.replace("{ids}", &ids).replace("{fence}", &case)
 }
 
+/// The binds of a fenced batch on PostgreSQL, in order: the ids, the attempts, the ids
+/// again, each an array literal (`{7,9}`) that the statement casts to `BIGINT[]`.
+/// The attempt of a row is the one at its id's position.
+pub(crate) fn fence_arrays(fences: &[(i64, i64)]) -> [String; 3] {
+    let ids = format!("{{{}}}", id_list(fences.iter().map(|f| f.0)));
+    let attempts = format!("{{{}}}", id_list(fences.iter().map(|f| f.1)));
+    [ids.clone(), attempts, ids]
+}
+
 /// A comma-separated list of integers.
 pub(crate) fn id_list(ids: impl IntoIterator<Item = i64>) -> String {
     ids.into_iter()
@@ -289,6 +317,34 @@ mod tests {
             sql,
             "id IN (7,9) AND dispatch_count = CASE id WHEN 7 THEN 2 WHEN 9 THEN 1 END"
         );
+    }
+
+    #[test]
+    fn postgres_binds_fences_as_arrays() {
+        assert_eq!(fence_arrays(&[(7, 2), (9, 1)]), ["{7,9}", "{2,1}", "{7,9}"]);
+        let pg = Statements::render(Dialect::Postgres, "t", "NOW_MS", "'default'");
+        match pg.finish {
+            TwoStep::Returning(sql) => {
+                assert!(
+                    sql.contains("(SELECT CAST($1 AS BIGINT[]))") && sql.contains("$3"),
+                    "{sql}"
+                );
+                assert!(!sql.contains("{ids}") && !sql.contains("{fence}"), "{sql}");
+            }
+            other => panic!("{other:?}"),
+        }
+        match pg.claim_offered {
+            TwoStep::Returning(sql) => {
+                assert!(
+                    sql.contains("(SELECT CAST($1 AS BIGINT[]))") && !sql.contains("$2"),
+                    "{sql}"
+                );
+                assert!(!sql.contains("{ids}"), "{sql}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let lite = Statements::render(Dialect::Sqlite, "t", "NOW_MS", "'default'");
+        assert!(!lite.arrays_bound);
     }
 
     #[test]
