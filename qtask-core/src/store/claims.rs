@@ -8,7 +8,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AssertSqlSafe, Connection, Executor, Row};
 
 use super::durability::{relax, Commit};
-use super::statements::{id_list, Statements, TwoStep};
+use super::statements::{id_list, KeyBinds, Statements, TwoStep};
 use super::{retry_conflicts, Dialect, Store};
 use crate::error::Result;
 use crate::task::{Claim, Fence, Message};
@@ -32,9 +32,8 @@ pub(crate) enum Bind<'a> {
     Int(i64),
 }
 
-/// The ids of a statement keyed by them: one bound JSON array or (PostgreSQL) array
-/// where the dialect takes them so ([`Statements::json_ids`], [`Statements::arrays_bound`]),
-/// else `{ids}` text.
+/// The ids of a statement keyed by them, as [`Statements::keys`] says: one bound JSON
+/// array or array literal, else `{ids}` text.
 pub(crate) struct Keyed {
     text: String,
     bound: bool,
@@ -43,22 +42,12 @@ pub(crate) struct Keyed {
 impl Keyed {
     pub fn new(statements: &Statements, ids: &[i64]) -> Keyed {
         let list = id_list(ids.iter().copied());
-        if statements.json_ids {
-            Keyed {
-                text: format!("[{list}]"),
-                bound: true,
-            }
-        } else if statements.arrays_bound {
-            Keyed {
-                text: format!("{{{list}}}"),
-                bound: true,
-            }
-        } else {
-            Keyed {
-                text: list,
-                bound: false,
-            }
-        }
+        let (text, bound) = match statements.keys {
+            KeyBinds::Json => (format!("[{list}]"), true),
+            KeyBinds::Arrays => (format!("{{{list}}}"), true),
+            KeyBinds::Inline => (list, false),
+        };
+        Keyed { text, bound }
     }
 
     pub fn binds(&self) -> Vec<Bind<'_>> {

@@ -9,7 +9,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::claims::Bind;
 use super::durability::Commit;
-use super::statements::{fence_arrays, fences_json, fill_fences, TwoStep, LIVE};
+use super::statements::{fence_arrays, fences_json, fill_fences, KeyBinds, TwoStep, LIVE};
 use super::{retry_conflicts, Dialect, Store};
 use crate::error::{Error, Result};
 use crate::task::{Fence, Fenced, Status};
@@ -68,27 +68,23 @@ impl Store {
         let mut pairs: Vec<(i64, i64)> = fences.iter().map(|f| (f.task_id, f.attempt)).collect();
         pairs.sort_unstable();
         pairs.dedup_by_key(|p| p.0);
-        let statements = self.statements();
-        if statements.json_ids {
-            let json = fences_json(&pairs);
-            let binds = [Bind::Text(&json)];
-            let changed = retry_conflicts(|| self.change(step, &binds, "", Commit::Relaxed)).await?;
-            return Ok(changed.rows);
-        }
-        if statements.arrays_bound {
-            let arrays = fence_arrays(&pairs);
-            let binds = arrays.each_ref().map(|a| Bind::Text(a));
-            let changed = retry_conflicts(|| self.change(step, &binds, "", Commit::Relaxed)).await?;
-            return Ok(changed.rows);
-        }
-        let step = match step {
-            TwoStep::Returning(sql) => TwoStep::Returning(fill_fences(sql, &pairs)),
-            TwoStep::Locking { select, update } => TwoStep::Locking {
-                select: fill_fences(select, &pairs),
-                update: update.clone(),
-            },
+        let texts = match self.statements().keys {
+            KeyBinds::Json => vec![fences_json(&pairs)],
+            KeyBinds::Arrays => fence_arrays(&pairs).to_vec(),
+            KeyBinds::Inline => {
+                let step = match step {
+                    TwoStep::Returning(sql) => TwoStep::Returning(fill_fences(sql, &pairs)),
+                    TwoStep::Locking { select, update } => TwoStep::Locking {
+                        select: fill_fences(select, &pairs),
+                        update: update.clone(),
+                    },
+                };
+                let changed = retry_conflicts(|| self.change(&step, &[], "", Commit::Relaxed)).await?;
+                return Ok(changed.rows);
+            }
         };
-        let changed = retry_conflicts(|| self.change(&step, &[], "", Commit::Relaxed)).await?;
+        let binds: Vec<Bind<'_>> = texts.iter().map(|text| Bind::Text(text)).collect();
+        let changed = retry_conflicts(|| self.change(step, &binds, "", Commit::Relaxed)).await?;
         Ok(changed.rows)
     }
 

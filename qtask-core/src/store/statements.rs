@@ -83,15 +83,25 @@ pub(crate) struct Statements {
     /// Finish attempts (`{ids}`, `{fence}`; bound on SQLite and PostgreSQL, see
     /// below); returns id.
     pub finish: TwoStep,
-    /// PostgreSQL: `claim_offered` binds its ids as one array (`{7,9}`), `renew` and
-    /// `finish` their fences as the three [`fence_arrays`] binds, instead of `{ids}` /
-    /// `{fence}` text.
-    pub arrays_bound: bool,
+    /// How `claim_offered`, `renew` and `finish` get their ids and fences.
+    pub keys: KeyBinds,
     /// Unfenced renew of whatever attempt runs now (the seed's `processing`). Binds: id, namespace.
     pub processing: String,
-    /// SQLite: `claim_offered`, `renew` and `finish` bind their ids (a JSON array) or
-    /// fences ([`fences_json`]) as their one `?` instead of `{ids}` / `{fence}` text.
-    pub json_ids: bool,
+}
+
+/// How the statements keyed by task ids (the claim of Redis offers, fenced renew and
+/// finish) get their ids and fences: bound, so that the text never changes and each is
+/// prepared once, or inlined as integers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum KeyBinds {
+    /// MariaDB: `{ids}` and `{fence}` in the text ([`fill_fences`]).
+    Inline,
+    /// SQLite: one JSON array bound to the one `?`: ids `[7,9]`, fences
+    /// `[[7,2],[9,1]]` ([`fences_json`]), read with `json_each`.
+    Json,
+    /// PostgreSQL: array literals: ids `{7,9}`; fences as ids, attempts, ids
+    /// ([`fence_arrays`]).
+    Arrays,
 }
 
 impl Statements {
@@ -173,7 +183,11 @@ impl Statements {
         // SQLite takes ids and fences as one bound JSON array, so that the statement's
         // text never changes and it is prepared once; PostgreSQL binds arrays (the
         // fences below); MariaDB inlines them (integers).
-        let json_ids = dialect == Dialect::Sqlite;
+        let keys = match dialect {
+            Dialect::Sqlite => KeyBinds::Json,
+            Dialect::Postgres => KeyBinds::Arrays,
+            Dialect::MySql => KeyBinds::Inline,
+        };
         let ids_in = match dialect {
             Dialect::Sqlite => "id IN (SELECT value FROM json_each(?))",
             Dialect::Postgres => "id = ANY((SELECT CAST(? AS BIGINT[]))::BIGINT[])",
@@ -221,7 +235,7 @@ impl Statements {
             "id",
             format!("SELECT id FROM {{t}} WHERE {fenced} ORDER BY id FOR UPDATE"),
         );
-        let (renew, finish) = match json_ids {
+        let (renew, finish) = match keys == KeyBinds::Json {
             true => (
                 json_fenced(&fill, renew_set, "(21, 30)", "id, timeout_ms"),
                 json_fenced(&fill, finish_set, "(20, 21, 30)", "id"),
@@ -249,9 +263,8 @@ impl Statements {
             claim_offered,
             renew,
             finish,
-            arrays_bound: dialect == Dialect::Postgres,
+            keys,
             processing,
-            json_ids,
         }
     }
 }
@@ -268,7 +281,7 @@ fn json_fenced(fill: &dyn Fn(&str) -> String, set: &str, live: &str, returning: 
     )))
 }
 
-/// `[[id, attempt], …]`: the fences of a batch as [`Statements::json_ids`] binds them.
+/// `[[id, attempt], …]`: the fences of a batch as [`KeyBinds::Json`] binds them.
 pub(crate) fn fences_json(fences: &[(i64, i64)]) -> String {
     let pairs: Vec<String> = fences
         .iter()
@@ -344,7 +357,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let lite = Statements::render(Dialect::Sqlite, "t", "NOW_MS", "'default'");
-        assert!(!lite.arrays_bound);
+        assert_eq!(lite.keys, KeyBinds::Json);
     }
 
     #[test]
