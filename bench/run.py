@@ -60,7 +60,7 @@ QTASK_CRASH = (
 
 SYSTEMS: List[System] = [
     System("qtask-rs-sqlite-db", "qtask Rust, SQLite + db queue", "rust", "qtask", "sqlite",
-           lives="a row in a SQLite file (WAL, fsync per commit)",
+           lives="a row in a SQLite file (WAL; creates fsync, worker claims and finishes do not)",
            crash=QTASK_CRASH.format(extra="the table is the queue")),
     System("qtask-rs-pg-db", "qtask Rust, PostgreSQL + db queue", "rust", "qtask", "pg",
            lives="a PostgreSQL row", crash=QTASK_CRASH.format(extra="the table is the queue")),
