@@ -296,10 +296,16 @@ impl Fetch {
                         counters: self.counters.clone(),
                         limits: self.limits,
                         permit: free.pop(),
-                        _settle: settle.split(1),
                     };
+                    let settled = settle.split(1);
                     let span = crate::trace::handle_span(&message);
-                    tokio::spawn(slot.run(message, handler.clone()).instrument(span));
+                    let attempt = slot.run(message, handler.clone()).instrument(span);
+                    tokio::spawn(async move {
+                        attempt.await;
+                        // Freed once the attempt's span has closed too: a run that ends
+                        // when every outcome committed has then reported every span.
+                        drop(settled);
+                    });
                 }
             }
             Err(err) => {
@@ -313,13 +319,13 @@ impl Fetch {
 }
 
 /// One claimed task. Its slot frees up as soon as the handler returns; its outcome
-/// then commits with others, and only after that is it counted (and `_settle` freed).
+/// then commits with others, and only after that is it counted (and its share of the
+/// unsettled permits freed).
 struct Slot {
     client: Client,
     counters: Arc<Counters>,
     limits: Limits,
     permit: Option<OwnedSemaphorePermit>,
-    _settle: Option<OwnedSemaphorePermit>,
 }
 
 impl Slot {
