@@ -177,6 +177,8 @@ struct Handed {
     /// Callers waiting in `qtask_worker_next` / `qtask_worker_take`: a hand-off
     /// wakes one only when there is one (a wake is a system call).
     waiting: usize,
+    /// A wake of the takers is on its way (`Exchange::wake_after_burst`).
+    wake_scheduled: bool,
 }
 
 impl Exchange {
@@ -189,7 +191,7 @@ impl Exchange {
     /// Called by the engine (on its runtime threads, never blocking for long) with
     /// each claimed task. `worker_limit` is the worker's time limit, which the
     /// engine applies when the task has none of its own.
-    pub(super) fn deliver(&self, message: Message, time_up: TimeUp, reply: Reply, worker_limit: Option<Duration>) {
+    pub(super) fn deliver(self: &Arc<Self>, message: Message, time_up: TimeUp, reply: Reply, worker_limit: Option<Duration>) {
         let deadline = message
             .time_limit
             .or(worker_limit)
@@ -219,13 +221,43 @@ impl Exchange {
         let token = handed.next_token;
         handed.out.insert(token, out);
         handed.queue.push_back(token);
-        let wake = handed.waiting > 0;
-        let first = handed.queue.len() == 1;
+        // A taker waits, or the wake pipe must turn readable: one wake-up for the
+        // whole burst of tasks one fetch claimed, once they are all here.
+        let wake = (handed.waiting > 0 || handed.queue.len() == 1) && !handed.wake_scheduled;
+        handed.wake_scheduled |= wake;
         drop(handed);
         if wake {
+            self.wake_after_burst();
+        }
+    }
+
+    /// Wakes the takers once the runtime thread has run every task that was ready
+    /// (the other attempts of the same fetch, each delivering its task), so that a
+    /// taker finds the burst whole: one wake-up, one take and one completion for
+    /// it, whose outcomes the engine then writes together, instead of one each.
+    fn wake_after_burst(self: &Arc<Self>) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let exchange = self.clone();
+                runtime.spawn(async move {
+                    tokio::task::yield_now().await;
+                    exchange.wake_takers();
+                });
+            }
+            Err(_) => self.wake_takers(),
+        }
+    }
+
+    fn wake_takers(&self) {
+        let mut handed = self.lock();
+        handed.wake_scheduled = false;
+        let pending = !handed.queue.is_empty();
+        let waiting = handed.waiting > 0;
+        drop(handed);
+        if pending && waiting {
             self.ready.notify_one();
         }
-        if first {
+        if pending {
             if let Some(pipe) = self.wake.get() {
                 pipe.signal();
             }
