@@ -4,7 +4,8 @@
 //! once; a busy one writes whatever gathered meanwhile when a write returns, and starts
 //! another beside it only for a batch of [`WORTH_ANOTHER_WRITE`] or more, up to
 //! [`WRITES_IN_FLIGHT`] at once (one on SQLite). A caller hears back only after its
-//! batch committed.
+//! batch committed. Finishes wait in the store's list, where a claim that starts before
+//! the completer's next write carries them (store/carried.rs).
 
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use crate::error::{Error, Result};
-use crate::store::{Dialect, Store, MAX_BATCH};
+use crate::store::{answer_finishes, Dialect, Store, MAX_BATCH};
 use crate::task::{Fence, Fenced};
 use crate::write_loop::LoopHandle;
 
@@ -29,7 +30,8 @@ const WORTH_ANOTHER_WRITE: usize = 16;
 
 enum Request {
     Renew(Fence, oneshot::Sender<Result<Fenced<Duration>>>),
-    Finish(Fence, oneshot::Sender<Result<Fenced<()>>>),
+    /// A finish was added to the store's waiting list.
+    Finish,
     /// Write what came before, then end the loop.
     Close,
 }
@@ -38,6 +40,7 @@ enum Request {
 /// when every handle is gone.
 #[derive(Debug)]
 pub(crate) struct Completer {
+    store: Store,
     requests: LoopHandle<Request>,
 }
 
@@ -45,6 +48,7 @@ impl Completer {
     /// Starts the write loop on the current tokio runtime.
     pub fn start(store: Store) -> Completer {
         Completer {
+            store: store.clone(),
             requests: LoopHandle::start(|incoming| write_loop(store, incoming)),
         }
     }
@@ -62,7 +66,11 @@ impl Completer {
 
     pub async fn finish(&self, fence: Fence) -> Result<Fenced<()>> {
         let (reply, answer) = oneshot::channel();
-        self.requests.send(Request::Finish(fence, reply))?;
+        self.store.waiting_finishes().push(fence, reply);
+        // Once the loop has ended, the finish would wait forever: take it back.
+        if let Err(closed) = self.requests.send(Request::Finish) {
+            answer_finishes(self.store.waiting_finishes().take(MAX_BATCH), Err(&closed));
+        }
         answer.await.unwrap_or(Err(Error::Closed))
     }
 }
@@ -114,21 +122,25 @@ async fn write_loop(store: Store, mut incoming: mpsc::UnboundedReceiver<Request>
 /// batch holds the close request.
 fn spawn_write(store: &Store, writes: &mut JoinSet<()>, batch: impl Iterator<Item = Request>) -> bool {
     let mut renews = Vec::new();
-    let mut finishes = Vec::new();
     let mut closing = false;
     for request in batch {
         match request {
             Request::Renew(fence, reply) => renews.push((fence, reply)),
-            Request::Finish(fence, reply) => finishes.push((fence, reply)),
+            // Whatever is waiting now is taken below; a claim may have carried some.
+            Request::Finish => {}
             Request::Close => closing = true,
         }
     }
+    let finishes = store.waiting_finishes().take(MAX_BATCH);
     let store = store.clone();
     writes.spawn(async move {
         // Finishes first: a finished task needs no renewal.
         if !finishes.is_empty() {
-            let fences: Vec<Fence> = finishes.iter().map(|(f, _)| *f).collect();
-            answer(store.finish_many(&fences).await, finishes);
+            let fences: Vec<Fence> = finishes.iter().map(|f| f.fence).collect();
+            match store.finish_many(&fences).await {
+                Ok(done) => answer_finishes(finishes, Ok(&done)),
+                Err(err) => answer_finishes(finishes, Err(&err)),
+            }
         }
         if !renews.is_empty() {
             let fences: Vec<Fence> = renews.iter().map(|(f, _)| *f).collect();
