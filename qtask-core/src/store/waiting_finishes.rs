@@ -34,6 +34,10 @@ impl WaitingFinishes {
         self.lock().push(WaitingFinish { fence, reply });
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
     /// Up to `max` of the oldest, for one write.
     pub fn take(&self, max: usize) -> Vec<WaitingFinish> {
         let mut waiting = self.lock();
