@@ -17,6 +17,7 @@ use tokio::time::sleep;
 use tracing::Instrument;
 
 use crate::client::Client;
+use crate::completer::FinishBy;
 use crate::error::{invalid, Result};
 use crate::outcome::{outcome_of, time_limit_reason, Outcome, TimeUp};
 use crate::task::{Fenced, Message, Status};
@@ -375,9 +376,9 @@ impl Slot {
                 "qtask worker: {}",
                 time_limit_reason(limit.unwrap_or_default())
             );
-        } else {
-            drop(self.permit.take());
         }
+        // A handler on a thread whose time is up keeps its slot until it returns.
+        let free_slot = if timed_out { None } else { self.permit.take() };
         let finished = matches!(outcome, Outcome::Finish(_));
         crate::telemetry::handler_done(&queue, finished, started.elapsed());
         let span = tracing::Span::current();
@@ -385,7 +386,14 @@ impl Slot {
         if matches!(outcome, Outcome::Retry(_) | Outcome::FailNow(_)) {
             span.record("otel.status_code", "ERROR");
         }
-        self.settle(fence, &outcome).await;
+        // The outcome is queued (the settle's first step) before the slot frees up, so
+        // that the claim the free slot starts finds a finish there to carry.
+        let mut settle = std::pin::pin!(self.settle(fence, &outcome));
+        let queued = std::future::poll_fn(|cx| std::task::Poll::Ready(settle.as_mut().poll(cx))).await;
+        drop(free_slot);
+        if queued.is_pending() {
+            settle.await;
+        }
         crate::telemetry::claim_to_finish(&queue, finished, started.elapsed());
         if timed_out {
             // A handler on a thread keeps its slot until it returns: never more threads
@@ -402,7 +410,7 @@ impl Slot {
             Outcome::Cancel(_) => &counters.cancelled,
             Outcome::Retry(_) | Outcome::FailNow(_) => &counters.failed,
         };
-        match self.client.settle(fence, outcome).await {
+        match self.client.settle_by(fence, outcome, FinishBy::NextClaim).await {
             Ok(Fenced::Current(status)) => {
                 counter.fetch_add(1, Ordering::Relaxed);
                 if status == Status::Failed {
