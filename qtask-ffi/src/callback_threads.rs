@@ -71,7 +71,9 @@ impl CallbackThreads {
 
 impl Shared {
     fn lock_threads(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
-        self.threads.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.threads
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Starts one more thread while fewer than the concurrency run; when none can

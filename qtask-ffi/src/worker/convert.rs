@@ -8,7 +8,6 @@ use qtask_core::{Message, Outcome};
 
 use super::pull::qtask_completion;
 
-
 /// What a worker callback returns: how the attempt ends. Any other non-zero value
 /// means `QTASK_OUTCOME_CODE_RETRY`.
 #[allow(non_camel_case_types)]
@@ -103,7 +102,6 @@ pub(super) fn completed(done: &qtask_completion) -> Outcome {
     };
     outcome_of(done.code, error, delay, result, "worker")
 }
-
 
 #[cfg(test)]
 mod tests {

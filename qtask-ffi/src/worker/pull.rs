@@ -193,7 +193,13 @@ impl Exchange {
     /// Called by the engine (on its runtime threads, never blocking for long) with
     /// each claimed task. `worker_limit` is the worker's time limit, which the
     /// engine applies when the task has none of its own.
-    pub(super) fn deliver(self: &Arc<Self>, message: Message, time_up: TimeUp, reply: Reply, worker_limit: Option<Duration>) {
+    pub(super) fn deliver(
+        self: &Arc<Self>,
+        message: Message,
+        time_up: TimeUp,
+        reply: Reply,
+        worker_limit: Option<Duration>,
+    ) {
         let deadline = message
             .time_limit
             .or(worker_limit)
@@ -347,7 +353,6 @@ impl Exchange {
         }
     }
 }
-
 
 /// The exchange of a pull-mode worker.
 fn exchange(worker: *mut qtask_worker) -> Result<Arc<Exchange>, Error> {
