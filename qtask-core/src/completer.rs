@@ -116,9 +116,10 @@ async fn write_loop(store: Store, mut incoming: mpsc::UnboundedReceiver<Request>
         // own commit starts another; a smaller one waits for a write to return (no timer),
         // so outcomes that trickle in (a Go or C worker's replies) share commits.
         let worth_it = writes.len() < in_flight && batch.len() >= WORTH_ANOTHER_WRITE;
-        let for_a_claim = batch
-            .iter()
-            .all(|request| matches!(request, Request::Finish(FinishBy::NextClaim)));
+        let for_a_claim = store.claims_carry_finishes()
+            && batch
+                .iter()
+                .all(|request| matches!(request, Request::Finish(FinishBy::NextClaim)));
         if for_a_claim && store.waiting_finishes().is_empty() {
             // A claim carried them all.
             batch.clear();

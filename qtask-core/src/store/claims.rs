@@ -270,8 +270,9 @@ impl Store {
         Ok(())
     }
 
-    /// Runs a [`TwoStep`] once. `{ids}` / `{fence}` in its text are filled by `fill`
-    /// (already done for fences; `ids` fills a plain `{ids}`).
+    /// Runs a [`TwoStep`] once, in a transaction when it is two statements. `ids` fills
+    /// a plain `{ids}` in its text (MariaDB inlines ids); fences are already in the text
+    /// or the binds (outcomes.rs).
     pub(crate) async fn change(
         &self,
         step: &TwoStep,
