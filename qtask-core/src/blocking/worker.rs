@@ -59,6 +59,43 @@ impl Reply {
     pub fn send_returned<D: Into<Outcome>>(self, returned: std::result::Result<D, String>) {
         self.send(outcome_of(returned));
     }
+
+    /// Ends several attempts from one task on the engine's runtime: one wake-up of the
+    /// runtime for the batch, and every outcome reaches the completer before it writes.
+    /// Sent one by one from a caller's thread, the first wakes the engine, whose
+    /// completer starts a write with that one alone.
+    pub fn send_all(replies: Vec<(Reply, Outcome)>) {
+        match super::runtime() {
+            Ok(runtime) if replies.len() > 1 => {
+                runtime.spawn(async move {
+                    for (reply, outcome) in replies {
+                        reply.send(outcome);
+                    }
+                });
+            }
+            _ => {
+                for (reply, outcome) in replies {
+                    reply.send(outcome);
+                }
+            }
+        }
+    }
+}
+
+/// Runs `wake` once the engine thread that calls this (a `run_handing_off` delivery)
+/// has run the other tasks ready on it, such as the deliveries of the rest of the same
+/// fetch; at once when called from another thread. A waiter woken then finds the
+/// fetch's tasks whole.
+pub fn after_ready_tasks(wake: impl FnOnce() + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(async move {
+                tokio::task::yield_now().await;
+                wake();
+            });
+        }
+        Err(_) => wake(),
+    }
 }
 
 /// Runs a blocking handler on the tasks of one queue.

@@ -102,8 +102,6 @@ pub(super) struct Exchange {
     ready: Condvar,
     /// `qtask_worker_wake_fd`'s pipe, made on the first call.
     wake: std::sync::OnceLock<WakePipe>,
-    /// The engine's runtime, seen by the first delivery: `send_replies` sends there.
-    runtime: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
 /// A pipe that turns readable when tasks wait to be taken (or the run ended), so
@@ -239,44 +237,13 @@ impl Exchange {
         }
     }
 
-    /// Ends the attempts of one `qtask_worker_complete` from a task on the engine's
-    /// runtime: one wake-up of the runtime for the batch, and every attempt of it
-    /// settles before the completer runs, which then writes them together; sent
-    /// one by one from the caller's thread, the first would wake the engine, whose
-    /// completer would start a write with that one alone.
-    fn send_replies(&self, replies: Vec<(Reply, Outcome)>) {
-        match self.runtime.get() {
-            Some(runtime) if replies.len() > 1 => {
-                runtime.spawn(async move {
-                    for (reply, outcome) in replies {
-                        reply.send(outcome);
-                    }
-                });
-            }
-            _ => {
-                for (reply, outcome) in replies {
-                    reply.send(outcome);
-                }
-            }
-        }
-    }
-
     /// Wakes the takers once the runtime thread has run every task that was ready
     /// (the other attempts of the same fetch, each delivering its task), so that a
     /// taker finds the burst whole: one wake-up, one take and one completion for
     /// it, whose outcomes the engine then writes together, instead of one each.
     fn wake_after_burst(self: &Arc<Self>) {
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                let _ = self.runtime.set(runtime.clone());
-                let exchange = self.clone();
-                runtime.spawn(async move {
-                    tokio::task::yield_now().await;
-                    exchange.wake_takers();
-                });
-            }
-            Err(_) => self.wake_takers(),
-        }
+        let exchange = self.clone();
+        qtask_core::blocking::after_ready_tasks(move || exchange.wake_takers());
     }
 
     fn wake_takers(&self) {
@@ -476,7 +443,8 @@ pub extern "C" fn qtask_worker_complete(
             }
         }
         let replies = outs.into_iter().map(|(out, done)| (out.reply, completed(done))).collect();
-        exchange.send_replies(replies);
+        // One wake-up of the engine for the batch, whose outcomes then commit together.
+        Reply::send_all(replies);
         Ok(())
     })
 }
