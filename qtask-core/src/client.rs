@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span};
 
 use crate::clock::duration_ms;
-use crate::completer::Completer;
+use crate::completer::{Completer, FinishBy};
 use crate::config::Config;
 use crate::creator::{CreateDone, Creator, NewCreate, Offerer};
 use crate::error::{invalid, Error, Result};
@@ -409,8 +409,13 @@ impl Client {
     /// Finishes the task if `fence` names its current attempt; stale otherwise, and
     /// then nothing changed. Returns once the write committed (shared with others).
     pub async fn finish_attempt(&self, fence: Fence) -> Result<Fenced<()>> {
+        self.finish_attempt_by(fence, FinishBy::Completer).await
+    }
+
+    /// [`Client::finish_attempt`], written by `by`.
+    pub(crate) async fn finish_attempt_by(&self, fence: Fence, by: FinishBy) -> Result<Fenced<()>> {
         self.check_open()?;
-        let done = self.inner.completer.finish(fence).await?;
+        let done = self.inner.completer.finish(fence, by).await?;
         if !done.is_stale() {
             crate::telemetry::finished();
         }

@@ -4,15 +4,17 @@
 //! once; a busy one writes whatever gathered meanwhile when a write returns, and starts
 //! another beside it only for a batch of [`WORTH_ANOTHER_WRITE`] or more, up to
 //! [`WRITES_IN_FLIGHT`] at once (one on SQLite). A caller hears back only after its
-//! batch committed.
+//! batch committed. Finishes wait in the store's list, where a claim that starts before
+//! the completer's next write carries them (store/carried.rs).
 
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
+use tokio::time::{sleep_until, Instant};
 
 use crate::error::{Error, Result};
-use crate::store::{Dialect, Store, MAX_BATCH};
+use crate::store::{answer_finishes, Dialect, Store, MAX_BATCH};
 use crate::task::{Fence, Fenced};
 use crate::write_loop::LoopHandle;
 
@@ -27,9 +29,25 @@ const SQLITE_WRITES_IN_FLIGHT: usize = 1;
 /// Outcomes gathered that start a write beside one in flight; fewer wait for it.
 const WORTH_ANOTHER_WRITE: usize = 16;
 
+/// How long an idle loop leaves a worker's finishes to the claim that the worker's
+/// freed slot is about to make (a claim starts within the worker's 2 ms gather); the
+/// loop writes whatever is still waiting after that.
+const CARRY_WAIT: Duration = Duration::from_millis(5);
+
+/// Who is to write a finish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FinishBy {
+    /// The completer, as soon as it can (a caller waits on it).
+    Completer,
+    /// The claim the worker makes next, which carries it; the completer after
+    /// [`CARRY_WAIT`] if none did.
+    NextClaim,
+}
+
 enum Request {
     Renew(Fence, oneshot::Sender<Result<Fenced<Duration>>>),
-    Finish(Fence, oneshot::Sender<Result<Fenced<()>>>),
+    /// A finish was added to the store's waiting list.
+    Finish(FinishBy),
     /// Write what came before, then end the loop.
     Close,
 }
@@ -38,6 +56,7 @@ enum Request {
 /// when every handle is gone.
 #[derive(Debug)]
 pub(crate) struct Completer {
+    store: Store,
     requests: LoopHandle<Request>,
 }
 
@@ -45,6 +64,7 @@ impl Completer {
     /// Starts the write loop on the current tokio runtime.
     pub fn start(store: Store) -> Completer {
         Completer {
+            store: store.clone(),
             requests: LoopHandle::start(|incoming| write_loop(store, incoming)),
         }
     }
@@ -60,9 +80,13 @@ impl Completer {
         answer.await.unwrap_or(Err(Error::Closed))
     }
 
-    pub async fn finish(&self, fence: Fence) -> Result<Fenced<()>> {
+    pub async fn finish(&self, fence: Fence, by: FinishBy) -> Result<Fenced<()>> {
         let (reply, answer) = oneshot::channel();
-        self.requests.send(Request::Finish(fence, reply))?;
+        self.store.waiting_finishes().push(fence, reply);
+        // Once the loop has ended, the finish would wait forever: take it back.
+        if let Err(closed) = self.requests.send(Request::Finish(by)) {
+            answer_finishes(self.store.waiting_finishes().take(MAX_BATCH), Err(&closed));
+        }
         answer.await.unwrap_or(Err(Error::Closed))
     }
 }
@@ -75,6 +99,8 @@ async fn write_loop(store: Store, mut incoming: mpsc::UnboundedReceiver<Request>
     let mut writes = JoinSet::new();
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut ended = false;
+    // While only a worker's finishes wait, the time the loop leaves them to its claim.
+    let mut carry_until = None;
     loop {
         if batch.is_empty() && (ended || incoming.recv_many(&mut batch, MAX_BATCH).await == 0) {
             break;
@@ -90,7 +116,29 @@ async fn write_loop(store: Store, mut incoming: mpsc::UnboundedReceiver<Request>
         // own commit starts another; a smaller one waits for a write to return (no timer),
         // so outcomes that trickle in (a Go or C worker's replies) share commits.
         let worth_it = writes.len() < in_flight && batch.len() >= WORTH_ANOTHER_WRITE;
+        let for_a_claim = store.claims_carry_finishes()
+            && batch
+                .iter()
+                .all(|request| matches!(request, Request::Finish(FinishBy::NextClaim)));
+        if for_a_claim && store.waiting_finishes().is_empty() {
+            // A claim carried them all.
+            batch.clear();
+            carry_until = None;
+            continue;
+        }
+        if for_a_claim && writes.is_empty() && !ended {
+            let until = *carry_until.get_or_insert_with(|| Instant::now() + CARRY_WAIT);
+            if Instant::now() < until {
+                let room = MAX_BATCH - batch.len();
+                tokio::select! {
+                    _ = sleep_until(until) => {}
+                    received = incoming.recv_many(&mut batch, room), if room > 0 => ended = received == 0,
+                }
+                continue;
+            }
+        }
         if !batch.is_empty() && (writes.is_empty() || worth_it || ended) {
+            carry_until = None;
             let closing = spawn_write(&store, &mut writes, batch.drain(..));
             if closing || ended {
                 break;
@@ -114,21 +162,25 @@ async fn write_loop(store: Store, mut incoming: mpsc::UnboundedReceiver<Request>
 /// batch holds the close request.
 fn spawn_write(store: &Store, writes: &mut JoinSet<()>, batch: impl Iterator<Item = Request>) -> bool {
     let mut renews = Vec::new();
-    let mut finishes = Vec::new();
     let mut closing = false;
     for request in batch {
         match request {
             Request::Renew(fence, reply) => renews.push((fence, reply)),
-            Request::Finish(fence, reply) => finishes.push((fence, reply)),
+            // Whatever is waiting now is taken below; a claim may have carried some.
+            Request::Finish(_) => {}
             Request::Close => closing = true,
         }
     }
+    let finishes = store.waiting_finishes().take(MAX_BATCH);
     let store = store.clone();
     writes.spawn(async move {
         // Finishes first: a finished task needs no renewal.
         if !finishes.is_empty() {
-            let fences: Vec<Fence> = finishes.iter().map(|(f, _)| *f).collect();
-            answer(store.finish_many(&fences).await, finishes);
+            let fences: Vec<Fence> = finishes.iter().map(|f| f.fence).collect();
+            match store.finish_many(&fences).await {
+                Ok(done) => answer_finishes(finishes, Ok(&done)),
+                Err(err) => answer_finishes(finishes, Err(&err)),
+            }
         }
         if !renews.is_empty() {
             let fences: Vec<Fence> = renews.iter().map(|(f, _)| *f).collect();

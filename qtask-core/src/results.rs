@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::{truncate, Client, MAX_ERROR_BYTES};
 use crate::clock::{duration_ms, MAX_WAIT};
+use crate::completer::FinishBy;
 use crate::error::{Error, Result};
 use crate::outcome::Outcome;
 use crate::task::{Fence, Fenced, Status};
@@ -26,11 +27,26 @@ impl Client {
     /// A result longer than `max_payload_bytes` fails the task for good (running it
     /// again would give the same result).
     pub async fn settle(&self, fence: Fence, outcome: &Outcome) -> Result<Fenced<Status>> {
+        self.settle_by(fence, outcome, FinishBy::Completer).await
+    }
+
+    /// [`Client::settle`]; a plain finish is written by `by`.
+    pub(crate) async fn settle_by(
+        &self,
+        fence: Fence,
+        outcome: &Outcome,
+        by: FinishBy,
+    ) -> Result<Fenced<Status>> {
         self.check_open()?;
         let store = self.store();
         let ended = match outcome {
             // Counted in its telemetry already.
-            Outcome::Finish(None) => return Ok(self.finish_attempt(fence).await?.map(|()| Status::Finished)),
+            Outcome::Finish(None) => {
+                return Ok(self
+                    .finish_attempt_by(fence, by)
+                    .await?
+                    .map(|()| Status::Finished))
+            }
             Outcome::Finish(Some(result)) => {
                 let text = result.to_string();
                 let max = self.config().max_payload_bytes;

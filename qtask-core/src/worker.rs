@@ -17,8 +17,10 @@ use tokio::time::sleep;
 use tracing::Instrument;
 
 use crate::client::Client;
+use crate::completer::FinishBy;
 use crate::error::{invalid, Result};
 use crate::outcome::{outcome_of, time_limit_reason, Outcome, TimeUp};
+use crate::store::Dialect;
 use crate::task::{Fenced, Message, Status};
 
 /// How long one fetch waits for work; also how soon a stop request is noticed.
@@ -26,7 +28,8 @@ const POLL_WAIT: Duration = Duration::from_millis(500);
 /// Claims in flight at once: the next is made while the previous one's commit is slow.
 const MAX_FETCHES: usize = 2;
 /// After the first slot frees up, the fetcher waits at most this long for half of the
-/// slots to be free, so that claims go in batches instead of one by one as handlers end.
+/// slots (all on SQLite) to be free, so that claims go in batches instead of one by one
+/// as handlers end.
 const GATHER: Duration = Duration::from_millis(2);
 /// Stands for "no time limit" where an instant is needed.
 const NO_LIMIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
@@ -165,6 +168,13 @@ impl Worker {
         let unsettled = Arc::new(Semaphore::new(capacity));
         let fetches = Arc::new(Semaphore::new(MAX_FETCHES));
         let errors = Arc::new(AtomicU32::new(0));
+        // A claim waits (up to GATHER) for half of the slots; on SQLite, whose one
+        // connection runs one statement at a time so that two half claims only queue,
+        // for all of them: client CPU per task 33–34.5 → 26.5–31 µs (20,000 tasks, c=32).
+        let enough = match self.client.store().dialect() {
+            Dialect::Sqlite => self.concurrency,
+            _ => self.concurrency.div_ceil(2),
+        };
         let mut running = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
@@ -178,7 +188,7 @@ impl Worker {
                 _ = &mut shutdown => break,
                 permit = slots.clone().acquire_owned() => permit.expect("never closed"),
             };
-            let free = gather(&slots, first, self.concurrency.div_ceil(2)).await;
+            let free = gather(&slots, first, enough).await;
             let Ok(settle) = unsettled.clone().try_acquire_many_owned(free.len() as u32) else {
                 // Outcomes lag behind: let them commit before claiming more.
                 drop(free);
@@ -375,9 +385,9 @@ impl Slot {
                 "qtask worker: {}",
                 time_limit_reason(limit.unwrap_or_default())
             );
-        } else {
-            drop(self.permit.take());
         }
+        // A handler on a thread whose time is up keeps its slot until it returns.
+        let free_slot = if timed_out { None } else { self.permit.take() };
         let finished = matches!(outcome, Outcome::Finish(_));
         crate::telemetry::handler_done(&queue, finished, started.elapsed());
         let span = tracing::Span::current();
@@ -385,7 +395,14 @@ impl Slot {
         if matches!(outcome, Outcome::Retry(_) | Outcome::FailNow(_)) {
             span.record("otel.status_code", "ERROR");
         }
-        self.settle(fence, &outcome).await;
+        // The outcome is queued (the settle's first step) before the slot frees up, so
+        // that the claim the free slot starts finds a finish there to carry.
+        let mut settle = std::pin::pin!(self.settle(fence, &outcome));
+        let queued = std::future::poll_fn(|cx| std::task::Poll::Ready(settle.as_mut().poll(cx))).await;
+        drop(free_slot);
+        if queued.is_pending() {
+            settle.await;
+        }
         crate::telemetry::claim_to_finish(&queue, finished, started.elapsed());
         if timed_out {
             // A handler on a thread keeps its slot until it returns: never more threads
@@ -402,7 +419,7 @@ impl Slot {
             Outcome::Cancel(_) => &counters.cancelled,
             Outcome::Retry(_) | Outcome::FailNow(_) => &counters.failed,
         };
-        match self.client.settle(fence, outcome).await {
+        match self.client.settle_by(fence, outcome, FinishBy::NextClaim).await {
             Ok(Fenced::Current(status)) => {
                 counter.fetch_add(1, Ordering::Relaxed);
                 if status == Status::Failed {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AssertSqlSafe, Connection, Executor, Row};
 
+use super::carried::ClaimOf;
 use super::durability::{relax, Commit};
 use super::statements::{id_list, KeyBinds, Statements, TwoStep};
 use super::{retry_conflicts, Dialect, Store};
@@ -78,6 +79,14 @@ impl Store {
     pub(crate) async fn claim_due(&self, queue: &str, limit: u32) -> Result<Vec<Message>> {
         if self.is_limited(queue) {
             return self.claim_due_limited(queue, limit).await;
+        }
+        let carried = self.take_carried();
+        if !carried.is_empty() {
+            let claim = ClaimOf::Due {
+                queue,
+                limit: i64::from(limit),
+            };
+            return self.claim_carrying(claim, carried).await;
         }
         let statements = self.statements();
         if statements.claim_level.is_some() {
@@ -158,6 +167,10 @@ impl Store {
         }
         let statements = self.statements();
         let keyed = Keyed::new(&statements, ids);
+        let carried = self.take_carried();
+        if !carried.is_empty() {
+            return self.claim_carrying(ClaimOf::Offered(&keyed), carried).await;
+        }
         let binds = keyed.binds();
         let changed =
             retry_conflicts(|| self.change(&statements.claim_offered, &binds, keyed.ids(), Commit::Relaxed))
@@ -257,8 +270,9 @@ impl Store {
         Ok(())
     }
 
-    /// Runs a [`TwoStep`] once. `{ids}` / `{fence}` in its text are filled by `fill`
-    /// (already done for fences; `ids` fills a plain `{ids}`).
+    /// Runs a [`TwoStep`] once, in a transaction when it is two statements. `ids` fills
+    /// a plain `{ids}` in its text (MariaDB inlines ids); fences are already in the text
+    /// or the binds (outcomes.rs).
     pub(crate) async fn change(
         &self,
         step: &TwoStep,
@@ -322,7 +336,7 @@ impl Store {
 
     /// One statement: prepared (and cached) when it has binds; sent as plain text when
     /// it has none (batch statements differ each time, so preparing would cost a trip).
-    async fn fetch<'e, E>(&self, executor: E, sql: &str, binds: &[Bind<'_>]) -> Result<Vec<AnyRow>>
+    pub(super) async fn fetch<'e, E>(&self, executor: E, sql: &str, binds: &[Bind<'_>]) -> Result<Vec<AnyRow>>
     where
         E: Executor<'e, Database = sqlx::Any>,
     {

@@ -4,6 +4,7 @@
 //! and `?` placeholders; [`Dialect`] supplies what differs between databases.
 
 pub(crate) mod admin;
+mod carried;
 mod claims;
 mod dialect;
 mod durability;
@@ -17,6 +18,7 @@ mod schedules;
 mod schema;
 mod settle;
 mod statements;
+mod waiting_finishes;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, RwLock};
@@ -33,6 +35,7 @@ pub use limits::QueueLimits;
 pub use outbox::{CallerInsert, CallerStatement, ParamStyle};
 pub(crate) use outcomes::MAX_BATCH;
 pub(crate) use schedules::{DueSchedule, TickTaken};
+pub(crate) use waiting_finishes::{answer_finishes, WaitingFinishes};
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -87,6 +90,8 @@ pub struct Store {
     /// The database has `INSERT … RETURNING` (not MySQL; MariaDB from 10.5): several
     /// rows go in one statement (insert_many.rs).
     insert_returning: bool,
+    /// Finishes the completer has not written yet; a claim may carry them (carried.rs).
+    waiting_finishes: Arc<WaitingFinishes>,
 }
 
 impl Store {
@@ -156,6 +161,7 @@ impl Store {
             last_wake: Arc::new(Mutex::new(None)),
             limited: Arc::default(),
             insert_returning,
+            waiting_finishes: Arc::default(),
         })
     }
 
@@ -198,6 +204,11 @@ impl Store {
     /// The PostgreSQL notification channel that wakes this table's `db`-queue fetchers.
     pub(crate) fn wake_channel(&self) -> String {
         format!("{}_due", self.table)
+    }
+
+    /// Finishes waiting for a write, shared by the completer and the claims.
+    pub(crate) fn waiting_finishes(&self) -> &WaitingFinishes {
+        &self.waiting_finishes
     }
 
     pub fn namespace(&self) -> &str {

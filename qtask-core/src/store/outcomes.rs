@@ -2,11 +2,12 @@
 //! is no longer current; batches of them are one statement. The seed's id-only calls
 //! stay, unfenced, for callers that hold no attempt number.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, Row};
 
+use super::carried::sorted_pairs;
 use super::claims::Bind;
 use super::durability::Commit;
 use super::statements::{fence_arrays, fences_json, fill_fences, KeyBinds, TwoStep, LIVE};
@@ -37,24 +38,14 @@ impl Store {
             .collect())
     }
 
-    /// Finishes attempts; per fence, done or stale.
-    pub(crate) async fn finish_many(&self, fences: &[Fence]) -> Result<Vec<Fenced<()>>> {
+    /// Finishes attempts: the ids of those that were current (the others are stale).
+    pub(crate) async fn finish_many(&self, fences: &[Fence]) -> Result<HashSet<i64>> {
         let statements = self.statements();
         let rows = self.fenced_batch(&statements.finish, fences).await?;
-        let done = rows
+        Ok(rows
             .iter()
             .map(|row| row.try_get::<i64, _>(0))
-            .collect::<Result<std::collections::HashSet<_>, _>>()?;
-        Ok(fences
-            .iter()
-            .map(|f| {
-                if done.contains(&f.task_id) {
-                    Fenced::Current(())
-                } else {
-                    Fenced::Stale
-                }
-            })
-            .collect())
+            .collect::<Result<HashSet<_>, _>>()?)
     }
 
     /// One fenced batch statement, retried when the database picked it as a deadlock
@@ -65,9 +56,7 @@ impl Store {
         if fences.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pairs: Vec<(i64, i64)> = fences.iter().map(|f| (f.task_id, f.attempt)).collect();
-        pairs.sort_unstable();
-        pairs.dedup_by_key(|p| p.0);
+        let pairs = sorted_pairs(fences);
         let texts = match self.statements().keys {
             KeyBinds::Json => vec![fences_json(&pairs)],
             KeyBinds::Arrays => fence_arrays(&pairs).to_vec(),

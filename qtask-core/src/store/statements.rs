@@ -21,6 +21,10 @@ pub(crate) const OFFERED: i64 = 21;
 pub(crate) const CLAIMED: &str =
     "id, queue, payload, dispatch_count, timeout_ms, trace_context, {now} - created_at, name, deadline_at";
 
+/// How many columns a claim returns: [`CLAIMED`], then `rescued_attempt` and
+/// `time_limit_ms`.
+pub(crate) const CLAIMED_COLUMNS: usize = 11;
+
 /// `rescued_attempt` as a claim or an offer leaves it: a processing row that is
 /// dispatched again lost the lease of its current attempt. Read before the change (in
 /// a SET, and in MariaDB's locking select); first in a SET, as MySQL applies
@@ -87,6 +91,23 @@ pub(crate) struct Statements {
     pub keys: KeyBinds,
     /// Unfenced renew of whatever attempt runs now (the seed's `processing`). Binds: id, namespace.
     pub processing: String,
+    /// PostgreSQL: the claims that carry finishes (carried.rs).
+    pub carrying: Option<Carrying>,
+}
+
+/// PostgreSQL: a finish and a claim in one statement (two data-modifying CTEs). Its
+/// rows are the claimed ones ([`CLAIMED_COLUMNS`] columns), or one row of NULLs when
+/// none was, each followed by the finished ids as text (`7,9`). Binds first the
+/// finish's three arrays ([`fence_arrays`]), then the claim's.
+#[derive(Clone, Debug)]
+pub(crate) struct Carrying {
+    /// With [`Statements::claim_due`]: then namespace, queue, the finished ids again
+    /// (a row whose lease ran out may be due, and one statement may not change a row
+    /// twice), limit.
+    pub due: String,
+    /// With [`Statements::claim_offered`]: then the offered ids. An offered row is
+    /// never a processing one, so the two never meet.
+    pub offered: String,
 }
 
 /// How the statements keyed by task ids (the claim of Redis offers, fenced renew and
@@ -246,6 +267,23 @@ impl Statements {
             "UPDATE {t} SET next_at = {now} + timeout_ms, updated_at = {now} \
              WHERE id = ? AND namespace = ? AND status = 30 AND deadline_at > {now}",
         );
+        let carrying = (dialect == Dialect::Postgres).then(|| {
+            let finished = format!("finished AS (UPDATE {{t}} SET {finish_set} WHERE {fenced} RETURNING id)");
+            let not_finished = "AND queue = ? AND id <> ALL((SELECT CAST(? AS BIGINT[]))::BIGINT[])";
+            let due = due_select("id", not_finished, CLAIM_ORDER);
+            let claimed = |filter: &str| {
+                format!(
+                    "WITH {finished}, claimed AS (UPDATE {{t}} SET {claim_set} WHERE {filter} \
+                     RETURNING {claimed_after}) \
+                     SELECT claimed.*, (SELECT string_agg(CAST(id AS TEXT), ',') FROM finished) \
+                     FROM (SELECT 1) AS one LEFT JOIN claimed ON true"
+                )
+            };
+            Carrying {
+                due: fill(&claimed(&format!("id IN ({due})"))),
+                offered: fill(&claimed(offered)),
+            }
+        });
         let insert = fill(&insert_template(dialect, false));
         let postgres = dialect == Dialect::Postgres;
         let insert_and_wake = postgres.then(|| fill(&insert_template(dialect, true)));
@@ -265,6 +303,7 @@ impl Statements {
             finish,
             keys,
             processing,
+            carrying,
         }
     }
 }
