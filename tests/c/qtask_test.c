@@ -516,6 +516,14 @@ static void test_cancel(qtask_client *client) {
 
 /* ---- the worker ---- */
 
+/* Counts one more callback running and keeps the most seen at once in *most_running. */
+static void note_running(atomic_int *running, atomic_int *most_running) {
+    int now = atomic_fetch_add(running, 1) + 1;
+    int most = atomic_load(most_running);
+    while (now > most && !atomic_compare_exchange_weak(most_running, &most, now)) {
+    }
+}
+
 struct drain {
     qtask_worker *worker;
     int want;
@@ -525,10 +533,7 @@ struct drain {
 static int drain_callback(const char *message_json, qtask_outcome *outcome, void *user_data) {
     (void)outcome;
     struct drain *d = user_data;
-    int now = atomic_fetch_add(&d->running, 1) + 1;
-    int most = atomic_load(&d->most_running);
-    while (now > most && !atomic_compare_exchange_weak(&d->most_running, &most, now)) {
-    }
+    note_running(&d->running, &d->most_running);
     if (json_int(message_json, "task_id") <= 0 || json_int(message_json, "attempt") != 1 ||
         json_int(message_json, "n") < 0) {
         atomic_fetch_add(&d->bad_messages, 1);
@@ -583,10 +588,7 @@ static int together_callback(const char *message_json, qtask_outcome *outcome, v
     if (pthread_equal(pthread_self(), t->run_thread)) {
         atomic_fetch_add(&t->on_run_thread, 1);
     }
-    int now = atomic_fetch_add(&t->running, 1) + 1;
-    int most = atomic_load(&t->most_running);
-    while (now > most && !atomic_compare_exchange_weak(&t->most_running, &most, now)) {
-    }
+    note_running(&t->running, &t->most_running);
     struct timespec ms = {0, 1000000};
     for (int i = 0; i < 10000 && atomic_load(&t->most_running) < 4; i++) nanosleep(&ms, NULL);
     atomic_fetch_sub(&t->running, 1);
