@@ -151,7 +151,8 @@ class QtaskPy(System):
 
         if self.p["db"].startswith("postgres"):
             with psycopg.connect(self.p["pg"], autocommit=True) as conn:
-                conn.execute(f'DROP TABLE IF EXISTS "{self.prefix}task"')
+                for table in ("task", "queue", "schedule"):
+                    conn.execute(f'DROP TABLE IF EXISTS "{self.prefix}{table}"')
 
 
 class Rq(System):
