@@ -129,7 +129,14 @@ class QtaskPy(System):
 
     def start_worker(self, queue: str, concurrency: int) -> Worker:
         if queue not in self.client.handlers:
-            self.client.task(queue)(lambda message: bench_jobs.record(dict(message)))
+            if self.p.get("handler") == "async":
+
+                async def record(message: Any) -> None:
+                    bench_jobs.record(dict(message))
+
+                self.client.task(queue)(record)
+            else:
+                self.client.task(queue)(lambda message: bench_jobs.record(dict(message)))
         stop = threading.Event()
         thread = in_thread(
             lambda: self.client.run_worker(
@@ -144,7 +151,8 @@ class QtaskPy(System):
 
         if self.p["db"].startswith("postgres"):
             with psycopg.connect(self.p["pg"], autocommit=True) as conn:
-                conn.execute(f'DROP TABLE IF EXISTS "{self.prefix}task"')
+                for table in ("task", "queue", "schedule"):
+                    conn.execute(f'DROP TABLE IF EXISTS "{self.prefix}{table}"')
 
 
 class Rq(System):
@@ -439,8 +447,54 @@ def wait_for(system: System, target: int, limit: float) -> None:
         time.sleep(0.005)
 
 
+def perf_control(command: str) -> None:
+    """`enable` / `disable` to the perf control fifo, as qtask-bench does (bench/README.md)."""
+    path = os.environ.get("QTASK_BENCH_PERF_CTL")
+    if path:
+        with open(path, "w") as fifo:
+            fifo.write(command + "\n")
+
+
+def drain(system: System, p: Dict[str, Any], c: int) -> Dict[str, float]:
+    """One drain row: the tasks first, then a worker of `c`; the rate from the first
+    handler start to the N-th, and this process's CPU per task over the drain."""
+    n_drain, batch = p["n_drain"], p["batch"]
+    queue = f"drain{c}"
+    fill = system.enqueue_batch or (lambda q, xs: [system.enqueue(q, x) for x in xs])
+    for start in range(0, n_drain, batch):
+        fill(queue, [{"i": i} for i in range(start, min(n_drain, start + batch))])
+    system.sink.reset(n_drain)
+    perf_control("enable")
+    cpu = time.process_time()
+    worker = system.start_worker(queue, c)
+    peak = [0.0]
+    done = threading.Event()
+
+    def sample(pid: int = worker.pid) -> None:
+        while not done.wait(0.05):
+            peak[0] = max(peak[0], tree_rss_mb(pid))
+
+    if not p.get("drain_only"):  # the sampler's CPU would count as the worker's
+        in_thread(sample)
+    try:
+        wait_for(system, n_drain, p["timeout"])
+        cpu = time.process_time() - cpu
+        perf_control("disable")
+    finally:
+        done.set()
+        worker.stop()
+    return {"rate": n_drain / (system.sink.span_ms() / 1000), "cpu_us": cpu * 1e6 / n_drain, "peak": peak[0]}
+
+
 def rows(system: System, p: Dict[str, Any]) -> None:
     n_enq, n_drain, batch = p["n_enqueue"], p["n_drain"], p["batch"]
+    if p.get("drain_only"):
+        # Workers back to back (bench/README.md): the drain rows and their CPU per task.
+        for c in p["concurrency"]:
+            row = drain(system, p, c)
+            emit(f"drain_c{c}", row["rate"])
+            emit(f"drain_c{c}_cpu_us", row["cpu_us"])
+        return
     # Idle: a worker of 8 on an empty queue, before anything else grew the heap.
     worker = system.start_worker("idle", 8)
     time.sleep(2)
@@ -470,27 +524,9 @@ def rows(system: System, p: Dict[str, Any]) -> None:
 
     busy = 0.0
     for c in p["concurrency"]:
-        queue = f"drain{c}"
-        fill = system.enqueue_batch or (lambda q, xs: [system.enqueue(q, x) for x in xs])
-        for start in range(0, n_drain, batch):
-            fill(queue, [{"i": i} for i in range(start, min(n_drain, start + batch))])
-        system.sink.reset(n_drain)
-        worker = system.start_worker(queue, c)
-        peak = [0.0]
-        done = threading.Event()
-
-        def sample(pid: int = worker.pid) -> None:
-            while not done.wait(0.05):
-                peak[0] = max(peak[0], tree_rss_mb(pid))
-
-        in_thread(sample)
-        try:
-            wait_for(system, n_drain, p["timeout"])
-        finally:
-            done.set()
-            worker.stop()
-        busy = max(busy, peak[0])
-        emit(f"drain_c{c}", n_drain / (system.sink.span_ms() / 1000))
+        row = drain(system, p, c)
+        busy = max(busy, row["peak"])
+        emit(f"drain_c{c}", row["rate"])
     emit("rss_busy", busy)
 
     # Latency: 8 producers sharing a steady rate; a worker of 8.

@@ -5,8 +5,12 @@
 //! and the outcome comes back through its `Reply`. A pool thread keeps its Python
 //! thread state for its whole life and, once it holds the GIL, runs every task that is
 //! ready before it lets go: a burst of tasks costs one GIL acquisition, not one each.
-//! A task never waits behind a running one while a thread is idle: each hand-over
-//! wakes a sleeping thread, or starts a new one while fewer than the concurrency run.
+//! A task never waits behind a running one while a thread is idle: whenever tasks
+//! wait and no thread is on its way to them, a hand-over (or a thread that takes a
+//! task and sees more waiting) wakes a sleeping thread, or starts one while fewer than
+//! the concurrency run. One thread on its way at a time, not one per task: a burst of
+//! quick tasks is mostly run by the thread that already holds the GIL, and the others
+//! stay asleep instead of each waking up to queue for the GIL.
 //! Threads start on demand, not with the worker: an idle worker holds no handler
 //! thread (nor its stack, Python thread state and malloc arena).
 
@@ -38,9 +42,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Default)]
 struct Queue {
     jobs: VecDeque<Job>,
-    /// Threads waiting for a job, and how many of them were already woken.
+    /// Threads waiting for a job.
     sleeping: usize,
-    woken: usize,
+    /// Threads woken or started that have not looked at `jobs` yet.
+    coming: usize,
     closed: bool,
     threads: Vec<JoinHandle<()>>,
 }
@@ -65,17 +70,25 @@ impl Pool {
         })
     }
 
-    /// Hands a task to the threads, waking an idle one or starting one; never blocks
-    /// on Python.
+    /// Hands a task to the threads, waking an idle one or starting one if none is on
+    /// its way; never blocks on Python.
     pub fn push(self: &Arc<Self>, job: Job) {
         let mut queue = lock(&self.queue);
         queue.jobs.push_back(job);
-        if queue.sleeping > queue.woken {
-            queue.woken += 1;
-            drop(queue);
+        self.call_a_thread(&mut queue);
+    }
+
+    /// Sends a thread to the waiting tasks unless one is on its way (called with the
+    /// queue locked, tasks waiting).
+    fn call_a_thread(self: &Arc<Self>, queue: &mut Queue) {
+        if queue.coming > 0 {
+            return;
+        }
+        if queue.sleeping > 0 {
+            queue.coming += 1;
             self.ready.notify_one();
         } else if queue.threads.len() < self.max_threads {
-            self.start_thread(&mut queue);
+            self.start_thread(queue);
         }
     }
 
@@ -87,7 +100,10 @@ impl Pool {
             .name(format!("qtask-handler-{}", queue.threads.len()))
             .spawn(move || pool.serve());
         match started {
-            Ok(thread) => queue.threads.push(thread),
+            Ok(thread) => {
+                queue.threads.push(thread);
+                queue.coming += 1;
+            }
             Err(err) if queue.threads.is_empty() => {
                 for job in queue.jobs.drain(..) {
                     job.reply
@@ -112,11 +128,16 @@ impl Pool {
         }
     }
 
-    /// The next task, waiting for one; None once closed and empty.
-    fn wait_next(&self) -> Option<Job> {
+    /// The next task, waiting for one; None once closed and empty. `arrived`: this
+    /// thread was woken or started for the tasks (it is no longer on its way).
+    fn wait_next(self: &Arc<Self>, mut arrived: bool) -> Option<Job> {
         let mut queue = lock(&self.queue);
         loop {
+            if arrived {
+                queue.coming = queue.coming.saturating_sub(1);
+            }
             if let Some(job) = queue.jobs.pop_front() {
+                self.more_waiting(&mut queue);
                 return Some(job);
             }
             if queue.closed {
@@ -125,17 +146,30 @@ impl Pool {
             queue.sleeping += 1;
             queue = self.ready.wait(queue).unwrap_or_else(|e| e.into_inner());
             queue.sleeping -= 1;
-            queue.woken = queue.woken.saturating_sub(1);
+            arrived = true;
         }
     }
 
-    fn try_next(&self) -> Option<Job> {
-        lock(&self.queue).jobs.pop_front()
+    /// Another ready task, for a thread that holds the GIL.
+    fn try_next(self: &Arc<Self>) -> Option<Job> {
+        let mut queue = lock(&self.queue);
+        let job = queue.jobs.pop_front()?;
+        self.more_waiting(&mut queue);
+        Some(job)
     }
 
-    fn serve(&self) {
+    /// After taking a task: those still waiting get a thread of their own on its way,
+    /// in case this one's handler blocks.
+    fn more_waiting(self: &Arc<Self>, queue: &mut Queue) {
+        if !queue.jobs.is_empty() && !queue.closed {
+            self.call_a_thread(queue);
+        }
+    }
+
+    fn serve(self: Arc<Self>) {
+        let mut arrived = true; // started for a task
         let served = Python::try_attach(|py| {
-            while let Some(mut job) = py.detach(|| self.wait_next()) {
+            while let Some(mut job) = py.detach(|| self.wait_next(std::mem::take(&mut arrived))) {
                 // Holding the GIL: run what else is ready before letting go of it.
                 loop {
                     run_sync(py, &self.handler, job);
@@ -147,7 +181,7 @@ impl Pool {
             }
         });
         if served.is_none() {
-            while let Some(job) = self.wait_next() {
+            while let Some(job) = self.wait_next(std::mem::take(&mut arrived)) {
                 job.reply.send(Outcome::Retry(SHUTTING_DOWN.to_owned()));
             }
         }

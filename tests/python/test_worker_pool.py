@@ -41,6 +41,37 @@ def test_sync_handlers_get_the_input_as_json_would_read_it(backend: Backend) -> 
             assert type(got[task_id]["f"]) is float and type(got[task_id]["i"]) is int
 
 
+def test_sync_handlers_that_block_run_up_to_the_concurrency_at_once(backend: Backend) -> None:
+    """Waiting tasks call idle threads one at a time (pool.rs): a handler that blocks
+    never keeps a task waiting while a thread is idle, so four blocked handlers meet."""
+    with backend.client(sweep_interval=0.2) as c:
+        c.install()
+        meet = threading.Barrier(4)
+        lock = threading.Lock()
+        threads: Set[int] = set()
+        met: List[int] = []
+        broken: List[int] = []
+
+        @c.task("BLOCK")
+        def handle(message: qtask.Message) -> None:
+            with lock:
+                threads.add(threading.get_ident())
+            try:
+                meet.wait(timeout=60)  # releases the GIL; passes only when four wait at once
+            except threading.BrokenBarrierError:
+                broken.append(message["task_id"])
+                meet.reset()
+                raise
+            with lock:
+                met.append(message["task_id"])
+
+        ids = [c.create("b", {"n": n}, queue="BLOCK", delete_deadline=KEEP) for n in range(12)]
+        report = run_until(c, lambda: len(met) + len(broken) == len(ids), "every handler met or broke", concurrency=4)
+        assert broken == [] and sorted(met) == sorted(ids), (broken, met)
+        assert report.finished == len(ids), report
+        assert len(threads) == 4, threads
+
+
 def test_async_handlers_run_as_coroutines_up_to_the_concurrency(backend: Backend) -> None:
     with backend.client(sweep_interval=0.2) as c:
         c.install()
