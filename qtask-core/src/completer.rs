@@ -177,10 +177,7 @@ fn spawn_write(store: &Store, writes: &mut JoinSet<()>, batch: impl Iterator<Ite
         // Finishes first: a finished task needs no renewal.
         if !finishes.is_empty() {
             let fences: Vec<Fence> = finishes.iter().map(|f| f.fence).collect();
-            match store.finish_many(&fences).await {
-                Ok(done) => answer_finishes(finishes, Ok(&done)),
-                Err(err) => answer_finishes(finishes, Err(&err)),
-            }
+            answer_finishes(finishes, store.finish_many(&fences).await.as_ref());
         }
         if !renews.is_empty() {
             let fences: Vec<Fence> = renews.iter().map(|(f, _)| *f).collect();

@@ -9,11 +9,11 @@
 
 use std::collections::HashSet;
 
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
 
 use super::claims::{Bind, Changed, Keyed};
 use super::durability::Commit;
-use super::statements::{fence_arrays, Statements};
+use super::statements::fence_arrays;
 use super::waiting_finishes::{answer_finishes, WaitingFinish};
 use super::{retry_conflicts, Dialect, Store, MAX_BATCH};
 use crate::error::{Error, Result};
@@ -52,42 +52,20 @@ impl Store {
     ) -> Result<Vec<Message>> {
         let fences: Vec<Fence> = carried.iter().map(|f| f.fence).collect();
         let written = retry_conflicts(|| self.finish_and_claim(claim, &fences)).await;
-        match written {
-            Ok((done, changed)) => {
-                answer_finishes(carried, Ok(&done));
-                self.claimed(changed).await
-            }
-            Err(err) => {
-                answer_finishes(carried, Err(&err));
-                Err(err)
-            }
-        }
+        answer_finishes(carried, written.as_ref().map(|(done, _)| done));
+        let (_, changed) = written?;
+        self.claimed(changed).await
     }
 
-    /// The ids finished (attempts that were current) and the rows claimed.
+    /// One statement: its rows are the claimed ones (or one row of NULLs when none was
+    /// claimed), each with the finished ids as text in the last column. Returns the ids
+    /// finished (attempts that were current) and the rows claimed.
     async fn finish_and_claim(
         &self,
         claim: ClaimOf<'_>,
         fences: &[Fence],
     ) -> Result<(HashSet<i64>, Changed)> {
         let statements = self.statements();
-        let mut conn = self.conn_for(Commit::Relaxed).await?;
-        let written = self
-            .finish_and_claim_postgres(&mut conn, &statements, claim, fences)
-            .await?;
-        conn.ran();
-        Ok(written)
-    }
-
-    /// One statement: its rows are the claimed ones (or one row of NULLs when none was
-    /// claimed), each with the finished ids as text in the last column.
-    async fn finish_and_claim_postgres(
-        &self,
-        conn: &mut AnyConnection,
-        statements: &Statements,
-        claim: ClaimOf<'_>,
-        fences: &[Fence],
-    ) -> Result<(HashSet<i64>, Changed)> {
         let Some(carrying) = &statements.carrying else {
             return Err(Error::Internal("no carrying claims on this database".into()));
         };
@@ -110,7 +88,9 @@ impl Store {
                 &carrying.offered
             }
         };
+        let mut conn = self.conn_for(Commit::Relaxed).await?;
         let rows = self.fetch(&mut *conn, sql, &binds).await?;
+        conn.ran();
         let finished_column = super::statements::CLAIMED_COLUMNS;
         let mut done = HashSet::with_capacity(fences.len());
         if let Some(first) = rows.first() {
