@@ -32,6 +32,10 @@ struct Params {
     /// Only the drain rows (optional `"drain_only": true`): for comparing workers
     /// back to back.
     drain_only: bool,
+    /// Only the two enqueue-one-by-one rows, each with its CPU split and, on
+    /// PostgreSQL, its commits and WAL flushes (optional `"enqueue_only": true`): for
+    /// profiling group commit.
+    enqueue_only: bool,
 }
 
 impl Params {
@@ -64,6 +68,7 @@ impl Params {
             sweep_rows: n("sweep_rows")?,
             sweep_due: n("sweep_due")?,
             drain_only: v["drain_only"].as_bool().unwrap_or(false),
+            enqueue_only: v["enqueue_only"].as_bool().unwrap_or(false),
         })
     }
 }
@@ -255,7 +260,7 @@ async fn create_batches(client: &Client, queue: &str, n: u64, batch: usize) -> R
 
 async fn qtask_rows(p: &Params) -> Result<(), String> {
     let max_c = p.concurrency.iter().copied().max().unwrap_or(1) as u32;
-    let client = open(p, true, (max_c + 8).max(10)).await?;
+    let client = open(p, !p.enqueue_only, (max_c + 8).max(10)).await?;
     note(format!(
         "table {}task, pool of {} connections, sweeper every 1 s",
         p.prefix,
@@ -270,6 +275,9 @@ async fn qtask_rows(p: &Params) -> Result<(), String> {
 }
 
 async fn qtask_measure(client: &Client, p: &Params) -> Result<(), String> {
+    if p.enqueue_only {
+        return enqueue_profile(client, p).await;
+    }
     let recorder = Arc::new(Recorder::default());
     if !p.drain_only {
         qtask_enqueue_rows(client, p, &recorder).await?;
@@ -347,6 +355,65 @@ async fn qtask_enqueue_rows(client: &Client, p: &Params, recorder: &Arc<Recorder
         p.n_enqueue as f64 / start.elapsed().as_secs_f64(),
     );
     Ok(())
+}
+
+/// `"enqueue_only": true`: `enqueue_1` and `enqueue_8` alone, each followed by the CPU
+/// per task of the driver and of each server process and, on PostgreSQL, the tasks per
+/// commit and per WAL flush. Those counters are the whole server's (other clients count
+/// too), and backends report them up to 10 s late, hence the wait before reading them.
+async fn enqueue_profile(client: &Client, p: &Params) -> Result<(), String> {
+    let postgres = client.store().dialect() == Dialect::Postgres;
+    for producers in [1u64, 8] {
+        let share = p.n_enqueue / producers;
+        let n = share * producers;
+        let counters = if postgres { Some(pg_counters(client).await?) } else { None };
+        let cpu = crate::cpu::CpuUse::now();
+        crate::cpu::perf_control("enable");
+        let start = Instant::now();
+        let mut running = tokio::task::JoinSet::new();
+        for k in 0..producers {
+            let client = client.clone();
+            running.spawn(async move {
+                for i in 0..share {
+                    client.create(task("enqp", json!({ "i": i, "k": k }))).await?;
+                }
+                Ok::<_, qtask_core::Error>(())
+            });
+        }
+        while let Some(joined) = running.join_next().await {
+            joined
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("create: {e}"))?;
+        }
+        let elapsed = start.elapsed();
+        crate::cpu::perf_control("disable");
+        let cpu = crate::cpu::CpuUse::now().per_task_since(&cpu, n);
+        emit(&format!("enqueue_{producers}"), n as f64 / elapsed.as_secs_f64());
+        note(format!("enqueue_{producers}: {cpu}"));
+        if let Some((commits, syncs)) = counters {
+            tokio::time::sleep(Duration::from_secs(11)).await;
+            let (commits_after, syncs_after) = pg_counters(client).await?;
+            let per = |count: i64| n as f64 / count.max(1) as f64;
+            emit(&format!("enqueue_{producers}_per_commit"), per(commits_after - commits));
+            emit(&format!("enqueue_{producers}_per_wal_sync"), per(syncs_after - syncs));
+        }
+    }
+    Ok(())
+}
+
+/// PostgreSQL's committed transactions in this database and WAL flushes, server-wide.
+async fn pg_counters(client: &Client) -> Result<(i64, i64), String> {
+    let row = sqlx::query(
+        "SELECT (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()), \
+         (SELECT wal_sync FROM pg_stat_wal)",
+    )
+    .fetch_one(client.store().pool())
+    .await
+    .map_err(|e| format!("counters: {e}"))?;
+    Ok((
+        row.try_get(0).map_err(|e| e.to_string())?,
+        row.try_get(1).map_err(|e| e.to_string())?,
+    ))
 }
 
 /// The latency and delayed-lateness rows.
