@@ -366,7 +366,11 @@ async fn enqueue_profile(client: &Client, p: &Params) -> Result<(), String> {
     for producers in [1u64, 8] {
         let share = p.n_enqueue / producers;
         let n = share * producers;
-        let counters = if postgres { Some(pg_counters(client).await?) } else { None };
+        let counters = if postgres {
+            Some(pg_counters(client).await?)
+        } else {
+            None
+        };
         let cpu = crate::cpu::CpuUse::now();
         crate::cpu::perf_control("enable");
         let start = Instant::now();
@@ -394,8 +398,14 @@ async fn enqueue_profile(client: &Client, p: &Params) -> Result<(), String> {
             tokio::time::sleep(Duration::from_secs(11)).await;
             let (commits_after, syncs_after) = pg_counters(client).await?;
             let per = |count: i64| n as f64 / count.max(1) as f64;
-            emit(&format!("enqueue_{producers}_per_commit"), per(commits_after - commits));
-            emit(&format!("enqueue_{producers}_per_wal_sync"), per(syncs_after - syncs));
+            emit(
+                &format!("enqueue_{producers}_per_commit"),
+                per(commits_after - commits),
+            );
+            emit(
+                &format!("enqueue_{producers}_per_wal_sync"),
+                per(syncs_after - syncs),
+            );
         }
     }
     Ok(())

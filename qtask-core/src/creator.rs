@@ -3,13 +3,17 @@
 //! multi-row insert (store/insert_many.rs), and the new offers of a Redis queue go out
 //! in one push. There is no timer: an idle creator writes a lone task at once, a busy
 //! one writes whatever gathered meanwhile, up to [`WRITES_IN_FLIGHT`] batches at once.
+//! Before it cuts a batch the loop yields once to the scheduler, so that the callers a
+//! write just answered, who send their next create at once, join the same batch.
 //! Each caller hears back, with its own id, only after its row committed (and, for a
 //! create that dispatches, after the push).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use sqlx::pool::PoolConnection;
+use sqlx::Any;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use crate::error::{Error, Result};
@@ -107,16 +111,40 @@ impl Creator {
 }
 
 async fn write_loop(offerer: Offerer, mut incoming: mpsc::UnboundedReceiver<Request>) {
-    let writers = Arc::new(Semaphore::new(WRITES_IN_FLIGHT));
-    let mut writes = JoinSet::new();
+    let mut free: Vec<Writer> = (0..WRITES_IN_FLIGHT).map(|_| Writer::default()).collect();
+    let mut writes: JoinSet<Writer> = JoinSet::new();
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut closing = false;
     while !closing {
+        if incoming.is_empty() {
+            // The callers a write just answered are about to send their next create.
+            tokio::task::yield_now().await;
+        }
+        if incoming.is_empty() && writes.is_empty() {
+            // Idle: the connections go back to the pool.
+            free.iter_mut().for_each(Writer::release);
+        }
         // A free writer first: while every writer is busy, creates gather into the
         // next batch.
-        let writer = writers.clone().acquire_owned().await.expect("never closed");
-        if incoming.recv_many(&mut batch, MAX_BATCH).await == 0 {
+        let received = tokio::select! {
+            biased;
+            Some(done) = writes.join_next(), if !writes.is_empty() => {
+                free.push(done.unwrap_or_default());
+                continue;
+            }
+            received = incoming.recv_many(&mut batch, MAX_BATCH), if !free.is_empty() => received,
+        };
+        if received == 0 {
             break;
+        }
+        // Creates sent in the same instant as the first (callers woken together) join
+        // it: one turn of the scheduler, no timer.
+        tokio::task::yield_now().await;
+        while batch.len() < MAX_BATCH {
+            match incoming.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
         }
         let mut creates = Vec::with_capacity(batch.len());
         for request in batch.drain(..) {
@@ -128,41 +156,59 @@ async fn write_loop(offerer: Offerer, mut incoming: mpsc::UnboundedReceiver<Requ
         if creates.is_empty() {
             continue;
         }
+        let mut writer = free.pop().expect("a free writer");
         let offerer = offerer.clone();
         writes.spawn(async move {
-            let _writer = writer;
-            write(&offerer, creates).await;
+            writer.write(&offerer, creates).await;
+            writer
         });
-        while writes.try_join_next().is_some() {}
     }
     // Close: every write sent before it has committed.
     while writes.join_next().await.is_some() {}
 }
 
-/// Writes one batch, pushes its new offers, and answers each caller.
-async fn write(offerer: &Offerer, creates: Vec<(NewCreate, oneshot::Sender<Result<CreateDone>>)>) {
-    let rows: Vec<NewRow> = creates.iter().map(|(c, _)| (&c.task, c.offered)).collect();
-    let results = offerer.store.insert_each(&rows).await;
-    let offers: Vec<Offer> = creates
-        .iter()
-        .zip(&results)
-        .filter_map(|((create, _), result)| match result {
-            Ok(inserted) if create.dispatch && create.offered && !inserted.existing => Some(Offer {
-                task_id: inserted.id,
-                queue: create.task.queue.clone(),
-                priority: create.task.priority,
-                overdue_ms: 0,
-            }),
-            _ => None,
-        })
-        .collect();
-    let dispatched = offerer.offer_or_withdraw(&offers).await;
-    for ((create, reply), result) in creates.into_iter().zip(results) {
-        let done = result.map(|inserted| CreateDone {
-            dispatched: create.dispatch && !inserted.existing && dispatched,
-            task: create.task,
-            inserted,
-        });
-        let _ = reply.send(done);
+/// One of the [`WRITES_IN_FLIGHT`] writers. It keeps its pooled connection from one
+/// batch to the next while creates keep coming, which spares the pool's liveness
+/// check (a round trip) per batch, and gives it back once the creator is idle.
+#[derive(Default)]
+struct Writer {
+    conn: Option<PoolConnection<Any>>,
+}
+
+impl Writer {
+    fn release(&mut self) {
+        self.conn = None;
+    }
+
+    /// Writes one batch, pushes its new offers, and answers each caller.
+    async fn write(
+        &mut self,
+        offerer: &Offerer,
+        creates: Vec<(NewCreate, oneshot::Sender<Result<CreateDone>>)>,
+    ) {
+        let rows: Vec<NewRow> = creates.iter().map(|(c, _)| (&c.task, c.offered)).collect();
+        let results = offerer.store.insert_each(&mut self.conn, &rows).await;
+        let offers: Vec<Offer> = creates
+            .iter()
+            .zip(&results)
+            .filter_map(|((create, _), result)| match result {
+                Ok(inserted) if create.dispatch && create.offered && !inserted.existing => Some(Offer {
+                    task_id: inserted.id,
+                    queue: create.task.queue.clone(),
+                    priority: create.task.priority,
+                    overdue_ms: 0,
+                }),
+                _ => None,
+            })
+            .collect();
+        let dispatched = offerer.offer_or_withdraw(&offers).await;
+        for ((create, reply), result) in creates.into_iter().zip(results) {
+            let done = result.map(|inserted| CreateDone {
+                dispatched: create.dispatch && !inserted.existing && dispatched,
+                task: create.task,
+                inserted,
+            });
+            let _ = reply.send(done);
+        }
     }
 }

@@ -14,12 +14,14 @@
 //! are checked against its row.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use serde_json::Value;
-use sqlx::{AnyConnection, AssertSqlSafe, Connection, Row};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AssertSqlSafe, Connection, Row};
 
 use super::insert::{bind_values, insert_rows_template, json_rows, values};
-use super::{retry_conflicts, Dialect, Inserted, Store};
+use super::{is_conflict, Dialect, Inserted, Store};
 use crate::error::{Error, Result};
 use crate::task::ValidTask;
 
@@ -42,8 +44,10 @@ pub(crate) enum Via<'c> {
     Conn(&'c mut AnyConnection),
     /// Each statement on a pooled connection, committed on its own (group commit of
     /// independent creates): a statement the database refuses is run again row by row,
-    /// so that only the rows it refuses fail.
-    Pool,
+    /// so that only the rows it refuses fail. The connection is the one held here, else
+    /// one from the pool, and stays held after statements that succeed; after an error
+    /// it goes back to the pool, which checks it before lending it again.
+    Pool(&'c mut Option<PoolConnection<Any>>),
 }
 
 /// What one statement did with one row.
@@ -110,9 +114,13 @@ impl Store {
     }
 
     /// Writes `rows` of independent callers, each statement committed on its own: one
-    /// result per row, each durable when it is `Ok`.
-    pub(crate) async fn insert_each(&self, rows: &[NewRow<'_>]) -> Vec<Result<Inserted>> {
-        match self.insert_rows(&mut Via::Pool, rows).await {
+    /// result per row, each durable when it is `Ok`. `held`: see [`Via::Pool`].
+    pub(crate) async fn insert_each(
+        &self,
+        held: &mut Option<PoolConnection<Any>>,
+        rows: &[NewRow<'_>],
+    ) -> Vec<Result<Inserted>> {
+        match self.insert_rows(&mut Via::Pool(held), rows).await {
             Ok(results) => results,
             Err(err) => rows.iter().map(|_| Err(err.duplicate())).collect(),
         }
@@ -168,7 +176,7 @@ impl Store {
             }
             let found = match self.holders_via(via, &prepared, &held).await {
                 Ok(found) => found,
-                Err(err) if matches!(via, Via::Pool) => {
+                Err(err) if matches!(via, Via::Pool(_)) => {
                     for &i in &held {
                         results[i] = Some(Err(err.duplicate()));
                     }
@@ -238,10 +246,11 @@ impl Store {
     }
 
     async fn write_chunk_via(&self, via: &mut Via<'_>, chunk: &[&Prepared<'_>]) -> Result<Vec<Outcome>> {
-        if let Via::Conn(conn) = via {
-            return self.write_chunk(conn, chunk).await;
-        }
-        match self.write_chunk_alone(chunk).await {
+        let held = match via {
+            Via::Conn(conn) => return self.write_chunk(conn, chunk).await,
+            Via::Pool(held) => held,
+        };
+        match self.write_chunk_alone(held, chunk).await {
             Ok(outcomes) => Ok(outcomes),
             // The database refused the statement: find the rows it refuses, one by one.
             Err(err @ (Error::Database(sqlx::Error::Database(_)) | Error::Internal(_)))
@@ -250,7 +259,7 @@ impl Store {
                 tracing::debug!(error = %err, rows = chunk.len(), "qtask: a multi-row insert failed; rows one by one");
                 let mut outcomes = Vec::with_capacity(chunk.len());
                 for row in chunk {
-                    match self.write_chunk_alone(&[*row]).await {
+                    match self.write_chunk_alone(held, &[*row]).await {
                         Ok(mut one) => outcomes.push(one.pop().unwrap_or(Outcome::Held)),
                         Err(err) => outcomes.push(Outcome::Failed(err)),
                     }
@@ -261,22 +270,49 @@ impl Store {
         }
     }
 
-    /// One chunk on a pooled connection, committed alone, run again when it was chosen
-    /// as a deadlock victim. MariaDB: in a transaction, since `INSERT IGNORE` skips a
-    /// row it refuses (a failed CHECK…) without an error, and then the statement's rows
-    /// cannot be told apart and must not stay written.
-    async fn write_chunk_alone(&self, chunk: &[&Prepared<'_>]) -> Result<Vec<Outcome>> {
-        retry_conflicts(|| async {
-            let mut conn = self.pool.acquire().await?;
-            if self.dialect != Dialect::MySql || chunk.len() == 1 {
-                return self.write_chunk(&mut conn, chunk).await;
+    /// One chunk on the held or a pooled connection, committed alone, run again when it
+    /// was chosen as a deadlock victim. MariaDB: in a transaction, since `INSERT IGNORE`
+    /// skips a row it refuses (a failed CHECK…) without an error, and then the
+    /// statement's rows cannot be told apart and must not stay written.
+    async fn write_chunk_alone(
+        &self,
+        held: &mut Option<PoolConnection<Any>>,
+        chunk: &[&Prepared<'_>],
+    ) -> Result<Vec<Outcome>> {
+        let mut attempt = 0;
+        loop {
+            let conn = self.held_conn(held).await?;
+            let result = if self.dialect != Dialect::MySql || chunk.len() == 1 {
+                self.write_chunk(conn, chunk).await
+            } else {
+                self.write_chunk_in_transaction(conn, chunk).await
+            };
+            if !again_on_held(held, &result, &mut attempt).await {
+                return result;
             }
-            let mut tx = conn.begin().await?;
-            let outcomes = self.write_chunk(&mut tx, chunk).await?;
-            tx.commit().await?;
-            Ok(outcomes)
+        }
+    }
+
+    async fn write_chunk_in_transaction(
+        &self,
+        conn: &mut AnyConnection,
+        chunk: &[&Prepared<'_>],
+    ) -> Result<Vec<Outcome>> {
+        let mut tx = conn.begin().await?;
+        let outcomes = self.write_chunk(&mut tx, chunk).await?;
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    /// The held connection, else one from the pool, now held.
+    async fn held_conn<'h>(
+        &self,
+        held: &'h mut Option<PoolConnection<Any>>,
+    ) -> Result<&'h mut PoolConnection<Any>> {
+        Ok(match held {
+            Some(conn) => conn,
+            None => held.insert(self.pool.acquire().await?),
         })
-        .await
     }
 
     /// One statement for the rows of `chunk` (one per row on MySQL, which has no
@@ -412,12 +448,15 @@ impl Store {
         let keys: Vec<(&str, &str)> = held.iter().filter_map(|&i| rows[i].key()).collect();
         match via {
             Via::Conn(conn) => self.holders(conn, &keys).await,
-            Via::Pool => {
-                retry_conflicts(|| async {
-                    let mut conn = self.pool.acquire().await?;
-                    self.holders(&mut conn, &keys).await
-                })
-                .await
+            Via::Pool(held) => {
+                let mut attempt = 0;
+                loop {
+                    let conn = self.held_conn(held).await?;
+                    let result = self.holders(conn, &keys).await;
+                    if !again_on_held(held, &result, &mut attempt).await {
+                        return result;
+                    }
+                }
             }
         }
     }
@@ -449,6 +488,28 @@ impl Store {
             }
         }
         Ok(found)
+    }
+}
+
+/// After an attempt on a held connection: a connection that failed goes back to the
+/// pool, and true (after a pause) when the database chose the attempt as a deadlock
+/// or serialization victim, so that it runs again (as `retry_conflicts`).
+async fn again_on_held<T>(
+    held: &mut Option<PoolConnection<Any>>,
+    result: &Result<T>,
+    attempt: &mut u64,
+) -> bool {
+    let Err(err) = result else {
+        return false;
+    };
+    *held = None;
+    match err {
+        Error::Database(err) if *attempt < 5 && is_conflict(err) => {
+            *attempt += 1;
+            tokio::time::sleep(Duration::from_millis(fastrand::u64(1..=10 * *attempt))).await;
+            true
+        }
+        _ => false,
     }
 }
 
