@@ -168,8 +168,9 @@ async fn write_loop(offerer: Offerer, mut incoming: mpsc::UnboundedReceiver<Requ
 }
 
 /// One of the [`WRITES_IN_FLIGHT`] writers. It keeps its pooled connection from one
-/// batch to the next while creates keep coming, which spares the pool's liveness
-/// check (a round trip) per batch, and gives it back once the creator is idle.
+/// batch to the next while creates keep coming and the pool has others to spare,
+/// which spares the pool's liveness check (a round trip) per batch, and gives it back
+/// once the creator is idle or the pool has none left idle.
 #[derive(Default)]
 struct Writer {
     conn: Option<PoolConnection<Any>>,
@@ -188,6 +189,11 @@ impl Writer {
     ) {
         let rows: Vec<NewRow> = creates.iter().map(|(c, _)| (&c.task, c.offered)).collect();
         let results = offerer.store.insert_each(&mut self.conn, &rows).await;
+        if offerer.store.pool().num_idle() == 0 {
+            // Someone else may be waiting for a connection (a small pool, SQLite's, a
+            // busy worker): keeping this one could starve them, or the other writer.
+            self.release();
+        }
         let offers: Vec<Offer> = creates
             .iter()
             .zip(&results)
