@@ -346,13 +346,12 @@ impl Target {
 
     /// Drops this run's tables and Redis lists; reports but never fails.
     async fn clean_up(&self) {
-        let mut tables = self.client.store().table_names();
-        tables.push(self.raw_table.clone());
-        for table in tables {
-            let sql = format!("DROP TABLE IF EXISTS {table}");
-            if let Err(err) = sqlx::query(AssertSqlSafe(sql)).execute(self.pool()).await {
-                eprintln!("qtask-bench: could not drop {table}: {err}");
-            }
+        if let Err(err) = self.client.store().drop_tables().await {
+            eprintln!("qtask-bench: could not drop the task tables: {err}");
+        }
+        let sql = format!("DROP TABLE IF EXISTS {}", self.raw_table);
+        if let Err(err) = sqlx::query(AssertSqlSafe(sql)).execute(self.pool()).await {
+            eprintln!("qtask-bench: could not drop {}: {err}", self.raw_table);
         }
         if let Some(url) = &self.redis {
             let config = self.client.config();

@@ -1,7 +1,8 @@
-//! The worker engine: one fetcher per queue claims as many tasks as there are free
-//! slots in one statement; each task runs its handler in a slot while its lease is
-//! renewed (fenced, batched); outcomes go through the client's completer, so the
-//! finishes of many slots share one commit. A stop lets running handlers end.
+//! The worker engine: one fetcher per queue claims, in one statement, as many tasks as
+//! there are free slots plus those that will free up while the claim is in flight; each
+//! task runs its handler in a slot while its lease is renewed (fenced, batched);
+//! outcomes go through the client's completer, so the finishes of many slots share one
+//! commit. A stop lets running handlers end.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -21,7 +22,10 @@ use crate::completer::FinishBy;
 use crate::error::{invalid, Result};
 use crate::outcome::{outcome_of, time_limit_reason, Outcome, TimeUp};
 use crate::store::Dialect;
-use crate::task::{Fenced, Message, Status};
+use crate::task::{Fence, Fenced, Message, Status};
+
+mod pace;
+use pace::Pace;
 
 /// How long one fetch waits for work; also how soon a stop request is noticed.
 const POLL_WAIT: Duration = Duration::from_millis(500);
@@ -168,6 +172,7 @@ impl Worker {
         let unsettled = Arc::new(Semaphore::new(capacity));
         let fetches = Arc::new(Semaphore::new(MAX_FETCHES));
         let errors = Arc::new(AtomicU32::new(0));
+        let pace = Arc::new(Pace::default());
         // A claim waits (up to GATHER) for half of the slots; on SQLite, whose one
         // connection runs one statement at a time so that two half claims only queue,
         // for all of them: client CPU per task 33–34.5 → 26.5–31 µs (20,000 tasks, c=32).
@@ -189,7 +194,8 @@ impl Worker {
                 permit = slots.clone().acquire_owned() => permit.expect("never closed"),
             };
             let free = gather(&slots, first, enough).await;
-            let Ok(settle) = unsettled.clone().try_acquire_many_owned(free.len() as u32) else {
+            let claim = pace.claim_size(free.len(), self.concurrency);
+            let Ok(settle) = unsettled.clone().try_acquire_many_owned(claim as u32) else {
                 // Outcomes lag behind: let them commit before claiming more.
                 drop(free);
                 let _ = unsettled
@@ -205,8 +211,10 @@ impl Worker {
                 counters: counters.clone(),
                 errors: errors.clone(),
                 limits,
+                slots: slots.clone(),
+                pace: pace.clone(),
             };
-            running.spawn(fetch.run(free, settle, fetch_permit, handler.clone()));
+            running.spawn(fetch.run(claim, free, settle, fetch_permit, handler.clone()));
             // After a failed fetch, pause before the next (never exit, never spin).
             let failures = errors.load(Ordering::Relaxed);
             if failures > 0 {
@@ -280,36 +288,48 @@ async fn gather(
     }
 }
 
-/// One claim of up to as many tasks as it holds slots for.
+/// One claim of `claim` tasks: as many as it holds slots for, plus those expected to
+/// find a slot freed by a running handler while the claim is in flight (see [`Pace`]).
 struct Fetch {
     client: Client,
     queue: String,
     counters: Arc<Counters>,
     errors: Arc<AtomicU32>,
     limits: Limits,
+    slots: Arc<Semaphore>,
+    pace: Arc<Pace>,
 }
 
 impl Fetch {
     async fn run(
         self,
+        claim: usize,
         mut free: Vec<OwnedSemaphorePermit>,
         mut settle: OwnedSemaphorePermit,
         _in_flight: OwnedSemaphorePermit,
         handler: Handle,
     ) {
-        match self.client.fetch(&self.queue, free.len(), POLL_WAIT).await {
+        let asked = std::time::Instant::now();
+        match self.client.fetch(&self.queue, claim, POLL_WAIT).await {
             Ok(messages) => {
                 self.errors.store(0, Ordering::Relaxed);
+                if !messages.is_empty() {
+                    self.pace.claimed(asked.elapsed());
+                }
+                let claimed = tokio::time::Instant::now();
                 for message in messages {
                     let slot = Slot {
                         client: self.client.clone(),
                         counters: self.counters.clone(),
                         limits: self.limits,
+                        pace: self.pace.clone(),
                         permit: free.pop(),
                     };
                     let settled = settle.split(1);
                     let span = crate::trace::handle_span(&message);
-                    let attempt = slot.run(message, handler.clone()).instrument(span);
+                    let attempt = slot
+                        .wait_and_run(self.slots.clone(), message, claimed, handler.clone())
+                        .instrument(span);
                     tokio::spawn(async move {
                         attempt.await;
                         // Freed once the attempt's span has closed too: a run that ends
@@ -335,13 +355,55 @@ struct Slot {
     client: Client,
     counters: Arc<Counters>,
     limits: Limits,
+    pace: Arc<Pace>,
     permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Slot {
-    async fn run(mut self, message: Message, handler: Handle) {
+    /// Runs a task claimed at `claimed`; one claimed ahead of a free slot first waits
+    /// for a handler to end, its lease renewed meanwhile as a running task's is.
+    async fn wait_and_run(
+        mut self,
+        slots: Arc<Semaphore>,
+        message: Message,
+        claimed: tokio::time::Instant,
+        handler: Handle,
+    ) {
         let fence = message.fence();
-        let mut lease = message.lease;
+        let mut renew_at = claimed + message.lease / 2;
+        while self.permit.is_none() {
+            tokio::select! {
+                biased;
+                permit = slots.clone().acquire_owned() => self.permit = Some(permit.expect("never closed")),
+                _ = tokio::time::sleep_until(renew_at) => match self.renew(fence).await {
+                    Some(Fenced::Current(granted)) => renew_at = tokio::time::Instant::now() + granted / 2,
+                    // Another worker has the task now: this attempt must not start.
+                    Some(Fenced::Stale) => {
+                        self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    None => renew_at = tokio::time::Instant::now() + message.lease / 2,
+                },
+            }
+        }
+        self.run(message, renew_at, handler).await
+    }
+
+    /// Renews the lease of `fence`'s attempt: the new lease, stale, or None after an
+    /// error (logged; tried again at the next renewal).
+    async fn renew(&self, fence: Fence) -> Option<Fenced<Duration>> {
+        match self.client.renew(fence).await {
+            Ok(fenced) => Some(fenced),
+            Err(err) => {
+                tracing::warn!(error = %err, task_id = fence.task_id, "qtask worker: lease renewal failed");
+                None
+            }
+        }
+    }
+
+    async fn run(mut self, message: Message, mut renew_at: tokio::time::Instant, handler: Handle) {
+        let fence = message.fence();
+        let lease = message.lease;
         let queue = message.queue.clone();
         let started = std::time::Instant::now();
         let time_up = TimeUp::new();
@@ -364,11 +426,11 @@ impl Slot {
                     timed_out = true;
                     break Outcome::Retry(time_limit_reason(limit.unwrap_or_default()));
                 }
-                _ = sleep(lease / 2), if current => {
-                    match self.client.renew(fence).await {
-                        Ok(Fenced::Current(granted)) => lease = granted,
-                        Ok(Fenced::Stale) => current = false,
-                        Err(err) => tracing::warn!(error = %err, task_id = fence.task_id, "qtask worker: lease renewal failed"),
+                _ = tokio::time::sleep_until(renew_at), if current => {
+                    match self.renew(fence).await {
+                        Some(Fenced::Current(granted)) => renew_at = tokio::time::Instant::now() + granted / 2,
+                        Some(Fenced::Stale) => current = false,
+                        None => renew_at = tokio::time::Instant::now() + lease / 2,
                     }
                 }
             }
@@ -389,6 +451,7 @@ impl Slot {
         // A handler on a thread whose time is up keeps its slot until it returns.
         let free_slot = if timed_out { None } else { self.permit.take() };
         let finished = matches!(outcome, Outcome::Finish(_));
+        self.pace.handled(started.elapsed());
         crate::telemetry::handler_done(&queue, finished, started.elapsed());
         let span = tracing::Span::current();
         span.record("outcome", outcome_name(&outcome));

@@ -18,19 +18,9 @@ fn task(i: usize) -> NewTask {
     NewTask::new("admin test", json!({ "i": i }), Q).timeout(Duration::from_secs(30))
 }
 
-/// Drops the task table and the queue settings table, and closes.
+/// Drops the client's tables, and closes.
 async fn drop_tables(client: &Client) {
-    let task_table = client.store().table().to_string();
-    let queue_table = format!("{}queue", task_table.strip_suffix("task").unwrap());
-    for table in [task_table, queue_table] {
-        let sql = format!("DROP TABLE IF EXISTS {table}");
-        client
-            .store()
-            .pool()
-            .execute(AssertSqlSafe(sql))
-            .await
-            .expect("drop");
-    }
+    client.store().drop_tables().await.expect("drop");
     client.close().await;
 }
 

@@ -523,6 +523,10 @@ impl Queue for RedisQueue {
                 if ids.is_empty() {
                     return Ok(Vec::new());
                 }
+                // The wait returns one offer; those offered with it come along.
+                if max > 1 {
+                    ids.extend(self.take_now(&key, max - 1).await?);
+                }
             }
             let ids: Vec<i64> = ids
                 .iter()

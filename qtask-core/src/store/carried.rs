@@ -231,16 +231,7 @@ mod tests {
     }
 
     async fn drop_everything(client: &Client) {
-        use sqlx::{AssertSqlSafe, Executor};
-        for table in client.store().table_names() {
-            let sql = format!("DROP TABLE IF EXISTS {table}");
-            client
-                .store()
-                .pool()
-                .execute(AssertSqlSafe(sql))
-                .await
-                .expect("drop");
-        }
+        client.store().drop_tables().await.expect("drop");
         client.close().await;
         let config = client.config();
         if config.queue != "db" {

@@ -236,6 +236,16 @@ impl Store {
             .collect()
     }
 
+    /// Drops every table of [`Store::table_names`] that exists: the inverse of install,
+    /// for tests, benchmarks and tools that remove a namespace's tables.
+    pub async fn drop_tables(&self) -> std::result::Result<(), sqlx::Error> {
+        for table in self.table_names() {
+            let sql = format!("DROP TABLE IF EXISTS {table}");
+            self.pool.execute(AssertSqlSafe(sql)).await?;
+        }
+        Ok(())
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

@@ -10,7 +10,6 @@ mod servers;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use qtask_core::sqlx::{AssertSqlSafe, Executor};
 use qtask_core::{Client, Clock, Config, Error, Message};
 
 // Each test file uses a part of the harness.
@@ -190,15 +189,7 @@ pub async fn fresh_at(db: &Db, prefix: &str) -> (Client, Clock) {
 /// Drops the test's tables (tasks, queue settings, schedules), closes the client and,
 /// when Redis carries its offers, deletes its Redis keys.
 pub async fn drop_table(client: &Client) {
-    for table in client.store().table_names() {
-        let sql = format!("DROP TABLE IF EXISTS {table}");
-        client
-            .store()
-            .pool()
-            .execute(AssertSqlSafe(sql))
-            .await
-            .expect("drop table");
-    }
+    client.store().drop_tables().await.expect("drop tables");
     client.close().await;
     let config = client.config();
     if config.queue != "db" {

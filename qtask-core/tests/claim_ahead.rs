@@ -1,0 +1,111 @@
+//! The worker claims ahead: with short handlers, a claim also takes a task for each
+//! slot expected to free up while it is in flight. Such a task waits for a slot with
+//! its lease renewed, so nobody else can claim it meanwhile, and it runs once, in the
+//! attempt its claim began.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{drop_table, fresh_pair, pairs, pop_due};
+use qtask_core::{Client, Message, NewTask, Status, Worker};
+use serde_json::json;
+use tokio::sync::{mpsc, Notify};
+
+const Q: &str = "Ahead:Q";
+/// The lease of the task claimed ahead: it waits for a slot twice as long.
+const LEASE: Duration = Duration::from_secs(1);
+
+fn task(name: &str) -> NewTask {
+    NewTask::new(name, json!({}), Q)
+        .timeout(LEASE)
+        .delete_deadline(Duration::from_secs(3600))
+}
+
+async fn wait_for_status(client: &Client, id: i64, status: Status) {
+    for _ in 0..200 {
+        if client.get(id).await.unwrap().status == status {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("task {id} never became {status:?}");
+}
+
+#[tokio::test]
+async fn a_task_claimed_ahead_keeps_its_lease_while_it_waits_for_a_slot() {
+    for pair in pairs().await {
+        let name = pair.name();
+        let (c, _clock) = fresh_pair(&pair).await;
+        // "slow" handlers hold their slot until released; the others return at once.
+        let (started_tx, mut started) = mpsc::unbounded_channel::<i64>();
+        let release = Arc::new(Notify::new());
+        let released = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let handler = {
+            let (release, released) = (release.clone(), released.clone());
+            move |m: Message| {
+                let (started, release, released) = (started_tx.clone(), release.clone(), released.clone());
+                async move {
+                    if m.name == "slow" {
+                        let _ = started.send(m.task_id);
+                        while !released.load(Ordering::SeqCst) {
+                            let _ = tokio::time::timeout(Duration::from_millis(50), release.notified()).await;
+                        }
+                    }
+                    Ok(())
+                }
+            }
+        };
+        let worker = Worker::new(c.clone(), Q).concurrency(2);
+        let running = tokio::spawn(worker.run(handler, async move {
+            let _ = stopped.await;
+        }));
+        // Short handlers first: the worker learns that a handler ends long before a claim returns.
+        let quick: Vec<i64> = c
+            .create_many((0..6).map(|_| task("quick")).collect())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|created| created.id)
+            .collect();
+        c.sweep_once().await.unwrap();
+        for id in &quick {
+            wait_for_status(&c, *id, Status::Finished).await;
+        }
+        // One slow task takes a slot; the claim for the other slot then takes two tasks.
+        let first = c.create(task("slow")).await.unwrap().id;
+        c.sweep_once().await.unwrap();
+        assert_eq!(started.recv().await, Some(first), "{name}");
+        let pair_ids: Vec<i64> = c
+            .create_many(vec![task("slow"), task("ahead")])
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|created| created.id)
+            .collect();
+        let (second, ahead) = (pair_ids[0], pair_ids[1]);
+        c.sweep_once().await.unwrap();
+        assert_eq!(started.recv().await, Some(second), "{name}");
+        wait_for_status(&c, ahead, Status::Processing).await;
+        // Both slots are busy; the task claimed ahead waits past two of its leases.
+        tokio::time::sleep(LEASE * 2).await;
+        assert_eq!(
+            pop_due(&pair, &c, Q, Duration::from_millis(200))
+                .await
+                .map(|m| m.task_id),
+            None,
+            "{name}: the task claimed ahead lost its lease while it waited"
+        );
+        released.store(true, Ordering::SeqCst);
+        release.notify_waiters();
+        wait_for_status(&c, ahead, Status::Finished).await;
+        stop.send(()).unwrap();
+        let report = running.await.unwrap().unwrap();
+        assert_eq!((report.finished, report.skipped), (9, 0), "{name}: {report:?}");
+        assert_eq!(c.get(ahead).await.unwrap().count, 1, "{name}: one attempt");
+        drop_table(&c).await;
+    }
+}
