@@ -100,7 +100,9 @@ async fn write_loop(store: Store, mut incoming: mpsc::UnboundedReceiver<Request>
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut ended = false;
     // While only a worker's finishes wait, the time the loop leaves them to its claim.
-    let mut carry_until = None;
+    // Made once per wait (a timer registered anew on every pass wakes the runtime's
+    // driver each time).
+    let mut carry_wait: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     loop {
         if batch.is_empty() && (ended || incoming.recv_many(&mut batch, MAX_BATCH).await == 0) {
             break;
@@ -123,22 +125,22 @@ async fn write_loop(store: Store, mut incoming: mpsc::UnboundedReceiver<Request>
         if for_a_claim && store.waiting_finishes().is_empty() {
             // A claim carried them all.
             batch.clear();
-            carry_until = None;
+            carry_wait = None;
             continue;
         }
         if for_a_claim && writes.is_empty() && !ended {
-            let until = *carry_until.get_or_insert_with(|| Instant::now() + CARRY_WAIT);
-            if Instant::now() < until {
+            let wait = carry_wait.get_or_insert_with(|| Box::pin(sleep_until(Instant::now() + CARRY_WAIT)));
+            if Instant::now() < wait.deadline() {
                 let room = MAX_BATCH - batch.len();
                 tokio::select! {
-                    _ = sleep_until(until) => {}
+                    _ = wait.as_mut() => {}
                     received = incoming.recv_many(&mut batch, room), if room > 0 => ended = received == 0,
                 }
                 continue;
             }
         }
         if !batch.is_empty() && (writes.is_empty() || worth_it || ended) {
-            carry_until = None;
+            carry_wait = None;
             let closing = spawn_write(&store, &mut writes, batch.drain(..));
             if closing || ended {
                 break;

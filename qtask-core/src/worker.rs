@@ -273,7 +273,8 @@ async fn gather(
     enough: usize,
 ) -> Vec<OwnedSemaphorePermit> {
     let mut free = vec![first];
-    let until = tokio::time::Instant::now() + GATHER;
+    let until = tokio::time::sleep_until(tokio::time::Instant::now() + GATHER);
+    tokio::pin!(until);
     loop {
         while let Ok(permit) = slots.clone().try_acquire_owned() {
             free.push(permit);
@@ -283,7 +284,7 @@ async fn gather(
         }
         tokio::select! {
             permit = slots.clone().acquire_owned() => free.push(permit.expect("never closed")),
-            _ = tokio::time::sleep_until(until) => return free,
+            _ = &mut until => return free,
         }
     }
 }

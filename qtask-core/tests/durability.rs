@@ -22,6 +22,13 @@ async fn synchronous(client: &Client) -> i64 {
         .expect("PRAGMA synchronous")
 }
 
+async fn pragma(client: &Client, name: &str) -> i64 {
+    qtask_core::sqlx::query_scalar(qtask_core::sqlx::AssertSqlSafe(format!("PRAGMA {name}")))
+        .fetch_one(client.store().pool())
+        .await
+        .expect("PRAGMA")
+}
+
 #[tokio::test]
 async fn the_sqlite_worker_path_leaves_every_commit_durable() {
     for pair in pairs()
@@ -37,6 +44,10 @@ async fn the_sqlite_worker_path_leaves_every_commit_durable() {
                 .unwrap();
         }
         assert_eq!(synchronous(&c).await, FULL, "{name}: after creates");
+        // Checkpoints (each an fsync on the one connection) every 4,000 WAL pages, and a
+        // 16 MB page cache: set on the connection, they do not change what commits promise.
+        assert_eq!(pragma(&c, "wal_autocheckpoint").await, 4000, "{name}");
+        assert_eq!(pragma(&c, "cache_size").await, -16384, "{name}");
 
         let claimed = next(&c, Q).await;
         assert_eq!(synchronous(&c).await, FULL, "{name}: after a claim");

@@ -1,13 +1,17 @@
 //! The threads a callback worker (`qtask_worker_new`) calls its callback on. The
-//! engine hands each claimed task over (`run_handing_off`) into a flume channel; a
-//! thread of this set, started on demand up to the concurrency and kept for the
-//! whole run, takes it, calls the callback and replies. A task then costs a channel
-//! send and at most one wake-up, instead of a job on the runtime's blocking pool (a
-//! spawn, a wake of a pool thread, and a join handle to wake the engine back).
+//! engine hands each claimed task over (`run_handing_off`) into a queue; a thread of
+//! this set, started on demand up to the concurrency and kept for the whole run, takes
+//! it, calls the callback and replies.
+//!
+//! Waking is chained, as tokio's and Go's schedulers do it: a hand-over wakes one
+//! waiting thread only when no other is already on its way, and a woken thread that
+//! leaves tasks behind wakes the next before its callback runs. A burst of tasks from
+//! one claim then wakes threads one after another instead of one per task at once,
+//! and a thread whose callback returns quickly takes the next task itself, awake.
 
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use qtask_core::blocking::Reply;
@@ -15,16 +19,26 @@ use qtask_core::{Message, Outcome, TimeUp};
 
 use crate::worker::Callback;
 
-/// One claimed task on its way to a callback thread; `None` tells one thread to exit.
-type Job = Option<(Message, TimeUp, Reply)>;
+/// One claimed task on its way to a callback thread.
+type Job = (Message, TimeUp, Reply);
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    /// Threads waiting for a job.
+    idle: usize,
+    /// Of those, threads woken and not yet running: while one is, a hand-over wakes
+    /// no other (the woken one wakes the next if it leaves jobs behind).
+    waking: usize,
+    /// The run has returned: threads exit once the queue is empty.
+    ended: bool,
+}
 
 struct Shared {
-    jobs: flume::Sender<Job>,
-    taken: flume::Receiver<Job>,
+    queue: Mutex<Queue>,
+    ready: Condvar,
     callback: Callback,
     max: usize,
-    /// Threads waiting for a job: a task delivered while none waits starts one more.
-    idle: AtomicUsize,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -34,13 +48,11 @@ pub(crate) struct CallbackThreads(Arc<Shared>);
 
 impl CallbackThreads {
     pub(crate) fn new(callback: Callback, concurrency: usize) -> Self {
-        let (jobs, taken) = flume::unbounded();
         CallbackThreads(Arc::new(Shared {
-            jobs,
-            taken,
+            queue: Mutex::new(Queue::default()),
+            ready: Condvar::new(),
             callback,
             max: concurrency.max(1),
-            idle: AtomicUsize::new(0),
             threads: Mutex::new(Vec::new()),
         }))
     }
@@ -49,31 +61,64 @@ impl CallbackThreads {
     /// each claimed task.
     pub(crate) fn deliver(&self, message: Message, time_up: TimeUp, reply: Reply) {
         let shared = &self.0;
-        // The receiver lives as long as `shared`: the send cannot fail.
-        let _ = shared.jobs.send(Some((message, time_up, reply)));
-        if shared.idle.load(Ordering::Acquire) == 0 {
-            self.0.start_thread();
-        }
+        let mut queue = shared.lock_queue();
+        queue.jobs.push_back((message, time_up, reply));
+        let next = shared.next_hand(&mut queue);
+        drop(queue);
+        shared.call(next);
     }
 
     /// Tells each thread to exit, and waits for them. Called after the run returned:
     /// every job handed over has been replied to by then.
     pub(crate) fn end(&self) {
+        self.0.lock_queue().ended = true;
+        self.0.ready.notify_all();
         let threads = std::mem::take(&mut *self.0.lock_threads());
-        for _ in &threads {
-            let _ = self.0.jobs.send(None);
-        }
         for thread in threads {
             let _ = thread.join();
         }
     }
 }
 
+/// Who takes the jobs left in the queue.
+enum Hand {
+    /// A thread is awake or on its way for them.
+    Coming,
+    /// Wake a waiting thread.
+    Wake,
+    /// None waits: start one (while fewer than the concurrency run).
+    Start,
+}
+
 impl Shared {
-    fn lock_threads(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
+    fn lock_queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn lock_threads(&self) -> MutexGuard<'_, Vec<JoinHandle<()>>> {
         self.threads
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Decides, under the queue's lock, who takes the jobs queued.
+    fn next_hand(&self, queue: &mut Queue) -> Hand {
+        if queue.jobs.is_empty() || queue.waking > 0 {
+            Hand::Coming
+        } else if queue.idle > 0 {
+            queue.waking += 1;
+            Hand::Wake
+        } else {
+            Hand::Start
+        }
+    }
+
+    fn call(self: &Arc<Self>, hand: Hand) {
+        match hand {
+            Hand::Coming => {}
+            Hand::Wake => self.ready.notify_one(),
+            Hand::Start => self.start_thread(),
+        }
     }
 
     /// Starts one more thread while fewer than the concurrency run; when none can
@@ -93,7 +138,8 @@ impl Shared {
             Ok(thread) => threads.push(thread),
             Err(err) if threads.is_empty() => {
                 drop(threads);
-                for (_, _, reply) in self.taken.try_iter().flatten() {
+                let jobs = std::mem::take(&mut self.lock_queue().jobs);
+                for (_, _, reply) in jobs {
                     reply.send(Outcome::Retry(format!("cannot start a callback thread: {err}")));
                 }
             }
@@ -101,24 +147,32 @@ impl Shared {
         }
     }
 
-    /// One thread's loop: take a job, call the callback, reply; until told to exit.
+    /// One thread's loop: take a job, call the callback, reply; until the run ends.
     fn serve(self: Arc<Self>) {
+        let mut queue = self.lock_queue();
         loop {
-            self.idle.fetch_add(1, Ordering::AcqRel);
-            let job = self.taken.recv();
-            self.idle.fetch_sub(1, Ordering::AcqRel);
-            let Ok(Some((message, time_up, reply))) = job else {
-                return;
+            let Some((message, time_up, reply)) = queue.jobs.pop_front() else {
+                if queue.ended {
+                    return;
+                }
+                queue.idle += 1;
+                queue = self
+                    .ready
+                    .wait(queue)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                queue.idle -= 1;
+                queue.waking = queue.waking.saturating_sub(1);
+                continue;
             };
-            // More queued and no thread waiting for them (tasks delivered while this
-            // one waited did not start one): the next hand, before this callback runs.
-            if !self.taken.is_empty() && self.idle.load(Ordering::Acquire) == 0 {
-                self.start_thread();
-            }
+            // Jobs left behind: the next hand, before this callback runs.
+            let next = self.next_hand(&mut queue);
+            drop(queue);
+            self.call(next);
             let callback = self.callback;
             let returned = catch_unwind(AssertUnwindSafe(|| callback.call(message, &time_up)))
                 .unwrap_or_else(|_| Err("the callback's call panicked".into()));
             reply.send_returned::<Outcome>(returned);
+            queue = self.lock_queue();
         }
     }
 }

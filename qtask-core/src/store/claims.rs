@@ -114,7 +114,8 @@ impl Store {
 
     /// Claims up to `limit` due rows of `queue` on `conn`: in one statement, or (SQLite)
     /// one priority level at a time, highest first, until `limit` rows are claimed.
-    /// `relaxed`: see [`Store::change_on`].
+    /// Most claims end at the first level: one statement. `relaxed`: see
+    /// [`Store::change_on`].
     pub(super) async fn claim_due_on(
         &self,
         conn: &mut AnyConnection,
@@ -135,6 +136,22 @@ impl Store {
         };
         let mut below = i64::from(crate::task::MAX_PRIORITY) + 1;
         while (changed.rows.len() as i64) < limit {
+            let left = limit - changed.rows.len() as i64;
+            let binds = [
+                Bind::Text(self.namespace()),
+                Bind::Text(queue),
+                Bind::Text(self.namespace()),
+                Bind::Text(queue),
+                Bind::Int(below),
+                Bind::Int(left),
+            ];
+            let rows = self.change_on(conn, claim_level, &binds, "", relaxed).await?.rows;
+            let level_ran_out = (rows.len() as i64) < left;
+            changed.rows.extend(rows);
+            if !level_ran_out {
+                break;
+            }
+            // The level the claim took from has no more due rows: go on below it.
             let level: Option<i64> = sqlx::query_scalar(AssertSqlSafe(next_level.as_str()))
                 .bind(self.namespace())
                 .bind(queue)
@@ -144,16 +161,6 @@ impl Store {
             let Some(level) = level else {
                 break;
             };
-            let left = limit - changed.rows.len() as i64;
-            let binds = [
-                Bind::Text(self.namespace()),
-                Bind::Text(queue),
-                Bind::Int(level),
-                Bind::Int(left),
-            ];
-            changed
-                .rows
-                .extend(self.change_on(conn, claim_level, &binds, "", relaxed).await?.rows);
             below = level;
         }
         Ok(changed)

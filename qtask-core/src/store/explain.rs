@@ -24,34 +24,49 @@ pub struct Plan {
 impl Store {
     /// Explains the sweeper's and the `db` queue's statements (their row-selecting part).
     pub async fn explain(&self) -> Result<Vec<Plan>> {
-        // SQLite pops one priority level at a time (claims.rs); the others in one statement.
-        let pop = match self.dialect {
-            Dialect::Sqlite => format!(
-                "{} ORDER BY next_at",
-                DUE.replace("{queue}", "AND queue = ? AND priority = 0")
+        // SQLite pops one priority level at a time (claims.rs), found in a subquery; the
+        // others in one statement. Binds after the namespace: the queue, or (SQLite's
+        // pop) the queue, then the subquery's namespace and queue.
+        let queue = "ORDER:BIND".to_string();
+        let (pop, pop_binds) = match self.dialect {
+            Dialect::Sqlite => (
+                format!(
+                    "{} ORDER BY next_at",
+                    DUE.replace(
+                        "{queue}",
+                        &format!(
+                            "AND queue = ? AND priority = (SELECT MAX(priority) FROM {{t}} WHERE {})",
+                            NEXT_LEVEL.replace("priority < ?", "priority < 1001")
+                        )
+                    )
+                ),
+                vec![queue.clone(), self.namespace.clone(), queue.clone()],
             ),
-            _ => format!(
-                "{} ORDER BY {CLAIM_ORDER}",
-                DUE.replace("{queue}", "AND queue = ?")
+            _ => (
+                format!(
+                    "{} ORDER BY {CLAIM_ORDER}",
+                    DUE.replace("{queue}", "AND queue = ?")
+                ),
+                vec![queue.clone()],
             ),
         };
         let statements = [
-            ("claim", DUE.replace("{queue}", ""), false),
-            ("pop", pop, true),
-            ("give_up", SPENT.to_string(), false),
-            ("cleanup", EXPIRED.to_string(), false),
-            ("list_failed", super::admin::LIST_FAILED.to_string(), false),
+            ("claim", DUE.replace("{queue}", ""), Vec::new()),
+            ("pop", pop, pop_binds),
+            ("give_up", SPENT.to_string(), Vec::new()),
+            ("cleanup", EXPIRED.to_string(), Vec::new()),
+            ("list_failed", super::admin::LIST_FAILED.to_string(), Vec::new()),
         ];
         // SQLite's claim finds the next priority level down with this filter.
         let next_level = (self.dialect == Dialect::Sqlite).then(|| {
             (
                 "next_level",
                 NEXT_LEVEL.replace("priority < ?", "priority < 5"),
-                true,
+                vec![queue.clone()],
             )
         });
         let mut plans = Vec::new();
-        for (statement, filter, binds_queue) in statements.into_iter().chain(next_level) {
+        for (statement, filter, binds) in statements.into_iter().chain(next_level) {
             let select = format!("SELECT id FROM {{t}} WHERE {filter} LIMIT 1000");
             let prefix = match self.dialect {
                 Dialect::Sqlite => "EXPLAIN QUERY PLAN ",
@@ -59,8 +74,8 @@ impl Store {
             };
             let sql = self.sql(&format!("{prefix}{select}"));
             let mut query = sqlx::query(sql).bind(&self.namespace);
-            if binds_queue {
-                query = query.bind("ORDER:BIND");
+            for bind in binds {
+                query = query.bind(bind);
             }
             let rows = query.fetch_all(&self.pool).await?;
             let mut lines = Vec::new();

@@ -128,6 +128,13 @@ impl Store {
                 Box::pin(async move {
                     conn.execute("PRAGMA busy_timeout = 10000").await?;
                     conn.execute("PRAGMA journal_mode = WAL").await?;
+                    // A checkpoint fsyncs the WAL and the file on the one connection's
+                    // thread: every 4,000 pages (a 16 MB WAL) instead of 1,000 cuts a
+                    // drain's checkpoint fsyncs (42-46 -> 11-19 per 20,000 tasks). A 16 MB
+                    // page cache (2 MB by default) halves its reads (about 3,000 -> 1,550
+                    // preads). Neither changes what a commit promises.
+                    conn.execute("PRAGMA wal_autocheckpoint = 4000").await?;
+                    conn.execute("PRAGMA cache_size = -16384").await?;
                     Ok(())
                 })
             });

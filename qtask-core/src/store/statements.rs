@@ -71,10 +71,13 @@ pub(crate) struct Statements {
     pub claim_due: TwoStep,
     /// SQLite: [`Statements::claim_due`] one priority at a time, so that each claim is a
     /// range on `queue_priority_due` (SQLite's planner would otherwise walk the queue's
-    /// rows that are not due yet). Binds: namespace, queue, priority, limit.
+    /// rows that are not due yet): the highest level below a bound among the queue's
+    /// live rows, found in a subquery. Binds: namespace, queue, namespace, queue, bound,
+    /// limit.
     pub claim_level: Option<TwoStep>,
-    /// SQLite: the highest priority below a bound among the queue's rows (one index
-    /// seek). Binds: namespace, queue, bound.
+    /// SQLite: the highest priority below a bound among the queue's live rows (one
+    /// index seek), asked only after a level gave fewer rows than wanted. Binds:
+    /// namespace, queue, bound.
     pub next_level: Option<String>,
     /// Redis: mark up to N due rows offered. Binds: namespace, limit. Returns id, queue,
     /// priority and how long each has been due (ms).
@@ -170,7 +173,12 @@ impl Statements {
         );
         let (claim_level, next_level) = match dialect {
             Dialect::Sqlite => {
-                let level_filter = "AND queue = ? AND priority = ?";
+                // The level is found inside the claim (one index seek, run once), so a
+                // claim is one trip to SQLite's thread, not two.
+                let level_filter = format!(
+                    "AND queue = ? AND priority = (SELECT MAX(priority) FROM {{t}} WHERE {NEXT_LEVEL})"
+                );
+                let level_filter = level_filter.as_str();
                 let level = two_step(
                     claim_set,
                     &format!("id IN ({})", due_select("id", level_filter, "next_at")),
