@@ -327,26 +327,8 @@ async fn qtask_enqueue_rows(client: &Client, p: &Params, recorder: &Arc<Recorder
     emit("enqueue_1", p.n_enqueue as f64 / start.elapsed().as_secs_f64());
 
     let start = Instant::now();
-    let mut producers = tokio::task::JoinSet::new();
-    for k in 0..8 {
-        let client = client.clone();
-        let share = p.n_enqueue / 8;
-        producers.spawn(async move {
-            for i in 0..share {
-                client.create(task("enq8", json!({ "i": i, "k": k }))).await?;
-            }
-            Ok::<_, qtask_core::Error>(())
-        });
-    }
-    while let Some(joined) = producers.join_next().await {
-        joined
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("create: {e}"))?;
-    }
-    emit(
-        "enqueue_8",
-        (p.n_enqueue / 8 * 8) as f64 / start.elapsed().as_secs_f64(),
-    );
+    let n = create_from_producers(client, "enq8", p.n_enqueue, 8).await?;
+    emit("enqueue_8", n as f64 / start.elapsed().as_secs_f64());
 
     let start = Instant::now();
     create_batches(client, "enqb", p.n_enqueue, p.batch).await?;
@@ -357,6 +339,28 @@ async fn qtask_enqueue_rows(client: &Client, p: &Params, recorder: &Arc<Recorder
     Ok(())
 }
 
+/// `producers` loops at once, each creating its share of `n` one by one on `queue`;
+/// returns how many were created (`n` rounded down to a multiple of `producers`).
+async fn create_from_producers(client: &Client, queue: &str, n: u64, producers: u64) -> Result<u64, String> {
+    let share = n / producers;
+    let mut running = tokio::task::JoinSet::new();
+    for k in 0..producers {
+        let (client, queue) = (client.clone(), queue.to_string());
+        running.spawn(async move {
+            for i in 0..share {
+                client.create(task(&queue, json!({ "i": i, "k": k }))).await?;
+            }
+            Ok::<_, qtask_core::Error>(())
+        });
+    }
+    while let Some(joined) = running.join_next().await {
+        joined
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("create: {e}"))?;
+    }
+    Ok(share * producers)
+}
+
 /// `"enqueue_only": true`: `enqueue_1` and `enqueue_8` alone, each followed by the CPU
 /// per task of the driver and of each server process and, on PostgreSQL, the tasks per
 /// commit and per WAL flush. Those counters are the whole server's (other clients count
@@ -364,8 +368,7 @@ async fn qtask_enqueue_rows(client: &Client, p: &Params, recorder: &Arc<Recorder
 async fn enqueue_profile(client: &Client, p: &Params) -> Result<(), String> {
     let postgres = client.store().dialect() == Dialect::Postgres;
     for producers in [1u64, 8] {
-        let share = p.n_enqueue / producers;
-        let n = share * producers;
+        let n = p.n_enqueue / producers * producers;
         let counters = if postgres {
             Some(pg_counters(client).await?)
         } else {
@@ -374,21 +377,7 @@ async fn enqueue_profile(client: &Client, p: &Params) -> Result<(), String> {
         let cpu = crate::cpu::CpuUse::now();
         crate::cpu::perf_control("enable");
         let start = Instant::now();
-        let mut running = tokio::task::JoinSet::new();
-        for k in 0..producers {
-            let client = client.clone();
-            running.spawn(async move {
-                for i in 0..share {
-                    client.create(task("enqp", json!({ "i": i, "k": k }))).await?;
-                }
-                Ok::<_, qtask_core::Error>(())
-            });
-        }
-        while let Some(joined) = running.join_next().await {
-            joined
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("create: {e}"))?;
-        }
+        create_from_producers(client, "enqp", n, producers).await?;
         let elapsed = start.elapsed();
         crate::cpu::perf_control("disable");
         let cpu = crate::cpu::CpuUse::now().per_task_since(&cpu, n);

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{drop_table, fresh_pair, pairs, pop_due};
+use common::{drop_table, eventually, fresh_pair, pairs, pop_due};
 use qtask_core::{Client, Message, NewTask, Status, Worker};
 use serde_json::json;
 use tokio::sync::{mpsc, Notify};
@@ -25,13 +25,8 @@ fn task(name: &str) -> NewTask {
 }
 
 async fn wait_for_status(client: &Client, id: i64, status: Status) {
-    for _ in 0..200 {
-        if client.get(id).await.unwrap().status == status {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("task {id} never became {status:?}");
+    let what = format!("task {id} becomes {status:?}");
+    eventually(what, || async { client.get(id).await.unwrap().status == status }).await;
 }
 
 #[tokio::test]

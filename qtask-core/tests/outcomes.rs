@@ -25,13 +25,7 @@ fn task(kind: &str) -> NewTask {
 
 /// Polls (bounded) until `done` holds; the worker runs meanwhile.
 async fn until(mut done: impl FnMut() -> bool) {
-    for _ in 0..500 {
-        if done() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("not reached in 10 s");
+    common::eventually("the worker's handlers ran", || std::future::ready(done())).await;
 }
 
 #[tokio::test]

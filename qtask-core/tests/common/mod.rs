@@ -268,3 +268,18 @@ pub async fn pop_due(pair: &Pair, client: &Client, queue: &str, wait: Duration) 
     }
     client.pop(queue, wait).await.unwrap()
 }
+
+/// Polls `done` every 20 ms until it holds; panics naming `what` after 10 s.
+pub async fn eventually<F, Fut>(what: impl std::fmt::Display, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..500 {
+        if done().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("not reached in 10 s: {what}");
+}
