@@ -376,30 +376,32 @@ impl Slot {
             tokio::select! {
                 biased;
                 permit = slots.clone().acquire_owned() => self.permit = Some(permit.expect("never closed")),
-                _ = tokio::time::sleep_until(renew_at) => match self.renew(fence).await {
-                    Some(Fenced::Current(granted)) => renew_at = tokio::time::Instant::now() + granted / 2,
+                _ = tokio::time::sleep_until(renew_at) => match self.renew(fence, message.lease).await {
+                    Some(next) => renew_at = next,
                     // Another worker has the task now: this attempt must not start.
-                    Some(Fenced::Stale) => {
+                    None => {
                         self.counters.skipped.fetch_add(1, Ordering::Relaxed);
                         return;
                     }
-                    None => renew_at = tokio::time::Instant::now() + message.lease / 2,
                 },
             }
         }
         self.run(message, renew_at, handler).await
     }
 
-    /// Renews the lease of `fence`'s attempt: the new lease, stale, or None after an
-    /// error (logged; tried again at the next renewal).
-    async fn renew(&self, fence: Fence) -> Option<Fenced<Duration>> {
-        match self.client.renew(fence).await {
-            Ok(fenced) => Some(fenced),
+    /// Renews the lease of `fence`'s attempt: when to renew it next (at half the
+    /// granted lease; after an error, logged, at half of `lease`), or None once the
+    /// attempt is stale.
+    async fn renew(&self, fence: Fence, lease: Duration) -> Option<tokio::time::Instant> {
+        let half = match self.client.renew(fence).await {
+            Ok(Fenced::Current(granted)) => granted / 2,
+            Ok(Fenced::Stale) => return None,
             Err(err) => {
                 tracing::warn!(error = %err, task_id = fence.task_id, "qtask worker: lease renewal failed");
-                None
+                lease / 2
             }
-        }
+        };
+        Some(tokio::time::Instant::now() + half)
     }
 
     async fn run(mut self, message: Message, mut renew_at: tokio::time::Instant, handler: Handle) {
@@ -428,10 +430,9 @@ impl Slot {
                     break Outcome::Retry(time_limit_reason(limit.unwrap_or_default()));
                 }
                 _ = tokio::time::sleep_until(renew_at), if current => {
-                    match self.renew(fence).await {
-                        Some(Fenced::Current(granted)) => renew_at = tokio::time::Instant::now() + granted / 2,
-                        Some(Fenced::Stale) => current = false,
-                        None => renew_at = tokio::time::Instant::now() + lease / 2,
+                    match self.renew(fence, lease).await {
+                        Some(next) => renew_at = next,
+                        None => current = false,
                     }
                 }
             }
@@ -452,8 +453,9 @@ impl Slot {
         // A handler on a thread whose time is up keeps its slot until it returns.
         let free_slot = if timed_out { None } else { self.permit.take() };
         let finished = matches!(outcome, Outcome::Finish(_));
-        self.pace.handled(started.elapsed());
-        crate::telemetry::handler_done(&queue, finished, started.elapsed());
+        let handled_for = started.elapsed();
+        self.pace.handled(handled_for);
+        crate::telemetry::handler_done(&queue, finished, handled_for);
         let span = tracing::Span::current();
         span.record("outcome", outcome_name(&outcome));
         if matches!(outcome, Outcome::Retry(_) | Outcome::FailNow(_)) {

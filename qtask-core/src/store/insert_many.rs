@@ -14,14 +14,13 @@
 //! are checked against its row.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use serde_json::Value;
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AssertSqlSafe, Connection, Row};
 
 use super::insert::{bind_values, insert_rows_template, json_rows, values};
-use super::{is_conflict, Dialect, Inserted, Store};
+use super::{again_after_conflict, Dialect, Inserted, Store};
 use crate::error::{Error, Result};
 use crate::task::ValidTask;
 
@@ -492,8 +491,8 @@ impl Store {
 }
 
 /// After an attempt on a held connection: a connection that failed goes back to the
-/// pool, and true (after a pause) when the database chose the attempt as a deadlock
-/// or serialization victim, so that it runs again (as `retry_conflicts`).
+/// pool, and true (after a pause) when the attempt is to run again (as in
+/// `retry_conflicts`).
 async fn again_on_held<T>(
     held: &mut Option<PoolConnection<Any>>,
     result: &Result<T>,
@@ -503,14 +502,7 @@ async fn again_on_held<T>(
         return false;
     };
     *held = None;
-    match err {
-        Error::Database(err) if *attempt < 5 && is_conflict(err) => {
-            *attempt += 1;
-            tokio::time::sleep(Duration::from_millis(fastrand::u64(1..=10 * *attempt))).await;
-            true
-        }
-        _ => false,
-    }
+    again_after_conflict(err, attempt).await
 }
 
 #[cfg(test)]

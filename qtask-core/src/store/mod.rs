@@ -514,13 +514,27 @@ where
 {
     let mut attempt = 0;
     loop {
-        match op().await {
-            Err(Error::Database(err)) if attempt < 5 && is_conflict(&err) => {
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(fastrand::u64(1..=10 * attempt))).await;
+        let result = op().await;
+        if let Err(err) = &result {
+            if again_after_conflict(err, &mut attempt).await {
+                continue;
             }
-            other => return other,
         }
+        return result;
+    }
+}
+
+/// Whether an attempt that failed with `err` runs again: when the database chose it as
+/// a deadlock or serialization victim, up to 5 times, after a short random pause that
+/// grows with `attempt` (the retries so far, counted here).
+pub(crate) async fn again_after_conflict(err: &Error, attempt: &mut u64) -> bool {
+    match err {
+        Error::Database(err) if *attempt < 5 && is_conflict(err) => {
+            *attempt += 1;
+            tokio::time::sleep(Duration::from_millis(fastrand::u64(1..=10 * *attempt))).await;
+            true
+        }
+        _ => false,
     }
 }
 
