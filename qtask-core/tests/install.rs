@@ -36,6 +36,7 @@ async fn install_adds_missing_columns_and_keeps_rows() {
         // Before partial indexes, the due index held every row.
         let due = format!("{table}_due");
         let live_order = format!("{table}_live_order");
+        let status = format!("{table}_status");
         if db.name != "mariadb" {
             pool.execute(AssertSqlSafe(format!("DROP INDEX {due}")))
                 .await
@@ -52,6 +53,15 @@ async fn install_adds_missing_columns_and_keeps_rows() {
                 .unwrap();
             pool.execute(AssertSqlSafe(format!(
                 "CREATE UNIQUE INDEX {live_order} ON {table} (namespace, queue, live_key)"
+            )))
+            .await
+            .unwrap();
+            // Before it held ended rows only, `status` held every row.
+            pool.execute(AssertSqlSafe(format!("DROP INDEX {status}")))
+                .await
+                .unwrap();
+            pool.execute(AssertSqlSafe(format!(
+                "CREATE INDEX {status} ON {table} (namespace, status, id)"
             )))
             .await
             .unwrap();
@@ -126,6 +136,12 @@ async fn install_adds_missing_columns_and_keeps_rows() {
             let sql = index_sql(&c, db.name, &live_order).await;
             assert!(
                 sql.contains("UNIQUE") && sql.contains("live_key IS NOT NULL"),
+                "{}: {sql}",
+                db.name
+            );
+            let sql = index_sql(&c, db.name, &status).await;
+            assert!(
+                sql.contains("WHERE") && sql.contains("next_at IS NULL"),
                 "{}: {sql}",
                 db.name
             );

@@ -5,8 +5,11 @@
 //! none of them lowers `dispatch_count` (attempt numbers stay unique): a retry raises
 //! `max_count` instead.
 //!
-//! Index use (checked by `Store::explain`): lists and bulk work walk
-//! `{t}_status (namespace, status, id)` by id, so pages are keyset pages.
+//! Index use (checked by `Store::explain`): lists and bulk work on ended rows walk
+//! `{t}_status (namespace, status, id)` by id, so pages are keyset pages. That index
+//! holds ended rows only (schema.rs), so that a create and a claim write no entry in it;
+//! lists of live rows read the due indexes of live rows, which hold no more rows than
+//! the backlog.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -32,7 +35,10 @@ pub(super) const TASK_COLUMNS: &str =
 
 /// The failed rows a list of failed tasks reads (checked by explain).
 pub(super) const LIST_FAILED: &str =
-    "namespace = ? AND status = 90 AND id < 9223372036854775807 ORDER BY id DESC";
+    "namespace = ? AND status = 90 AND next_at IS NULL AND id < 9223372036854775807 ORDER BY id DESC";
+/// Live rows have a due time, ended rows none (statements.rs).
+const LIVE_ROWS: &str = "next_at IS NOT NULL";
+const ENDED_ROWS: &str = "next_at IS NULL";
 
 /// What a bulk statement does to the rows it selected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +54,16 @@ impl Bulk {
             Bulk::Retry => ENDED_RETRYABLE,
             Bulk::Cancel => LIVE,
         }
+    }
+
+    /// The rows the operation applies to: its statuses, and ended or live, so that the
+    /// selection of ended rows reads the `status` index of ended rows.
+    fn applies_to_rows(self) -> String {
+        let rows = match self {
+            Bulk::Retry => ENDED_ROWS,
+            Bulk::Cancel => LIVE_ROWS,
+        };
+        format!("status IN {} AND {rows}", self.applies_to())
     }
 
     fn check_status(self, status: Option<Status>) -> Result<()> {
@@ -96,9 +112,14 @@ enum Bind {
 fn filter_sql(filter: &TaskFilter) -> (String, Vec<Bind>) {
     let mut sql = String::new();
     let mut binds = Vec::new();
+    // `next_at` says live or ended (statements.rs): ended rows are found through the
+    // `status` index of ended rows, live ones through the due indexes.
     match filter.status {
-        Some(Status::Waiting) => sql.push_str(&format!(" AND status IN {WAITING}")),
-        Some(status) => sql.push_str(&format!(" AND status = {}", status.code())),
+        Some(Status::Waiting) => sql.push_str(&format!(" AND status IN {WAITING} AND {LIVE_ROWS}")),
+        Some(status @ Status::Processing) => {
+            sql.push_str(&format!(" AND status = {} AND {LIVE_ROWS}", status.code()))
+        }
+        Some(status) => sql.push_str(&format!(" AND status = {} AND {ENDED_ROWS}", status.code())),
         None => {}
     }
     if let Some(queue) = &filter.queue {
@@ -268,7 +289,7 @@ impl Store {
         let status_clause = if filter.status.is_some() {
             String::new()
         } else {
-            format!(" AND status IN {}", bulk.applies_to())
+            format!(" AND {}", bulk.applies_to_rows())
         };
         let select = self.sql(&format!(
             "SELECT id FROM {{t}} WHERE namespace = ?{clause}{status_clause} AND id > ? ORDER BY id LIMIT ?"
@@ -413,7 +434,7 @@ impl Store {
     pub(crate) async fn rates(&self, minutes: u32) -> Result<Vec<RatePoint>> {
         let sql = self.sql(&format!(
             "SELECT updated_at - (updated_at % {MINUTE_MS}) AS minute_at, status, COUNT(*) FROM {{t}} \
-             WHERE namespace = ? AND status IN (0, 90) AND updated_at >= {{now}} - ? \
+             WHERE namespace = ? AND status IN (0, 90) AND {ENDED_ROWS} AND updated_at >= {{now}} - ? \
              GROUP BY updated_at - (updated_at % {MINUTE_MS}), status"
         ));
         let rows = sqlx::query(sql)

@@ -29,7 +29,10 @@ impl Dialect {
     pub fn now_ms(self) -> &'static str {
         match self {
             Dialect::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
-            Dialect::Postgres => "CAST(EXTRACT(EPOCH FROM statement_timestamp()) * 1000 AS BIGINT)",
+            // date_part is double precision arithmetic (exact to the microsecond for
+            // this epoch); EXTRACT is numeric, about 4 times as slow, and a claim and
+            // a finish evaluate the clock about six times per task.
+            Dialect::Postgres => "CAST(date_part('epoch', statement_timestamp()) * 1000 AS BIGINT)",
             Dialect::MySql => "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)",
         }
     }

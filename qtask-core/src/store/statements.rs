@@ -164,10 +164,19 @@ impl Statements {
                 }
             }
         };
+        // The rows a claim takes, selected (and locked) by a subquery. PostgreSQL: as an
+        // array computed once, so that the generic plan of the prepared claim reads them
+        // by primary key. As `id IN (…)` its generic plan (the LIMIT a bound value) was a
+        // hash join over a scan of the whole table, so PostgreSQL planned every execution
+        // afresh instead (about as long as running it).
+        let claimed_ids = |select: String| match dialect {
+            Dialect::Postgres => format!("id = ANY(ARRAY({select}))"),
+            _ => format!("id IN ({select})"),
+        };
         let queue_filter = "AND queue = ?";
         let claim_due = two_step(
             claim_set,
-            &format!("id IN ({})", due_select("id", queue_filter, CLAIM_ORDER)),
+            &claimed_ids(due_select("id", queue_filter, CLAIM_ORDER)),
             &claimed_after,
             due_select(&claimed_before, queue_filter, CLAIM_ORDER),
         );
@@ -198,11 +207,22 @@ impl Statements {
             "rescued_attempt = {LEASE_LOST}, status = 21, next_at = {{now}} + timeout_ms, \
              updated_at = {{now}}"
         );
-        // Two steps on every database, so that the select reads next_at before the update
-        // moves it (the Redis queue scores offers by how long they have been due).
-        let offer_due = TwoStep::Locking {
-            select: fill(&due_select("id, queue, priority, {now} - next_at", "", "next_at")),
-            update: fill(&format!("UPDATE {{t}} SET {offer_set} WHERE id IN ({{ids}})")),
+        // The select reads next_at before the update moves it (the Redis queue scores
+        // offers by how long they have been due): two steps in a transaction, or on
+        // PostgreSQL one statement whose update (a data-modifying CTE) changes the rows
+        // its select locked, one trip and one prepared plan instead of four trips and an
+        // update parsed afresh per batch.
+        let offer_due = match dialect {
+            Dialect::Postgres => TwoStep::Returning(fill(&format!(
+                "WITH offered AS ({}), moved AS (UPDATE {{t}} SET {offer_set} \
+                 WHERE {}) SELECT id, queue, priority, overdue FROM offered",
+                due_select("id, queue, priority, {now} - next_at AS overdue", "", "next_at"),
+                claimed_ids("SELECT id FROM offered".to_string())
+            ))),
+            _ => TwoStep::Locking {
+                select: fill(&due_select("id, queue, priority, {now} - next_at", "", "next_at")),
+                update: fill(&format!("UPDATE {{t}} SET {offer_set} WHERE id IN ({{ids}})")),
+            },
         };
         // Offered rows of this namespace that may still be attempted. Locks taken by id.
         // Statements keyed by ids test the namespace inside a CASE, where no index can
@@ -288,7 +308,7 @@ impl Statements {
                 )
             };
             Carrying {
-                due: fill(&claimed(&format!("id IN ({due})"))),
+                due: fill(&claimed(&claimed_ids(due))),
                 offered: fill(&claimed(offered)),
             }
         });
