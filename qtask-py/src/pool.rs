@@ -13,11 +13,6 @@
 //! stay asleep instead of each waking up to queue for the GIL.
 //! Threads start on demand, not with the worker: an idle worker holds no handler
 //! thread (nor its stack, Python thread state and malloc arena).
-//! Outcomes go back to the engine a burst at a time (`Reply::send_all`: one wake-up
-//! of the engine, whose completer then writes them together), not one by one. They
-//! are sent when a burst ends, and before a thread runs the last task waiting, so that
-//! a handler that blocks never holds back the outcomes of those that ran before it
-//! (while tasks still wait, another thread is on its way: it sends them).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -47,8 +42,6 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Default)]
 struct Queue {
     jobs: VecDeque<Job>,
-    /// Outcomes of handlers that returned, not yet sent to the engine.
-    settled: Vec<(Reply, Outcome)>,
     /// Threads waiting for a job.
     sleeping: usize,
     /// Threads woken or started that have not looked at `jobs` yet.
@@ -143,10 +136,10 @@ impl Pool {
             if arrived {
                 queue.coming = queue.coming.saturating_sub(1);
             }
-            queue = match self.take_job(queue) {
-                Ok(job) => return Some(job),
-                Err(queue) => queue,
-            };
+            if let Some(job) = queue.jobs.pop_front() {
+                self.more_waiting(&mut queue);
+                return Some(job);
+            }
             if queue.closed {
                 return None;
             }
@@ -159,53 +152,27 @@ impl Pool {
 
     /// Another ready task, for a thread that holds the GIL.
     fn try_next(self: &Arc<Self>) -> Option<Job> {
-        self.take_job(lock(&self.queue)).ok()
+        let mut queue = lock(&self.queue);
+        let job = queue.jobs.pop_front()?;
+        self.more_waiting(&mut queue);
+        Some(job)
     }
 
-    /// Takes the next task and unlocks the queue (or gives it back, locked, if none
-    /// waits). Tasks still waiting get a thread of their own on its way, in case this
-    /// one's handler blocks; when none waits, the outcomes held are sent first, for
-    /// the same reason.
-    fn take_job<'a>(
-        self: &'a Arc<Self>,
-        mut queue: MutexGuard<'a, Queue>,
-    ) -> Result<Job, MutexGuard<'a, Queue>> {
-        let Some(job) = queue.jobs.pop_front() else {
-            return Err(queue); // still locked
-        };
-        if queue.jobs.is_empty() {
-            let settled = std::mem::take(&mut queue.settled);
-            drop(queue);
-            send_settled(settled);
-        } else if !queue.closed {
-            self.call_a_thread(&mut queue);
+    /// After taking a task: those still waiting get a thread of their own on its way,
+    /// in case this one's handler blocks.
+    fn more_waiting(self: &Arc<Self>, queue: &mut Queue) {
+        if !queue.jobs.is_empty() && !queue.closed {
+            self.call_a_thread(queue);
         }
-        Ok(job)
-    }
-
-    /// Holds one handler's outcome until its burst ends (or the next flush).
-    fn settle(&self, reply: Reply, outcome: Outcome) {
-        lock(&self.queue).settled.push((reply, outcome));
-    }
-
-    /// Sends the outcomes held: at the end of a burst.
-    fn flush(&self) {
-        let settled = std::mem::take(&mut lock(&self.queue).settled);
-        send_settled(settled);
     }
 
     fn serve(self: Arc<Self>) {
         let mut arrived = true; // started for a task
         let served = Python::try_attach(|py| {
-            let next = |arrived: bool| {
-                self.flush();
-                self.wait_next(arrived)
-            };
-            while let Some(mut job) = py.detach(|| next(std::mem::take(&mut arrived))) {
+            while let Some(mut job) = py.detach(|| self.wait_next(std::mem::take(&mut arrived))) {
                 // Holding the GIL: run what else is ready before letting go of it.
                 loop {
-                    let outcome = run_sync(py, &self.handler, job.message, job.time_up);
-                    self.settle(job.reply, outcome);
+                    run_sync(py, &self.handler, job);
                     match self.try_next() {
                         Some(next) => job = next,
                         None => break,
@@ -213,7 +180,6 @@ impl Pool {
                 }
             }
         });
-        self.flush();
         if served.is_none() {
             while let Some(job) = self.wait_next(std::mem::take(&mut arrived)) {
                 job.reply.send(Outcome::Retry(SHUTTING_DOWN.to_owned()));
@@ -230,25 +196,20 @@ fn time_up_object(py: Python<'_>, time_up: Option<qtask_core::TimeUp>) -> PyResu
     })
 }
 
-fn send_settled(settled: Vec<(Reply, Outcome)>) {
-    if !settled.is_empty() {
-        Reply::send_all(settled);
-    }
-}
-
 /// Calls the wrapper and reads its outcome; an exception out of the wrapper fails the
 /// attempt with the exception's type and message.
-fn run_sync(
-    py: Python<'_>,
-    handler: &Py<PyAny>,
-    message: Message,
-    time_up: Option<qtask_core::TimeUp>,
-) -> Outcome {
-    message_dict(py, &message)
+fn run_sync(py: Python<'_>, handler: &Py<PyAny>, job: Job) {
+    let Job {
+        message,
+        time_up,
+        reply,
+    } = job;
+    let outcome = message_dict(py, &message)
         .and_then(|dict| Ok((dict, time_up_object(py, time_up)?)))
         .and_then(|args| handler.call1(py, args))
         .map(|returned| outcome_of(returned.bind(py)))
-        .unwrap_or_else(|err| Outcome::Retry(err.to_string()))
+        .map_err(|err| err.to_string());
+    reply.send_returned(outcome);
 }
 
 /// Ends one `async def` handler's attempt: `send(outcome)` with what the wrapper
