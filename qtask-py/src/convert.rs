@@ -1,6 +1,7 @@
 //! A message as the Python dict a handler gets, built straight from the engine's
 //! JSON value: no JSON text in between (what `json.loads` would return).
 
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use qtask_core::Message;
@@ -8,19 +9,20 @@ use serde_json::Value;
 
 /// The message's fields as `qtask.Message(**fields)` takes them: `task_id`,
 /// `attempt`, `name`, `queue`, `deadline_at` and `input` (a dict of its own, so that
-/// its keys never meet ours; the same shape as `worker::message_json`).
+/// its keys never meet ours; the same shape as `worker::message_json`). The keys are
+/// interned: made once, not per message.
 pub(crate) fn message_dict<'py>(py: Python<'py>, message: &Message) -> PyResult<Bound<'py, PyDict>> {
     let input = PyDict::new(py);
     for (key, value) in &message.input {
         input.set_item(key, value_object(py, value)?)?;
     }
     let dict = PyDict::new(py);
-    dict.set_item("task_id", message.task_id)?;
-    dict.set_item("attempt", message.attempt)?;
-    dict.set_item("name", &message.name)?;
-    dict.set_item("queue", &message.queue)?;
-    dict.set_item("deadline_at", message.deadline_at)?;
-    dict.set_item("input", input)?;
+    dict.set_item(intern!(py, "task_id"), message.task_id)?;
+    dict.set_item(intern!(py, "attempt"), message.attempt)?;
+    dict.set_item(intern!(py, "name"), &message.name)?;
+    dict.set_item(intern!(py, "queue"), &message.queue)?;
+    dict.set_item(intern!(py, "deadline_at"), message.deadline_at)?;
+    dict.set_item(intern!(py, "input"), input)?;
     Ok(dict)
 }
 
