@@ -25,10 +25,14 @@ use crate::store::Dialect;
 use crate::task::{Fence, Fenced, Message, Status};
 
 mod pace;
+mod spare;
 use pace::Pace;
+use spare::Spare;
 
 /// How long one fetch waits for work; also how soon a stop request is noticed.
 const POLL_WAIT: Duration = Duration::from_millis(500);
+/// How long a claim keeps its slots to itself before it lends them (see [`Spare`]).
+const LEND_AFTER: Duration = Duration::from_millis(20);
 /// Claims in flight at once: the next is made while the previous one's commit is slow.
 const MAX_FETCHES: usize = 2;
 /// After the first slot frees up, the fetcher waits at most this long for half of the
@@ -173,6 +177,7 @@ impl Worker {
         let fetches = Arc::new(Semaphore::new(MAX_FETCHES));
         let errors = Arc::new(AtomicU32::new(0));
         let pace = Arc::new(Pace::default());
+        let spare = Arc::new(Spare::default());
         // A claim waits (up to GATHER) for half of the slots; on SQLite, whose one
         // connection runs one statement at a time so that two half claims only queue,
         // for all of them: client CPU per task 33–34.5 → 26.5–31 µs (20,000 tasks, c=32).
@@ -212,6 +217,7 @@ impl Worker {
                 errors: errors.clone(),
                 limits,
                 slots: slots.clone(),
+                spare: spare.clone(),
                 pace: pace.clone(),
             };
             running.spawn(fetch.run(claim, free, settle, fetch_permit, handler.clone()));
@@ -298,6 +304,7 @@ struct Fetch {
     errors: Arc<AtomicU32>,
     limits: Limits,
     slots: Arc<Semaphore>,
+    spare: Arc<Spare>,
     pace: Arc<Pace>,
 }
 
@@ -305,13 +312,27 @@ impl Fetch {
     async fn run(
         self,
         claim: usize,
-        mut free: Vec<OwnedSemaphorePermit>,
+        free: Vec<OwnedSemaphorePermit>,
         mut settle: OwnedSemaphorePermit,
         _in_flight: OwnedSemaphorePermit,
         handler: Handle,
     ) {
         let asked = std::time::Instant::now();
-        match self.client.fetch(&self.queue, claim, POLL_WAIT).await {
+        let fetch = self.client.fetch(&self.queue, claim, POLL_WAIT);
+        tokio::pin!(fetch);
+        // A claim that takes this long is most likely waiting on an empty queue: tasks
+        // claimed ahead may take its slots meanwhile. Lending on every claim instead
+        // split claims mid-drain (commits per 20,000 tasks 1,180 → 1,370).
+        let (fetched, mut free) = match tokio::time::timeout(LEND_AFTER, &mut fetch).await {
+            Ok(fetched) => (fetched, free),
+            Err(_) => {
+                let held = free.len();
+                self.spare.lend(free);
+                let fetched = fetch.await;
+                (fetched, self.spare.take_back(held))
+            }
+        };
+        match fetched {
             Ok(messages) => {
                 self.errors.store(0, Ordering::Relaxed);
                 if !messages.is_empty() {
@@ -329,7 +350,13 @@ impl Fetch {
                     let settled = settle.split(1);
                     let span = crate::trace::handle_span(&message);
                     let attempt = slot
-                        .wait_and_run(self.slots.clone(), message, claimed, handler.clone())
+                        .wait_and_run(
+                            self.slots.clone(),
+                            self.spare.clone(),
+                            message,
+                            claimed,
+                            handler.clone(),
+                        )
                         .instrument(span);
                     tokio::spawn(async move {
                         attempt.await;
@@ -362,10 +389,12 @@ struct Slot {
 
 impl Slot {
     /// Runs a task claimed at `claimed`; one claimed ahead of a free slot first waits
-    /// for a handler to end, its lease renewed meanwhile as a running task's is.
+    /// for one (lent by a slow claim, or freed by a handler), its lease renewed
+    /// meanwhile as a running task's is.
     async fn wait_and_run(
         mut self,
         slots: Arc<Semaphore>,
+        spare: Arc<Spare>,
         message: Message,
         claimed: tokio::time::Instant,
         handler: Handle,
@@ -375,7 +404,7 @@ impl Slot {
         while self.permit.is_none() {
             tokio::select! {
                 biased;
-                permit = slots.clone().acquire_owned() => self.permit = Some(permit.expect("never closed")),
+                permit = spare.acquire(&slots) => self.permit = Some(permit),
                 _ = tokio::time::sleep_until(renew_at) => match self.renew(fence, message.lease).await {
                     Some(next) => renew_at = next,
                     // Another worker has the task now: this attempt must not start.
