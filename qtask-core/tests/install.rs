@@ -33,38 +33,32 @@ async fn install_adds_missing_columns_and_keeps_rows() {
             .await
             .unwrap();
         assert!(c.get(id).await.is_err(), "{}: the column is gone", db.name);
-        // Before partial indexes, the due index held every row.
         let due = format!("{table}_due");
         let live_order = format!("{table}_live_order");
         let status = format!("{table}_status");
         if db.name != "mariadb" {
-            pool.execute(AssertSqlSafe(format!("DROP INDEX {due}")))
-                .await
-                .unwrap();
-            pool.execute(AssertSqlSafe(format!(
-                "CREATE INDEX {due} ON {table} (namespace, next_at)"
-            )))
-            .await
-            .unwrap();
+            // Before partial indexes, `due` and `live_order` held every row; before it
+            // held ended rows only, `status` did too.
+            for (index, create) in [
+                (
+                    &due,
+                    format!("CREATE INDEX {due} ON {table} (namespace, next_at)"),
+                ),
+                (
+                    &live_order,
+                    format!("CREATE UNIQUE INDEX {live_order} ON {table} (namespace, queue, live_key)"),
+                ),
+                (
+                    &status,
+                    format!("CREATE INDEX {status} ON {table} (namespace, status, id)"),
+                ),
+            ] {
+                pool.execute(AssertSqlSafe(format!("DROP INDEX {index}")))
+                    .await
+                    .unwrap();
+                pool.execute(AssertSqlSafe(create)).await.unwrap();
+            }
             assert!(!index_sql(&c, db.name, &due).await.contains("WHERE"));
-            // Before partial indexes, `live_order` held every row too.
-            pool.execute(AssertSqlSafe(format!("DROP INDEX {live_order}")))
-                .await
-                .unwrap();
-            pool.execute(AssertSqlSafe(format!(
-                "CREATE UNIQUE INDEX {live_order} ON {table} (namespace, queue, live_key)"
-            )))
-            .await
-            .unwrap();
-            // Before it held ended rows only, `status` held every row.
-            pool.execute(AssertSqlSafe(format!("DROP INDEX {status}")))
-                .await
-                .unwrap();
-            pool.execute(AssertSqlSafe(format!(
-                "CREATE INDEX {status} ON {table} (namespace, status, id)"
-            )))
-            .await
-            .unwrap();
         }
         // Older releases also made `queue_due`, which install now drops.
         let queue_due = format!("{table}_queue_due");
