@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, HashSet};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
+use super::schema::{ENDED_ROWS, LIVE_ROWS};
 use super::{Dialect, Store};
 use crate::admin::{QueueSummary, RatePoint, TaskFilter};
 use crate::error::{invalid, Error, Result};
@@ -36,9 +37,6 @@ pub(super) const TASK_COLUMNS: &str =
 /// The failed rows a list of failed tasks reads (checked by explain).
 pub(super) const LIST_FAILED: &str =
     "namespace = ? AND status = 90 AND next_at IS NULL AND id < 9223372036854775807 ORDER BY id DESC";
-/// Live rows have a due time, ended rows none (statements.rs).
-const LIVE_ROWS: &str = "next_at IS NOT NULL";
-const ENDED_ROWS: &str = "next_at IS NULL";
 
 /// What a bulk statement does to the rows it selected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

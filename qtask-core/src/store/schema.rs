@@ -44,9 +44,9 @@ pub(super) type Column = (&'static str, Kind, bool);
 type Index = (&'static str, &'static str, &'static str, &'static str);
 
 /// The rows of live tasks (waiting, offered, processing): only these are ever due.
-const LIVE_ROWS: &str = "next_at IS NOT NULL";
+pub(super) const LIVE_ROWS: &str = "next_at IS NOT NULL";
 /// The rows of ended tasks: only these are ever deleted by the cleanup.
-const ENDED_ROWS: &str = "next_at IS NULL";
+pub(super) const ENDED_ROWS: &str = "next_at IS NULL";
 /// The rows that hold a live order number: the only ones deduplicated.
 const ORDERED_ROWS: &str = "live_key IS NOT NULL";
 
