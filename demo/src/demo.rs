@@ -96,12 +96,8 @@ pub async fn run(args: DemoArgs) -> Result<bool, String> {
         Err(err) => Err(err),
     };
     if !sqlite {
-        let drop = format!("DROP TABLE {table}");
-        if let Err(err) = sqlx::query(AssertSqlSafe(drop))
-            .execute(client.store().pool())
-            .await
-        {
-            eprintln!("qtask-demo: could not drop {table}: {err}");
+        if let Err(err) = client.store().drop_tables().await {
+            eprintln!("qtask-demo: could not drop the tables of {table}: {err}");
         }
     }
     client.close().await;

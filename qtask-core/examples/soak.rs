@@ -603,9 +603,11 @@ async fn soak(
         lost,
         if passed { "" } else { "  FAILED" },
     );
-    let _ = sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
-        .execute(&admin)
-        .await;
+    for table in client.store().table_names() {
+        let _ = sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
+            .execute(&admin)
+            .await;
+    }
     if pair.queue != "db" {
         delete_keys(&pair.queue, &redis_prefix).await;
     }

@@ -291,8 +291,8 @@ static void test_postgres(const char *url) {
     OK(qtask_dispatch(client, kept, &dispatched));
     CHECK(dispatched); /* the db queue: workers claim due rows themselves */
 
-    char drop[160];
-    snprintf(drop, sizeof drop, "DROP TABLE IF EXISTS %stask, %squeue", prefix, prefix);
+    char drop[200];
+    snprintf(drop, sizeof drop, "DROP TABLE IF EXISTS %stask, %squeue, %sschedule", prefix, prefix, prefix);
     PQclear(PQexec(pg, drop));
     PQfinish(pg);
     qtask_close(client);

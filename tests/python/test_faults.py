@@ -111,6 +111,9 @@ def test_the_cli_hides_passwords() -> None:
         r = run(["--db", with_password, "--table-prefix", prefix, "stats"])
         assert r.returncode == 0 and SECRET not in r.stdout + r.stderr
     finally:
-        subprocess.run(["psql", pg, "-qc", f"DROP TABLE IF EXISTS {prefix}task"], capture_output=True)
+        subprocess.run(
+            ["psql", pg, "-qc", f"DROP TABLE IF EXISTS {prefix}task, {prefix}queue, {prefix}schedule"],
+            capture_output=True,
+        )
     r = run(["--db", f"postgres://u:{SECRET}@127.0.0.1:1/none", "stats"])
     assert r.returncode == 1 and SECRET not in r.stdout + r.stderr

@@ -97,7 +97,7 @@ def outbox(request: Any, tmp_path: Any) -> Iterator[Backend]:
     if db_kind != "sqlite":
         conn = _connect(backend)
         try:
-            for table in ("task", "queue"):
+            for table in ("task", "queue", "schedule"):
                 conn.cursor().execute(f"DROP TABLE IF EXISTS {prefix}{table}")
             conn.commit()
         finally:
@@ -296,7 +296,8 @@ def test_sqlalchemy_session_on_postgres() -> None:
             assert c.pop("SA", 2.0)["task_id"] == task_id  # type: ignore[index]
     finally:
         with engine.begin() as conn:
-            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {backend.table_prefix}task")
+            for table in ("task", "queue", "schedule"):
+                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {backend.table_prefix}{table}")
         engine.dispose()
 
 
