@@ -21,7 +21,7 @@ run_id="cb$$_$(date +%s)"
 cleanup() {
     rm -rf "$work"
     psql -q -X "$QTASK_TEST_PG_URL" >/dev/null 2>&1 <<SQL || true
-DROP TABLE IF EXISTS "${run_id}_d_task", "${run_id}_r_task";
+DROP TABLE IF EXISTS "${run_id}_d_task", "${run_id}_d_queue", "${run_id}_d_schedule", "${run_id}_r_task", "${run_id}_r_queue", "${run_id}_r_schedule";
 SQL
 }
 trap cleanup EXIT
