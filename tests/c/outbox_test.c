@@ -291,7 +291,7 @@ static void test_postgres(const char *url) {
     OK(qtask_dispatch(client, kept, &dispatched));
     CHECK(dispatched); /* the db queue: workers claim due rows themselves */
 
-    char drop[200];
+    char drop[256];
     snprintf(drop, sizeof drop, "DROP TABLE IF EXISTS %stask, %squeue, %sschedule", prefix, prefix, prefix);
     PQclear(PQexec(pg, drop));
     PQfinish(pg);
