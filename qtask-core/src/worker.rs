@@ -176,14 +176,17 @@ impl Worker {
         };
         let counters = Arc::new(Counters::default());
         let slots = Arc::new(Semaphore::new(self.concurrency));
-        // Claimed tasks whose outcome has not committed yet: bounded, so a slow
-        // database holds the fetcher back, and a worker that dies leaves at most this
-        // many tasks to run again.
+        // A task claimed ahead of a free slot holds one of these until it has a slot
+        // and a share of `unsettled`.
         let most_ahead = ahead_room(self.concurrency);
-        let capacity = self.concurrency * UNSETTLED_PER_SLOT + 2 * most_ahead;
-        let unsettled = Arc::new(Semaphore::new(capacity));
-        // A task claimed ahead of a free slot holds one of these until it has a slot.
         let ahead = Arc::new(Semaphore::new(most_ahead));
+        // Started tasks whose outcome has not committed yet: bounded, so a slow
+        // database holds the fetcher back (and tasks claimed ahead from starting), and
+        // a worker that dies leaves few run tasks to run again. A claim's worth more
+        // than the slots' share: finishes wait for the next claim to carry them, and
+        // with 4 per slot alone a c=8 drain stalled on them (31k → 6k tasks/s).
+        let capacity = self.concurrency * UNSETTLED_PER_SLOT + most_ahead;
+        let unsettled = Arc::new(Semaphore::new(capacity));
         let fetches = Arc::new(Semaphore::new(MAX_FETCHES));
         let errors = Arc::new(AtomicU32::new(0));
         let pace = Arc::new(Pace::default());
@@ -226,12 +229,18 @@ impl Worker {
                 // The pace changed since the room freed up: wait for a slot instead.
                 continue;
             }
-            let Ok(settle) = unsettled.clone().try_acquire_many_owned(claim as u32) else {
-                // Outcomes lag behind: let them commit before claiming more (waiting for
-                // the whole claim, so the next pass does not find them short again).
-                drop(free);
-                let _ = unsettled.clone().acquire_many_owned(claim as u32).await;
-                continue;
+            // The tasks for free slots start at once: their shares of `unsettled` now.
+            let settle = match free.len() {
+                0 => None,
+                n => match unsettled.clone().try_acquire_many_owned(n as u32) {
+                    Ok(settle) => Some(settle),
+                    Err(_) => {
+                        // Outcomes lag behind: let them commit before claiming more.
+                        drop(free);
+                        let _ = unsettled.clone().acquire_many_owned(n as u32).await;
+                        continue;
+                    }
+                },
             };
             let room = match claim - free.len() {
                 0 => None,
@@ -250,6 +259,7 @@ impl Worker {
                 errors: errors.clone(),
                 limits,
                 slots: slots.clone(),
+                unsettled: unsettled.clone(),
                 spare: spare.clone(),
                 pace: pace.clone(),
             };
@@ -266,7 +276,10 @@ impl Worker {
         }
         // Fetches in flight still hand out what they claimed: every claimed task runs.
         while running.join_next().await.is_some() {}
-        // Every claimed task holds one of these until its outcome committed.
+        // Every task claimed ahead has started (it takes its share of `unsettled`
+        // before it gives back its room), and every started one holds a share of
+        // `unsettled` until its outcome committed.
+        let _all_started = ahead.acquire_many(most_ahead as u32).await;
         let _all_settled = unsettled.acquire_many(capacity as u32).await;
         Ok(WorkerReport {
             finished: counters.finished.load(Ordering::Relaxed),
@@ -342,6 +355,7 @@ struct Fetch {
     errors: Arc<AtomicU32>,
     limits: Limits,
     slots: Arc<Semaphore>,
+    unsettled: Arc<Semaphore>,
     spare: Arc<Spare>,
     pace: Arc<Pace>,
 }
@@ -352,7 +366,7 @@ impl Fetch {
         claim: usize,
         free: Vec<OwnedSemaphorePermit>,
         mut room: Option<OwnedSemaphorePermit>,
-        mut settle: OwnedSemaphorePermit,
+        mut settle: Option<OwnedSemaphorePermit>,
         _in_flight: OwnedSemaphorePermit,
         handler: Handle,
     ) {
@@ -374,7 +388,11 @@ impl Fetch {
         match fetched {
             Ok(messages) => {
                 self.errors.store(0, Ordering::Relaxed);
-                if !messages.is_empty() {
+                // Only a claim that filled found a backlog: its time is a round trip.
+                // One that came back short may have waited for tasks to arrive, and
+                // counting that wait would make a trickle look like a backlog worth
+                // claiming far ahead for (a killed worker then held hundreds).
+                if messages.len() == claim {
                     self.pace.claimed(asked.elapsed());
                 }
                 let claimed = tokio::time::Instant::now();
@@ -394,22 +412,31 @@ impl Fetch {
                         permit,
                         ahead,
                     };
-                    let settled = settle.split(1);
+                    // Its share of `unsettled`: one of the claim's if it has a slot; a
+                    // task claimed ahead takes its own once it has one.
+                    let settled = match (&slot.permit, &mut settle) {
+                        (None, _) => None,
+                        (Some(_), Some(all)) if all.num_permits() > 1 => all.split(1),
+                        (Some(_), all) => all.take(),
+                    };
                     let span = crate::trace::handle_span(&message);
                     let attempt = slot
                         .wait_and_run(
-                            self.slots.clone(),
-                            self.spare.clone(),
+                            Waits {
+                                slots: self.slots.clone(),
+                                unsettled: self.unsettled.clone(),
+                                spare: self.spare.clone(),
+                            },
                             message,
                             claimed,
                             handler.clone(),
                         )
                         .instrument(span);
                     tokio::spawn(async move {
-                        attempt.await;
+                        let own = attempt.await;
                         // Freed once the attempt's span has closed too: a run that ends
                         // when every outcome committed has then reported every span.
-                        drop(settled);
+                        drop((settled, own));
                     });
                 }
                 // The room this claim did not fill goes back before its unused slots
@@ -427,6 +454,14 @@ impl Fetch {
     }
 }
 
+/// What a task claimed ahead waits for: a slot (a lent one first), then its share
+/// of the started tasks not settled yet.
+struct Waits {
+    slots: Arc<Semaphore>,
+    unsettled: Arc<Semaphore>,
+    spare: Arc<Spare>,
+}
+
 /// One claimed task. Its slot frees up as soon as the handler returns; its outcome
 /// then commits with others, and only after that is it counted (and its share of the
 /// unsettled permits freed).
@@ -442,23 +477,28 @@ struct Slot {
 
 impl Slot {
     /// Runs a task claimed at `claimed`; one claimed ahead of a free slot first waits
-    /// for one (lent by a slow claim, or freed by a handler), its lease renewed
-    /// meanwhile as a running task's is.
+    /// for one (lent by a slow claim, or freed by a handler) and for its share of
+    /// `unsettled`, its lease renewed meanwhile as a running task's is. Returns that
+    /// share, for the caller to free once the attempt's span has closed.
     async fn wait_and_run(
         mut self,
-        slots: Arc<Semaphore>,
-        spare: Arc<Spare>,
+        waits: Waits,
         message: Message,
         claimed: tokio::time::Instant,
         handler: Handle,
-    ) {
+    ) -> Option<OwnedSemaphorePermit> {
         let fence = message.fence();
         let mut renew_at = claimed + message.lease / 2;
-        while self.permit.is_none() {
+        let mut own_share = None;
+        while self.permit.is_none() || self.ahead.is_some() {
             tokio::select! {
                 biased;
-                permit = spare.acquire(&slots) => {
+                permit = waits.spare.acquire(&waits.slots), if self.permit.is_none() => {
                     self.permit = Some(permit);
+                }
+                share = waits.unsettled.clone().acquire_owned(), if self.permit.is_some() && own_share.is_none() => {
+                    own_share = Some(share.expect("never closed"));
+                    // Given back only now: a stop waits for the room, then for the shares.
                     self.ahead = None;
                 }
                 _ = tokio::time::sleep_until(renew_at) => match self.renew(fence, message.lease).await {
@@ -466,12 +506,13 @@ impl Slot {
                     // Another worker has the task now: this attempt must not start.
                     None => {
                         self.counters.skipped.fetch_add(1, Ordering::Relaxed);
-                        return;
+                        return own_share;
                     }
                 },
             }
         }
-        self.run(message, renew_at, handler).await
+        self.run(message, renew_at, handler).await;
+        own_share
     }
 
     /// Renews the lease of `fence`'s attempt: when to renew it next (at half the

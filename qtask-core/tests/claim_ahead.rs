@@ -105,3 +105,46 @@ async fn a_task_claimed_ahead_keeps_its_lease_while_it_waits_for_a_slot() {
         drop_table(&c).await;
     }
 }
+
+#[tokio::test]
+async fn a_stop_mid_drain_runs_every_task_it_claimed_ahead() {
+    const TASKS: usize = 300;
+    for pair in pairs().await {
+        let name = pair.name();
+        let (c, _clock) = fresh_pair(&pair).await;
+        c.create_many((0..TASKS).map(|_| task("quick")).collect())
+            .await
+            .unwrap();
+        c.sweep_once().await.unwrap();
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let enough = Arc::new(Notify::new());
+        let handler = {
+            let (calls, enough) = (calls.clone(), enough.clone());
+            move |_m: Message| {
+                let (calls, enough) = (calls.clone(), enough.clone());
+                async move {
+                    if calls.fetch_add(1, Ordering::SeqCst) + 1 == 40 {
+                        enough.notify_one();
+                    }
+                    Ok(())
+                }
+            }
+        };
+        // Short handlers: by the 40th call the worker claims far ahead of its 2 slots.
+        let report = Worker::new(c.clone(), Q)
+            .concurrency(2)
+            .run(handler, async move { enough.notified().await })
+            .await
+            .unwrap();
+        let stats = c.stats().await.unwrap();
+        let ran = calls.load(Ordering::SeqCst);
+        assert_eq!(
+            stats.processing, 0,
+            "{name}: a claimed task was left unfinished: {stats:?}"
+        );
+        assert_eq!(report.finished as usize, ran, "{name}: {report:?}");
+        assert_eq!(stats.finished as usize, ran, "{name}: {stats:?}");
+        assert_eq!(stats.waiting as usize, TASKS - ran, "{name}: {stats:?}");
+        drop_table(&c).await;
+    }
+}
