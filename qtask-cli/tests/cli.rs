@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use assert_cmd::cargo::CommandCargoExt;
 use qtask_core::blocking::Client;
-use qtask_core::sqlx::{AssertSqlSafe, Executor};
 use qtask_core::{Config, NewTask, Status};
 use serde_json::{json, Value};
 
@@ -125,18 +124,8 @@ impl World {
     }
 
     fn drop(self) {
-        let task = self.client.config().task_table();
-        let queue = format!("{}queue", self.prefix);
-        let schedule = format!("{}schedule", self.prefix);
-        let pool = self.client.as_async().store().pool().clone();
-        qtask_core::blocking::wait(async move {
-            for table in [task, queue, schedule] {
-                pool.execute(AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
-                    .await?;
-            }
-            Ok(())
-        })
-        .unwrap();
+        let client = self.client.as_async().clone();
+        qtask_core::blocking::wait(async move { Ok(client.store().drop_tables().await?) }).unwrap();
         self.client.close();
     }
 }

@@ -399,10 +399,10 @@ impl Fetch {
                 for message in messages {
                     let permit = free.pop();
                     // A task without a slot yet keeps its room ahead until it has one.
-                    let ahead = match (&permit, &mut room) {
-                        (Some(_), _) => None,
-                        (None, Some(left)) if left.num_permits() > 1 => left.split(1),
-                        (None, left) => left.take(),
+                    let ahead = if permit.is_none() {
+                        take_one(&mut room)
+                    } else {
+                        None
                     };
                     let slot = Slot {
                         client: self.client.clone(),
@@ -414,10 +414,10 @@ impl Fetch {
                     };
                     // Its share of `unsettled`: one of the claim's if it has a slot; a
                     // task claimed ahead takes its own once it has one.
-                    let settled = match (&slot.permit, &mut settle) {
-                        (None, _) => None,
-                        (Some(_), Some(all)) if all.num_permits() > 1 => all.split(1),
-                        (Some(_), all) => all.take(),
+                    let settled = if slot.permit.is_some() {
+                        take_one(&mut settle)
+                    } else {
+                        None
                     };
                     let span = crate::trace::handle_span(&message);
                     let attempt = slot
@@ -451,6 +451,14 @@ impl Fetch {
                 }
             }
         }
+    }
+}
+
+/// One permit of those `permits` holds (the last one is the permit itself).
+fn take_one(permits: &mut Option<OwnedSemaphorePermit>) -> Option<OwnedSemaphorePermit> {
+    match permits {
+        Some(many) if many.num_permits() > 1 => many.split(1),
+        _ => permits.take(),
     }
 }
 

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -116,7 +116,7 @@ async fn a_stop_mid_drain_runs_every_task_it_claimed_ahead() {
             .await
             .unwrap();
         c.sweep_once().await.unwrap();
-        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let calls = Arc::new(AtomicUsize::new(0));
         let enough = Arc::new(Notify::new());
         let handler = {
             let (calls, enough) = (calls.clone(), enough.clone());
