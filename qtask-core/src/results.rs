@@ -39,6 +39,8 @@ impl Client {
     ) -> Result<Fenced<Status>> {
         self.check_open()?;
         let store = self.store();
+        // Each path but the plain finish is boxed: a worker spawns this future's state
+        // with every attempt, and the writes' own states would make it kilobytes.
         let ended = match outcome {
             // Counted in its telemetry already.
             Outcome::Finish(None) => {
@@ -55,30 +57,31 @@ impl Client {
                         "the result is {} bytes, more than max_payload_bytes ({max})",
                         text.len()
                     );
-                    store
-                        .fail_attempt_now(fence, &reason)
+                    Box::pin(store.fail_attempt_now(fence, &reason))
                         .await?
                         .map(|()| Status::Failed)
                 } else {
-                    store
-                        .finish_with_result(fence, &text)
+                    Box::pin(store.finish_with_result(fence, &text))
                         .await?
                         .map(|()| Status::Finished)
                 }
             }
-            Outcome::Retry(text) => return self.fail_attempt(fence, text).await,
+            Outcome::Retry(text) => return Box::pin(self.fail_attempt(fence, text)).await,
             Outcome::RetryAfter(delay) => {
                 let delay_ms = duration_ms((*delay).min(MAX_RETRY_AFTER));
-                store.retry_attempt_after(fence, delay_ms).await?
+                Box::pin(store.retry_attempt_after(fence, delay_ms)).await?
             }
-            Outcome::Cancel(reason) => store
-                .cancel_attempt(fence, Some(truncate(reason, MAX_ERROR_BYTES)))
-                .await?
-                .map(|()| Status::Cancelled),
-            Outcome::FailNow(reason) => store
-                .fail_attempt_now(fence, truncate(reason, MAX_ERROR_BYTES))
-                .await?
-                .map(|()| Status::Failed),
+            Outcome::Cancel(reason) => {
+                Box::pin(store.cancel_attempt(fence, Some(truncate(reason, MAX_ERROR_BYTES))))
+                    .await?
+                    .map(|()| Status::Cancelled)
+            }
+            Outcome::FailNow(reason) => {
+                let reason = truncate(reason, MAX_ERROR_BYTES);
+                Box::pin(store.fail_attempt_now(fence, reason))
+                    .await?
+                    .map(|()| Status::Failed)
+            }
         };
         match ended {
             Fenced::Current(Status::Finished) => crate::telemetry::finished(),

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -432,12 +433,11 @@ impl Fetch {
                             handler.clone(),
                         )
                         .instrument(span);
-                    tokio::spawn(async move {
-                        let own = attempt.await;
-                        // Freed once the attempt's span has closed too: a run that ends
-                        // when every outcome committed has then reported every span.
-                        drop((settled, own));
-                    });
+                    // Freed once the attempt's span has closed too (`map` drops the
+                    // attempt first): a run that ends when every outcome committed has
+                    // then reported every span. Not an async block, which would move the
+                    // attempt (kilobytes) once more when first polled.
+                    tokio::spawn(attempt.map(move |own| drop((settled, own))));
                 }
                 // The room this claim did not fill goes back before its unused slots
                 // do: a slot freed here starts the next claim, which must see the room.
@@ -509,7 +509,7 @@ impl Slot {
                     // Given back only now: a stop waits for the room, then for the shares.
                     self.ahead = None;
                 }
-                _ = tokio::time::sleep_until(renew_at) => match self.renew(fence, message.lease).await {
+                _ = tokio::time::sleep_until(renew_at) => match Box::pin(self.renew(fence, message.lease)).await {
                     Some(next) => renew_at = next,
                     // Another worker has the task now: this attempt must not start.
                     None => {
@@ -525,7 +525,8 @@ impl Slot {
 
     /// Renews the lease of `fence`'s attempt: when to renew it next (at half the
     /// granted lease; after an error, logged, at half of `lease`), or None once the
-    /// attempt is stale.
+    /// attempt is stale. Callers box it: most attempts never renew, and its write's
+    /// state would grow every spawned attempt by that much.
     async fn renew(&self, fence: Fence, lease: Duration) -> Option<tokio::time::Instant> {
         let half = match self.client.renew(fence).await {
             Ok(Fenced::Current(granted)) => granted / 2,
@@ -564,7 +565,7 @@ impl Slot {
                     break Outcome::Retry(time_limit_reason(limit.unwrap_or_default()));
                 }
                 _ = tokio::time::sleep_until(renew_at), if current => {
-                    match self.renew(fence, lease).await {
+                    match Box::pin(self.renew(fence, lease)).await {
                         Some(next) => renew_at = next,
                         None => current = false,
                     }
