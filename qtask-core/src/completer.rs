@@ -34,6 +34,12 @@ const WORTH_ANOTHER_WRITE: usize = 16;
 /// loop writes whatever is still waiting after that.
 const CARRY_WAIT: Duration = Duration::from_millis(5);
 
+/// [`CARRY_WAIT`] while a worker drains a backlog (its last claim filled): its next
+/// claim comes once its room ahead runs low, which outcomes handed back in batches (a
+/// Go or C worker's) reach later than the 5 ms; only finish confirmations wait longer,
+/// never a task.
+const CARRY_WAIT_BACKLOG: Duration = Duration::from_millis(20);
+
 /// Who is to write a finish.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum FinishBy {
@@ -129,7 +135,13 @@ async fn write_loop(store: Store, mut incoming: mpsc::UnboundedReceiver<Request>
             continue;
         }
         if for_a_claim && writes.is_empty() && !ended {
-            let wait = carry_wait.get_or_insert_with(|| Box::pin(sleep_until(Instant::now() + CARRY_WAIT)));
+            let wait = carry_wait.get_or_insert_with(|| {
+                let wait = match store.waiting_finishes().backlog() {
+                    true => CARRY_WAIT_BACKLOG,
+                    false => CARRY_WAIT,
+                };
+                Box::pin(sleep_until(Instant::now() + wait))
+            });
             if Instant::now() < wait.deadline() {
                 let room = MAX_BATCH - batch.len();
                 tokio::select! {

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -393,9 +394,11 @@ impl Fetch {
                 // One that came back short may have waited for tasks to arrive, and
                 // counting that wait would make a trickle look like a backlog worth
                 // claiming far ahead for (a killed worker then held hundreds).
-                if messages.len() == claim {
+                let full = messages.len() == claim;
+                if full {
                     self.pace.claimed(asked.elapsed());
                 }
+                self.client.store().waiting_finishes().set_backlog(full);
                 let claimed = tokio::time::Instant::now();
                 for message in messages {
                     let permit = free.pop();
@@ -547,19 +550,23 @@ impl Slot {
         let time_up = TimeUp::new();
         // The task's own limit, else the worker's.
         let limit = message.time_limit.or(self.limits.time_limit);
-        // The handler's own spans nest in this attempt's `qtask.handle` span.
-        let mut job = tokio::spawn(handler(message, time_up.clone()).in_current_span());
+        // Polled here, in this attempt's task (so its spans nest in the attempt's
+        // `qtask.handle` span), not spawned: a task of its own cost every attempt an
+        // allocation and a wake-up more.
+        let mut job = Some(handler(message, time_up.clone()));
         let time_limit_at = tokio::time::Instant::now() + limit.unwrap_or(NO_LIMIT);
         let mut current = true;
         let mut timed_out = false;
         // Renew the lease at half its length while the handler runs; once the attempt
         // is stale there is nothing left to renew.
         let outcome = loop {
+            let running = job.as_mut().expect("taken only after the loop");
             tokio::select! {
-                joined = &mut job => break match joined {
-                    Ok(outcome) => outcome,
-                    Err(join) => Outcome::Retry(format!("handler panicked: {join}")),
-                },
+                returned = AssertUnwindSafe(running).catch_unwind() => {
+                    break returned.unwrap_or_else(|panic| {
+                        Outcome::Retry(format!("handler panicked: {}", panic_text(&*panic)))
+                    })
+                }
                 _ = tokio::time::sleep_until(time_limit_at), if limit.is_some() => {
                     timed_out = true;
                     break Outcome::Retry(time_limit_reason(limit.unwrap_or_default()));
@@ -576,7 +583,7 @@ impl Slot {
             // Hooks may wait for a lock the handler holds (Python's GIL): not on this thread.
             tokio::task::spawn_blocking(move || time_up.set());
             if self.limits.abort_on_time_up {
-                job.abort();
+                job = None;
             }
             tracing::warn!(
                 task_id = fence.task_id,
@@ -605,10 +612,10 @@ impl Slot {
             settle.await;
         }
         crate::telemetry::claim_to_finish(&queue, finished, started.elapsed());
-        if timed_out {
+        if let Some(job) = job.filter(|_| timed_out) {
             // A handler on a thread keeps its slot until it returns: never more threads
             // than the concurrency. Whatever it returns now is ignored.
-            let _ = job.await;
+            let _ = AssertUnwindSafe(job).catch_unwind().await;
         }
     }
 
@@ -639,6 +646,15 @@ impl Slot {
                 tracing::warn!(error = %err, task_id = fence.task_id, "qtask worker: writing the outcome failed")
             }
         }
+    }
+}
+
+/// What a panic said, when it said it with text.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(text), _) => text,
+        (_, Some(text)) => text,
+        _ => "(no message)",
     }
 }
 

@@ -147,6 +147,52 @@ async fn each_outcome_ends_the_task_its_way() {
     }
 }
 
+/// A handler that panics fails its attempt with the panic's text, to be retried like
+/// an error; the worker goes on with the next task.
+#[tokio::test]
+async fn a_panicking_handler_fails_its_attempt_and_the_worker_goes_on() {
+    for pair in pairs().await {
+        let name = pair.name();
+        let (c, _clock) = fresh_pair(&pair).await;
+        let panics = c.create(task("panic")).await.unwrap().id;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let worker = Worker::new(c.clone(), Q);
+        let running = tokio::spawn(worker.run(
+            |m: Message| async move {
+                if m.input["do"] == "panic" {
+                    panic!("boom in the handler");
+                }
+                Ok(())
+            },
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        common::eventually("the panicking attempt failed", || {
+            let c = c.clone();
+            async move { c.get(panics).await.unwrap().last_error.is_some() }
+        })
+        .await;
+        let after = c.create(task("finish")).await.unwrap().id;
+        c.sweep_once().await.unwrap();
+        common::eventually("the next task finished", || {
+            let c = c.clone();
+            async move { c.get(after).await.unwrap().status == Status::Finished }
+        })
+        .await;
+        stop.send(()).unwrap();
+        let report = running.await.unwrap().unwrap();
+        assert_eq!((report.failed, report.finished), (1, 1), "{name}: {report:?}");
+        let row = c.get(panics).await.unwrap();
+        assert_eq!(
+            (row.status, row.last_error.as_deref()),
+            (Status::Waiting, Some("handler panicked: boom in the handler")),
+            "{name}"
+        );
+        drop_table(&c).await;
+    }
+}
+
 /// A handler past the worker's time limit is dropped, and its attempt fails with the
 /// reason, to be retried like an error.
 #[tokio::test]

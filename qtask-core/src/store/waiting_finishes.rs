@@ -3,6 +3,7 @@
 //! finishes and its next claim then cost the database one statement, not two.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use tokio::sync::oneshot;
@@ -19,9 +20,14 @@ pub(crate) struct WaitingFinish {
     pub reply: FinishReply,
 }
 
-/// The finishes no write has taken yet, in the order they came.
+/// The finishes no write has taken yet, in the order they came, and whether a worker's
+/// last claim found a backlog (it filled): then its next claim comes soon, as soon as
+/// its slots free up, and is worth waiting for.
 #[derive(Default)]
-pub(crate) struct WaitingFinishes(Mutex<Vec<WaitingFinish>>);
+pub(crate) struct WaitingFinishes {
+    waiting: Mutex<Vec<WaitingFinish>>,
+    backlog: AtomicBool,
+}
 
 impl std::fmt::Debug for WaitingFinishes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -45,8 +51,17 @@ impl WaitingFinishes {
         waiting.drain(..n).collect()
     }
 
+    /// A worker's claim came back full (`true`) or short.
+    pub fn set_backlog(&self, backlog: bool) {
+        self.backlog.store(backlog, Ordering::Relaxed);
+    }
+
+    pub fn backlog(&self) -> bool {
+        self.backlog.load(Ordering::Relaxed)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<WaitingFinish>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
