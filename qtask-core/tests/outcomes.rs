@@ -147,6 +147,16 @@ async fn each_outcome_ends_the_task_its_way() {
     }
 }
 
+/// The task `id` waits for its next attempt, `reason` kept as its last error.
+async fn expect_retried(name: &str, c: &Client, id: i64, reason: &str) {
+    let row = c.get(id).await.unwrap();
+    assert_eq!(
+        (row.status, row.last_error.as_deref()),
+        (Status::Waiting, Some(reason)),
+        "{name}"
+    );
+}
+
 /// A handler that panics fails its attempt with the panic's text, to be retried like
 /// an error; the worker goes on with the next task.
 #[tokio::test]
@@ -183,12 +193,7 @@ async fn a_panicking_handler_fails_its_attempt_and_the_worker_goes_on() {
         stop.send(()).unwrap();
         let report = running.await.unwrap().unwrap();
         assert_eq!((report.failed, report.finished), (1, 1), "{name}: {report:?}");
-        let row = c.get(panics).await.unwrap();
-        assert_eq!(
-            (row.status, row.last_error.as_deref()),
-            (Status::Waiting, Some("handler panicked: boom in the handler")),
-            "{name}"
-        );
+        expect_retried(&name, &c, panics, "handler panicked: boom in the handler").await;
         drop_table(&c).await;
     }
 }
@@ -228,12 +233,7 @@ async fn a_time_limit_drops_the_handler_and_fails_the_attempt() {
         stop.send(()).unwrap();
         let report = running.await.unwrap().unwrap();
         assert_eq!((report.failed, report.finished), (1, 0), "{name}: {report:?}");
-        let row = c.get(id).await.unwrap();
-        assert_eq!(
-            (row.status, row.last_error.as_deref()),
-            (Status::Waiting, Some("time limit of 0.2s exceeded")),
-            "{name}"
-        );
+        expect_retried(&name, &c, id, "time limit of 0.2s exceeded").await;
         let zero = Worker::new(c.clone(), Q)
             .time_limit(Duration::ZERO)
             .run(|_m| async { Ok(()) }, async {})
