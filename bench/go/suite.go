@@ -407,7 +407,10 @@ func suiteQtask(p suiteParams, s *sink) (*suiteSystem, error) {
 	sys := &suiteSystem{close: func() {
 		cl.Close()
 		if strings.HasPrefix(p.DB, "postgres") {
-			dropTable(p.DB, p.Prefix+"task")
+			// The task table and the queue settings and schedule tables beside it.
+			for _, table := range []string{"task", "queue", "schedule"} {
+				dropTable(p.DB, p.Prefix+table)
+			}
 		}
 	}}
 	if err := cl.Install(ctx); err != nil {
