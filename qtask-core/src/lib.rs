@@ -51,7 +51,7 @@ pub use clock::{Clock, MAX_WAIT};
 pub use config::{Config, DB_QUEUE, DEFAULT_DB_URL};
 pub use error::{Error, Result};
 pub use maintenance::SweepReport;
-pub use outcome::{Outcome, TimeUp};
+pub use outcome::{panic_text, Outcome, TimeUp};
 pub use schedule::{Missed, Schedule, ScheduleInfo, MIN_EVERY, MISSED_AFTER, NO_MORE_TICKS};
 pub use secret::redact;
 pub use store::QueueLimits;

@@ -80,6 +80,15 @@ pub(crate) fn time_limit_reason(limit: Duration) -> String {
     format!("time limit of {}s exceeded", limit.as_secs_f64())
 }
 
+/// The text a panic was raised with (`panic!("…")` gives a `&str` or a `String`), from
+/// what `catch_unwind` caught; None for any other payload.
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> Option<&str> {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+}
+
 type Hook = Box<dyn FnOnce() + Send>;
 
 /// Tells a handler that runs on a thread (blocking worker, C, Python) that its time
@@ -140,6 +149,16 @@ impl TimeUp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panic_s_text_is_read_from_either_payload() {
+        let text: Box<dyn std::any::Any + Send> = Box::new("static");
+        assert_eq!(panic_text(&*text), Some("static"));
+        let owned: Box<dyn std::any::Any + Send> = Box::new(format!("owned {}", 1));
+        assert_eq!(panic_text(&*owned), Some("owned 1"));
+        let other: Box<dyn std::any::Any + Send> = Box::new(7_u32);
+        assert_eq!(panic_text(&*other), None);
+    }
 
     #[test]
     fn values_convert_into_outcomes() {

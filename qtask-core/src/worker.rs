@@ -22,7 +22,7 @@ use tracing::Instrument;
 use crate::client::Client;
 use crate::completer::FinishBy;
 use crate::error::{invalid, Result};
-use crate::outcome::{outcome_of, time_limit_reason, Outcome, TimeUp};
+use crate::outcome::{outcome_of, panic_text, time_limit_reason, Outcome, TimeUp};
 use crate::store::Dialect;
 use crate::task::{Fence, Fenced, Message, Status};
 
@@ -564,7 +564,8 @@ impl Slot {
             tokio::select! {
                 returned = AssertUnwindSafe(running).catch_unwind() => {
                     break returned.unwrap_or_else(|panic| {
-                        Outcome::Retry(format!("handler panicked: {}", panic_text(&*panic)))
+                        let text = panic_text(&*panic).unwrap_or("(no message)");
+                        Outcome::Retry(format!("handler panicked: {text}"))
                     })
                 }
                 _ = tokio::time::sleep_until(time_limit_at), if limit.is_some() => {
@@ -646,15 +647,6 @@ impl Slot {
                 tracing::warn!(error = %err, task_id = fence.task_id, "qtask worker: writing the outcome failed")
             }
         }
-    }
-}
-
-/// What a panic said, when it said it with text.
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
-    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
-        (Some(text), _) => text,
-        (_, Some(text)) => text,
-        _ => "(no message)",
     }
 }
 

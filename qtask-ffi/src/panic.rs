@@ -81,11 +81,7 @@ pub(crate) fn result(body: impl FnOnce() -> Result<(), Error>) -> qtask_result {
 }
 
 fn panic_error(payload: Box<dyn std::any::Any + Send>) -> Error {
-    let what = payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into());
+    let what = qtask_core::panic_text(&*payload).unwrap_or("unknown panic");
     Error::Internal(format!("panic inside qtask: {what}"))
 }
 
