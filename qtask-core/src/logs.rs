@@ -52,7 +52,11 @@ pub(crate) fn install_with(extra: ExtraLayer) -> bool {
 fn install(extra: Option<&mut Option<ExtraLayer>>) -> bool {
     *INSTALLED.get_or_init(|| {
         let layer = extra.and_then(Option::take);
-        let subscriber = tracing_subscriber::registry().with(layer).with(Forward);
+        // Without an exporter nothing reads spans: declined, each `info_span!` of the
+        // hot path is a no-op instead of a span in the registry (an allocation, and an
+        // enter and exit per poll of every attempt).
+        let forward = Forward { spans: layer.is_some() };
+        let subscriber = tracing_subscriber::registry().with(layer).with(forward);
         tracing::subscriber::set_global_default(subscriber).is_ok()
     })
 }
@@ -62,11 +66,15 @@ pub fn stop_forwarding() {
     *SINK.write().unwrap_or_else(|e| e.into_inner()) = None;
 }
 
-struct Forward;
+/// Forwards events to the sink. A layer that declines a span declines it for every
+/// layer of the subscriber, so it lets spans through only for an exporter beside it.
+struct Forward {
+    spans: bool,
+}
 
 impl<S: Subscriber> Layer<S> for Forward {
     fn enabled(&self, metadata: &tracing::Metadata<'_>, _: Context<'_, S>) -> bool {
-        *metadata.level() <= Level::INFO
+        *metadata.level() <= Level::INFO && (self.spans || metadata.is_event())
     }
 
     fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
@@ -138,10 +146,16 @@ mod tests {
             "qtask: queue unreachable"
         );
         tracing::debug!("not forwarded");
+        // Without an exporter spans are declined (each would cost an attempt a
+        // registry entry), and events inside one still arrive.
+        let span = tracing::info_span!("qtask.handle", task_id = 7);
+        assert!(span.is_disabled());
+        span.in_scope(|| tracing::info!("inside a span"));
         stop_forwarding();
         tracing::warn!("after stop");
         let seen = seen.lock().unwrap();
-        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(seen[1], (LogLevel::Info, "inside a span".to_string()));
         assert_eq!(seen[0].0, LogLevel::Warn);
         assert!(seen[0].1.starts_with("qtask: queue unreachable"), "{}", seen[0].1);
         assert!(
