@@ -55,7 +55,9 @@ fn install(extra: Option<&mut Option<ExtraLayer>>) -> bool {
         // Without an exporter nothing reads spans: declined, each `info_span!` of the
         // hot path is a no-op instead of a span in the registry (an allocation, and an
         // enter and exit per poll of every attempt).
-        let forward = Forward { spans: layer.is_some() };
+        let forward = Forward {
+            spans: layer.is_some(),
+        };
         let subscriber = tracing_subscriber::registry().with(layer).with(forward);
         tracing::subscriber::set_global_default(subscriber).is_ok()
     })
