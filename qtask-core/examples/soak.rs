@@ -434,6 +434,8 @@ async fn soak(
     }
 
     let mut faults: HashMap<&'static str, u64> = HashMap::new();
+    // When each fault struck, to name the ones behind a re-run over the recovery bound.
+    let mut struck: Vec<(i64, &'static str)> = Vec::new();
     let mut next_task = 0u64;
     let mut create_errors = 0u64;
     let mut created_ids = std::collections::HashSet::new();
@@ -468,6 +470,7 @@ async fn soak(
             && started.elapsed() >= fault_time / 2;
         if restart_now && pg_restart.restart()? {
             *faults.entry("restarted postgres").or_default() += 1;
+            struck.push((now_ms(), "restarted postgres"));
             continue;
         }
         let fault = match fastrand::u8(0..10) {
@@ -506,6 +509,9 @@ async fn soak(
             _ => "none",
         };
         *faults.entry(fault).or_default() += 1;
+        if fault != "none" {
+            struck.push((now_ms(), fault));
+        }
         tokio::time::sleep(Duration::from_millis(fastrand::u64(150..400))).await;
     }
     procs.resume_due(true);
@@ -548,6 +554,7 @@ async fn soak(
     // Redis, the sweeper killed) adds another timeout + sweep: counted as over_bound.
     let mut longest_recovery = 0i64;
     let mut over_bound = 0;
+    let mut slowest: Vec<(i64, i64, i64)> = Vec::new();
     for row in &rows {
         let id: i64 = row.try_get(0).map_err(|e| e.to_string())?;
         created_ids.remove(&id);
@@ -570,6 +577,7 @@ async fn soak(
                     longest_recovery = longest_recovery.max(gap);
                     if gap > (TIMEOUT + SWEEP).as_millis() as i64 {
                         over_bound += 1;
+                        slowest.push((gap, id, w[0].1));
                     }
                 }
             }
@@ -614,7 +622,36 @@ async fn soak(
     client.close().await;
     admin.close().await;
     let _ = std::fs::remove_file(&ledger);
-    Ok(Summary { line, passed })
+    Ok(Summary {
+        line: line + &slowest_recoveries(pair.name, slowest, &struck),
+        passed,
+    })
+}
+
+/// The three slowest re-runs over the recovery bound, each with the faults that struck
+/// between its two runs (ms after the first), one line each.
+fn slowest_recoveries(pair: &str, mut slowest: Vec<(i64, i64, i64)>, struck: &[(i64, &str)]) -> String {
+    slowest.sort_unstable_by(|a, b| b.cmp(a));
+    slowest
+        .iter()
+        .take(3)
+        .map(|&(gap, id, first)| {
+            let between: Vec<String> = struck
+                .iter()
+                .filter(|(at, _)| *at >= first && *at <= first + gap)
+                .map(|(at, kind)| format!("{kind} +{:.1}s", (at - first) as f64 / 1000.0))
+                .collect();
+            format!(
+                "\n  {pair}: task {id} ran again {:.1}s later; faults between: {}",
+                gap as f64 / 1000.0,
+                if between.is_empty() {
+                    "none".to_string()
+                } else {
+                    between.join(", ")
+                }
+            )
+        })
+        .collect()
 }
 
 /// Kills the database connections that last ran a statement on the soak's table
