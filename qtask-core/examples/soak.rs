@@ -433,8 +433,8 @@ async fn soak(
         procs.sweepers.push(s);
     }
 
-    let mut faults: HashMap<&'static str, u64> = HashMap::new();
-    // When each fault struck, to name the ones behind a re-run over the recovery bound.
+    // When each fault struck and what it was: counted by kind in the summary, and
+    // named beside the re-runs over the recovery bound.
     let mut struck: Vec<(i64, &'static str)> = Vec::new();
     let mut next_task = 0u64;
     let mut create_errors = 0u64;
@@ -469,7 +469,6 @@ async fn soak(
             && pair.db.starts_with("postgres")
             && started.elapsed() >= fault_time / 2;
         if restart_now && pg_restart.restart()? {
-            *faults.entry("restarted postgres").or_default() += 1;
             struck.push((now_ms(), "restarted postgres"));
             continue;
         }
@@ -508,7 +507,6 @@ async fn soak(
             }
             _ => "none",
         };
-        *faults.entry(fault).or_default() += 1;
         if fault != "none" {
             struck.push((now_ms(), fault));
         }
@@ -585,15 +583,17 @@ async fn soak(
     }
     // A created task missing from the table was lost.
     lost += created_ids.len() as i64;
-    let injected: u64 = faults.iter().filter(|(k, _)| **k != "none").map(|(_, v)| v).sum();
+    let injected = struck.len() as u64;
     // Each fault can interrupt at most one process's claims in flight (fetched batches
     // included): a generous bound of 2 × concurrency × faults.
     let bound = 2 * CONCURRENCY as i64 * injected as i64;
     // A Python worker that was started must have run tasks too.
     let python_ok = procs.python.is_none() || python_runs > 0;
     let passed = lost == 0 && never_run == 0 && stale == 0 && duplicates <= bound && left == 0 && python_ok;
-    let mut kinds: Vec<_> = faults.iter().filter(|(k, _)| **k != "none").collect();
-    kinds.sort();
+    let mut kinds: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for (_, kind) in &struck {
+        *kinds.entry(kind).or_default() += 1;
+    }
     let line = format!(
         "{}: tasks {} ({} runs by Python), faults {} ({}), duplicates {} (bound {}), longest recovery {:.1}s (bound: timeout + sweep interval = {}s; {} re-runs over it), never-run {}, stale outcomes {}, lost {}{}",
         pair.name,
