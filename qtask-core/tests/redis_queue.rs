@@ -47,6 +47,7 @@ on_each_db!(
     worker_killed,
     connections_killed,
     redis_down_at_create,
+    blocked_fetch_takes_the_batch,
     two_sweepers,
     cluster_full_cycle,
     cluster_flush_recovery,
@@ -726,6 +727,92 @@ async fn child_outage_worker() {
     let report = run.await.unwrap().unwrap();
     assert_eq!(report.finished, 0);
     client.close().await;
+}
+
+/// A fetch blocked on an empty queue takes, when a batch is offered, the whole batch
+/// in one call: with BZMPOP on Redis 7, and on a Redis without it (before 7; here the
+/// command is renamed away) with BZPOPMIN and then ZPOPMIN, twice, and a worker there
+/// handles each task once.
+async fn blocked_fetch_takes_the_batch(kind: DbKind) {
+    for redis_7 in [true, false] {
+        let extra: &[&str] = if redis_7 {
+            &[]
+        } else {
+            &["--rename-command", "BZMPOP", ""]
+        };
+        let Some(server) = RedisServer::start_with(extra).await else {
+            return;
+        };
+        let Some(t) = Setup::new(kind, &server.url()).await else {
+            return;
+        };
+        let mut conn = server.conn().await;
+        let known: Result<(), ::redis::RedisError> = ::redis::cmd("BZMPOP")
+            .arg(0.01)
+            .arg(1)
+            .arg("k")
+            .arg("MIN")
+            .query_async(&mut conn)
+            .await;
+        assert_eq!(known.is_ok(), redis_7, "BZMPOP on this server: {known:?}");
+        let (c, q) = (t.client.clone(), t.queue.clone());
+        for round in 0..2 {
+            let fetch = tokio::spawn({
+                let (c, q) = (c.clone(), q.clone());
+                async move { c.fetch(&q, 50, Duration::from_secs(10)).await }
+            });
+            // The fetch is waiting in its blocking pop when the batch arrives.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let created = c
+                .create_many((0..20).map(|i| task(round * 20 + i, &q)).collect())
+                .await
+                .unwrap();
+            let fetched = fetch.await.unwrap().expect("blocked fetch");
+            let mut got: Vec<i64> = fetched.iter().map(|m| m.task_id).collect();
+            let mut want: Vec<i64> = created.iter().map(|cr| cr.id).collect();
+            got.sort_unstable();
+            want.sort_unstable();
+            assert_eq!(
+                got, want,
+                "redis 7: {redis_7}, round {round}: the whole batch at once"
+            );
+            for m in &fetched {
+                c.finish_attempt(m.fence()).await.unwrap();
+            }
+        }
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let run = tokio::spawn(Worker::new(c.clone(), &q).concurrency(8).run(
+            {
+                let seen = seen.clone();
+                move |m: Message| {
+                    seen.lock().unwrap().push(m.task_id);
+                    async { Ok(()) }
+                }
+            },
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut want: Vec<i64> = c
+            .create_many((40..60).map(|i| task(i, &q)).collect())
+            .await
+            .unwrap()
+            .iter()
+            .map(|cr| cr.id)
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while seen.lock().unwrap().len() < want.len() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = stop.send(());
+        assert_eq!(run.await.unwrap().unwrap().finished, 20);
+        let mut handled = seen.lock().unwrap().clone();
+        handled.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(handled, want, "redis 7: {redis_7}: each task handled once");
+    }
 }
 
 /// A worker and a sweeper that cannot reach Redis keep retrying with a back-off: they

@@ -3,7 +3,8 @@
 //! Cluster every key of one queue lives in one slot. An offer is `ZADD NX` (scored by
 //! the time of the first offer, then by id, so first in, first out, and a task is on
 //! its queue at most once however often it is offered); a fetch pops up to N ids (`ZPOPMIN`, or
-//! `BZPOPMIN` while the queue is empty) and claims them in one statement.
+//! `BZMPOP … COUNT N` while the queue is empty; `BZPOPMIN` then `ZPOPMIN` before Redis 7)
+//! and claims them in one statement.
 //!
 //! Redis only carries offers: the task table is the truth. An offer lost with Redis
 //! (FLUSHALL, a restart without persistence, a killed connection, a worker that died
@@ -17,6 +18,7 @@
 //! a small pool of idle ones.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex as SyncMutex;
 use std::time::Duration;
 
@@ -66,10 +68,12 @@ pub struct RedisQueue {
     store: Store,
     shared: Mutex<Shared>,
     idle: SyncMutex<Vec<BlockingConn>>,
+    /// Cleared once Redis answers BZMPOP (Redis 7) with "unknown command".
+    bzmpop: AtomicBool,
 }
 
-/// What BZPOPMIN replies: the key, the member (a task id) and its score, or nothing.
-type PopReply = Result<Option<(String, String, f64)>, RedisError>;
+/// What a blocking pop took: members (task ids) and their scores.
+type PopReply = Result<Vec<(String, f64)>, RedisError>;
 
 /// A connection for blocking pops and, on a single Redis, its `CLIENT ID`, by which a
 /// cancelled pop is unblocked from the shared connection (`CLIENT UNBLOCK`).
@@ -131,6 +135,7 @@ impl RedisQueue {
             store,
             shared: Mutex::default(),
             idle: SyncMutex::default(),
+            bzmpop: AtomicBool::new(true),
         };
         if let Err(err) = queue.shared_conn().await {
             tracing::warn!(error = %err, url = %queue.url,
@@ -294,15 +299,17 @@ impl RedisQueue {
         }
     }
 
-    /// One id, waiting at most `wait` (at least 1 ms) on a connection of its own
-    /// (BZPOPMIN), or until `cancel`. An idle connection found broken (Redis
-    /// restarted, connections killed) is replaced once.
+    /// Up to `max` ids, waiting at most `wait` (at least 1 ms) for the first on a
+    /// connection of its own, or until `cancel`. One round trip on Redis 7 (BZMPOP);
+    /// before it, BZPOPMIN and then ZPOPMIN for the rest. An idle connection found
+    /// broken (Redis restarted, connections killed) is replaced once.
     async fn take_blocking(
         &self,
         key: &str,
+        max: usize,
         wait: Duration,
         cancel: &CancellationToken,
-    ) -> Result<Option<String>> {
+    ) -> Result<Vec<String>> {
         let until = deadline_after(wait);
         let (blocking, mut reused) = match self.take_idle() {
             Some(conn) => (conn, true),
@@ -316,13 +323,9 @@ impl RedisQueue {
             let left = until.saturating_duration_since(Instant::now());
             // Redis 6+ takes fractional seconds; 0 would mean "forever".
             let secs = left.as_millis().max(1) as f64 / 1000.0;
-            let mut cmd = redis::cmd("BZPOPMIN");
-            cmd.arg(key).arg(secs);
+            let many = max > 1 && self.bzmpop.load(Ordering::Relaxed);
             let reply = async move {
-                let result: PopReply = match &mut conn {
-                    Conn::Single(c) => cmd.query_async(c).await,
-                    Conn::Cluster(c) => cmd.query_async(c).await,
-                };
+                let result = blocking_pop(&mut conn, key, secs, many.then_some(max)).await;
                 (conn, result)
             };
             let limit = left + BLOCKING_GRACE;
@@ -331,13 +334,23 @@ impl RedisQueue {
                 replied = &mut reply => replied,
                 _ = cancel.cancelled() => {
                     self.cancel_blocking(key, client_id, reply).await;
-                    return Ok(None);
+                    return Ok(Vec::new());
                 }
             };
             match replied {
                 Ok((conn, Ok(popped))) => {
                     self.put_idle(BlockingConn { conn, client_id });
-                    return Ok(popped.map(|(_, id, _)| id));
+                    let mut ids: Vec<String> = popped.into_iter().map(|(id, _)| id).collect();
+                    // BZPOPMIN took one; those offered with it come along.
+                    if !many && !ids.is_empty() && max > 1 {
+                        ids.extend(self.take_now(key, max - 1).await?);
+                    }
+                    return Ok(ids);
+                }
+                Ok((back, Err(err))) if many && is_unknown_command(&err) => {
+                    tracing::debug!(url = %self.url, "qtask: Redis before 7 has no BZMPOP; popping with BZPOPMIN");
+                    self.bzmpop.store(false, Ordering::Relaxed);
+                    conn = back;
                 }
                 Ok((broken, Err(err))) if breaks_connection(&err) => {
                     drop(broken);
@@ -407,16 +420,15 @@ impl RedisQueue {
             conn,
             client_id: Some(client_id),
         });
-        if let Some((_, id, score)) = popped {
-            let put_back: Result<(), RedisError> = redis::cmd("ZADD")
-                .arg(key)
-                .arg("NX")
-                .arg(score)
-                .arg(&id)
-                .query_async(&mut shared)
-                .await;
-            if let Err(err) = put_back {
-                tracing::debug!(error = %err, member = %id, "qtask: an offer taken by a cancelled pop waits for the sweeper");
+        if !popped.is_empty() {
+            let mut put_back = redis::cmd("ZADD");
+            put_back.arg(key).arg("NX");
+            for (id, score) in &popped {
+                put_back.arg(score).arg(id);
+            }
+            if let Err(err) = put_back.query_async::<()>(&mut shared).await {
+                tracing::debug!(error = %err, count = popped.len(),
+                    "qtask: offers taken by a cancelled pop wait for the sweeper");
                 self.shared_failed(generation, &err).await;
             }
         }
@@ -519,13 +531,9 @@ impl Queue for RedisQueue {
                 if left < Duration::from_millis(1) {
                     return Ok(Vec::new());
                 }
-                ids.extend(self.take_blocking(&key, left, cancel).await?);
+                ids = self.take_blocking(&key, max, left, cancel).await?;
                 if ids.is_empty() {
                     return Ok(Vec::new());
-                }
-                // The wait returns one offer; those offered with it come along.
-                if max > 1 {
-                    ids.extend(self.take_now(&key, max - 1).await?);
                 }
             }
             let ids: Vec<i64> = ids
@@ -578,6 +586,39 @@ fn score(unix_ms: i64, priority: i64) -> f64 {
 
 /// Whether an error may have left the connection unusable (anything but a plain
 /// error reply from the server).
+/// One blocking pop on `conn`: BZMPOP of up to `many` members, or BZPOPMIN of one.
+async fn blocking_pop(conn: &mut Conn, key: &str, secs: f64, many: Option<usize>) -> PopReply {
+    match many {
+        Some(count) => {
+            let mut cmd = redis::cmd("BZMPOP");
+            cmd.arg(secs).arg(1).arg(key).arg("MIN").arg("COUNT").arg(count);
+            // The key, then [member, score] pairs; nil after the timeout.
+            let reply: Option<(String, Vec<(String, f64)>)> = match conn {
+                Conn::Single(c) => cmd.query_async(c).await?,
+                Conn::Cluster(c) => cmd.query_async(c).await?,
+            };
+            Ok(reply.map(|(_, popped)| popped).unwrap_or_default())
+        }
+        None => {
+            let mut cmd = redis::cmd("BZPOPMIN");
+            cmd.arg(key).arg(secs);
+            // The key, the member and its score; nil after the timeout.
+            let reply: Option<(String, String, f64)> = match conn {
+                Conn::Single(c) => cmd.query_async(c).await?,
+                Conn::Cluster(c) => cmd.query_async(c).await?,
+            };
+            Ok(reply.map(|(_, id, score)| vec![(id, score)]).unwrap_or_default())
+        }
+    }
+}
+
+/// Redis refused a command it does not know (BZMPOP before Redis 7).
+fn is_unknown_command(err: &RedisError) -> bool {
+    matches!(err.kind(), ErrorKind::Server(_))
+        && err.code() == Some("ERR")
+        && err.detail().is_some_and(|d| d.starts_with("unknown command"))
+}
+
 fn breaks_connection(err: &RedisError) -> bool {
     !matches!(err.kind(), ErrorKind::Server(_)) || err.is_cluster_error()
 }

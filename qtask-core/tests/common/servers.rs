@@ -15,16 +15,27 @@ use super::skip;
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
+    /// More `redis-server` arguments, kept across restarts.
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     /// None (after a SKIP line) when `redis-server` cannot be run here.
     pub async fn start() -> Option<RedisServer> {
+        Self::start_with(&[]).await
+    }
+
+    /// [`RedisServer::start`] with more `redis-server` arguments.
+    pub async fn start_with(extra: &[&str]) -> Option<RedisServer> {
         let port = {
             let listener = TcpListener::bind("127.0.0.1:0").expect("free port");
             listener.local_addr().unwrap().port()
         };
-        let mut server = RedisServer { port, child: None };
+        let mut server = RedisServer {
+            port,
+            child: None,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
+        };
         if let Err(err) = server.spawn().await {
             skip("redis-server (private)", &format!("{} ({err})", server.url()));
             return None;
@@ -41,6 +52,7 @@ impl RedisServer {
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--dir"])
             .arg(std::env::temp_dir())
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
