@@ -98,6 +98,15 @@ enum Conn {
     Cluster(ClusterConnection),
 }
 
+impl Conn {
+    async fn query<T: redis::FromRedisValue>(&mut self, cmd: &redis::Cmd) -> Result<T, RedisError> {
+        match self {
+            Conn::Single(c) => cmd.query_async(c).await,
+            Conn::Cluster(c) => cmd.query_async(c).await,
+        }
+    }
+}
+
 /// The push connection and what is known about reaching Redis.
 #[derive(Default)]
 struct Shared {
@@ -283,13 +292,10 @@ impl RedisQueue {
 
     /// Up to `max` ids, without waiting (ZPOPMIN on the shared connection).
     async fn take_now(&self, key: &str, max: usize) -> Result<Vec<String>> {
-        let (conn, generation) = self.shared_conn().await?;
+        let (mut conn, generation) = self.shared_conn().await?;
         let mut cmd = redis::cmd("ZPOPMIN");
         cmd.arg(key).arg(max.max(1));
-        let result: Result<Vec<(String, f64)>, RedisError> = match conn {
-            Conn::Single(mut c) => cmd.query_async(&mut c).await,
-            Conn::Cluster(mut c) => cmd.query_async(&mut c).await,
-        };
+        let result: Result<Vec<(String, f64)>, RedisError> = conn.query(&cmd).await;
         match result {
             Ok(popped) => Ok(popped.into_iter().map(|(id, _)| id).collect()),
             Err(err) => {
@@ -584,8 +590,6 @@ fn score(unix_ms: i64, priority: i64) -> f64 {
     (unix_ms - priority * STEP) as f64
 }
 
-/// Whether an error may have left the connection unusable (anything but a plain
-/// error reply from the server).
 /// One blocking pop on `conn`: BZMPOP of up to `many` members, or BZPOPMIN of one.
 async fn blocking_pop(conn: &mut Conn, key: &str, secs: f64, many: Option<usize>) -> PopReply {
     match many {
@@ -593,20 +597,14 @@ async fn blocking_pop(conn: &mut Conn, key: &str, secs: f64, many: Option<usize>
             let mut cmd = redis::cmd("BZMPOP");
             cmd.arg(secs).arg(1).arg(key).arg("MIN").arg("COUNT").arg(count);
             // The key, then [member, score] pairs; nil after the timeout.
-            let reply: Option<(String, Vec<(String, f64)>)> = match conn {
-                Conn::Single(c) => cmd.query_async(c).await?,
-                Conn::Cluster(c) => cmd.query_async(c).await?,
-            };
+            let reply: Option<(String, Vec<(String, f64)>)> = conn.query(&cmd).await?;
             Ok(reply.map(|(_, popped)| popped).unwrap_or_default())
         }
         None => {
             let mut cmd = redis::cmd("BZPOPMIN");
             cmd.arg(key).arg(secs);
             // The key, the member and its score; nil after the timeout.
-            let reply: Option<(String, String, f64)> = match conn {
-                Conn::Single(c) => cmd.query_async(c).await?,
-                Conn::Cluster(c) => cmd.query_async(c).await?,
-            };
+            let reply: Option<(String, String, f64)> = conn.query(&cmd).await?;
             Ok(reply.map(|(_, id, score)| vec![(id, score)]).unwrap_or_default())
         }
     }
@@ -619,6 +617,8 @@ fn is_unknown_command(err: &RedisError) -> bool {
         && err.detail().is_some_and(|d| d.starts_with("unknown command"))
 }
 
+/// Whether an error may have left the connection unusable (anything but a plain
+/// error reply from the server).
 fn breaks_connection(err: &RedisError) -> bool {
     !matches!(err.kind(), ErrorKind::Server(_)) || err.is_cluster_error()
 }
