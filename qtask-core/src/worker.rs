@@ -531,6 +531,9 @@ impl Slot {
     /// attempt is stale. Callers box it: most attempts never renew, and its write's
     /// state would grow every spawned attempt by that much.
     async fn renew(&self, fence: Fence, lease: Duration) -> Option<tokio::time::Instant> {
+        // The lease runs from when the database took the renewal, no earlier than this:
+        // counting from the reply would spend the round trip's time out of the margin.
+        let sent = tokio::time::Instant::now();
         let half = match self.client.renew(fence).await {
             Ok(Fenced::Current(granted)) => granted / 2,
             Ok(Fenced::Stale) => return None,
@@ -539,7 +542,7 @@ impl Slot {
                 lease / 2
             }
         };
-        Some(tokio::time::Instant::now() + half)
+        Some(sent + half)
     }
 
     async fn run(mut self, message: Message, mut renew_at: tokio::time::Instant, handler: Handle) {
