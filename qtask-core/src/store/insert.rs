@@ -200,10 +200,11 @@ pub(crate) fn insert_template(dialect: Dialect, wake: bool) -> String {
     )
 }
 
-/// SQLite and MariaDB: the insert of `rows` tasks in one statement (binds: [`values`]
-/// of each row in turn), skipping rows whose order number a live task holds. Returns
-/// `id, queue, live_key` of each row inserted, in no promised order.
-pub(crate) fn insert_rows_template(dialect: Dialect, rows: usize) -> String {
+/// The insert of `rows` tasks in one statement (binds: [`values`] of each row in
+/// turn), skipping rows whose order number a live task holds. Returns `id, queue,
+/// live_key` of each row inserted, in no promised order. `wake` (PostgreSQL): also
+/// NOTIFY the `db` queue's fetchers at commit; one more bind, the channel.
+pub(crate) fn insert_rows_template(dialect: Dialect, rows: usize, wake: bool) -> String {
     let (head, tail) = match dialect {
         Dialect::MySql => ("INSERT IGNORE INTO", ""),
         _ => ("INSERT INTO", "ON CONFLICT DO NOTHING"),
@@ -218,7 +219,13 @@ pub(crate) fn insert_rows_template(dialect: Dialect, rows: usize) -> String {
         sql.push_str(&row);
     }
     sql.push_str(&format!(" {tail} RETURNING id, queue, live_key"));
-    sql
+    if !wake {
+        return sql;
+    }
+    format!(
+        "WITH ins AS ({sql}), wake AS MATERIALIZED (SELECT pg_notify(?, '') AS sent) \
+         SELECT ins.id, ins.queue, ins.live_key FROM ins CROSS JOIN wake"
+    )
 }
 
 /// PostgreSQL: the insert of many tasks from one JSON array ([`json_rows`]; one bind).
@@ -288,9 +295,11 @@ mod tests {
         for dialect in [Dialect::Sqlite, Dialect::Postgres, Dialect::MySql] {
             let one = insert_template(dialect, false);
             assert_eq!(one.matches('?').count(), Bound::ALL.len(), "{one}");
-            let three = insert_rows_template(dialect, 3);
+            let three = insert_rows_template(dialect, 3, false);
             assert_eq!(three.matches('?').count(), 3 * Bound::ALL.len(), "{three}");
         }
+        let woken = insert_rows_template(Dialect::Postgres, 3, true);
+        assert_eq!(woken.matches('?').count(), 3 * Bound::ALL.len() + 1, "{woken}");
         assert_eq!(insert_json_template(false).matches('?').count(), 1);
         assert_eq!(insert_json_template(true).matches('?').count(), 2);
         assert_eq!(
