@@ -802,10 +802,11 @@ async fn blocked_fetch_takes_the_batch(kind: DbKind) {
             .iter()
             .map(|cr| cr.id)
             .collect();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while seen.lock().unwrap().len() < want.len() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        common::eventually(format!("redis 7: {redis_7}: the worker handles 20 tasks"), || {
+            let handled = seen.lock().unwrap().len();
+            async move { handled >= 20 }
+        })
+        .await;
         let _ = stop.send(());
         assert_eq!(run.await.unwrap().unwrap().finished, 20);
         let mut handled = seen.lock().unwrap().clone();
