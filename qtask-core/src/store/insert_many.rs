@@ -36,7 +36,7 @@ const MAX_ROWS: usize = 1000;
 const MAX_BYTES: usize = 4 << 20;
 /// Most rows PostgreSQL writes with multi-row `VALUES`; more go as one JSON array.
 /// Small batches are what concurrent `create` callers share: four rows took 0.47–0.51
-/// ms as `VALUES` and 0.54 as JSON (pgbench, one client), and two clients wrote 12,000
+/// ms as `VALUES` and 0.54–0.66 as JSON (pgbench, one client), and two clients wrote 12,000
 /// rows/s against 10,300. Each row count is a statement of its own in the
 /// connection's cache, so large batches, rarer, keep the one JSON statement.
 const MAX_VALUES_ROWS_PG: usize = 16;
