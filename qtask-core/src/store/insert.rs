@@ -222,11 +222,12 @@ pub(crate) fn insert_rows_template(dialect: Dialect, rows: usize, wake: bool) ->
     if !wake {
         return sql;
     }
-    format!(
-        "WITH ins AS ({sql}), wake AS MATERIALIZED (SELECT pg_notify(?, '') AS sent) \
-         SELECT ins.id, ins.queue, ins.live_key FROM ins CROSS JOIN wake"
-    )
+    format!("WITH ins AS ({sql}), {WAKE_CTE} SELECT ins.id, ins.queue, ins.live_key FROM ins CROSS JOIN wake")
 }
+
+/// PostgreSQL: the CTE that NOTIFYs the `db` queue's fetchers (bind: the channel) when
+/// a batch insert commits; the insert's result is joined with it so that it runs.
+const WAKE_CTE: &str = "wake AS MATERIALIZED (SELECT pg_notify(?, '') AS sent)";
 
 /// PostgreSQL: the insert of many tasks from one JSON array ([`json_rows`]; one bind).
 /// Each row's id is drawn from the table's sequence before the insert, so the result
@@ -248,12 +249,9 @@ pub(crate) fn insert_json_template(wake: bool) -> String {
     let columns = column_list();
     let columns = columns.trim_start_matches('(');
     let (wake_cte, wake_join) = if wake {
-        (
-            ", wake AS MATERIALIZED (SELECT pg_notify(?, '') AS sent)",
-            " CROSS JOIN wake",
-        )
+        (format!(", {WAKE_CTE}"), " CROSS JOIN wake")
     } else {
-        ("", "")
+        (String::new(), "")
     };
     format!(
         "WITH input AS MATERIALIZED (\

@@ -1,8 +1,8 @@
 //! Writing many task rows with few statements: multi-row `VALUES` in chunks under
 //! each database's parameter limit, and on PostgreSQL a chunk of more than
-//! [`MAX_VALUES_ROWS_PG`] rows as one JSON array. A row whose order number a live task holds gets that task's id
-//! (`existing`), as a lone create would; a later row of the same batch with the order
-//! number of an earlier one gets the earlier one's.
+//! [`MAX_VALUES_ROWS_PG`] rows as one JSON array. A row whose order number a live task
+//! holds gets that task's id (`existing`), as a lone create would; a later row of the
+//! same batch with the order number of an earlier one gets the earlier one's.
 //!
 //! How ids map to rows: the JSON insert draws each row's id from the sequence before
 //! the insert and returns it beside the row's position. `VALUES` returns the ids of the
@@ -348,7 +348,7 @@ impl Store {
         // (a global lock), so a NOTIFY per create would undo group commit. Woken
         // fetchers claim whatever is due, tasks created meanwhile too.
         let wake = match &statements.insert_and_wake {
-            Some(sql) if row.due_now() && self.wake_due() => Some(sql.as_str()),
+            Some(sql) if self.wakes_fetchers(&[row]) => Some(sql.as_str()),
             _ => None,
         };
         let channel = self.wake_channel();
@@ -378,7 +378,7 @@ impl Store {
     /// PostgreSQL: the chunk as one JSON array; ids drawn before the insert, by position.
     async fn write_json(&self, conn: &mut AnyConnection, chunk: &[&Prepared<'_>]) -> Result<Vec<Outcome>> {
         let statements = self.statements();
-        let wake = chunk.iter().any(|row| row.due_now()) && self.wake_due();
+        let wake = self.wakes_fetchers(chunk);
         let sql = match (&statements.insert_json_and_wake, &statements.insert_json) {
             (Some(sql), _) if wake => sql,
             (_, Some(sql)) => sql,
@@ -408,11 +408,16 @@ impl Store {
             .collect()
     }
 
+    /// Whether writing `rows` should NOTIFY the `db` queue's fetchers: on PostgreSQL,
+    /// for a row due now, at most once per WAKE_EVERY (asked last: it records the wake).
+    fn wakes_fetchers(&self, rows: &[&Prepared<'_>]) -> bool {
+        self.dialect == Dialect::Postgres && rows.iter().any(|row| row.due_now()) && self.wake_due()
+    }
+
     /// Multi-row `VALUES`; the ids sorted belong to the inserted rows in order (see
     /// the module's comment).
     async fn write_values(&self, conn: &mut AnyConnection, chunk: &[&Prepared<'_>]) -> Result<Vec<Outcome>> {
-        let wake =
-            self.dialect == Dialect::Postgres && chunk.iter().any(|row| row.due_now()) && self.wake_due();
+        let wake = self.wakes_fetchers(chunk);
         let sql = self.sql(&insert_rows_template(self.dialect, chunk.len(), wake));
         let mut query = sqlx::query(sql);
         for row in chunk {
