@@ -17,6 +17,7 @@ mod outcomes;
 mod schedules;
 mod schema;
 mod settle;
+mod sqlite_setup;
 mod statements;
 mod waiting_finishes;
 
@@ -98,6 +99,9 @@ impl Store {
     pub async fn connect(config: &Config) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let dialect = Dialect::from_url(&config.db)?;
+        if dialect == Dialect::Sqlite {
+            sqlite_setup::before_first_connection();
+        }
         let url = match dialect {
             // Create the file on first use, like the seed's one-command install.
             Dialect::Sqlite if !config.db.contains("mode=") => {
