@@ -41,6 +41,9 @@ const MAX_FETCHES: usize = 2;
 /// slots (all on SQLite) to be free, so that claims go in batches instead of one by one
 /// as handlers end.
 const GATHER: Duration = Duration::from_millis(2);
+/// After a failed renewal, tries come this many times per lease until one succeeds.
+const RENEWAL_TRIES_PER_LEASE: u32 = 8;
+
 /// Stands for "no time limit" where an instant is needed.
 const NO_LIMIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// Claimed tasks awaiting their outcome's commit, per slot: enough that claims go on
@@ -527,8 +530,9 @@ impl Slot {
     }
 
     /// Renews the lease of `fence`'s attempt: when to renew it next (at half the
-    /// granted lease; after an error, logged, at half of `lease`), or None once the
-    /// attempt is stale. Callers box it: most attempts never renew, and its write's
+    /// granted lease; after an error, logged, an eighth of `lease` later, so that a
+    /// dropped connection or a database blip is retried while the lease still runs,
+    /// not at half of it, when it has run out), or None once the attempt is stale. Callers box it: most attempts never renew, and its write's
     /// state would grow every spawned attempt by that much.
     async fn renew(&self, fence: Fence, lease: Duration) -> Option<tokio::time::Instant> {
         // The lease runs from when the database took the renewal, no earlier than this:
@@ -538,8 +542,8 @@ impl Slot {
             Ok(Fenced::Current(granted)) => granted / 2,
             Ok(Fenced::Stale) => return None,
             Err(err) => {
-                tracing::warn!(error = %err, task_id = fence.task_id, "qtask worker: lease renewal failed");
-                lease / 2
+                tracing::warn!(error = %err, task_id = fence.task_id, "qtask worker: lease renewal failed; retrying");
+                lease / RENEWAL_TRIES_PER_LEASE
             }
         };
         Some(sent + half)

@@ -33,7 +33,10 @@ mod tests {
             .unwrap();
         // SAFETY: reads a counter.
         let used = unsafe { libsqlite3_sys::sqlite3_memory_used() };
-        assert_eq!(used, 0, "SQLite counts its memory, so each allocation takes its global mutex");
+        assert_eq!(
+            used, 0,
+            "SQLite counts its memory, so each allocation takes its global mutex"
+        );
         conn.close().await.unwrap();
     }
 }
