@@ -730,23 +730,34 @@ async fn child_outage_worker() {
 }
 
 /// A fetch blocked on an empty queue takes, when a batch is offered, the whole batch
-/// in one call: with BZMPOP on Redis 7, and on a Redis without it (before 7; here the
-/// command is renamed away) with BZPOPMIN and then ZPOPMIN, twice, and a worker there
-/// handles each task once.
+/// in one call: with BZMPOP on Redis 7, and where Redis refuses it (before 7, here
+/// renamed away; or an ACL user not allowed it) with BZPOPMIN and then ZPOPMIN, twice,
+/// and a worker there handles each task once.
 async fn blocked_fetch_takes_the_batch(kind: DbKind) {
-    for redis_7 in [true, false] {
-        let extra: &[&str] = if redis_7 {
-            &[]
-        } else {
-            &["--rename-command", "BZMPOP", ""]
-        };
+    for (variant, extra) in [
+        ("BZMPOP", &[][..]),
+        ("renamed away", &["--rename-command", "BZMPOP", ""][..]),
+        (
+            "not allowed to the ACL user",
+            &["--user", "qtask", "on", ">pw", "~*", "&*", "+@all", "-bzmpop"][..],
+        ),
+    ] {
+        let redis_7 = variant == "BZMPOP";
         let Some(server) = RedisServer::start_with(extra).await else {
             return;
         };
-        let Some(t) = Setup::new(kind, &server.url()).await else {
+        let url = match variant {
+            "not allowed to the ACL user" => format!("redis://qtask:pw@127.0.0.1:{}/0", server.port),
+            _ => server.url(),
+        };
+        let Some(t) = Setup::new(kind, &url).await else {
             return;
         };
-        let mut conn = server.conn().await;
+        let mut conn = ::redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("the private redis-server, as the test's user");
         let known: Result<(), ::redis::RedisError> = ::redis::cmd("BZMPOP")
             .arg(0.01)
             .arg(1)
@@ -754,7 +765,7 @@ async fn blocked_fetch_takes_the_batch(kind: DbKind) {
             .arg("MIN")
             .query_async(&mut conn)
             .await;
-        assert_eq!(known.is_ok(), redis_7, "BZMPOP on this server: {known:?}");
+        assert_eq!(known.is_ok(), redis_7, "{variant}: BZMPOP here: {known:?}");
         let (c, q) = (t.client.clone(), t.queue.clone());
         for round in 0..2 {
             let fetch = tokio::spawn({
@@ -772,10 +783,7 @@ async fn blocked_fetch_takes_the_batch(kind: DbKind) {
             let mut want: Vec<i64> = created.iter().map(|cr| cr.id).collect();
             got.sort_unstable();
             want.sort_unstable();
-            assert_eq!(
-                got, want,
-                "redis 7: {redis_7}, round {round}: the whole batch at once"
-            );
+            assert_eq!(got, want, "{variant}, round {round}: the whole batch at once");
             for m in &fetched {
                 c.finish_attempt(m.fence()).await.unwrap();
             }
@@ -802,7 +810,7 @@ async fn blocked_fetch_takes_the_batch(kind: DbKind) {
             .iter()
             .map(|cr| cr.id)
             .collect();
-        common::eventually(format!("redis 7: {redis_7}: the worker handles 20 tasks"), || {
+        common::eventually(format!("{variant}: the worker handles 20 tasks"), || {
             let handled = seen.lock().unwrap().len();
             async move { handled >= 20 }
         })
@@ -812,7 +820,7 @@ async fn blocked_fetch_takes_the_batch(kind: DbKind) {
         let mut handled = seen.lock().unwrap().clone();
         handled.sort_unstable();
         want.sort_unstable();
-        assert_eq!(handled, want, "redis 7: {redis_7}: each task handled once");
+        assert_eq!(handled, want, "{variant}: each task handled once");
     }
 }
 

@@ -68,7 +68,8 @@ pub struct RedisQueue {
     store: Store,
     shared: Mutex<Shared>,
     idle: SyncMutex<Vec<BlockingConn>>,
-    /// Cleared once Redis answers BZMPOP (Redis 7) with "unknown command".
+    /// Cleared once Redis refuses BZMPOP (before Redis 7: "unknown command"; an ACL
+    /// user without it: NOPERM).
     bzmpop: AtomicBool,
 }
 
@@ -353,8 +354,8 @@ impl RedisQueue {
                     }
                     return Ok(ids);
                 }
-                Ok((back, Err(err))) if many && is_unknown_command(&err) => {
-                    tracing::debug!(url = %self.url, "qtask: Redis before 7 has no BZMPOP; popping with BZPOPMIN");
+                Ok((back, Err(err))) if many && refuses_command(&err) => {
+                    tracing::debug!(url = %self.url, error = %err, "qtask: Redis refuses BZMPOP; popping with BZPOPMIN");
                     self.bzmpop.store(false, Ordering::Relaxed);
                     conn = back;
                 }
@@ -610,11 +611,16 @@ async fn blocking_pop(conn: &mut Conn, key: &str, secs: f64, many: Option<usize>
     }
 }
 
-/// Redis refused a command it does not know (BZMPOP before Redis 7).
-fn is_unknown_command(err: &RedisError) -> bool {
+/// Redis refused a command: it does not know it (BZMPOP before Redis 7, or renamed
+/// away), or the ACL user may not run it (NOPERM: a user whose commands were listed
+/// one by one, BZPOPMIN among them).
+fn refuses_command(err: &RedisError) -> bool {
     matches!(err.kind(), ErrorKind::Server(_))
-        && err.code() == Some("ERR")
-        && err.detail().is_some_and(|d| d.starts_with("unknown command"))
+        && match err.code() {
+            Some("ERR") => err.detail().is_some_and(|d| d.starts_with("unknown command")),
+            Some("NOPERM") => true,
+            _ => false,
+        }
 }
 
 /// Whether an error may have left the connection unusable (anything but a plain
