@@ -43,7 +43,6 @@ const MAX_FETCHES: usize = 2;
 const GATHER: Duration = Duration::from_millis(2);
 /// After a failed renewal, tries come this many times per lease until one succeeds.
 const RENEWAL_TRIES_PER_LEASE: u32 = 8;
-
 /// Stands for "no time limit" where an instant is needed.
 const NO_LIMIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// Claimed tasks awaiting their outcome's commit, per slot: enough that claims go on
@@ -418,6 +417,7 @@ impl Fetch {
                         pace: self.pace.clone(),
                         permit,
                         ahead,
+                        failed_renewals: 0,
                     };
                     // Its share of `unsettled`: one of the claim's if it has a slot; a
                     // task claimed ahead takes its own once it has one.
@@ -487,6 +487,8 @@ struct Slot {
     permit: Option<OwnedSemaphorePermit>,
     /// Held by a task claimed ahead until it has a slot.
     ahead: Option<OwnedSemaphorePermit>,
+    /// Renewals of this attempt that failed in a row (their warnings thin out).
+    failed_renewals: u32,
 }
 
 impl Slot {
@@ -532,17 +534,31 @@ impl Slot {
     /// Renews the lease of `fence`'s attempt: when to renew it next (at half the
     /// granted lease; after an error, logged, an eighth of `lease` later, so that a
     /// dropped connection or a database blip is retried while the lease still runs,
-    /// not at half of it, when it has run out), or None once the attempt is stale. Callers box it: most attempts never renew, and its write's
-    /// state would grow every spawned attempt by that much.
-    async fn renew(&self, fence: Fence, lease: Duration) -> Option<tokio::time::Instant> {
+    /// not at half of it, when it has run out), or None once the attempt is stale.
+    /// Callers box it: most attempts never renew, and its write's state would grow
+    /// every spawned attempt by that much.
+    async fn renew(&mut self, fence: Fence, lease: Duration) -> Option<tokio::time::Instant> {
         // The lease runs from when the database took the renewal, no earlier than this:
         // counting from the reply would spend the round trip's time out of the margin.
         let sent = tokio::time::Instant::now();
         let half = match self.client.renew(fence).await {
-            Ok(Fenced::Current(granted)) => granted / 2,
+            Ok(Fenced::Current(granted)) => {
+                self.failed_renewals = 0;
+                granted / 2
+            }
             Ok(Fenced::Stale) => return None,
             Err(err) => {
-                tracing::warn!(error = %err, task_id = fence.task_id, "qtask worker: lease renewal failed; retrying");
+                // Warned at the 1st, 2nd, 4th, 8th… failure in a row: an outage of a
+                // minute does not log every retry of every running task.
+                self.failed_renewals += 1;
+                if self.failed_renewals.is_power_of_two() {
+                    tracing::warn!(
+                        error = %err,
+                        task_id = fence.task_id,
+                        failures = self.failed_renewals,
+                        "qtask worker: lease renewal failed; retrying"
+                    );
+                }
                 lease / RENEWAL_TRIES_PER_LEASE
             }
         };
