@@ -541,7 +541,7 @@ impl Slot {
         // The lease runs from when the database took the renewal, no earlier than this:
         // counting from the reply would spend the round trip's time out of the margin.
         let sent = tokio::time::Instant::now();
-        let half = match self.client.renew(fence).await {
+        let next_in = match self.client.renew(fence).await {
             Ok(Fenced::Current(granted)) => {
                 self.failed_renewals = 0;
                 granted / 2
@@ -562,7 +562,7 @@ impl Slot {
                 lease / RENEWAL_TRIES_PER_LEASE
             }
         };
-        Some(sent + half)
+        Some(sent + next_in)
     }
 
     async fn run(mut self, message: Message, mut renew_at: tokio::time::Instant, handler: Handle) {
