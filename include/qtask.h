@@ -167,7 +167,9 @@ typedef struct qtask_worker qtask_worker;
  * URL passwords hidden, borrowed until the callback returns. Called on qtask's
  * threads (the runtime's, a worker's, or the caller's of any `qtask_*`
  * function), possibly from several at once: keep it short, and do not call
- * `qtask_set_log_callback` from it.
+ * `qtask_set_log_callback` from it. A `qtask_*` call that waits for the engine
+ * returns `QTASK_RESULT_INVALID_STATE` there when the line came from the
+ * engine's own thread.
  */
 typedef void (*qtask_log_callback)(int32_t level, const char *message, void *user_data);
 

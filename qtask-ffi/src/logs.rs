@@ -14,7 +14,9 @@ use crate::panic::ffi_boundary;
 /// URL passwords hidden, borrowed until the callback returns. Called on qtask's
 /// threads (the runtime's, a worker's, or the caller's of any `qtask_*`
 /// function), possibly from several at once: keep it short, and do not call
-/// `qtask_set_log_callback` from it.
+/// `qtask_set_log_callback` from it. A `qtask_*` call that waits for the engine
+/// returns `QTASK_RESULT_INVALID_STATE` there when the line came from the
+/// engine's own thread.
 #[allow(non_camel_case_types)]
 pub type qtask_log_callback =
     Option<unsafe extern "C" fn(level: i32, message: *const c_char, user_data: *mut c_void)>;
