@@ -17,8 +17,6 @@ use crate::error::{Error, Result};
 struct Shared {
     runtime: Runtime,
     pid: u32,
-    /// Taken (dropped), it ends the thread that drives `runtime`.
-    driving: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
 thread_local! {
@@ -51,11 +49,12 @@ pub fn runtime() -> Result<&'static Runtime> {
         .enable_all()
         .build()
         .map_err(cannot)?;
+    // The driving thread runs until `driving` is dropped: forgotten once this runtime
+    // is the process's, dropped if another thread's won.
     let (driving, ended) = tokio::sync::oneshot::channel::<()>();
     let fresh: &'static Shared = Box::leak(Box::new(Shared {
         runtime: started,
         pid,
-        driving: std::sync::Mutex::new(Some(driving)),
     }));
     std::thread::Builder::new()
         .name("qtask-runtime".into())
@@ -67,11 +66,14 @@ pub fn runtime() -> Result<&'static Runtime> {
     let fresh_ptr = fresh as *const Shared as *mut Shared;
     match CURRENT.compare_exchange(seen, fresh_ptr, Ordering::AcqRel, Ordering::Acquire) {
         // The parent's runtime, if `seen` was one, stays leaked in this process.
-        Ok(_) => Ok(&fresh.runtime),
+        Ok(_) => {
+            std::mem::forget(driving);
+            Ok(&fresh.runtime)
+        }
         Err(winner) => {
             // Another thread of this process started one first: use that one, and
             // let ours stop (its driving thread ends; the runtime stays leaked).
-            drop(fresh.driving.lock().map(|mut driving| driving.take()));
+            drop(driving);
             let winner = unsafe { &*winner };
             if winner.pid == pid {
                 Ok(&winner.runtime)
