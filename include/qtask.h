@@ -909,6 +909,23 @@ qtask_result qtask_worker_complete(struct qtask_worker *worker,
                                    size_t count);
 
 /**
+ * `qtask_worker_complete` and then `qtask_worker_take` with a wait of 0, in one
+ * call and under one lock: reports how `count` tasks ended (`completions`,
+ * borrowed, may be NULL when `count` is 0), then takes up to `capacity` of the
+ * tasks that wait into `out_tasks` and their number into `*out_count` (0 when
+ * none waits). The worker hands over a few tasks more than its concurrency, so a
+ * caller that completes and takes in one call goes on with the next task at once.
+ * `QTASK_RESULT_CLOSED` once the run has returned (the completions are then
+ * ignored, as `qtask_worker_complete` ignores unknown tokens).
+ */
+qtask_result qtask_worker_complete_take(struct qtask_worker *worker,
+                                        const struct qtask_completion *completions,
+                                        size_t count,
+                                        struct qtask_taken_task *out_tasks,
+                                        size_t capacity,
+                                        size_t *out_count);
+
+/**
  * Gives a file descriptor of a worker made by `qtask_worker_new_pull` that turns
  * readable when tasks wait to be taken, and when the run has ended: wait for it
  * in an event loop (poll, epoll, Go's netpoller), read what it holds (the bytes

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -104,6 +104,19 @@ pub struct TimeUp {
 struct TimeUpInner {
     up: AtomicBool,
     hooks: Mutex<Vec<Hook>>,
+    clock: Mutex<Clock>,
+}
+
+/// Where an attempt's time limit counts from.
+#[derive(Clone, Copy, Debug, Default)]
+enum Clock {
+    /// From when the engine started the attempt.
+    #[default]
+    FromStart,
+    /// Not yet: the task was handed over ahead of a free handler.
+    Held,
+    /// From when the handler began (a held task's [`TimeUp::start_clock`]).
+    StartedAt(Instant),
 }
 
 impl std::fmt::Debug for TimeUp {
@@ -133,6 +146,33 @@ impl TimeUp {
         }
     }
 
+    /// Says that the handler begins now: the time limit of a task handed over ahead of
+    /// a free handler ([`crate::blocking::Worker::hand_ahead`]) counts from here, not
+    /// from the hand-over. Once per attempt; later calls and other tasks change nothing.
+    pub fn start_clock(&self) {
+        let mut clock = self.inner.clock.lock().unwrap_or_else(|e| e.into_inner());
+        if matches!(*clock, Clock::Held) {
+            *clock = Clock::StartedAt(Instant::now());
+        }
+    }
+
+    /// Holds the time limit until [`TimeUp::start_clock`].
+    pub(crate) fn hold_clock(&self) {
+        *self.inner.clock.lock().unwrap_or_else(|e| e.into_inner()) = Clock::Held;
+    }
+
+    /// Called when `limit` has passed since the attempt started: None if the time is
+    /// up, or when the limit runs out instead (a full limit from now while the clock
+    /// is held, as the handler may begin any time).
+    pub(crate) fn limit_runs_out_later(&self, limit: Duration) -> Option<Instant> {
+        let now = Instant::now();
+        match *self.inner.clock.lock().unwrap_or_else(|e| e.into_inner()) {
+            Clock::FromStart => None,
+            Clock::Held => now.checked_add(limit),
+            Clock::StartedAt(began) => began.checked_add(limit).filter(|&end| end > now),
+        }
+    }
+
     /// Marks the time up and runs the hooks registered so far.
     pub(crate) fn set(&self) {
         let hooks = {
@@ -158,6 +198,38 @@ mod tests {
         assert_eq!(panic_text(&*owned), Some("owned 1"));
         let other: Box<dyn std::any::Any + Send> = Box::new(7_u32);
         assert_eq!(panic_text(&*other), None);
+    }
+
+    #[test]
+    fn a_held_clock_counts_from_its_start() {
+        let limit = Duration::from_secs(10);
+        let from_start = TimeUp::new();
+        from_start.start_clock();
+        assert_eq!(
+            from_start.limit_runs_out_later(limit),
+            None,
+            "not held: up when it fires"
+        );
+        let held = TimeUp::new();
+        held.hold_clock();
+        let before = Instant::now();
+        let later = held.limit_runs_out_later(limit).expect("held: a full limit more");
+        assert!(later >= before + limit);
+        held.start_clock();
+        let ends = held.limit_runs_out_later(limit).expect("started just now");
+        assert!(ends >= before + limit && ends <= Instant::now() + limit);
+        std::thread::sleep(Duration::from_millis(5));
+        held.start_clock();
+        assert_eq!(
+            held.limit_runs_out_later(limit),
+            Some(ends),
+            "the first start counts"
+        );
+        assert_eq!(
+            held.limit_runs_out_later(Duration::ZERO),
+            None,
+            "up once it ran out"
+        );
     }
 
     #[test]

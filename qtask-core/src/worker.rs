@@ -577,7 +577,7 @@ impl Slot {
         // `qtask.handle` span), not spawned: a task of its own cost every attempt an
         // allocation and a wake-up more.
         let mut job = Some(handler(message, time_up.clone()));
-        let time_limit_at = tokio::time::Instant::now() + limit.unwrap_or(NO_LIMIT);
+        let mut time_limit_at = tokio::time::Instant::now() + limit.unwrap_or(NO_LIMIT);
         let mut current = true;
         let mut timed_out = false;
         // Renew the lease at half its length while the handler runs; once the attempt
@@ -592,8 +592,15 @@ impl Slot {
                     })
                 }
                 _ = tokio::time::sleep_until(time_limit_at), if limit.is_some() => {
-                    timed_out = true;
-                    break Outcome::Retry(time_limit_reason(limit.unwrap_or_default()));
+                    let limit = limit.unwrap_or_default();
+                    // A task handed over ahead of a free handler counts from its start.
+                    match time_up.limit_runs_out_later(limit) {
+                        Some(later) => time_limit_at = later.into(),
+                        None => {
+                            timed_out = true;
+                            break Outcome::Retry(time_limit_reason(limit));
+                        }
+                    }
                 }
                 _ = tokio::time::sleep_until(renew_at), if current => {
                     match Box::pin(self.renew(fence, lease)).await {

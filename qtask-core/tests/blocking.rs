@@ -274,3 +274,72 @@ fn blocking_worker_replies_from_the_caller_s_threads() {
     let row = client.get(limited).unwrap();
     assert_eq!(row.last_error.as_deref(), Some("time limit of 0.2s exceeded"));
 }
+
+/// `hand_ahead`: the engine hands over more tasks than the concurrency; those that
+/// wait in the caller's queue keep their whole time limit, which counts from
+/// `TimeUp::start_clock`, and one that then overruns it still fails for it.
+#[test]
+fn tasks_handed_ahead_keep_their_time_limit_until_started() {
+    let db = WorkerDb::open("bahead");
+    let client = &db.client;
+    let task = |n: i64| {
+        NewTask::new("bahead", json!({ "n": n }), "BAHEAD").delete_deadline(Duration::from_secs(3600))
+    };
+    let ids: Vec<i64> = (0..5).map(|n| client.create(task(n)).unwrap().id).collect();
+    let overrun = client.create(task(99)).unwrap().id;
+    type Handed = (Message, TimeUp, Reply);
+    let (hand, handed) = mpsc::channel::<Handed>();
+    let out = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let stop = StopSignal::new();
+    let (runner_out, stopper) = (out.clone(), stop.clone());
+    // One thread runs them one at a time (the concurrency of 1), 150 ms each: the
+    // last of five waits 600 ms for it, past the limit of 300 ms from its hand-over.
+    let runner = std::thread::spawn(move || {
+        let mut done = 0;
+        for (m, time_up, reply) in handed {
+            time_up.start_clock();
+            if m.input["n"] == 99 {
+                while !time_up.is_up() {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                reply.send_returned::<()>(Err("ignored".into()));
+            } else {
+                std::thread::sleep(Duration::from_millis(150));
+                reply.send_returned(Ok(json!({"n": m.input["n"].clone()})));
+            }
+            runner_out.fetch_sub(1, Ordering::SeqCst);
+            done += 1;
+            if done == 6 {
+                stopper.stop();
+            }
+        }
+    });
+    let hand = Mutex::new(hand);
+    let (handler_out, handler_most) = (out.clone(), most.clone());
+    let report = Worker::new(client, "BAHEAD")
+        .concurrency(1)
+        .hand_ahead(5)
+        .time_limit(Duration::from_millis(300))
+        .run_handing_off(
+            move |m, time_up, reply| {
+                let now = handler_out.fetch_add(1, Ordering::SeqCst) + 1;
+                handler_most.fetch_max(now, Ordering::SeqCst);
+                hand.lock().unwrap().send((m, time_up, reply)).unwrap();
+            },
+            &stop,
+        )
+        .unwrap();
+    runner.join().unwrap();
+    let most = most.load(Ordering::SeqCst);
+    assert!((4..=6).contains(&most), "handed ahead at once: {most}");
+    assert_eq!((report.finished, report.failed), (5, 1), "{report:?}");
+    for (n, id) in ids.iter().enumerate() {
+        assert_eq!(
+            client.result(*id, Duration::from_secs(5)).unwrap(),
+            json!({ "n": n })
+        );
+    }
+    let row = client.get(overrun).unwrap();
+    assert_eq!(row.last_error.as_deref(), Some("time limit of 0.3s exceeded"));
+}

@@ -253,11 +253,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		close(ended)
 	}()
 	run := &workerRun{handler: w.handler, kinds: w.kinds, ctx: detached{ctx}, worker: worker}
-	done := newCompletions(worker, concurrency)
 	jobs := make(chan job, concurrency)
 	// idle counts the pool's goroutines waiting for a job, less the jobs queued.
 	var idle int32
 	var handlers sync.WaitGroup
+	var done *completions
 	serve := func(first job) {
 		defer handlers.Done()
 		done.add(first.token, run.handle(first))
@@ -277,6 +277,30 @@ func (w *Worker) Run(ctx context.Context) error {
 	if wake != nil {
 		defer wake.Close()
 	}
+	// dispatch gives a taken task to an idle goroutine of the pool, or starts one.
+	dispatch := func(t *C.qtask_taken_task) {
+		j := job{
+			token:   uint64(t.token),
+			taskID:  int64(t.task_id),
+			attempt: int64(t.attempt),
+			name:    C.GoStringN(t.name, C.int(t.name_len)),
+			raw:     C.GoBytes(unsafe.Pointer(t.message_json), C.int(t.message_len)),
+		}
+		if t.time_left_seconds >= 0 {
+			j.deadline = time.Now().Add(time.Duration(float64(t.time_left_seconds) * float64(time.Second)))
+		}
+		if atomic.AddInt32(&idle, -1) < 0 {
+			atomic.AddInt32(&idle, 1)
+			handlers.Add(1)
+			go serve(j)
+		} else {
+			jobs <- j
+		}
+	}
+	// The completer takes the tasks that wait as it completes others (the engine
+	// hands a few over ahead): a burst of short tasks then never waits for the
+	// engine's thread, nor for this goroutine to be woken.
+	done = newCompletions(worker, concurrency, dispatch)
 	var wakeBuf [64]byte
 	tasks := make([]C.qtask_taken_task, concurrency)
 	for {
@@ -299,24 +323,8 @@ func (w *Worker) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		for _, t := range tasks[:count] {
-			j := job{
-				token:   uint64(t.token),
-				taskID:  int64(t.task_id),
-				attempt: int64(t.attempt),
-				name:    C.GoStringN(t.name, C.int(t.name_len)),
-				raw:     C.GoBytes(unsafe.Pointer(t.message_json), C.int(t.message_len)),
-			}
-			if t.time_left_seconds >= 0 {
-				j.deadline = time.Now().Add(time.Duration(float64(t.time_left_seconds) * float64(time.Second)))
-			}
-			if atomic.AddInt32(&idle, -1) < 0 {
-				atomic.AddInt32(&idle, 1)
-				handlers.Add(1)
-				go serve(j)
-			} else {
-				jobs <- j
-			}
+		for i := range tasks[:count] {
+			dispatch(&tasks[i])
 		}
 	}
 	close(jobs)
@@ -356,18 +364,20 @@ func wakeFile(worker *C.qtask_worker) *os.File {
 
 // completions gathers the outcomes of handled tasks and gives them back to the
 // engine in batches, one call for as many as came in meanwhile, from a
-// goroutine of its own while the handlers go on.
+// goroutine of its own while the handlers go on; the same call takes the tasks
+// that wait for the slots it frees, which go to dispatch.
 type completions struct {
-	worker  *C.qtask_worker
-	mu      sync.Mutex
-	pending []completion
-	wake    chan struct{} // capacity 1: something is pending
-	closed  chan struct{}
-	done    chan struct{}
+	worker   *C.qtask_worker
+	dispatch func(*C.qtask_taken_task)
+	mu       sync.Mutex
+	pending  []completion
+	wake     chan struct{} // capacity 1: something is pending
+	closed   chan struct{}
+	done     chan struct{}
 }
 
-func newCompletions(worker *C.qtask_worker, max int) *completions {
-	c := &completions{worker: worker, wake: make(chan struct{}, 1), closed: make(chan struct{}), done: make(chan struct{})}
+func newCompletions(worker *C.qtask_worker, max int, dispatch func(*C.qtask_taken_task)) *completions {
+	c := &completions{worker: worker, dispatch: dispatch, wake: make(chan struct{}, 1), closed: make(chan struct{}), done: make(chan struct{})}
 	go c.loop(max)
 	return c
 }
@@ -396,6 +406,7 @@ func (c *completions) loop(max int) {
 	defer close(c.done)
 	var taken []completion
 	batch := make([]C.qtask_completion, 0, max)
+	next := make([]C.qtask_taken_task, max)
 	var texts []*C.char
 	closed := false
 	for {
@@ -421,10 +432,19 @@ func (c *completions) loop(max int) {
 		for _, done := range taken {
 			batch, texts = appendCompletion(batch, texts, done)
 		}
-		// The array is Go memory holding only C pointers, which cgo allows.
-		C.qtask_worker_complete(c.worker, &batch[0], C.size_t(len(batch)))
+		// The array is Go memory holding only C pointers, which cgo allows. After
+		// close, nothing more is dispatched: the run has returned.
+		var count C.size_t
+		if closed {
+			C.qtask_worker_complete(c.worker, &batch[0], C.size_t(len(batch)))
+		} else {
+			C.qtask_worker_complete_take(c.worker, &batch[0], C.size_t(len(batch)), &next[0], C.size_t(len(next)), &count)
+		}
 		for _, text := range texts {
 			C.free(unsafe.Pointer(text))
+		}
+		for i := range next[:count] {
+			c.dispatch(&next[i])
 		}
 	}
 }

@@ -953,6 +953,63 @@ static void test_worker_pull(qtask_client *client) {
     EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_worker_new_pull(client, "C:PULL", 0, &callback_worker));
 }
 
+/* qtask_worker_complete_take on a pull worker of 1 with a time limit of 0.4 s: one
+ * task out at a time though the engine hands more over, each taken with its whole
+ * time limit still ahead, though six take 0.15 s each one after the other. */
+static void test_worker_complete_take(qtask_client *client) {
+    enum { N = 6 };
+    int64_t ids[N];
+    for (int i = 0; i < N; i++) {
+        OK(qtask_create(client, "serial", "{}", 60, "C:CTAKE", "{\"delete_deadline\": 3600}", &ids[i]));
+    }
+    struct run_arg arg = {NULL, QTASK_RESULT_INTERNAL};
+    OK(qtask_worker_new_pull(client, "C:CTAKE", 1, &arg.worker));
+    OK(qtask_worker_set_time_limit(arg.worker, 0.4));
+    pthread_t thread;
+    CHECK(pthread_create(&thread, NULL, run_worker, &arg) == 0, "pthread_create");
+    qtask_taken_task tasks[4];
+    size_t count = 0;
+    OK(qtask_worker_take(arg.worker, tasks, 4, 5, &count));
+    CHECK(count == 1, "%zu tasks out at once with concurrency 1", count);
+    int done_count = 0;
+    while (done_count < N) {
+        CHECK(count == 1, "%zu tasks out at once with concurrency 1", count);
+        CHECK(tasks[0].time_left_seconds > 0.35 && tasks[0].time_left_seconds <= 0.4, "time left %f when taken",
+              tasks[0].time_left_seconds);
+        size_t more = 9;
+        OK(qtask_worker_take(arg.worker, tasks + 1, 3, 0, &more));
+        CHECK(more == 0, "took %zu more while one is out", more);
+        struct timespec work = {0, 150 * 1000 * 1000};
+        nanosleep(&work, NULL);
+        qtask_completion done = {.token = tasks[0].token, .code = QTASK_OUTCOME_CODE_FINISH};
+        done_count++;
+        OK(qtask_worker_complete_take(arg.worker, &done, 1, tasks, 4, &count));
+        if (count == 0 && done_count < N) {
+            OK(qtask_worker_take(arg.worker, tasks, 4, 5, &count));
+        }
+    }
+    CHECK(count == 0, "%zu tasks after the last", count);
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_worker_complete_take(arg.worker, NULL, 1, tasks, 4, &count));
+    EXPECT(QTASK_RESULT_INVALID_ARGUMENT, qtask_worker_complete_take(arg.worker, NULL, 0, NULL, 4, &count));
+    qtask_worker_stop(arg.worker);
+    qtask_result rc;
+    while ((rc = qtask_worker_complete_take(arg.worker, NULL, 0, tasks, 4, &count)) == QTASK_RESULT_OK) {
+        CHECK(count == 0, "%zu tasks after the stop", count);
+        struct timespec ten_ms = {0, 10 * 1000 * 1000};
+        nanosleep(&ten_ms, NULL);
+    }
+    EXPECT(QTASK_RESULT_CLOSED, rc);
+    pthread_join(thread, NULL);
+    CHECK(arg.rc == QTASK_RESULT_OK, "run: %s", qtask_result_name(arg.rc));
+    for (int i = 0; i < N; i++) {
+        char *task = NULL;
+        OK(qtask_get(client, ids[i], &task));
+        CHECK(strstr(task, "\"status\":\"finished\""), "task %d: %s", i, task);
+        qtask_string_free(task);
+    }
+    qtask_worker_free(arg.worker);
+}
+
 /* qtask_worker_take with the wake pipe: ids, name and length without parsing, the
  * time left of a task with a time limit of its own (none for the other), time up
  * once the engine ended that attempt, and the pipe readable when the run ended. */
@@ -1320,6 +1377,7 @@ int main(int argc, char **argv) {
         RUN(test_worker_stop_from_signal(client));
         RUN(test_worker_pull(client));
         RUN(test_worker_take(client));
+        RUN(test_worker_complete_take(client));
         RUN(test_worker_kinds(client));
     }
     qtask_close(client);

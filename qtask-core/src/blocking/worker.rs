@@ -106,6 +106,7 @@ pub struct Worker {
     concurrency: usize,
     time_limit: Option<Duration>,
     kinds: Option<Vec<String>>,
+    hand_ahead: usize,
 }
 
 impl Worker {
@@ -116,6 +117,7 @@ impl Worker {
             concurrency: 1,
             time_limit: None,
             kinds: None,
+            hand_ahead: 0,
         }
     }
 
@@ -132,6 +134,18 @@ impl Worker {
     /// Handlers running at once (default 1).
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
+        self
+    }
+
+    /// Tasks [`Worker::run_handing_off`] hands over beyond the concurrency (default 0):
+    /// ready for the caller's next free handler without a round trip through the
+    /// engine, so that a burst of short tasks costs the caller one wake-up, not one
+    /// each. The caller still runs at most `concurrency` at once, and calls
+    /// [`TimeUp::start_clock`] as it starts each task: its time limit counts from
+    /// there, not from the hand-over. Their leases are renewed meanwhile, as those of
+    /// tasks claimed ahead are.
+    pub fn hand_ahead(mut self, n: usize) -> Self {
+        self.hand_ahead = n;
         self
     }
 
@@ -183,16 +197,23 @@ impl Worker {
     /// running a handler on a thread of its own: `deliver` is called on the runtime's
     /// threads and must not block (it queues the task for the caller's own threads or
     /// goroutines), and the attempt ends when its [`Reply`] is sent. Up to
-    /// `concurrency` tasks are out at once; a stop waits for the replies of those out.
+    /// `concurrency` tasks (plus [`Worker::hand_ahead`]) are out at once; a stop waits
+    /// for the replies of those out.
     /// With a time limit, the attempt fails when it passes and the task's [`TimeUp`]
     /// is set; its slot stays taken until the reply comes (which is then ignored).
     pub fn run_handing_off<F>(self, deliver: F, stop: &StopSignal) -> Result<WorkerReport>
     where
         F: Fn(Message, TimeUp, Reply) + Send + Sync + 'static,
     {
-        let engine = self.into_engine()?;
+        let held = self.hand_ahead > 0;
+        // The engine counts a task handed ahead as running: it holds a slot.
+        let slots = self.concurrency.saturating_add(self.hand_ahead);
+        let engine = self.into_engine()?.concurrency(slots);
         let handle: Handle = Arc::new(move |message, time_up| {
             let (tx, rx) = tokio::sync::oneshot::channel();
+            if held {
+                time_up.hold_clock();
+            }
             deliver(message, time_up, Reply(tx));
             Box::pin(async move {
                 rx.await

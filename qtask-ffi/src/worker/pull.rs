@@ -1,7 +1,14 @@
 //! The pull API of a worker (`qtask_worker_new_pull`): the engine hands each claimed
 //! task to an `Exchange`, where callers take them in batches (`qtask_worker_next`,
 //! `qtask_worker_take`, woken by `qtask_worker_wake_fd`) and report them, also in
-//! batches (`qtask_worker_complete`).
+//! batches (`qtask_worker_complete`, or `qtask_worker_complete_take`, which takes the
+//! next ones in the same call).
+//!
+//! The engine hands over up to `HAND_AHEAD` tasks more than the concurrency. They
+//! wait in the exchange, their leases renewed, until a caller has room for them (at
+//! most `concurrency` are taken and not completed), and their time limits start when
+//! they are taken. A caller that completes and takes in one call then runs a burst of
+//! short tasks without a round trip through the engine's thread for each.
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::c_char;
@@ -82,26 +89,38 @@ pub struct qtask_completion {
     pub result_json: *const c_char,
 }
 
-/// A task handed out and not completed yet.
+/// Tasks the engine hands over beyond the concurrency: at least this many, and one
+/// per slot (see the module's comment).
+const HAND_AHEAD_AT_LEAST: usize = 8;
+
+/// The tasks a pull worker of `concurrency` has the engine hand over ahead.
+pub(super) fn hand_ahead(concurrency: usize) -> usize {
+    concurrency.max(HAND_AHEAD_AT_LEAST)
+}
+
+/// A task handed over and not completed yet.
 struct Out {
     message: CString,
     name: CString,
     task_id: i64,
     attempt: i64,
-    /// When the engine ends the attempt for its time limit (it started the clock
-    /// just before the hand-off).
+    /// The attempt's time limit: the task's own, else the worker's.
+    limit: Option<Duration>,
+    /// When the engine ends the attempt for its time limit, once taken (the clock
+    /// starts then).
     deadline: Option<Instant>,
     time_up: TimeUp,
     reply: Reply,
 }
 
 /// Where a pull-mode worker's tasks wait for `qtask_worker_next`.
-#[derive(Default)]
 pub(super) struct Exchange {
     handed: Mutex<Handed>,
     ready: Condvar,
     /// `qtask_worker_wake_fd`'s pipe, made on the first call.
     wake: std::sync::OnceLock<WakePipe>,
+    /// Tasks taken and not completed at most.
+    concurrency: usize,
 }
 
 /// A pipe that turns readable when tasks wait to be taken (or the run ended), so
@@ -169,7 +188,7 @@ impl Drop for WakePipe {
 struct Handed {
     /// Tokens not taken by `qtask_worker_next` yet, oldest first.
     queue: VecDeque<u64>,
-    /// Every task handed over and not completed, by token.
+    /// Every task handed over and not completed, by token (taken or not).
     out: HashMap<u64, Out>,
     next_token: u64,
     /// The run has returned: `qtask_worker_next` says so instead of waiting.
@@ -181,7 +200,24 @@ struct Handed {
     wake_scheduled: bool,
 }
 
+impl Handed {
+    /// Tasks a caller may take now: waiting ones, as far as the concurrency allows.
+    fn takeable(&self, concurrency: usize) -> usize {
+        let taken = self.out.len() - self.queue.len();
+        self.queue.len().min(concurrency.saturating_sub(taken))
+    }
+}
+
 impl Exchange {
+    pub(super) fn new(concurrency: usize) -> Exchange {
+        Exchange {
+            handed: Mutex::default(),
+            ready: Condvar::new(),
+            wake: std::sync::OnceLock::new(),
+            concurrency,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Handed> {
         self.handed
             .lock()
@@ -198,10 +234,7 @@ impl Exchange {
         reply: Reply,
         worker_limit: Option<Duration>,
     ) {
-        let deadline = message
-            .time_limit
-            .or(worker_limit)
-            .and_then(|limit| Instant::now().checked_add(limit));
+        let limit = message.time_limit.or(worker_limit);
         // A name with a NUL is cut there.
         let text = match message_text(&message) {
             Ok(text) => text,
@@ -218,18 +251,22 @@ impl Exchange {
             name,
             task_id: message.task_id,
             attempt: message.attempt,
-            deadline,
+            limit,
+            deadline: None,
             time_up,
             reply,
         };
         let mut handed = self.lock();
         handed.next_token += 1;
         let token = handed.next_token;
+        let could_take = handed.takeable(self.concurrency) > 0;
         handed.out.insert(token, out);
         handed.queue.push_back(token);
-        // A taker waits, or the wake pipe must turn readable: one wake-up for the
-        // whole burst of tasks one fetch claimed, once they are all here.
-        let wake = (handed.waiting > 0 || handed.queue.len() == 1) && !handed.wake_scheduled;
+        // A taker waits, or the wake pipe must turn readable (it had nothing to take):
+        // one wake-up for the whole burst of tasks one fetch claimed, once they are
+        // all here. Not for a task that waits for room: a completion makes it.
+        let takeable = handed.takeable(self.concurrency) > 0;
+        let wake = takeable && (handed.waiting > 0 || !could_take) && !handed.wake_scheduled;
         handed.wake_scheduled |= wake;
         drop(handed);
         if wake {
@@ -249,7 +286,7 @@ impl Exchange {
     fn wake_takers(&self) {
         let mut handed = self.lock();
         handed.wake_scheduled = false;
-        let pending = !handed.queue.is_empty();
+        let pending = handed.takeable(self.concurrency) > 0;
         let waiting = handed.waiting > 0;
         drop(handed);
         if pending && waiting {
@@ -263,23 +300,37 @@ impl Exchange {
     }
 
     /// Waits up to `wait` for tasks to hand out; then takes up to `capacity` of them
-    /// and calls `write` with each one's token and entry. `Ok(0)` when the wait
-    /// passed, `Err(Closed)` once the run has ended.
+    /// (as many as the concurrency has room for), starts their time limits and calls
+    /// `write` with each one's token and entry, and the instant they were taken. `Ok(0)` when the wait passed,
+    /// `Err(Closed)` once the run has ended.
     fn take(
         &self,
         capacity: usize,
         wait: Duration,
-        mut write: impl FnMut(usize, u64, &Out),
+        write: impl FnMut(usize, u64, &Out, Instant),
     ) -> Result<usize, Error> {
+        let handed = self.lock();
+        self.take_locked(handed, capacity, wait, write)
+            .map(|(taken, _)| taken)
+    }
+
+    /// [`Exchange::take`] with the lock held, which it lets go of: also whether tasks
+    /// that the concurrency has room for still wait.
+    fn take_locked(
+        &self,
+        mut handed: MutexGuard<'_, Handed>,
+        capacity: usize,
+        wait: Duration,
+        mut write: impl FnMut(usize, u64, &Out, Instant),
+    ) -> Result<(usize, bool), Error> {
         let until = Instant::now().checked_add(wait);
-        let mut handed = self.lock();
-        while handed.queue.is_empty() && !handed.ended {
+        while handed.takeable(self.concurrency) == 0 && !handed.ended {
             let left = match until {
                 Some(until) => until.saturating_duration_since(Instant::now()),
                 None => Duration::from_secs(3600),
             };
             if left.is_zero() {
-                return Ok(0);
+                return Ok((0, false));
             }
             handed.waiting += 1;
             handed = self
@@ -292,20 +343,37 @@ impl Exchange {
         if handed.ended {
             return Err(Error::Closed);
         }
-        let take = handed.queue.len().min(capacity);
+        let take = handed.takeable(self.concurrency).min(capacity);
+        let now = Instant::now();
         for i in 0..take {
             let token = handed.queue.pop_front().expect("counted");
-            if let Some(out) = handed.out.get(&token) {
-                write(i, token, out);
+            if let Some(out) = handed.out.get_mut(&token) {
+                out.time_up.start_clock();
+                out.deadline = out.limit.and_then(|limit| now.checked_add(limit));
+                write(i, token, out, now);
             }
         }
-        let more = !handed.queue.is_empty() && handed.waiting > 0;
+        let more = handed.takeable(self.concurrency) > 0;
+        let waiting = handed.waiting > 0;
         drop(handed);
-        if more {
+        if more && waiting {
             // Another caller may take the rest.
             self.ready.notify_one();
         }
-        Ok(take)
+        Ok((take, more))
+    }
+
+    /// Takes the completed tasks out (unknown tokens are ignored): the lock, still
+    /// held, and each one's reply with its outcome, to send once it is let go.
+    fn complete(&self, completions: &[qtask_completion]) -> (MutexGuard<'_, Handed>, Vec<(Reply, Outcome)>) {
+        let mut handed = self.lock();
+        let mut replies = Vec::with_capacity(completions.len());
+        for done in completions {
+            if let Some(out) = handed.out.remove(&done.token) {
+                replies.push((out.reply, completed(done)));
+            }
+        }
+        (handed, replies)
     }
 
     pub(super) fn end(&self) {
@@ -350,7 +418,7 @@ pub extern "C" fn qtask_worker_next(
     out_count: *mut usize,
 ) -> qtask_result {
     ffi_boundary!(result: {
-        take_into(worker, out_tasks, capacity, wait_seconds, out_count, |token, out| qtask_task {
+        take_into(worker, out_tasks, capacity, wait_seconds, out_count, |token, out, _| qtask_task {
             token,
             message_json: out.message.as_ptr(),
         })
@@ -373,20 +441,24 @@ pub extern "C" fn qtask_worker_take(
     out_count: *mut usize,
 ) -> qtask_result {
     ffi_boundary!(result: {
-        let now = Instant::now();
-        take_into(worker, out_tasks, capacity, wait_seconds, out_count, |token, out| qtask_taken_task {
-            token,
-            task_id: out.task_id,
-            attempt: out.attempt,
-            message_json: out.message.as_ptr(),
-            message_len: out.message.as_bytes().len(),
-            name: out.name.as_ptr(),
-            name_len: out.name.as_bytes().len(),
-            time_left_seconds: out
-                .deadline
-                .map_or(-1.0, |deadline| deadline.saturating_duration_since(now).as_secs_f64()),
-        })
+        take_into(worker, out_tasks, capacity, wait_seconds, out_count, taken_task)
     })
+}
+
+/// How `qtask_worker_take` describes a task it took at `now`.
+fn taken_task(token: u64, out: &Out, now: Instant) -> qtask_taken_task {
+    qtask_taken_task {
+        token,
+        task_id: out.task_id,
+        attempt: out.attempt,
+        message_json: out.message.as_ptr(),
+        message_len: out.message.as_bytes().len(),
+        name: out.name.as_ptr(),
+        name_len: out.name.as_bytes().len(),
+        time_left_seconds: out.deadline.map_or(-1.0, |deadline| {
+            deadline.saturating_duration_since(now).as_secs_f64()
+        }),
+    }
 }
 
 /// The body of `qtask_worker_next` and `qtask_worker_take`: checks the caller's
@@ -398,16 +470,16 @@ fn take_into<T>(
     capacity: usize,
     wait_seconds: f64,
     out_count: *mut usize,
-    describe: impl Fn(u64, &Out) -> T,
+    describe: impl Fn(u64, &Out, Instant) -> T,
 ) -> Result<(), Error> {
     reset(out_count, 0);
     if out_tasks.is_null() || capacity == 0 {
         return Err(invalid("out_tasks is NULL or capacity is 0"));
     }
     let wait = qtask_core::seconds("wait_seconds", wait_seconds)?;
-    let take = exchange(worker)?.take(capacity, wait, |i, token, out| {
+    let take = exchange(worker)?.take(capacity, wait, |i, token, out, now| {
         // i < capacity: the caller's array has room for it.
-        unsafe { out_tasks.add(i).write(describe(token, out)) };
+        unsafe { out_tasks.add(i).write(describe(token, out, now)) };
     })?;
     reset(out_count, take);
     Ok(())
@@ -425,28 +497,73 @@ pub extern "C" fn qtask_worker_complete(
     count: usize,
 ) -> qtask_result {
     ffi_boundary!(result: {
-        if count == 0 {
-            return Ok(());
-        }
-        if completions.is_null() {
-            return Err(invalid("completions is NULL"));
-        }
         let exchange = exchange(worker)?;
-        let completions = unsafe { std::slice::from_raw_parts(completions, count) };
-        let mut outs = Vec::with_capacity(count);
-        {
-            let mut handed = exchange.lock();
-            for done in completions {
-                if let Some(out) = handed.out.remove(&done.token) {
-                    outs.push((out, done));
-                }
-            }
+        let completions = completions_arg(completions, count)?;
+        let (handed, replies) = exchange.complete(completions);
+        let wake = handed.takeable(exchange.concurrency) > 0;
+        drop(handed);
+        if wake {
+            // Room freed up for tasks that wait: whoever waits for them may take them.
+            exchange.wake_takers();
         }
-        let replies = outs.into_iter().map(|(out, done)| (out.reply, completed(done))).collect();
         // One wake-up of the engine for the batch, whose outcomes then commit together.
         Reply::send_all(replies);
         Ok(())
     })
+}
+
+/// `qtask_worker_complete` and then `qtask_worker_take` with a wait of 0, in one
+/// call and under one lock: reports how `count` tasks ended (`completions`,
+/// borrowed, may be NULL when `count` is 0), then takes up to `capacity` of the
+/// tasks that wait into `out_tasks` and their number into `*out_count` (0 when
+/// none waits). The worker hands over a few tasks more than its concurrency, so a
+/// caller that completes and takes in one call goes on with the next task at once.
+/// `QTASK_RESULT_CLOSED` once the run has returned (the completions are then
+/// ignored, as `qtask_worker_complete` ignores unknown tokens).
+#[no_mangle]
+pub extern "C" fn qtask_worker_complete_take(
+    worker: *mut qtask_worker,
+    completions: *const qtask_completion,
+    count: usize,
+    out_tasks: *mut qtask_taken_task,
+    capacity: usize,
+    out_count: *mut usize,
+) -> qtask_result {
+    ffi_boundary!(result: {
+        reset(out_count, 0);
+        if out_tasks.is_null() || capacity == 0 {
+            return Err(invalid("out_tasks is NULL or capacity is 0"));
+        }
+        let exchange = exchange(worker)?;
+        let completions = completions_arg(completions, count)?;
+        let (handed, replies) = exchange.complete(completions);
+        let taken = exchange.take_locked(handed, capacity, Duration::ZERO, |i, token, out, now| {
+            // i < capacity: the caller's array has room for it.
+            unsafe { out_tasks.add(i).write(taken_task(token, out, now)) };
+        });
+        Reply::send_all(replies);
+        let (taken, more) = taken?;
+        if more {
+            // Left for the other takers (the wake pipe's reader among them).
+            exchange.wake_takers();
+        }
+        reset(out_count, taken);
+        Ok(())
+    })
+}
+
+/// The caller's array of `count` completions (empty when `count` is 0).
+fn completions_arg<'a>(
+    completions: *const qtask_completion,
+    count: usize,
+) -> Result<&'a [qtask_completion], Error> {
+    if count == 0 {
+        return Ok(&[]);
+    }
+    if completions.is_null() {
+        return Err(invalid("completions is NULL"));
+    }
+    Ok(unsafe { std::slice::from_raw_parts(completions, count) })
 }
 
 /// Gives a file descriptor of a worker made by `qtask_worker_new_pull` that turns
