@@ -248,7 +248,7 @@ pub extern "C" fn qtask_worker_run(
             Mode::Pull(exchange) => {
                 let to = exchange.clone();
                 let limit = (limit_ms > 0).then(|| Duration::from_millis(limit_ms));
-                let report = engine.hand_ahead(pull::hand_ahead(state.concurrency)).run_handing_off(
+                let report = engine.hand_ahead_for_bursts().run_handing_off(
                     move |message, time_up, reply| to.deliver(message, time_up, reply, limit),
                     &stop,
                 );

@@ -204,6 +204,10 @@ fn run_sync(py: Python<'_>, handler: &Py<PyAny>, job: Job) {
         time_up,
         reply,
     } = job;
+    if let Some(time_up) = &time_up {
+        // It may have waited, handed over ahead of a free thread: its limit starts now.
+        time_up.start_clock();
+    }
     let outcome = message_dict(py, &message)
         .and_then(|dict| Ok((dict, time_up_object(py, time_up)?)))
         .and_then(|args| handler.call1(py, args))

@@ -193,7 +193,9 @@ pub fn run_worker(
     time_limit: Option<f64>,
     kinds: Option<Vec<String>>,
 ) -> PyQtaskResult<ReportTuple> {
-    let engine = engine(client, queue, concurrency, time_limit, kinds)?;
+    let (worker, limited) = engine(client, queue, concurrency, time_limit, kinds)?;
+    // Tasks wait ready for the next free thread, which runs them while it holds the GIL.
+    let engine = (worker.hand_ahead_for_bursts(), limited);
     let pool = Pool::new(concurrency, handler);
     let handing = pool.clone();
     let report = run_engine(py, engine, stop, move |job| handing.push(job));

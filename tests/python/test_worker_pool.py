@@ -155,3 +155,44 @@ def test_a_task_time_limit_overrides_the_worker_s(backend: Backend) -> None:
             c.create("s", {}, queue="LIMIT_SYNC", time_limit=0)
         with pytest.raises(qtask.InvalidArgument):
             c.create("s", {}, queue="LIMIT_SYNC", time_limit="soon")  # type: ignore[arg-type]
+
+
+def test_tasks_waiting_for_a_thread_keep_their_whole_time_limit(backend: Backend) -> None:
+    """The engine hands a sync pool tasks ahead of its threads (pool.rs): one thread
+    runs six tasks of 0.15 s one after the other under a limit of 0.4 s, the last
+    handed over 0.75 s before it starts, and none of them runs out of time; the
+    limit still ends a seventh that overruns it once started."""
+    with backend.client(sweep_interval=0.2, retry_backoff=60, retry_backoff_max=60) as c:
+        c.install()
+        running = [0]
+        most = [0]
+        done: List[int] = []
+        told: List[int] = []
+        lock = threading.Lock()
+
+        @c.task("AHEAD")
+        def handle(message: qtask.Message) -> None:
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            try:
+                for _ in range(300 if message["n"] == 99 else 15):
+                    time.sleep(0.01)
+            except qtask.TimeLimitExceeded:
+                told.append(message["task_id"])
+                raise
+            finally:
+                with lock:
+                    running[0] -= 1
+                    done.append(message["task_id"])
+
+        ids = [c.create("h", {"n": n}, queue="AHEAD", delete_deadline=KEEP) for n in range(6)]
+        overrun = c.create("h", {"n": 99}, queue="AHEAD")
+        report = run_until(c, lambda: len(done) == 7, "every task handled", concurrency=1, time_limit=0.4)
+        assert (report.finished, report.failed) == (6, 1), report
+        assert most[0] == 1 and told == [overrun], (most, told)
+        for i in ids:
+            task = c.get(i)
+            assert (task["status"], task["last_error"]) == ("finished", None), task
+        assert c.get(overrun)["last_error"] == "time limit of 0.4s exceeded"
+        c.cancel(overrun)

@@ -16,4 +16,4 @@ mod worker;
 
 pub use client::{Client, Invoke};
 pub use runtime::{runtime, wait};
-pub use worker::{after_ready_tasks, Reply, StopSignal, Worker};
+pub use worker::{after_ready_tasks, Reply, StopSignal, Worker, HAND_AHEAD_AT_LEAST};

@@ -15,6 +15,11 @@ use crate::outcome::{outcome_of, Outcome, TimeUp};
 use crate::task::Message;
 use crate::worker::{Handle, WorkerReport};
 
+/// Tasks [`Worker::hand_ahead_for_bursts`] hands over ahead at least: a Go worker of
+/// concurrency 1 on PostgreSQL + Redis with no-op handlers drained 7.1–8.0k tasks/s
+/// handed none ahead, 11.4–15.3k with 8 (CPU per task 86–93 → 36–49 µs).
+pub const HAND_AHEAD_AT_LEAST: usize = 8;
+
 /// How often a running worker looks at its stop signal.
 const STOP_CHECK: Duration = Duration::from_millis(50);
 
@@ -147,6 +152,13 @@ impl Worker {
     pub fn hand_ahead(mut self, n: usize) -> Self {
         self.hand_ahead = n;
         self
+    }
+
+    /// [`Worker::hand_ahead`] as the bindings use it: as many as the concurrency, and
+    /// at least [`HAND_AHEAD_AT_LEAST`]. Set the concurrency first.
+    pub fn hand_ahead_for_bursts(self) -> Self {
+        let n = self.concurrency.max(HAND_AHEAD_AT_LEAST);
+        self.hand_ahead(n)
     }
 
     /// The longest one attempt may run (default: none). When it passes, the attempt

@@ -4,7 +4,7 @@
 //! batches (`qtask_worker_complete`, or `qtask_worker_complete_take`, which takes the
 //! next ones in the same call).
 //!
-//! The engine hands over up to `HAND_AHEAD` tasks more than the concurrency. They
+//! The engine hands over tasks ahead of the concurrency (`hand_ahead_for_bursts`). They
 //! wait in the exchange, their leases renewed, until a caller has room for them (at
 //! most `concurrency` are taken and not completed), and their time limits start when
 //! they are taken. A caller that completes and takes in one call then runs a burst of
@@ -87,15 +87,6 @@ pub struct qtask_completion {
     /// NULL, or with `QTASK_OUTCOME_CODE_FINISH` a JSON value (borrowed) kept as the
     /// task's result; malformed JSON fails the task for good with the parse error.
     pub result_json: *const c_char,
-}
-
-/// Tasks the engine hands over beyond the concurrency: at least this many, and one
-/// per slot (see the module's comment).
-const HAND_AHEAD_AT_LEAST: usize = 8;
-
-/// The tasks a pull worker of `concurrency` has the engine hand over ahead.
-pub(super) fn hand_ahead(concurrency: usize) -> usize {
-    concurrency.max(HAND_AHEAD_AT_LEAST)
 }
 
 /// A task handed over and not completed yet.
