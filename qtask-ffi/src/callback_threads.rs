@@ -1,7 +1,8 @@
 //! The threads a callback worker (`qtask_worker_new`) calls its callback on. The
-//! engine hands each claimed task over (`run_handing_off`) into a queue; a thread of
-//! this set, started on demand up to the concurrency and kept for the whole run, takes
-//! it, calls the callback and replies.
+//! engine hands each claimed task over (`run_handing_off`, a few ahead of the
+//! concurrency: `hand_ahead_for_bursts`) into a queue; a thread of this set, started
+//! on demand up to the concurrency and kept for the whole run, takes it, starts its
+//! time limit, calls the callback and replies.
 //!
 //! Waking is chained, as tokio's and Go's schedulers do it: a hand-over wakes one
 //! waiting thread only when no other is already on its way, and a woken thread that
@@ -168,6 +169,8 @@ impl Shared {
             let next = self.next_hand(&mut queue);
             drop(queue);
             self.call(next);
+            // It may have waited, handed over ahead of a free thread: its limit starts now.
+            time_up.start_clock();
             let callback = self.callback;
             let returned = catch_unwind(AssertUnwindSafe(|| callback.call(message, &time_up)))
                 .unwrap_or_else(|_| Err("the callback's call panicked".into()));

@@ -238,7 +238,7 @@ pub extern "C" fn qtask_worker_run(
             Mode::Callback(callback) => {
                 let threads = CallbackThreads::new(*callback, state.concurrency);
                 let to = threads.clone();
-                let report = engine.run_handing_off(
+                let report = engine.hand_ahead_for_bursts().run_handing_off(
                     move |message, time_up, reply| to.deliver(message, time_up, reply),
                     &stop,
                 );

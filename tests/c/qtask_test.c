@@ -770,6 +770,36 @@ static void test_worker_time_limit(qtask_client *client) {
     CHECK(!qtask_outcome_time_up(NULL), "NULL outcome");
 }
 
+/* Works 0.15 s; the sixth call stops the worker. */
+static int serial_callback(const char *message_json, qtask_outcome *outcome, void *user_data) {
+    (void)message_json;
+    struct outcomes *o = user_data;
+    struct timespec work = {0, 150 * 1000 * 1000};
+    nanosleep(&work, NULL);
+    if (qtask_outcome_time_up(outcome)) atomic_fetch_add(&o->time_up_seen, 1);
+    if (atomic_fetch_add(&o->calls, 1) + 1 == 6) qtask_worker_stop(o->worker);
+    return QTASK_OUTCOME_CODE_FINISH;
+}
+
+/* Tasks handed to the callback threads ahead of a free one keep their whole time
+ * limit: six of 0.15 s on one thread under a limit of 0.4 s all finish. */
+static void test_worker_time_limit_counts_from_the_call(qtask_client *client) {
+    int64_t ids[6];
+    for (int i = 0; i < 6; i++) {
+        OK(qtask_create(client, "serial", "{}", 60, "C:SERIAL", "{\"delete_deadline\": 3600}", &ids[i]));
+    }
+    struct outcomes o = {0};
+    OK(qtask_worker_new(client, "C:SERIAL", 1, serial_callback, &o, &o.worker));
+    OK(qtask_worker_set_time_limit(o.worker, 0.4));
+    qtask_worker_report report = {0};
+    OK(qtask_worker_run(o.worker, &report));
+    qtask_worker_free(o.worker);
+    CHECK(report.finished == 6 && report.failed == 0 && atomic_load(&o.time_up_seen) == 0,
+          "report %llu/%llu, time up seen %d", (unsigned long long)report.finished,
+          (unsigned long long)report.failed, atomic_load(&o.time_up_seen));
+    for (int i = 0; i < 6; i++) expect_task(client, ids[i], "\"status\":\"finished\"", NULL);
+}
+
 struct stale {
     qtask_worker *worker;
     qtask_client *client;
@@ -1372,6 +1402,7 @@ int main(int argc, char **argv) {
         RUN(test_worker_failure(client));
         RUN(test_worker_outcomes(client));
         RUN(test_worker_time_limit(client));
+        RUN(test_worker_time_limit_counts_from_the_call(client));
         RUN(test_worker_stale_outcome(client));
         RUN(test_worker_stop_from_thread(client));
         RUN(test_worker_stop_from_signal(client));
