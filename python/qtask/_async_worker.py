@@ -25,11 +25,14 @@ async def _run_async(handler: Callable[[Message], Any], message: Message) -> _qt
 class AsyncQueue:
     """Feeds one queue's ``async def`` handler from the engine: the engine puts tasks
     in an inbox and writes a byte to a socket the loop watches; the loop then starts
-    every task waiting there as a coroutine (one wake-up per burst of tasks)."""
+    the tasks waiting there as coroutines (one wake-up per burst of tasks), as many
+    as the concurrency has room for. The engine hands over a few more, which wait
+    there, their time limits not started, until an attempt ends and makes room."""
 
-    def __init__(self, handler: Callable[[Message], Any], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, handler: Callable[[Message], Any], loop: asyncio.AbstractEventLoop, concurrency: int) -> None:
         self.handler = handler
         self.loop = loop
+        self.concurrency = concurrency
         self.reader, self.writer = socket.socketpair()
         self.reader.setblocking(False)
         self.writer.setblocking(False)
@@ -49,24 +52,35 @@ class AsyncQueue:
             self.reader.recv(4096)
         except BlockingIOError:
             pass
-        for message, time_up, reply in self.inbox.take():
+        self._start_waiting()
+
+    def _start_waiting(self) -> None:
+        room = self.concurrency - len(self.running)
+        if room <= 0:
+            return
+        for message, time_up, reply in self.inbox.take(room):
             task = self.loop.create_task(self._attempt(message, time_up, reply))
             self.running.add(task)
-            task.add_done_callback(self.running.discard)
 
     async def _attempt(self, fields: Dict[str, Any], time_up: Optional[_qtask.TimeUp], reply: _qtask.AttemptReply) -> None:
-        message = Message(**fields)
+        try:
+            reply.send(await self._outcome(Message(**fields), time_up))
+        finally:
+            # This attempt's room goes to a task that waits, without a wake-up.
+            current = asyncio.current_task()
+            if current is not None:
+                self.running.discard(current)
+            self._start_waiting()
+
+    async def _outcome(self, message: Message, time_up: Optional[_qtask.TimeUp]) -> _qtask.HandlerOutcome:
         if time_up is None:
-            reply.send(await _run_async(self.handler, message))
-            return
+            return await _run_async(self.handler, message)
         attempt = asyncio.ensure_future(_run_async(self.handler, message))
         time_up.on_set(lambda: self.loop.call_soon_threadsafe(attempt.cancel))
-        outcome: _qtask.HandlerOutcome
         try:
-            outcome = await attempt
+            return await attempt
         except asyncio.CancelledError:
-            outcome = "time limit exceeded: the handler was cancelled"
-        reply.send(outcome)
+            return "time limit exceeded: the handler was cancelled"
 
     def close(self) -> None:
         done = threading.Event()

@@ -212,8 +212,9 @@ class AsyncInbox:
     writing end of a non-blocking socket pair) when tasks arrive after a ``take()``."""
 
     def __init__(self, wake_fd: int) -> None: ...
-    def take(self) -> List[Tuple[Dict[str, Any], Optional[TimeUp], AttemptReply]]:
-        """The tasks handed over since the last call."""
+    def take(self, most: int) -> List[Tuple[Dict[str, Any], Optional[TimeUp], AttemptReply]]:
+        """Up to ``most`` of the tasks handed over, oldest first, their time limits
+        starting now."""
 
 def run_async_worker(
     client: Client,

@@ -221,7 +221,7 @@ class Worker:
                     from ._async_worker import AsyncQueue
 
                     # Coroutines on the loop: concurrency counts coroutines, not threads.
-                    feed = AsyncQueue(handler, self.loop.get())
+                    feed = AsyncQueue(handler, self.loop.get(), self.concurrency)
                     try:
                         reports.append(
                             _qtask.run_async_worker(

@@ -234,7 +234,7 @@ impl AttemptReply {
 
 #[derive(Default)]
 struct Waiting {
-    jobs: Vec<Job>,
+    jobs: VecDeque<Job>,
     /// A wake-up byte is on its way to the loop: no need for another.
     woken: bool,
 }
@@ -252,7 +252,7 @@ pub struct AsyncInbox {
 impl AsyncInbox {
     pub(crate) fn push(&self, job: Job) {
         let mut waiting = lock(&self.waiting);
-        waiting.jobs.push(job);
+        waiting.jobs.push_back(job);
         if !waiting.woken {
             waiting.woken = true;
             wake(self.wake_fd);
@@ -286,15 +286,21 @@ impl AsyncInbox {
         }
     }
 
-    /// The tasks handed over since the last call, as `(message, time_up, reply)`.
-    fn take<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let jobs = {
+    /// Up to `most` of the tasks handed over (oldest first), as `(message, time_up,
+    /// reply)`, their time limits starting now: the engine hands some over ahead of
+    /// the concurrency, and the loop takes only what it has room for.
+    fn take<'py>(&self, py: Python<'py>, most: usize) -> PyResult<Bound<'py, PyList>> {
+        let jobs: Vec<Job> = {
             let mut waiting = lock(&self.waiting);
             waiting.woken = false;
-            std::mem::take(&mut waiting.jobs)
+            let most = most.min(waiting.jobs.len());
+            waiting.jobs.drain(..most).collect()
         };
         let list = PyList::empty(py);
         for job in jobs {
+            if let Some(time_up) = &job.time_up {
+                time_up.start_clock();
+            }
             let dict = match message_dict(py, &job.message) {
                 Ok(dict) => dict,
                 Err(err) => {

@@ -219,6 +219,7 @@ pub fn run_async_worker(
     time_limit: Option<f64>,
     kinds: Option<Vec<String>>,
 ) -> PyQtaskResult<ReportTuple> {
-    let engine = engine(client, queue, concurrency, time_limit, kinds)?;
+    let (worker, limited) = engine(client, queue, concurrency, time_limit, kinds)?;
+    let engine = (worker.hand_ahead_for_bursts(), limited);
     run_engine(py, engine, stop, move |job| inbox.get().push(job))
 }

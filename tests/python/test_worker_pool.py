@@ -196,3 +196,39 @@ def test_tasks_waiting_for_a_thread_keep_their_whole_time_limit(backend: Backend
             assert (task["status"], task["last_error"]) == ("finished", None), task
         assert c.get(overrun)["last_error"] == "time limit of 0.4s exceeded"
         c.cancel(overrun)
+
+
+def test_async_tasks_waiting_for_room_keep_their_whole_time_limit(backend: Backend) -> None:
+    """The asyncio loop takes only what the concurrency has room for, though the engine
+    hands more over: one coroutine at a time runs six of 0.15 s under a limit of
+    0.4 s and none runs out of time; the limit still cancels a seventh that overruns."""
+    with backend.client(sweep_interval=0.2, retry_backoff=60, retry_backoff_max=60) as c:
+        c.install()
+        running = [0]
+        most = [0]
+        done: List[int] = []
+        told: List[int] = []
+
+        @c.task("AHEAD_ASYNC")
+        async def handle(message: qtask.Message) -> None:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            try:
+                await asyncio.sleep(3 if message["n"] == 99 else 0.15)
+            except asyncio.CancelledError:
+                told.append(message["task_id"])
+                raise
+            finally:
+                running[0] -= 1
+                done.append(message["task_id"])
+
+        ids = [c.create("h", {"n": n}, queue="AHEAD_ASYNC", delete_deadline=KEEP) for n in range(6)]
+        overrun = c.create("h", {"n": 99}, queue="AHEAD_ASYNC")
+        report = run_until(c, lambda: len(done) == 7, "every task handled", concurrency=1, time_limit=0.4)
+        assert (report.finished, report.failed) == (6, 1), report
+        assert most[0] == 1 and told == [overrun], (most, told)
+        for i in ids:
+            task = c.get(i)
+            assert (task["status"], task["last_error"]) == ("finished", None), task
+        assert c.get(overrun)["last_error"] == "time limit of 0.4s exceeded"
+        c.cancel(overrun)
