@@ -774,7 +774,10 @@ qtask_result qtask_worker_new(struct qtask_client *client,
  * inside `qtask_worker_run`, any threads take up to `concurrency` tasks at a time
  * with `qtask_worker_next`, run them where they like, and report how each ended
  * with `qtask_worker_complete`, in batches. The engine never calls into the caller,
- * and the calls cost one lock per batch, not a thread switch per task. Stop and
+ * and the calls cost one lock per batch, not a thread switch per task. The engine
+ * hands over up to max(`concurrency`, 8) tasks more, which wait to be taken (their
+ * leases renewed, their time limits not started) until a completion makes room:
+ * `qtask_worker_complete_take` reports and takes the next in one call. Stop and
  * free the worker before `qtask_close` on its client.
  *
  * On success `*out_worker` is a new handle that the caller owns and must release
