@@ -91,8 +91,11 @@ func FailNow(reason string) error {
 // (the one behind every binding: claims in batches, renews leases, writes
 // outcomes in batches, backs off while a server is down). Handlers run on
 // goroutines, up to Concurrency at once: the engine hands its tasks over in
-// batches (qtask_worker_next) and takes their outcomes back in batches
-// (qtask_worker_complete), so no engine thread calls into Go.
+// batches (qtask_worker_take) and takes their outcomes back in batches, taking
+// the tasks that wait in the same call (qtask_worker_complete_take), so no
+// engine thread calls into Go. A few tasks more than Concurrency wait ready
+// on the engine's side; a task's time limit (its ctx deadline) starts when it
+// is taken.
 type Worker struct {
 	client  *Client
 	queue   string

@@ -292,8 +292,8 @@ impl Exchange {
 
     /// Waits up to `wait` for tasks to hand out; then takes up to `capacity` of them
     /// (as many as the concurrency has room for), starts their time limits and calls
-    /// `write` with each one's token and entry, and the instant they were taken. `Ok(0)` when the wait passed,
-    /// `Err(Closed)` once the run has ended.
+    /// `write` with each one's token, its entry and the instant it was taken. `Ok(0)`
+    /// when the wait passed, `Err(Closed)` once the run has ended.
     fn take(
         &self,
         capacity: usize,
