@@ -42,7 +42,7 @@ PY = os.path.join(HERE, ".venv", "bin", "python")
 class System:
     name: str
     label: str
-    driver: str  # rust, go, python, node
+    driver: str  # rust, go, python, node, c
     suite: str  # the driver's system name
     db: str = ""  # sqlite, pg, mysql, or ""
     redis_queue: bool = False
@@ -50,6 +50,7 @@ class System:
     lives: str = ""
     crash: str = ""
     install_key: str = ""  # the key of run.sh's install-status file
+    extra: Dict[str, Any] = field(default_factory=dict)  # more params for its driver
 
 
 QTASK_LIVES = "a row in {db} (the truth){redis}"
@@ -81,6 +82,13 @@ SYSTEMS: List[System] = [
            lives="a PostgreSQL row", crash=QTASK_CRASH.format(extra="the table is the queue")),
     System("qtask-py-pg-redis", "qtask Python, PostgreSQL + Redis queue", "python", "qtask-py", "pg", True,
            lives="a PostgreSQL row (truth) + an entry in Redis (transport)",
+           crash=QTASK_CRASH.format(extra="Redis losing its data delays tasks by a lease, loses none")),
+    System("qtask-py-async-pg-redis", "qtask Python `async def`, PostgreSQL + Redis queue", "python", "qtask-py", "pg",
+           True, extra={"handler": "async"},
+           lives="a PostgreSQL row (truth) + an entry in Redis (transport)",
+           crash=QTASK_CRASH.format(extra="Redis losing its data delays tasks by a lease, loses none")),
+    System("qtask-c-pg-redis", "qtask C worker (callback), PostgreSQL + Redis queue", "c", "c-worker", "pg", True,
+           install_key="c", lives="a PostgreSQL row (truth) + an entry in Redis (transport)",
            crash=QTASK_CRASH.format(extra="Redis losing its data delays tasks by a lease, loses none")),
     System("river", "River (Go, PostgreSQL)", "go", "river", "pg", peer_of="qtask-go-pg-db", install_key="go",
            lives="a PostgreSQL row (river_job)",
@@ -264,6 +272,8 @@ def command(s: System, params: Dict[str, Any]) -> List[str]:
                 "--suite", s.suite, "--params", blob]
     if s.driver == "python":
         return [PY, os.path.join(HERE, "python", "suite.py"), s.suite, "--params", blob]
+    if s.driver == "c":
+        return [PY, os.path.join(HERE, "c", "suite.py"), "--params", blob]
     return ["node", os.path.join(HERE, "node", "suite.js"), s.suite, "--params", blob]
 
 
@@ -280,6 +290,8 @@ def expected_rows(s: System) -> int:
         return 3
     if s.suite.startswith("ceiling"):
         return 3
+    if s.suite == "c-worker":
+        return 5  # the drains, idle and busy RSS
     return len(ROWS)
 
 
@@ -574,6 +586,7 @@ def main() -> int:
                               timeout=timeout)
                 params["db"] = {"pg": PG, "mysql": MYSQL, "sqlite": f"sqlite://{HERE}/.cache/{prefix}.db"}.get(s.db, "")
                 params["queue"] = redis.url(db_index) if s.redis_queue else "db"
+                params.update(s.extra)
                 if s.suite.startswith("ceiling"):
                     # Floors run at 100,000+ tasks/s: give 32 loops enough batches.
                     params["n_drain"] = size["n_drain"] * 10

@@ -74,6 +74,12 @@ elif ! out=$(cd bench/go && go build -o "$cache/go-bench" . 2>&1); then
     printf 'go\tgo build failed: %s\n' "$(echo "$out" | tail -1)" >>"$status"
 fi
 
+log "building the C worker's driver (bench/c/worker_bench.c)"
+if ! out=$(cc -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -O2 -Iinclude bench/c/worker_bench.c \
+    -o "$cache/c-worker-bench" -L"$target/release" -Wl,-rpath,"$target/release" -lqtask -lpthread 2>&1); then
+    printf 'c\tcc failed: %s\n' "$(echo "$out" | tail -1)" >>"$status"
+fi
+
 log "installing BullMQ $BULLMQ_VERSION (npm)"
 if ! command -v npm >/dev/null 2>&1; then
     printf 'bullmq\tnpm is not installed\n' >>"$status"
@@ -81,6 +87,6 @@ elif ! out=$(cd bench/node && npm install --silent --no-audit --no-fund "bullmq@
     printf 'bullmq\tnpm install failed: %s\n' "$(echo "$out" | tail -1)" >>"$status"
 fi
 
-export QTASK_BENCH_BIN="$target/release/qtask-bench" QTASK_BENCH_GO="$cache/go-bench"
+export QTASK_BENCH_BIN="$target/release/qtask-bench" QTASK_BENCH_GO="$cache/go-bench" QTASK_BENCH_C="$cache/c-worker-bench"
 export QTASK_BENCH_INSTALL_STATUS="$status"
 exec "$venv/bin/python" bench/run.py "$@"
