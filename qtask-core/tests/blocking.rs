@@ -8,7 +8,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use qtask_core::blocking::{Client, Reply, StopSignal, Worker};
-use qtask_core::{Clock, Config, Error, Message, NewTask, Outcome, Status, TimeUp};
+use qtask_core::{Clock, Config, Error, Message, NewTask, Outcome, Status, TimeUp, WorkerReport};
 use serde_json::json;
 
 fn open() -> Client {
@@ -209,6 +209,52 @@ fn blocking_worker_time_limit_and_result() {
     );
 }
 
+/// Runs `worker` with `run_handing_off`, every task answered on one thread of the
+/// caller's own, in arrival order, after starting its clock: the task with `n` 99
+/// once its time is up (an error, ignored), the others after `work`, with `{"n": n}`
+/// as their result. Stops after `answers`; returns the report and the most tasks
+/// handed over and not yet taken by that thread at once.
+fn answer_on_one_thread(worker: Worker, answers: usize, work: Duration) -> (WorkerReport, usize) {
+    type Handed = (Message, TimeUp, Reply);
+    let (hand, handed) = mpsc::channel::<Handed>();
+    let waiting = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let stop = StopSignal::new();
+    let (taker_waiting, stopper) = (waiting.clone(), stop.clone());
+    let runner = std::thread::spawn(move || {
+        for (done, (m, time_up, reply)) in handed.into_iter().enumerate() {
+            taker_waiting.fetch_sub(1, Ordering::SeqCst);
+            time_up.start_clock();
+            if m.input["n"] == 99 {
+                while !time_up.is_up() {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                reply.send_returned::<()>(Err("ignored".into()));
+            } else {
+                std::thread::sleep(work);
+                reply.send_returned(Ok(json!({"n": m.input["n"].clone()})));
+            }
+            if done + 1 == answers {
+                stopper.stop();
+            }
+        }
+    });
+    let hand = Mutex::new(hand);
+    let handler_most = most.clone();
+    let report = worker
+        .run_handing_off(
+            move |m, time_up, reply| {
+                let now = waiting.fetch_add(1, Ordering::SeqCst) + 1;
+                handler_most.fetch_max(now, Ordering::SeqCst);
+                hand.lock().unwrap().send((m, time_up, reply)).unwrap();
+            },
+            &stop,
+        )
+        .unwrap();
+    runner.join().unwrap();
+    (report, most.load(Ordering::SeqCst))
+}
+
 /// `run_handing_off`: the handler hands each task to a thread of the caller's own,
 /// which sends the outcome later; at most `concurrency` tasks are out at once. A
 /// task's own time limit reaches the handler through its `TimeUp`.
@@ -223,48 +269,10 @@ fn blocking_worker_replies_from_the_caller_s_threads() {
         .create(task(99).time_limit(Duration::from_millis(200)))
         .unwrap()
         .id;
-    type Handed = (Message, TimeUp, Reply);
-    let (hand, handed) = mpsc::channel::<Handed>();
-    let out = Arc::new(AtomicUsize::new(0));
-    let most = Arc::new(AtomicUsize::new(0));
-    let stop = StopSignal::new();
-    let (runner_out, stopper) = (out.clone(), stop.clone());
-    // The caller's own thread: answers in arrival order, the limited task once told.
-    let runner = std::thread::spawn(move || {
-        let mut done = 0;
-        for (m, time_up, reply) in handed {
-            runner_out.fetch_sub(1, Ordering::SeqCst);
-            if m.input["n"] == 99 {
-                while !time_up.is_up() {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                reply.send_returned::<()>(Err("ignored".into()));
-            } else {
-                std::thread::sleep(Duration::from_millis(5));
-                reply.send_returned(Ok(json!({"n": m.input["n"].clone()})));
-            }
-            done += 1;
-            if done == 13 {
-                stopper.stop();
-            }
-        }
-    });
-    let hand = Mutex::new(hand);
-    let (handler_out, handler_most) = (out.clone(), most.clone());
-    let report = Worker::new(client, "BREP")
-        .concurrency(3)
-        .run_handing_off(
-            move |m, time_up, reply| {
-                let now = handler_out.fetch_add(1, Ordering::SeqCst) + 1;
-                handler_most.fetch_max(now, Ordering::SeqCst);
-                hand.lock().unwrap().send((m, time_up, reply)).unwrap();
-            },
-            &stop,
-        )
-        .unwrap();
-    runner.join().unwrap();
+    let worker = Worker::new(client, "BREP").concurrency(3);
+    let (report, most) = answer_on_one_thread(worker, 13, Duration::from_millis(5));
     assert_eq!((report.finished, report.failed), (12, 1), "{report:?}");
-    assert!(most.load(Ordering::SeqCst) <= 3, "{most:?}");
+    assert!(most <= 3, "{most:?}");
     for (n, id) in ids.iter().enumerate() {
         assert_eq!(
             client.result(*id, Duration::from_secs(5)).unwrap(),
@@ -277,7 +285,9 @@ fn blocking_worker_replies_from_the_caller_s_threads() {
 
 /// `hand_ahead`: the engine hands over more tasks than the concurrency; those that
 /// wait in the caller's queue keep their whole time limit, which counts from
-/// `TimeUp::start_clock`, and one that then overruns it still fails for it.
+/// `TimeUp::start_clock`, and one that then overruns it still fails for it. One
+/// thread runs them one at a time (the concurrency of 1), 150 ms each: the last of
+/// five waits 600 ms for it, past the limit of 300 ms from its hand-over.
 #[test]
 fn tasks_handed_ahead_keep_their_time_limit_until_started() {
     let db = WorkerDb::open("bahead");
@@ -287,52 +297,12 @@ fn tasks_handed_ahead_keep_their_time_limit_until_started() {
     };
     let ids: Vec<i64> = (0..5).map(|n| client.create(task(n)).unwrap().id).collect();
     let overrun = client.create(task(99)).unwrap().id;
-    type Handed = (Message, TimeUp, Reply);
-    let (hand, handed) = mpsc::channel::<Handed>();
-    let out = Arc::new(AtomicUsize::new(0));
-    let most = Arc::new(AtomicUsize::new(0));
-    let stop = StopSignal::new();
-    let (runner_out, stopper) = (out.clone(), stop.clone());
-    // One thread runs them one at a time (the concurrency of 1), 150 ms each: the
-    // last of five waits 600 ms for it, past the limit of 300 ms from its hand-over.
-    let runner = std::thread::spawn(move || {
-        let mut done = 0;
-        for (m, time_up, reply) in handed {
-            time_up.start_clock();
-            if m.input["n"] == 99 {
-                while !time_up.is_up() {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                reply.send_returned::<()>(Err("ignored".into()));
-            } else {
-                std::thread::sleep(Duration::from_millis(150));
-                reply.send_returned(Ok(json!({"n": m.input["n"].clone()})));
-            }
-            runner_out.fetch_sub(1, Ordering::SeqCst);
-            done += 1;
-            if done == 6 {
-                stopper.stop();
-            }
-        }
-    });
-    let hand = Mutex::new(hand);
-    let (handler_out, handler_most) = (out.clone(), most.clone());
-    let report = Worker::new(client, "BAHEAD")
+    let worker = Worker::new(client, "BAHEAD")
         .concurrency(1)
         .hand_ahead(5)
-        .time_limit(Duration::from_millis(300))
-        .run_handing_off(
-            move |m, time_up, reply| {
-                let now = handler_out.fetch_add(1, Ordering::SeqCst) + 1;
-                handler_most.fetch_max(now, Ordering::SeqCst);
-                hand.lock().unwrap().send((m, time_up, reply)).unwrap();
-            },
-            &stop,
-        )
-        .unwrap();
-    runner.join().unwrap();
-    let most = most.load(Ordering::SeqCst);
-    assert!((4..=6).contains(&most), "handed ahead at once: {most}");
+        .time_limit(Duration::from_millis(300));
+    let (report, most) = answer_on_one_thread(worker, 6, Duration::from_millis(150));
+    assert!((3..=6).contains(&most), "waiting at once: {most}");
     assert_eq!((report.finished, report.failed), (5, 1), "{report:?}");
     for (n, id) in ids.iter().enumerate() {
         assert_eq!(

@@ -157,6 +157,22 @@ def test_a_task_time_limit_overrides_the_worker_s(backend: Backend) -> None:
             c.create("s", {}, queue="LIMIT_SYNC", time_limit="soon")  # type: ignore[arg-type]
 
 
+def six_then_an_overrun(c: qtask.Client, queue: str, done: List[int], most: List[int], told: List[int]) -> None:
+    """Six tasks (``n`` 0 to 5) and one that overruns (``n`` 99) on ``queue``, worked
+    on at concurrency 1 with a limit of 0.4 s until the handler saw all seven: only
+    the overrun failed, for its limit, and no two ran at once."""
+    ids = [c.create("h", {"n": n}, queue=queue, delete_deadline=KEEP) for n in range(6)]
+    overrun = c.create("h", {"n": 99}, queue=queue)
+    report = run_until(c, lambda: len(done) == 7, "every task handled", concurrency=1, time_limit=0.4)
+    assert (report.finished, report.failed) == (6, 1), report
+    assert most[0] == 1 and told == [overrun], (most, told)
+    for i in ids:
+        task = c.get(i)
+        assert (task["status"], task["last_error"]) == ("finished", None), task
+    assert c.get(overrun)["last_error"] == "time limit of 0.4s exceeded"
+    c.cancel(overrun)
+
+
 def test_tasks_waiting_for_a_thread_keep_their_whole_time_limit(backend: Backend) -> None:
     """The engine hands a sync pool tasks ahead of its threads (pool.rs): one thread
     runs six tasks of 0.15 s one after the other under a limit of 0.4 s, the last
@@ -186,16 +202,7 @@ def test_tasks_waiting_for_a_thread_keep_their_whole_time_limit(backend: Backend
                     running[0] -= 1
                     done.append(message["task_id"])
 
-        ids = [c.create("h", {"n": n}, queue="AHEAD", delete_deadline=KEEP) for n in range(6)]
-        overrun = c.create("h", {"n": 99}, queue="AHEAD")
-        report = run_until(c, lambda: len(done) == 7, "every task handled", concurrency=1, time_limit=0.4)
-        assert (report.finished, report.failed) == (6, 1), report
-        assert most[0] == 1 and told == [overrun], (most, told)
-        for i in ids:
-            task = c.get(i)
-            assert (task["status"], task["last_error"]) == ("finished", None), task
-        assert c.get(overrun)["last_error"] == "time limit of 0.4s exceeded"
-        c.cancel(overrun)
+        six_then_an_overrun(c, "AHEAD", done, most, told)
 
 
 def test_async_tasks_waiting_for_room_keep_their_whole_time_limit(backend: Backend) -> None:
@@ -222,13 +229,4 @@ def test_async_tasks_waiting_for_room_keep_their_whole_time_limit(backend: Backe
                 running[0] -= 1
                 done.append(message["task_id"])
 
-        ids = [c.create("h", {"n": n}, queue="AHEAD_ASYNC", delete_deadline=KEEP) for n in range(6)]
-        overrun = c.create("h", {"n": 99}, queue="AHEAD_ASYNC")
-        report = run_until(c, lambda: len(done) == 7, "every task handled", concurrency=1, time_limit=0.4)
-        assert (report.finished, report.failed) == (6, 1), report
-        assert most[0] == 1 and told == [overrun], (most, told)
-        for i in ids:
-            task = c.get(i)
-            assert (task["status"], task["last_error"]) == ("finished", None), task
-        assert c.get(overrun)["last_error"] == "time limit of 0.4s exceeded"
-        c.cancel(overrun)
+        six_then_an_overrun(c, "AHEAD_ASYNC", done, most, told)
