@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Set
 
 import pytest
@@ -157,15 +158,27 @@ def test_a_task_time_limit_overrides_the_worker_s(backend: Backend) -> None:
             c.create("s", {}, queue="LIMIT_SYNC", time_limit="soon")  # type: ignore[arg-type]
 
 
-def six_then_an_overrun(c: qtask.Client, queue: str, done: List[int], most: List[int], told: List[int]) -> None:
+@dataclass
+class Seen:
+    """What the handler of a time-limit test saw: tasks running now and at most at
+    once, the tasks it ended and those it was told were out of time."""
+
+    running: int = 0
+    most: int = 0
+    done: List[int] = field(default_factory=list)
+    told: List[int] = field(default_factory=list)
+
+
+def six_then_an_overrun(c: qtask.Client, queue: str, seen: Seen) -> None:
     """Six tasks (``n`` 0 to 5) and one that overruns (``n`` 99) on ``queue``, worked
     on at concurrency 1 with a limit of 0.4 s until the handler saw all seven: only
     the overrun failed, for its limit, and no two ran at once."""
+    c.install()
     ids = [c.create("h", {"n": n}, queue=queue, delete_deadline=KEEP) for n in range(6)]
     overrun = c.create("h", {"n": 99}, queue=queue)
-    report = run_until(c, lambda: len(done) == 7, "every task handled", concurrency=1, time_limit=0.4)
+    report = run_until(c, lambda: len(seen.done) == 7, "every task handled", concurrency=1, time_limit=0.4)
     assert (report.finished, report.failed) == (6, 1), report
-    assert most[0] == 1 and told == [overrun], (most, told)
+    assert seen.most == 1 and seen.told == [overrun], seen
     for i in ids:
         task = c.get(i)
         assert (task["status"], task["last_error"]) == ("finished", None), task
@@ -179,30 +192,26 @@ def test_tasks_waiting_for_a_thread_keep_their_whole_time_limit(backend: Backend
     handed over 0.75 s before it starts, and none of them runs out of time; the
     limit still ends a seventh that overruns it once started."""
     with backend.client(sweep_interval=0.2, retry_backoff=60, retry_backoff_max=60) as c:
-        c.install()
-        running = [0]
-        most = [0]
-        done: List[int] = []
-        told: List[int] = []
+        seen = Seen()
         lock = threading.Lock()
 
         @c.task("AHEAD")
         def handle(message: qtask.Message) -> None:
             with lock:
-                running[0] += 1
-                most[0] = max(most[0], running[0])
+                seen.running += 1
+                seen.most = max(seen.most, seen.running)
             try:
                 for _ in range(300 if message["n"] == 99 else 15):
                     time.sleep(0.01)
             except qtask.TimeLimitExceeded:
-                told.append(message["task_id"])
+                seen.told.append(message["task_id"])
                 raise
             finally:
                 with lock:
-                    running[0] -= 1
-                    done.append(message["task_id"])
+                    seen.running -= 1
+                    seen.done.append(message["task_id"])
 
-        six_then_an_overrun(c, "AHEAD", done, most, told)
+        six_then_an_overrun(c, "AHEAD", seen)
 
 
 def test_async_tasks_waiting_for_room_keep_their_whole_time_limit(backend: Backend) -> None:
@@ -210,23 +219,19 @@ def test_async_tasks_waiting_for_room_keep_their_whole_time_limit(backend: Backe
     hands more over: one coroutine at a time runs six of 0.15 s under a limit of
     0.4 s and none runs out of time; the limit still cancels a seventh that overruns."""
     with backend.client(sweep_interval=0.2, retry_backoff=60, retry_backoff_max=60) as c:
-        c.install()
-        running = [0]
-        most = [0]
-        done: List[int] = []
-        told: List[int] = []
+        seen = Seen()
 
         @c.task("AHEAD_ASYNC")
         async def handle(message: qtask.Message) -> None:
-            running[0] += 1
-            most[0] = max(most[0], running[0])
+            seen.running += 1
+            seen.most = max(seen.most, seen.running)
             try:
                 await asyncio.sleep(3 if message["n"] == 99 else 0.15)
             except asyncio.CancelledError:
-                told.append(message["task_id"])
+                seen.told.append(message["task_id"])
                 raise
             finally:
-                running[0] -= 1
-                done.append(message["task_id"])
+                seen.running -= 1
+                seen.done.append(message["task_id"])
 
-        six_then_an_overrun(c, "AHEAD_ASYNC", done, most, told)
+        six_then_an_overrun(c, "AHEAD_ASYNC", seen)
