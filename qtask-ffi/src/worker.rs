@@ -228,7 +228,10 @@ pub extern "C" fn qtask_worker_run(
                 })
                 .map_err(|e| Error::Internal(format!("starting the stop relay thread: {e}")))?
         };
-        let mut engine = Worker::new(&state.client, state.queue.as_str()).concurrency(state.concurrency);
+        // Both modes hand tasks over ahead of a free handler; each starts their clocks.
+        let mut engine = Worker::new(&state.client, state.queue.as_str())
+            .concurrency(state.concurrency)
+            .hand_ahead_for_bursts();
         let limit_ms = state.time_limit_ms.load(Ordering::Acquire);
         if limit_ms > 0 {
             engine = engine.time_limit(Duration::from_millis(limit_ms));
@@ -241,7 +244,7 @@ pub extern "C" fn qtask_worker_run(
             Mode::Callback(callback) => {
                 let threads = CallbackThreads::new(*callback, state.concurrency);
                 let to = threads.clone();
-                let report = engine.hand_ahead_for_bursts().run_handing_off(
+                let report = engine.run_handing_off(
                     move |message, time_up, reply| to.deliver(message, time_up, reply),
                     &stop,
                 );
@@ -251,7 +254,7 @@ pub extern "C" fn qtask_worker_run(
             Mode::Pull(exchange) => {
                 let to = exchange.clone();
                 let limit = (limit_ms > 0).then(|| Duration::from_millis(limit_ms));
-                let report = engine.hand_ahead_for_bursts().run_handing_off(
+                let report = engine.run_handing_off(
                     move |message, time_up, reply| to.deliver(message, time_up, reply, limit),
                     &stop,
                 );

@@ -128,7 +128,10 @@ fn engine(
     }
     let time_limit = time_limit.map(|s| seconds("time_limit", s)).transpose()?;
     let client = client.client()?;
-    let mut worker = Worker::new(&client, queue).concurrency(concurrency);
+    // Tasks wait ready for the next free thread or coroutine, which starts their clock.
+    let mut worker = Worker::new(&client, queue)
+        .concurrency(concurrency)
+        .hand_ahead_for_bursts();
     if let Some(limit) = time_limit {
         worker = worker.time_limit(limit);
     }
@@ -193,9 +196,7 @@ pub fn run_worker(
     time_limit: Option<f64>,
     kinds: Option<Vec<String>>,
 ) -> PyQtaskResult<ReportTuple> {
-    let (worker, limited) = engine(client, queue, concurrency, time_limit, kinds)?;
-    // Tasks wait ready for the next free thread, which runs them while it holds the GIL.
-    let engine = (worker.hand_ahead_for_bursts(), limited);
+    let engine = engine(client, queue, concurrency, time_limit, kinds)?;
     let pool = Pool::new(concurrency, handler);
     let handing = pool.clone();
     let report = run_engine(py, engine, stop, move |job| handing.push(job));
@@ -219,7 +220,6 @@ pub fn run_async_worker(
     time_limit: Option<f64>,
     kinds: Option<Vec<String>>,
 ) -> PyQtaskResult<ReportTuple> {
-    let (worker, limited) = engine(client, queue, concurrency, time_limit, kinds)?;
-    let engine = (worker.hand_ahead_for_bursts(), limited);
+    let engine = engine(client, queue, concurrency, time_limit, kinds)?;
     run_engine(py, engine, stop, move |job| inbox.get().push(job))
 }
